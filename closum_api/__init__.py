@@ -1,0 +1,8 @@
+"""Code shared by tap-closum, target-closum and the sandbox.
+
+- :mod:`closum_api.registry`: the resources of both API revisions.
+- :mod:`closum_api.schemas`: loading and validating the JSON Schemas in ``schemas/``.
+- :mod:`closum_api.auth`: the bearer-token authenticator.
+- :mod:`closum_api.errors`: decoding responses and classifying failures.
+- :mod:`closum_api.client`: a small retrying client for writes (used by the target).
+"""

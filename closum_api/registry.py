@@ -1,0 +1,198 @@
+"""The one registry of Closum resources.
+
+Every resource of both API revisions is listed here once. The tap builds its
+streams from it, the target its sinks, and the sandbox its routes, so the three
+can never disagree about a path, a verb or a schema.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Verb(str, enum.Enum):
+    """An operation the Closum API offers on a resource."""
+
+    LIST = "list"
+    CREATE = "create"
+    RETRIEVE = "retrieve"
+    UPDATE = "update"
+
+
+class Revision(str, enum.Enum):
+    """A published revision of the Closum API reference."""
+
+    R2019 = "2019"
+    R2021 = "2021"
+
+
+class Replication(str, enum.Enum):
+    """How the tap replicates a resource."""
+
+    INCREMENTAL = "INCREMENTAL"  # append-only: new records have larger ids
+    FULL_TABLE = "FULL_TABLE"  # records can change, or a small reference list
+
+
+BOTH = frozenset({Revision.R2019, Revision.R2021})
+ONLY_2019 = frozenset({Revision.R2019})
+ONLY_2021 = frozenset({Revision.R2021})
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One Closum resource.
+
+    Attributes:
+        name: singular snake_case name (``lead``), used in the target's
+            ``resource_map`` and for the schema file names.
+        path: URL path below the API base, without slashes (``lead``).
+        stream_name: the Singer stream name (``leads``).
+        verbs: operations the API has for this resource.
+        revisions: API revisions that serve it; the other answers 404.
+        replication: how the tap replicates it.
+        read_only: fields the API serves but never accepts in a payload.
+        list_path_suffix: appended to the list URL (the 2021 reference lists
+            lifecycle stages at ``/contact-lifecycle-stage/``).
+    """
+
+    name: str
+    path: str
+    stream_name: str
+    verbs: frozenset[Verb]
+    revisions: frozenset[Revision]
+    replication: Replication
+    read_only: tuple[str, ...] = ("id",)
+    list_path_suffix: str = ""
+
+    @property
+    def record_schema_file(self) -> str:
+        """Schema of a record as the API serves it, relative to ``schemas/``."""
+        return f"records/{self.name}.json"
+
+    @property
+    def payload_schema_file(self) -> str | None:
+        """Schema of a create/update body, relative to ``schemas/``."""
+        return f"payloads/{self.name}.json" if self.writable else None
+
+    @property
+    def writable(self) -> bool:
+        return Verb.CREATE in self.verbs or Verb.UPDATE in self.verbs
+
+    def has(self, verb: Verb) -> bool:
+        return verb in self.verbs
+
+    @property
+    def list_path(self) -> str:
+        return f"/{self.path}{self.list_path_suffix}"
+
+    def item_path(self, record_id: int | str) -> str:
+        return f"/{self.path}/{record_id}"
+
+
+_READ = frozenset({Verb.LIST, Verb.RETRIEVE})
+_CREATE = frozenset({Verb.LIST, Verb.CREATE, Verb.RETRIEVE})
+_CRUD = frozenset({Verb.LIST, Verb.CREATE, Verb.RETRIEVE, Verb.UPDATE})
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        name="lead",
+        path="lead",
+        stream_name="leads",
+        verbs=_CREATE,
+        revisions=BOTH,
+        replication=Replication.INCREMENTAL,
+        read_only=("id", "creation_date"),
+    ),
+    Resource(
+        name="unqualified_lead",
+        path="unqualified-lead",
+        stream_name="unqualified_leads",
+        verbs=_CREATE,
+        revisions=ONLY_2019,
+        replication=Replication.INCREMENTAL,
+        read_only=("id", "creation_date", "city_id"),
+    ),
+    Resource(
+        name="city",
+        path="city",
+        stream_name="cities",
+        verbs=frozenset({Verb.LIST}),
+        revisions=ONLY_2019,
+        replication=Replication.FULL_TABLE,
+    ),
+    Resource(
+        name="email",
+        path="email",
+        stream_name="emails",
+        verbs=_CRUD,
+        revisions=BOTH,
+        replication=Replication.FULL_TABLE,
+        read_only=("id", "status", "register_date"),
+    ),
+    Resource(
+        name="phone",
+        path="phone",
+        stream_name="phones",
+        verbs=_CRUD,
+        revisions=BOTH,
+        replication=Replication.FULL_TABLE,
+        read_only=("id", "is_valid", "date_add"),
+    ),
+    Resource(
+        name="contact_type",
+        path="contact-type",
+        stream_name="contact_types",
+        verbs=_CRUD,
+        revisions=ONLY_2019,
+        replication=Replication.FULL_TABLE,
+        read_only=("id", "creation_date", "date_add"),
+    ),
+    Resource(
+        name="contact_lifecycle_stage",
+        path="contact-lifecycle-stage",
+        stream_name="contact_lifecycle_stages",
+        verbs=frozenset({Verb.LIST}),
+        revisions=ONLY_2021,
+        replication=Replication.FULL_TABLE,
+        list_path_suffix="/",
+    ),
+    Resource(
+        name="audience_list",
+        path="audience-list",
+        stream_name="audience_lists",
+        verbs=_CREATE,
+        revisions=ONLY_2021,
+        replication=Replication.INCREMENTAL,
+        read_only=("id", "creation_date"),
+    ),
+    Resource(
+        name="lead_audience_list",
+        path="lead-audience-list",
+        stream_name="lead_audience_lists",
+        verbs=_CREATE,
+        revisions=ONLY_2021,
+        replication=Replication.INCREMENTAL,
+        read_only=("id", "creation_date"),
+    ),
+)
+
+BY_NAME: dict[str, Resource] = {r.name: r for r in RESOURCES}
+BY_STREAM: dict[str, Resource] = {r.stream_name: r for r in RESOURCES}
+BY_PATH: dict[str, Resource] = {r.path: r for r in RESOURCES}
+
+
+def get(name: str) -> Resource:
+    """Look a resource up by its name (``lead``), stream name or URL path."""
+    for table in (BY_NAME, BY_STREAM, BY_PATH):
+        if name in table:
+            return table[name]
+    known = ", ".join(sorted(BY_NAME))
+    msg = f"unknown Closum resource {name!r}; known resources: {known}"
+    raise KeyError(msg)
+
+
+def for_revision(revision: Revision | str) -> tuple[Resource, ...]:
+    """The resources one API revision serves."""
+    rev = Revision(revision)
+    return tuple(r for r in RESOURCES if rev in r.revisions)
