@@ -1,0 +1,162 @@
+"""Benchmark tap-closum against a plain sequential read loop, in one run.
+
+Starts ``closum-sandbox`` on a free 127.0.0.1 port, loads leads into it, then
+runs each reader as a whole process on the same data, printing figures as JSON:
+
+1. speed: 50 ms latency, 20,000 leads: wall time of the tap (concurrent pages)
+   against the baseline loop; goal ratio >= 3.
+2. CPU: no latency, same leads: CPU seconds per record, tap / baseline; goal <= 1.5.
+3. memory: no latency: peak RSS of the tap at 20,000 and at 200,000 leads.
+
+    python benchmarks/bench_tap.py [--leads 20000] [--big 200000] [--latency-ms 50]
+
+Everything runs on loopback and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+USER = PASSWORD = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def measured(cmd: list[str]) -> dict[str, float]:
+    """Run ``cmd`` with stdout to /dev/null: wall seconds, CPU seconds, peak RSS MiB, lines."""
+    wrapper = (
+        "import resource, subprocess, sys, time, json\n"
+        "t0 = time.perf_counter()\n"
+        "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)\n"
+        "lines = sum(1 for _ in p.stdout)\n"
+        "rc = p.wait()\n"
+        "wall = time.perf_counter() - t0\n"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(json.dumps({'rc': rc, 'wall_s': wall, 'cpu_s': u.ru_utime + u.ru_stime,"
+        " 'peak_rss_mib': u.ru_maxrss / 1024, 'lines': lines}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    if result["rc"] != 0:
+        msg = f"{cmd[0]} exited {result['rc']}"
+        raise SystemExit(msg)
+    return result
+
+
+class Sandbox:
+    def __init__(self, latency_ms: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(BIN / "closum-sandbox"), "serve", "--port", str(self.port), "--seed", "0",
+             "--username", USER, "--password", PASSWORD, "--latency-ms", str(latency_ms),
+             "--max-page-size", "1000", "--token-ttl", "86400"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/_admin/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise SystemExit("closum-sandbox did not start")
+
+    def add_leads(self, count: int) -> None:
+        while count > 0:
+            batch = min(count, 50_000)
+            requests.post(f"{self.url}/_admin/records/lead", json={"count": batch}, timeout=600).raise_for_status()
+            count -= batch
+
+    def latency(self, ms: int) -> None:
+        requests.patch(f"{self.url}/_admin/config", json={"latency_ms": ms}, timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def tap_cmd(workdir: Path, api_url: str) -> list[str]:
+    config = workdir / "config.json"
+    config.write_text(json.dumps({
+        "api_url": api_url, "api_username": USER, "api_pw": PASSWORD,
+        "page_size": 100, "max_parallel_requests": 8,
+    }))
+    catalog = json.loads(subprocess.run(
+        [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
+        capture_output=True, text=True, check=True,
+    ).stdout)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
+    (workdir / "catalog.json").write_text(json.dumps(catalog))
+    return [str(BIN / "tap-closum"), "--config", str(config), "--catalog", str(workdir / "catalog.json")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument("--big", type=int, default=200_000, help="leads for the memory check (0 skips it)")
+    parser.add_argument("--latency-ms", type=int, default=50)
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    report: dict[str, object] = {"leads": args.leads, "latency_ms": args.latency_ms}
+    sandbox = Sandbox(args.latency_ms)
+    try:
+        sandbox.add_leads(args.leads)
+        api_url = sandbox.url + "/api"
+        with tempfile.TemporaryDirectory() as tmp:
+            tap = tap_cmd(Path(tmp), api_url)
+            baseline = [sys.executable, str(HERE / "baseline_read_loop.py"), api_url, USER, PASSWORD, "/lead", "100"]
+
+            base_slow = measured(baseline)
+            tap_slow = measured(tap)
+            report["latency"] = {
+                "baseline_wall_s": round(base_slow["wall_s"], 2),
+                "tap_wall_s": round(tap_slow["wall_s"], 2),
+                "speedup": round(base_slow["wall_s"] / tap_slow["wall_s"], 2),
+                "goal": ">= 3",
+            }
+            sandbox.latency(0)
+            base_fast = measured(baseline)
+            tap_fast = measured(tap)
+            report["cpu"] = {
+                "baseline_cpu_us_per_record": round(1e6 * base_fast["cpu_s"] / args.leads, 1),
+                "tap_cpu_us_per_record": round(1e6 * tap_fast["cpu_s"] / args.leads, 1),
+                "ratio": round(tap_fast["cpu_s"] / base_fast["cpu_s"], 2),
+                "goal": "<= 1.5",
+            }
+            memory = {f"tap_peak_rss_mib_at_{args.leads}": round(tap_fast["peak_rss_mib"], 1)}
+            if args.big > args.leads:
+                sandbox.add_leads(args.big - args.leads)
+                tap_big = measured(tap)
+                memory[f"tap_peak_rss_mib_at_{args.big}"] = round(tap_big["peak_rss_mib"], 1)
+                memory["ratio"] = round(tap_big["peak_rss_mib"] / tap_fast["peak_rss_mib"], 2)
+                memory["records_at_big"] = tap_big["lines"]
+            report["memory"] = memory
+    finally:
+        sandbox.stop()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

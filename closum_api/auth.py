@@ -1,0 +1,177 @@
+"""Bearer-token authentication for the Closum API.
+
+``POST /token`` trades ``api_username``/``api_pw`` for a token with a lifetime.
+:class:`ClosumTokenAuth` is a ``requests`` auth object that holds one token,
+renews it shortly before it expires, and renews it once and resends the
+request when the server answers 401 (a token revoked early). It is safe to
+share between threads, so one token serves every stream of a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import typing as t
+
+import backoff
+import requests
+
+from closum_api.errors import (
+    ClosumAuthError,
+    ClosumBadResponse,
+    ClosumRetriableError,
+    check_response,
+    jitter,
+    retry_waits,
+)
+
+LOGGER = logging.getLogger("closum_api.auth")
+TOKEN_PATH = "/token"
+# Renew this long before expiry: a tenth of the lifetime, at most a minute.
+MAX_RENEW_MARGIN = 60.0
+
+
+class ClosumTokenAuth(requests.auth.AuthBase):
+    """Holds a Closum bearer token and renews it on demand.
+
+    Args:
+        api_url: base URL of the API, e.g. ``https://api.closum.com/api``.
+        username: the account's ``api_username``.
+        password: the account's ``api_pw``; never logged or shown.
+        session: the session to ask for tokens with.
+        timeout: seconds to wait for the token answer.
+        max_tries: attempts at ``POST /token`` when it fails transiently.
+        backoff_base: first wait between attempts, in seconds (doubles).
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        username: str,
+        password: str,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        max_tries: int = 5,
+        backoff_base: float = 1.0,
+        user_agent: str | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self._session = session or requests.Session()
+        self._timeout = timeout
+        self._max_tries = max(1, max_tries)
+        self._backoff_base = backoff_base
+        self._user_agent = user_agent
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self.tokens_issued = 0
+
+    def __repr__(self) -> str:
+        return f"ClosumTokenAuth(api_url={self.api_url!r}, username={self.username!r})"
+
+    # requests.auth.AuthBase
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        request.register_hook("response", self._renew_on_401)
+        return request
+
+    def token(self) -> str:
+        """The current token, fetched or renewed first when needed."""
+        with self._lock:
+            if self._token is None or time.monotonic() >= self._renew_at:
+                self._fetch()
+            assert self._token is not None  # noqa: S101
+            return self._token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Forget the token (only if it is still ``token``, when given)."""
+        with self._lock:
+            if token is None or token == self._token:
+                self._token = None
+
+    def _fetch(self) -> None:
+        fetch = backoff.on_exception(
+            lambda: retry_waits(self._backoff_base),
+            (ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout),
+            max_tries=self._max_tries,
+            jitter=jitter,
+            logger=None,
+            on_backoff=self._log_backoff,
+        )(self._post_token)
+        envelope = fetch()
+        data = envelope.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not data["token"]:
+            msg = "POST /token answered without data.token; is api_url a Closum API?"
+            raise ClosumBadResponse(msg)
+        lifetime = _lifetime_seconds(data)
+        self._token = data["token"]
+        self._renew_at = time.monotonic() + lifetime - min(MAX_RENEW_MARGIN, lifetime / 10)
+        self.tokens_issued += 1
+        LOGGER.debug("Closum token obtained for %s, valid %.0f s", self.username, lifetime)
+
+    def _post_token(self) -> dict[str, t.Any]:
+        headers = {"Accept": "application/json"}
+        if self._user_agent:
+            headers["User-Agent"] = self._user_agent
+        response = self._session.post(
+            self.api_url + TOKEN_PATH,
+            json={"api_username": self.username, "api_pw": self._password},
+            headers=headers,
+            timeout=self._timeout,
+        )
+        if response.status_code in {400, 401, 403}:
+            msg = (
+                f"Closum refused the credentials of api_username {self.username!r} "
+                f"(POST /token answered {response.status_code}); check api_username and api_pw"
+            )
+            raise ClosumAuthError(msg, response)
+        return check_response("POST", TOKEN_PATH, response)
+
+    @staticmethod
+    def _log_backoff(details: t.Mapping[str, t.Any]) -> None:
+        LOGGER.warning(
+            "POST /token failed (%s); retrying in %.1f s",
+            details.get("exception"),
+            details.get("wait", 0.0),
+        )
+
+    def _renew_on_401(self, response: requests.Response, **kwargs: t.Any) -> requests.Response:
+        """Response hook: on a 401, renew the token once and resend."""
+        if response.status_code != 401 or getattr(response.request, "_closum_renewed", False):  # noqa: PLR2004
+            return response
+        sent = (response.request.headers.get("Authorization") or "").removeprefix("Bearer ")
+        self.invalidate(sent)
+        LOGGER.info("Closum answered 401 to %s; renewing the token once", response.request.method)
+        response.content  # noqa: B018  # drain, so the connection can be reused
+        response.close()
+        retry = response.request.copy()
+        retry._closum_renewed = True  # type: ignore[attr-defined]  # noqa: SLF001
+        retry.headers["Authorization"] = f"Bearer {self.token()}"
+        assert response.connection is not None  # noqa: S101
+        new = response.connection.send(retry, **kwargs)
+        new.history.append(response)
+        new.request = retry
+        return new
+
+
+def _lifetime_seconds(data: t.Mapping[str, t.Any]) -> float:
+    """Seconds the token lives: ``expires_in``, else ``expiration_date``."""
+    expires_in = data.get("expires_in")
+    if isinstance(expires_in, (int, float)) and expires_in > 0:
+        return float(expires_in)
+    expiration = data.get("expiration_date")
+    if isinstance(expiration, str):
+        try:
+            when = dt.datetime.fromisoformat(expiration)
+        except ValueError:
+            pass
+        else:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            return max(1.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return 3600.0

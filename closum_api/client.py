@@ -1,0 +1,193 @@
+"""A small retrying Closum client: one session, one token, shared retry rules.
+
+The tap reads through the Singer SDK's own request loop and only borrows the
+authenticator and :func:`closum_api.errors.check_response`; the target writes
+through this client. Reads and updates (``PUT`` is idempotent) are retried on
+every transient failure. A create is retried only when it surely did not
+happen (429, 503, a refused connection); when it may have happened (500, 502,
+504, a timeout or a connection dropped after sending) the client raises
+:class:`ClosumOutcomeUnknown` and leaves the decision to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import backoff
+import requests
+import urllib3
+
+from closum_api.auth import ClosumTokenAuth
+from closum_api.errors import (
+    UNKNOWN_OUTCOME_STATUSES,
+    ClosumOutcomeUnknown,
+    ClosumRetriableError,
+    check_response,
+    jitter,
+    retry_waits,
+)
+from closum_api.registry import Resource
+
+LOGGER = logging.getLogger("closum_api.client")
+DEFAULT_API_URL = "https://api.closum.com/api"
+
+
+def new_session(pool_size: int = 8) -> requests.Session:
+    """A session whose connection pool holds ``pool_size`` connections per host."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers.update({"Accept": "application/json"})
+    return session
+
+
+def surely_not_sent(exc: BaseException) -> bool:
+    """True when a connection error happened before the request reached the server."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        if isinstance(reason, urllib3.exceptions.MaxRetryError):
+            reason = reason.reason
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+    return False
+
+
+class ClosumClient:
+    """Talks to one Closum account.
+
+    Args:
+        api_url: base URL, e.g. ``https://api.closum.com/api``.
+        username: ``api_username``.
+        password: ``api_pw``; never logged.
+        timeout: seconds to wait for each answer.
+        max_tries: attempts per request on transient failures.
+        backoff_base: first wait between attempts, in seconds (doubles).
+        pool_size: connections kept open, at least the writes in flight.
+        user_agent: the User-Agent header.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+        max_tries: int = 5,
+        backoff_base: float = 1.0,
+        pool_size: int = 8,
+        user_agent: str | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self.max_tries = max(1, max_tries)
+        self.backoff_base = backoff_base
+        self.session = new_session(pool_size)
+        if user_agent:
+            self.session.headers["User-Agent"] = user_agent
+        self.auth = ClosumTokenAuth(
+            self.api_url,
+            username,
+            password,
+            session=self.session,
+            timeout=timeout,
+            max_tries=max_tries,
+            backoff_base=backoff_base,
+            user_agent=user_agent,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, path: str, params: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
+        """GET with every transient failure retried; the decoded envelope."""
+        return self._retrying(self._send, safe=True)("GET", path, params=params)
+
+    def list_page(
+        self,
+        resource: Resource,
+        *,
+        page: int = 1,
+        limit: int = 100,
+        sort: str = "id",
+        direction: str = "asc",
+    ) -> dict[str, t.Any]:
+        """One page of a resource's list, as the envelope."""
+        params = {"limit": limit, "page": page, "sort": sort, "direction": direction}
+        return self.get(resource.list_path, params)
+
+    # -- writes --------------------------------------------------------------
+    def create(self, resource: Resource, payload: t.Mapping[str, t.Any]) -> int:
+        """POST a record; its new id.
+
+        Raises:
+            ClosumOutcomeUnknown: the request may have created the record.
+        """
+        envelope = self._retrying(self._send, safe=False)("POST", f"/{resource.path}", json=payload)
+        data = envelope.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+            msg = f"POST /{resource.path} answered without data.id: {str(data)[:200]}"
+            raise ClosumOutcomeUnknown(msg)
+        return int(data["id"])
+
+    def update(self, resource: Resource, record_id: int, payload: t.Mapping[str, t.Any]) -> None:
+        """PUT a record; idempotent, so every transient failure is retried."""
+        self._retrying(self._send, safe=True)("PUT", resource.item_path(record_id), json=payload)
+
+    # -- plumbing ------------------------------------------------------------
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: t.Mapping[str, t.Any] | None = None,
+        json: t.Any = None,  # noqa: A002
+        safe: bool,
+    ) -> dict[str, t.Any]:
+        try:
+            response = self.session.request(
+                method,
+                self.api_url + path,
+                params=params,
+                json=json,
+                auth=self.auth,
+                timeout=self.timeout,
+            )
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            if safe or surely_not_sent(exc):
+                raise
+            msg = f"{method} {path}: the connection failed after sending ({type(exc).__name__})"
+            raise ClosumOutcomeUnknown(msg) from None
+        try:
+            return check_response(method, path, response)
+        except ClosumRetriableError as exc:
+            if not safe and exc.status in UNKNOWN_OUTCOME_STATUSES:
+                raise ClosumOutcomeUnknown(str(exc), exc.status) from None
+            raise
+
+    def _retrying(self, func: t.Callable[..., t.Any], *, safe: bool) -> t.Callable[..., t.Any]:
+        def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            return func(*args, safe=safe, **kwargs)
+
+        return backoff.on_exception(
+            lambda: retry_waits(self.backoff_base),
+            (ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout),
+            max_tries=self.max_tries,
+            jitter=jitter,
+            logger=None,
+            on_backoff=_log_backoff,
+        )(call)
+
+
+def _log_backoff(details: t.Mapping[str, t.Any]) -> None:
+    exc = details.get("exception")
+    LOGGER.warning(
+        "Retrying in %.1f s after try %d: %s",
+        details.get("wait", 0.0),
+        details.get("tries", 0),
+        exc if isinstance(exc, ClosumRetriableError) else type(exc).__name__,
+    )

@@ -1,0 +1,196 @@
+"""Decode Closum responses and classify what went wrong.
+
+One place decides, for the tap and the target alike, which answers are worth
+another try, which are final, and what one line tells the user about them.
+The body of a Closum error is undocumented: JSON with ``success: false``, an
+HTML page from a proxy or an empty body are all expected and never crash us.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import random
+import re
+import time
+import typing as t
+from http import HTTPStatus
+
+import requests
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+# 429 is not documented; services of this kind send it with Retry-After and
+# the notes say to treat it like 503.
+RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers after which a write may or may not have happened.
+UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
+MAX_MESSAGE = 300
+
+
+class ClosumError(Exception):
+    """Base of every error raised by the Closum connectors."""
+
+
+class ClosumRetriableError(RetriableAPIError, ClosumError):
+    """A transient failure: the same request may succeed later."""
+
+    def __init__(self, msg: str, response: requests.Response | None = None) -> None:
+        super().__init__(msg, response)
+        self.status = response.status_code if response is not None else None
+        self.retry_after = retry_after_seconds(response) if response is not None else None
+
+
+class ClosumFatalError(FatalAPIError, ClosumError):
+    """A failure that repeating the request will not mend."""
+
+    def __init__(self, msg: str, response: requests.Response | None = None) -> None:
+        super().__init__(msg)
+        self.response = response
+        self.status = response.status_code if response is not None else None
+        self.server_message = server_message(response) if response is not None else None
+
+
+class ClosumAuthError(ClosumFatalError):
+    """Closum refused the credentials or the token."""
+
+
+class ClosumNotFoundError(ClosumFatalError):
+    """404: the record, or the whole endpoint (other API revision), is absent."""
+
+
+class ClosumBadResponse(ClosumRetriableError):
+    """A 2xx answer that is not the documented envelope (HTML, bad JSON, no data)."""
+
+
+class ClosumOutcomeUnknown(ClosumError):
+    """A write was sent but its answer was lost: it may or may not have happened."""
+
+    def __init__(self, msg: str, status: int | None = None) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def _one_line(text: str) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def server_message(response: requests.Response) -> str:
+    """What the server said, as one short line, whatever shape its body has."""
+    body = response.content or b""
+    if not body.strip():
+        return "(empty body)"
+    try:
+        payload = response.json()
+    except ValueError:
+        text = response.text
+        if "<html" in text[:500].lower() or "<!doctype" in text[:500].lower():
+            title = _TITLE.search(text)
+            shown = html.unescape(title.group(1)) if title else _TAGS.sub(" ", text)
+            return _one_line(f"an HTML page, not JSON: {shown}")
+        return _one_line(f"not JSON: {text}")
+    if isinstance(payload, dict):
+        for key in ("message", "error", "errors"):
+            value = payload.get(key)
+            if isinstance(value, str) and value:
+                return _one_line(value)
+        data = payload.get("data")
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            return _one_line(data["message"])
+    return _one_line(json.dumps(payload, ensure_ascii=False))
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds, if any."""
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def describe(method: str, path: str, response: requests.Response) -> str:
+    """``GET /lead answered 400 Bad Request: <server message>``."""
+    try:
+        reason = HTTPStatus(response.status_code).phrase
+    except ValueError:
+        reason = response.reason or ""
+    return f"{method} {path} answered {response.status_code} {reason}: {server_message(response)}"
+
+
+def check_response(method: str, path: str, response: requests.Response) -> dict[str, t.Any]:
+    """Raise the right error for a failed answer; return the decoded envelope.
+
+    Args:
+        method: the HTTP verb, for the message.
+        path: the API path (``/lead``), for the message; never a full URL.
+        response: the answer.
+
+    Returns:
+        The JSON envelope, with ``success`` true and a ``data`` key.
+    """
+    status = response.status_code
+    if status in RETRIABLE_STATUSES:
+        raise ClosumRetriableError(describe(method, path, response), response)
+    if status == HTTPStatus.UNAUTHORIZED:
+        msg = (
+            f"Closum refused the credentials ({describe(method, path, response)}); "
+            "check api_username and api_pw"
+        )
+        raise ClosumAuthError(msg, response)
+    if status == HTTPStatus.NOT_FOUND:
+        raise ClosumNotFoundError(describe(method, path, response), response)
+    if status >= HTTPStatus.BAD_REQUEST:
+        raise ClosumFatalError(describe(method, path, response), response)
+    try:
+        envelope = response.json()
+    except ValueError:
+        msg = f"{method} {path} answered {status} with {server_message(response)}"
+        raise ClosumBadResponse(msg, response) from None
+    if not isinstance(envelope, dict):
+        msg = f"{method} {path} answered {status} with JSON that is not an object: {_one_line(str(envelope))}"
+        raise ClosumBadResponse(msg, response)
+    if envelope.get("success") is False:
+        msg = f"{method} {path} answered {status} with success=false: {server_message(response)}"
+        raise ClosumFatalError(msg, response)
+    if "data" not in envelope:
+        msg = f"{method} {path} answered {status} without a 'data' key: {server_message(response)}"
+        raise ClosumBadResponse(msg, response)
+    return envelope
+
+
+def retry_waits(base: float = 1.0, cap: float = 60.0) -> t.Generator[float, BaseException | None, None]:
+    """A ``backoff`` wait generator: exponential, honouring ``Retry-After``.
+
+    ``backoff`` sends each exception into the generator, so a 429's or 503's
+    ``Retry-After`` is read from it; the wait is never shorter than asked.
+    Pair it with :func:`jitter`, which only ever adds.
+    """
+    attempt = 0
+    exc = yield  # type: ignore[misc]  # primed by backoff with None
+    while True:
+        delay = min(cap, base * (2**attempt))
+        asked = getattr(exc, "retry_after", None)
+        if asked is not None:
+            delay = max(delay, min(float(asked), cap))
+        attempt += 1
+        exc = yield delay
+
+
+def jitter(value: float) -> float:
+    """Add up to a quarter of the wait at random, so workers spread out."""
+    return value + random.uniform(0, value / 4)  # noqa: S311

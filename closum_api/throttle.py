@@ -1,0 +1,34 @@
+"""A gate that every worker passes before it sends a request.
+
+When one worker is told to slow down (a 429 or 503 with ``Retry-After``), the
+gate closes for that long and every other worker waits too, instead of each
+finding out on its own with a failed request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class PauseGate:
+    """Shared pause: ``pause(s)`` closes it for ``s`` seconds, ``wait()`` blocks while closed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + max(0.0, seconds))
+
+    def wait(self) -> float:
+        """Sleep until the gate opens; the seconds slept."""
+        slept = 0.0
+        while True:
+            with self._lock:
+                remaining = self._until - time.monotonic()
+            if remaining <= 0:
+                return slept
+            time.sleep(remaining)
+            slept += remaining

@@ -1,0 +1,1 @@
+"""tap-closum: a Singer tap for the Closum lead-management API."""
