@@ -1,0 +1,388 @@
+"""The FastAPI application of the sandbox: ``create_app(settings)``.
+
+Routes under ``/api`` are generated from :mod:`closum_api.registry` for the
+revisions the server answers as: list, create, retrieve and update where the
+resource has the verb, and a 405 for every other method on the same paths.
+A resource of the other revision is not routed at all, so it answers 404.
+
+Responses use the service's envelopes: ``{"success": true, "data": ...}``
+(lists add ``pagination`` with ``limit`` always ``null``) and
+``{"success": false, "message": "<one line>"}`` for every error, including
+malformed JSON and validation errors (400, never FastAPI's 422).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from closum_api import registry, schemas
+from closum_api.registry import Resource, Revision, Verb
+
+from closum_sandbox import seed as seeding
+from closum_sandbox.auth import TokenStore
+from closum_sandbox.faults import FaultMiddleware, Faults, RequestLog, quiet_dropped_connections
+from closum_sandbox.settings import Settings
+from closum_sandbox.store import Store
+
+_encode = msgspec.json.Encoder().encode
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+DEFAULT_LIMIT = 25
+
+_STATUS_TEXT = {
+    400: "Bad Request -- Your request is invalid.",
+    401: "Unauthorized -- Your Bearer Token is wrong.",
+    403: "Forbidden -- You don't have permission to access this request on this server.",
+    404: "Not Found -- The specified record could not be found.",
+    405: "Method Not Allowed -- You tried to access with an invalid method.",
+    500: "Internal Server Error -- We had a problem with our server. Try again later.",
+}
+
+
+class ApiError(Exception):
+    """An error answered in the service's envelope."""
+
+    def __init__(self, status: int, message: str, errors: list[str] | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, headers
+
+
+def json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(_encode(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, errors: list[str] | None = None, headers: dict | None = None) -> Response:
+    body: dict[str, Any] = {"success": False, "message": message}
+    if errors:
+        body["errors"] = errors
+    return json_response(body, status, headers)
+
+
+class Sandbox:
+    """The state of one sandbox server: settings, store, tokens, faults, log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db, settings.revisions)
+        self.tokens = TokenStore()
+        self.faults = Faults(settings)
+        self.log = RequestLog()
+        self.resources = registry.for_revision(Revision.R2019) if settings.revision == "2019" else (
+            registry.for_revision(Revision.R2021) if settings.revision == "2021" else registry.RESOURCES
+        )
+        self.served_names = {r.name for r in self.resources}
+        if not self.store.is_seeded():
+            self.reset(settings.seed)
+
+    def reset(self, seed: int) -> None:
+        self.store.wipe()
+        seeding.seed_all(self.store, seed, self.settings.revisions)
+        self.store.mark_seeded(seed)
+
+    def check_auth(self, request: Request) -> None:
+        header = request.headers.get("authorization")
+        if not header:
+            raise ApiError(401, "Unauthorized: missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not self.tokens.valid(token.strip()):
+            raise ApiError(401, "Unauthorized: invalid or expired bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "Bad Request: the body must be a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"Bad Request: malformed JSON body ({exc})") from None
+
+
+def _positive_int(params, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(400, f"Bad Request: query parameter {name} must be an integer, not {raw!r}") from None
+    if value < 1:
+        raise ApiError(400, f"Bad Request: query parameter {name} must be at least 1, not {value}")
+    return value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ---- handlers ----------------------------------------------------------
+def _sandbox(request: Request) -> Sandbox:
+    return request.app.state.sandbox
+
+
+async def token_endpoint(request: Request) -> Response:
+    """Exchange ``api_username`` and ``api_pw`` for a bearer token."""
+    sb = _sandbox(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Bad Request: the body must be a JSON object")
+    for key in ("api_username", "api_pw"):
+        if not isinstance(body.get(key), str):
+            raise ApiError(400, f"Bad Request: missing required field {key}")
+    if body["api_username"] != sb.settings.username or body["api_pw"] != sb.settings.password:
+        raise ApiError(401, "Unauthorized: wrong api_username or api_pw")
+    ttl = sb.settings.token_ttl
+    token, expires = sb.tokens.issue(ttl)
+    expiration = datetime.fromtimestamp(int(expires), timezone.utc).isoformat()
+    ttl_out = int(ttl) if float(ttl).is_integer() else ttl
+    return json_response({"success": True, "data": {"token": token, "expires_in": ttl_out, "expiration_date": expiration}})
+
+
+def _make_list(res: Resource):
+    fields = list(schemas.record_schema(res)["properties"])
+
+    async def list_records(request: Request) -> Response:
+        sb = _sandbox(request)
+        sb.check_auth(request)
+        q = request.query_params
+        limit = min(_positive_int(q, "limit", DEFAULT_LIMIT), sb.settings.max_page_size)
+        page = _positive_int(q, "page", 1)
+        sort = q.get("sort", "id")
+        allowed = sb.store.served_fields(res.name, fields)
+        if sort not in allowed:
+            raise ApiError(400, f"Bad Request: cannot sort by {sort!r}; sort by one of: {', '.join(allowed)}")
+        direction = q.get("direction", "asc").lower()
+        if direction not in ("asc", "desc"):
+            raise ApiError(400, f"Bad Request: direction must be asc or desc, not {q.get('direction')!r}")
+        data, count = sb.store.page(res.name, sort, direction == "desc", limit, page)
+        page_count = max(1, math.ceil(count / limit))
+        pagination = {
+            "page_count": page_count,
+            "current_page": page,
+            "has_next_page": page < page_count,
+            "has_prev_page": page > 1,
+            "count": count,
+            "limit": None,
+        }
+        return json_response({"success": True, "data": data, "pagination": pagination})
+
+    list_records.__doc__ = f"List {res.stream_name.replace('_', ' ')} (query: limit, page, sort, direction)."
+    return list_records
+
+
+def _record_id(request: Request, sb: Sandbox, res: Resource) -> int:
+    raw = request.path_params["record_id"]
+    if not raw.isdigit() or not sb.store.exists(res.name, int(raw)):
+        raise ApiError(404, f"Not Found: no {res.name} with id {raw}")
+    return int(raw)
+
+
+def _make_retrieve(res: Resource):
+    async def retrieve_record(request: Request) -> Response:
+        sb = _sandbox(request)
+        sb.check_auth(request)
+        raw = request.path_params["record_id"]
+        record = sb.store.get(res.name, int(raw)) if raw.isdigit() else None
+        if record is None:
+            raise ApiError(404, f"Not Found: no {res.name} with id {raw}")
+        return json_response({"success": True, "data": record})
+
+    retrieve_record.__doc__ = f"Retrieve one {res.name.replace('_', ' ')}."
+    return retrieve_record
+
+
+def _validate(sb: Sandbox, res: Resource, body: Any) -> None:
+    errors = schemas.payload_errors(res, body)
+    if not errors and res.name == "lead":
+        if "city_id" in body and Revision.R2019 not in sb.settings.revisions:
+            errors.append("unknown field city_id")
+        if "contact_lifecycle_stage_id" in body and Revision.R2021 not in sb.settings.revisions:
+            errors.append("unknown field contact_lifecycle_stage_id")
+    if not errors and isinstance(body.get("custom_data"), str):
+        try:
+            json.loads(body["custom_data"])
+        except ValueError:
+            errors.append("field custom_data: must be a string holding JSON")
+    if errors:
+        raise ApiError(400, errors[0], errors)
+
+
+def _check_refs(sb: Sandbox, body: dict, refs: dict[str, str]) -> None:
+    for field, table in refs.items():
+        value = body.get(field)
+        if value is not None and not sb.store.exists(table, int(value)):
+            raise ApiError(400, f"field {field}: no {table} with id {value}")
+
+
+_REFS = {
+    "lead": {"city_id": "city", "contact_lifecycle_stage_id": "contact_lifecycle_stage"},
+    "unqualified_lead": {"contact_type_id": "contact_type"},
+    "lead_audience_list": {"lead_id": "lead", "audience_list_id": "audience_list"},
+}
+
+
+def _create_contact(sb: Sandbox, res: Resource, body: dict) -> int:
+    store = sb.store
+    now = _now()
+    with store.lock:
+        rid = store.reserve_ids(res.name, 1)
+        values: dict[str, Any] = {"id": rid, "name": body.get("name"), "creation_date": now}
+        if "email" in body:
+            values["email_id"] = store.insert("email", {"email": body["email"]["email"], "status": 1, "register_date": now})
+        if "phone" in body:
+            phone = body["phone"]
+            values["phone_id"] = store.insert(
+                "phone", {"extension": phone.get("extension"), "number": phone["number"], "is_valid": 1, "date_add": now}
+            )
+        opt_key = f"{res.name}_opt_in"
+        if opt_key in body:
+            opt = body[opt_key]
+            values["opt_in"] = json.dumps(
+                {"id": rid, f"{res.name}_id": rid, "sms": opt.get("sms"), "email": opt.get("email"),
+                 "enviroment": opt.get("enviroment"), "creation_date": now},
+                ensure_ascii=False,
+            )
+        if res.name == "lead":
+            values["city_id"] = body.get("city_id")
+            values["contact_lifecycle_stage_id"] = body.get("contact_lifecycle_stage_id")
+            values["custom_data"] = body.get("custom_data")
+        else:
+            ct = body.get("contact_type_id")
+            values["contact_type_id"] = None if ct is None else int(ct)
+        return store.insert(res.name, values)
+
+
+def _make_create(res: Resource):
+    async def create_record(request: Request) -> Response:
+        sb = _sandbox(request)
+        sb.check_auth(request)
+        body = await read_json(request)
+        _validate(sb, res, body)
+        _check_refs(sb, body, _REFS.get(res.name, {}))
+        if res.name in ("lead", "unqualified_lead"):
+            rid = _create_contact(sb, res, body)
+        else:
+            now = _now()
+            values = dict(body)
+            values.pop("id", None)
+            if res.name == "email":
+                values |= {"status": 1, "register_date": now}
+            elif res.name == "phone":
+                values |= {"is_valid": 1, "date_add": now}
+            else:
+                values["creation_date"] = now
+            rid = sb.store.insert(res.name, values)
+        return json_response({"success": True, "data": {"id": rid}})
+
+    create_record.__doc__ = f"Create a {res.name.replace('_', ' ')}; answers its id."
+    return create_record
+
+
+def _make_update(res: Resource):
+    async def update_record(request: Request) -> Response:
+        sb = _sandbox(request)
+        sb.check_auth(request)
+        body = await read_json(request)
+        rid = _record_id(request, sb, res)
+        _validate(sb, res, body)
+        if "id" in body and body["id"] != rid:
+            raise ApiError(400, f"field id: {body['id']!r} does not match the id {rid} in the URL")
+        values = {k: v for k, v in body.items() if k != "id"}
+        sb.store.update(res.name, rid, values)
+        return json_response({"success": True, "data": []})
+
+    update_record.__doc__ = f"Update a {res.name.replace('_', ' ')}; answers an empty list."
+    return update_record
+
+
+def _make_not_allowed(allowed: list[str]):
+    allow = ", ".join(allowed) or "none"
+
+    async def not_allowed(request: Request) -> Response:
+        return error_response(405, f"Method Not Allowed: {request.method} {request.url.path} (allowed: {allow})",
+                              headers={"Allow": ", ".join(allowed)})
+
+    return not_allowed
+
+
+def _payload_doc(res: Resource) -> dict:
+    schema = schemas.payload_schema(res)
+    schema.pop("$schema", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def add_resource_routes(app: FastAPI, res: Resource) -> None:
+    """Routes of one resource, from its registry entry."""
+    tag = res.stream_name
+    list_paths = [f"/api{res.list_path}"] + ([f"/api/{res.path}"] if res.list_path_suffix else [])
+    item_path = f"/api/{res.path}/{{record_id}}"
+    coll = {"GET": (Verb.LIST, _make_list), "POST": (Verb.CREATE, _make_create)}
+    item = {"GET": (Verb.RETRIEVE, _make_retrieve), "PUT": (Verb.UPDATE, _make_update)}
+    for paths, verbs in ((list_paths, coll), ([item_path], item)):
+        allowed = [m for m, (v, _) in verbs.items() if res.has(v)]
+        for i, path in enumerate(paths):
+            for method, (verb, factory) in verbs.items():
+                if res.has(verb):
+                    extra = _payload_doc(res) if method in ("POST", "PUT") else None
+                    app.add_api_route(path, factory(res), methods=[method], tags=[tag], openapi_extra=extra,
+                                      include_in_schema=i == 0, name=f"{verb.value}_{res.name}_{i}")
+            others = [m for m in ALL_METHODS if m not in allowed]
+            app.add_api_route(path, _make_not_allowed(allowed), methods=others, include_in_schema=False,
+                              name=f"not_allowed_{res.name}_{path}")
+
+
+# ---- app ---------------------------------------------------------------
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A ready sandbox application (seeded, unless its database already is)."""
+    settings = settings or Settings()
+    sandbox = Sandbox(settings)
+    app = FastAPI(
+        title="Closum sandbox",
+        description="A local Closum-compatible API server. Get a token at POST /api/token "
+        f"(revision {settings.revision}). Admin routes are under /_admin.",
+        version="1.0",
+        redirect_slashes=False,
+    )
+    app.state.sandbox = sandbox
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.errors, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = _STATUS_TEXT.get(exc.status_code, str(exc.detail)) if exc.detail in (None, "", "Not Found", "Method Not Allowed") else str(exc.detail)
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        lines = [f"field {'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in exc.errors()]
+        return error_response(400, lines[0] if lines else "Bad Request", lines)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        return error_response(500, _STATUS_TEXT[500])
+
+    app.add_api_route("/api/token", token_endpoint, methods=["POST"], tags=["auth"],
+                      openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                          "type": "object", "required": ["api_username", "api_pw"],
+                          "properties": {"api_username": {"type": "string"}, "api_pw": {"type": "string"}}}}}}})
+    app.add_api_route("/api/token", _make_not_allowed(["POST"]), methods=["GET", "PUT", "PATCH", "DELETE"],
+                      include_in_schema=False)
+    for res in sandbox.resources:
+        add_resource_routes(app, res)
+
+    from closum_sandbox.admin import router as admin_router
+
+    app.include_router(admin_router)
+    app.add_middleware(FaultMiddleware, faults=sandbox.faults, log=sandbox.log)
+    quiet_dropped_connections()
+    return app

@@ -1,0 +1,259 @@
+"""Faults of the sandbox: latency, random failures, rate limit, scripted faults.
+
+They apply to ``/api`` calls only (never ``/_admin``, ``/docs``,
+``/openapi.json``), in this order, by :class:`FaultMiddleware`:
+
+1. ``latency_ms``: ``await asyncio.sleep`` before each call (calls overlap).
+2. Scripted faults (``POST /_admin/faults``): the first queued entry whose
+   ``method`` and ``path`` prefix match is consumed (``times`` counts down).
+   Entry keys: ``method``, ``path``, ``status`` (500), ``body``
+   (``json``/``html``/``empty``), ``retry_after`` (seconds, sets
+   ``Retry-After``), ``after_write`` (process the call, then answer the fault
+   instead of the success: the ambiguous write), ``drop_connection`` (send a
+   response head promising a body, then cut the connection), ``delay_ms``
+   (delay the answer), ``times`` (1).
+3. ``rate_limit``: more than N calls in the last second -> 429 with
+   ``Retry-After: 1`` and a JSON error body.
+4. ``fail_rate``: that fraction of calls is answered 500 or 503 before doing
+   anything, drawn from an RNG seeded by ``fault_seed``; some 503 bodies are an
+   HTML maintenance page (as a proxy sends) and some 500 bodies are empty.
+
+Every ``/api`` call is also recorded in the :class:`RequestLog`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+MAINTENANCE_HTML = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>Service Unavailable</h1><p>We're temporarily offline for maintenance. "
+    b"Please try again later.</p></body></html>"
+)
+
+FAULT_KEYS = {
+    "method": (str, type(None)),
+    "path": (str, type(None)),
+    "status": (int,),
+    "body": (str,),
+    "retry_after": (int, float, type(None)),
+    "after_write": (bool,),
+    "drop_connection": (bool,),
+    "delay_ms": (int, float),
+    "times": (int,),
+}
+
+
+class DroppedConnection(Exception):
+    """Raised after a response head to make the server cut the connection."""
+
+
+class _DropFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, DroppedConnection):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+def quiet_dropped_connections() -> None:
+    """Keep uvicorn from logging a traceback for each deliberate drop."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DropFilter) for f in logger.filters):
+        logger.addFilter(_DropFilter())
+
+
+def normalize_fault(entry: Any) -> dict[str, Any]:
+    """Validate one scripted fault; answer it with defaults filled in."""
+    if not isinstance(entry, dict):
+        raise ValueError("each fault must be a JSON object")
+    unknown = set(entry) - set(FAULT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown fault field {', '.join(sorted(unknown))}")
+    for key, value in entry.items():
+        types = FAULT_KEYS[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"fault field {key}: {value!r} has the wrong type")
+    fault = {
+        "method": None, "path": None, "status": 500, "body": "json", "retry_after": None,
+        "after_write": False, "drop_connection": False, "delay_ms": 0, "times": 1,
+    } | entry
+    if fault["body"] not in ("json", "html", "empty"):
+        raise ValueError("fault field body: must be json, html or empty")
+    if not 100 <= fault["status"] <= 599:
+        raise ValueError("fault field status: must be an HTTP status code")
+    if fault["times"] < 1:
+        raise ValueError("fault field times: must be at least 1")
+    if fault["method"]:
+        fault["method"] = fault["method"].upper()
+    return fault
+
+
+class RequestLog:
+    """The last ``maxlen`` ``/api`` calls, for assertions."""
+
+    def __init__(self, maxlen: int = 200_000) -> None:
+        self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+
+    def list(self, path_prefix: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.entries if not path_prefix or e["path"].startswith(path_prefix)]
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class Faults:
+    """The fault knobs and queues shared by the middleware and the admin API."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.rng = random.Random(settings.fault_seed)
+        self.scripted: list[dict[str, Any]] = []
+        self._recent: collections.deque[float] = collections.deque()
+
+    def reseed(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def take_scripted(self, method: str, path: str) -> dict[str, Any] | None:
+        for i, fault in enumerate(self.scripted):
+            if fault["method"] and fault["method"] != method:
+                continue
+            if fault["path"] and not path.startswith(fault["path"]):
+                continue
+            fault["times"] -= 1
+            if fault["times"] <= 0:
+                del self.scripted[i]
+            return fault
+        return None
+
+    def rate_limited(self) -> bool:
+        limit = self.settings.rate_limit
+        if not limit:
+            return False
+        now = time.monotonic()
+        recent = self._recent
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) >= limit:
+            return True
+        recent.append(now)
+        return False
+
+    def random_failure(self) -> tuple[int, str] | None:
+        rate = self.settings.fail_rate
+        if not rate or self.rng.random() >= rate:
+            return None
+        if self.rng.random() < 0.5:
+            return 503, ("html" if self.rng.random() < 0.5 else "json")
+        return 500, ("empty" if self.rng.random() < 0.3 else "json")
+
+
+def _error_body(status: int, kind: str, message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    if kind == "html":
+        return MAINTENANCE_HTML, [(b"content-type", b"text/html; charset=utf-8")]
+    if kind == "empty":
+        return b"", []
+    body = json.dumps({"success": False, "message": message}).encode()
+    return body, [(b"content-type", b"application/json")]
+
+
+async def _send_error(send, status: int, kind: str, message: str, retry_after: float | None = None) -> None:
+    body, headers = _error_body(status, kind, message)
+    headers.append((b"content-length", str(len(body)).encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(int(retry_after) if float(retry_after).is_integer() else retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drop(send, status: int) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"512")],
+    })
+    await send({"type": "http.response.body", "body": b'{"success": ', "more_body": True})
+    raise DroppedConnection("scripted drop_connection")
+
+
+def _is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+class FaultMiddleware:
+    """ASGI middleware applying the faults and recording ``/api`` calls."""
+
+    def __init__(self, app, faults: Faults, log: RequestLog) -> None:
+        self.app = app
+        self.faults = faults
+        self.log = log
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not _is_api(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        entry: dict[str, Any] = {
+            "method": method, "path": path, "query": query, "status": None,
+            "after_write_fault": False, "fault": None, "time": time.time(),
+        }
+        self.log.add(entry)
+
+        async def send_logged(message) -> None:
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+            await send(message)
+
+        faults = self.faults
+        latency = faults.settings.latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
+
+        fault = faults.take_scripted(method, path)
+        if fault is not None:
+            entry["fault"] = "scripted"
+            if fault["delay_ms"]:
+                await asyncio.sleep(fault["delay_ms"] / 1000)
+            if fault["after_write"]:
+                async def swallow(message) -> None:
+                    if message["type"] == "http.response.start":
+                        entry["processed_status"] = message["status"]
+
+                await self.app(scope, receive, swallow)
+                entry["after_write_fault"] = True
+            if fault["drop_connection"]:
+                entry["fault"] = "drop_connection"
+                await _drop(send_logged, fault["status"])
+            msg = f"Scripted fault: HTTP {fault['status']}"
+            await _send_error(send_logged, fault["status"], fault["body"], msg, fault["retry_after"])
+            return
+
+        if faults.rate_limited():
+            entry["fault"] = "rate_limit"
+            await _send_error(send_logged, 429, "json", "Too many requests; retry after 1 second", 1)
+            return
+
+        failure = faults.random_failure()
+        if failure is not None:
+            entry["fault"] = "fail_rate"
+            status, kind = failure
+            text = "We're temporarily offline for maintenance. Please try again later." if status == 503 else (
+                "We had a problem with our server. Try again later."
+            )
+            await _send_error(send_logged, status, kind, text)
+            return
+
+        await self.app(scope, receive, send_logged)

@@ -1,0 +1,86 @@
+"""The sandbox's knobs, as one dataclass.
+
+:class:`Settings` is filled by the CLI (:mod:`closum_sandbox.cli`) or by
+:class:`closum_sandbox.testing.SandboxServer`. The runtime knobs
+(:data:`RUNTIME_KNOBS`) can be changed while the server runs through
+``PATCH /_admin/config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from closum_api.registry import Revision
+
+REVISION_CHOICES = ("2019", "2021", "both")
+
+#: Knobs ``PATCH /_admin/config`` may change, with their type and lower bound.
+RUNTIME_KNOBS: dict[str, tuple[type, float]] = {
+    "latency_ms": (float, 0),
+    "fail_rate": (float, 0),
+    "rate_limit": (float, 0),
+    "max_page_size": (int, 1),
+    "token_ttl": (float, 0),
+}
+
+
+@dataclass
+class Settings:
+    """Everything that shapes one sandbox server.
+
+    Attributes:
+        host, port: where ``closum-sandbox serve`` listens.
+        db: SQLite file; ``None`` keeps the data in memory.
+        seed: how many records to seed per resource (0 = only the reference
+            data: cities and lifecycle stages); also seeds the data RNG.
+        revision: ``"2019"``, ``"2021"`` or ``"both"``.
+        username, password: the only credentials ``POST /api/token`` accepts.
+        token_ttl: token lifetime in seconds.
+        latency_ms: delay added to every ``/api`` call.
+        fail_rate: fraction (0..1) of ``/api`` calls answered 500/503.
+        rate_limit: ``/api`` calls allowed per second (0 = unlimited).
+        max_page_size: largest ``limit`` honoured; larger ones are capped.
+        fault_seed: seed of the RNG that draws the random failures.
+        access_log: let uvicorn log one line per request.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str | None = None
+    seed: int = 25
+    revision: str = "both"
+    username: str = "sandbox"
+    password: str = field(default="sandbox", repr=False)
+    token_ttl: float = 3600
+    latency_ms: float = 0
+    fail_rate: float = 0.0
+    rate_limit: float = 0
+    max_page_size: int = 1000
+    fault_seed: int = 0
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if str(self.revision) not in REVISION_CHOICES:
+            msg = f"revision must be one of {', '.join(REVISION_CHOICES)}, not {self.revision!r}"
+            raise ValueError(msg)
+        self.revision = str(self.revision)
+        if not 0 <= self.fail_rate <= 1:
+            raise ValueError("fail_rate must be between 0 and 1")
+        if self.max_page_size < 1:
+            raise ValueError("max_page_size must be at least 1")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+
+    @property
+    def revisions(self) -> frozenset[Revision]:
+        """The API revisions this server answers as."""
+        if self.revision == "both":
+            return frozenset({Revision.R2019, Revision.R2021})
+        return frozenset({Revision(self.revision)})
+
+    def runtime_config(self) -> dict[str, Any]:
+        """The knobs ``GET /_admin/config`` shows (never the password)."""
+        data = asdict(self)
+        data.pop("password")
+        return data

@@ -1,0 +1,261 @@
+"""SQLite storage of the sandbox: one table per resource, sorting, paging.
+
+One connection (``check_same_thread=False``) guarded by a lock serves every
+request; queries are short. Leads and unqualified leads keep their email and
+phone as references to rows of the ``email`` and ``phone`` tables (so an
+update of ``/email/ID`` shows in the lead) and their opt-in as JSON text.
+Paging sorted by a column of the resource's own table pages a subquery on
+that table first, so sorting by ``id`` walks the primary key and stays fast
+with hundreds of thousands of rows.
+
+This module also shapes rows into records exactly as the service serves
+them: list items without nested ids and opt-ins, retrieves with them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from closum_api.registry import Revision
+
+from closum_sandbox.seed import ID_BASE
+
+SCHEMA_VERSION = "1"
+
+TABLES: dict[str, tuple[str, ...]] = {
+    "city": ("id", "city_name"),
+    "contact_lifecycle_stage": ("id", "label"),
+    "contact_type": ("id", "label", "creation_date"),
+    "email": ("id", "email", "status", "register_date"),
+    "phone": ("id", "extension", "number", "is_valid", "date_add"),
+    "lead": (
+        "id", "name", "city_id", "contact_lifecycle_stage_id", "custom_data",
+        "creation_date", "email_id", "phone_id", "opt_in",
+    ),
+    "unqualified_lead": (
+        "id", "name", "contact_type_id", "city_id", "creation_date", "email_id", "phone_id", "opt_in",
+    ),
+    "audience_list": ("id", "name", "creation_date"),
+    "lead_audience_list": ("id", "lead_id", "audience_list_id", "creation_date"),
+}
+
+_CONTACTS = ("lead", "unqualified_lead")
+
+#: Record field -> SQL expression to sort on, where it is not the column of the same name.
+_SORT_EXPR: dict[str, dict[str, str]] = {
+    "lead": {"email": "e.email", "phone": "p.number", "lead_opt_in": "t.opt_in"},
+    "unqualified_lead": {"email": "e.email", "phone": "p.number", "unqualified_lead_opt_in": "t.opt_in"},
+    "contact_type": {"date_add": "t.creation_date"},
+}
+
+_JOIN = " LEFT JOIN email e ON e.id = t.email_id LEFT JOIN phone p ON p.id = t.phone_id"
+_JOIN_COLS = ", e.email AS e_email, p.extension AS p_extension, p.number AS p_number"
+
+
+class Store:
+    """All records of one sandbox, in SQLite."""
+
+    def __init__(self, path: str | None, revisions: frozenset[Revision]) -> None:
+        self.revisions = revisions
+        self.lock = threading.RLock()
+        self.conn = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        if path:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=OFF" if not path else "PRAGMA synchronous=NORMAL")
+        self._next: dict[str, int] = {}
+        self._count: dict[str, int] = {}
+        self._create_tables()
+
+    # ---- tables -------------------------------------------------------
+    def _create_tables(self) -> None:
+        with self.lock:
+            c = self.conn
+            c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            for table, cols in TABLES.items():
+                defs = ", ".join("id INTEGER PRIMARY KEY" if col == "id" else col for col in cols)
+                c.execute(f"CREATE TABLE IF NOT EXISTS {table} ({defs})")
+                # A narrow index on the key lets OFFSET skip rows without reading them.
+                c.execute(f"CREATE INDEX IF NOT EXISTS {table}_id ON {table}(id)")
+            c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            self._refresh_counters()
+
+    def _refresh_counters(self) -> None:
+        for table in TABLES:
+            top, n = self.conn.execute(f"SELECT max(id), count(*) FROM {table}").fetchone()
+            self._next[table] = max((top or 0) + 1, ID_BASE.get(table, 1))
+            self._count[table] = n
+
+    def is_seeded(self) -> bool:
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'seeded'").fetchone()
+            return row is not None
+
+    def mark_seeded(self, seed: int) -> None:
+        with self.lock:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('seeded', ?)", (str(seed),))
+
+    def wipe(self) -> None:
+        with self.lock:
+            self.conn.execute("BEGIN")
+            for table in TABLES:
+                self.conn.execute(f"DELETE FROM {table}")
+            self.conn.execute("DELETE FROM meta WHERE key = 'seeded'")
+            self.conn.execute("COMMIT")
+            self._refresh_counters()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # ---- bulk ---------------------------------------------------------
+    def reserve_ids(self, table: str, n: int) -> int:
+        """Take ``n`` consecutive ids of ``table``; answer the first."""
+        with self.lock:
+            first = self._next[table]
+            self._next[table] = first + n
+            return first
+
+    def next_id(self, table: str) -> int:
+        return self._next[table]
+
+    def insert_rows(self, table: str, rows: Iterable[tuple]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        marks = ", ".join("?" * len(TABLES[table]))
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+            top = max(r[0] for r in rows)
+            self._next[table] = max(self._next[table], top + 1)
+            self._count[table] += len(rows)
+
+    def ids(self, table: str) -> list[int]:
+        with self.lock:
+            return [r[0] for r in self.conn.execute(f"SELECT id FROM {table} ORDER BY id")]
+
+    def count(self, table: str) -> int:
+        return self._count[table]
+
+    def exists(self, table: str, record_id: int) -> bool:
+        with self.lock:
+            return self.conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (record_id,)).fetchone() is not None
+
+    # ---- fields -------------------------------------------------------
+    def served_fields(self, name: str, schema_fields: Iterable[str]) -> list[str]:
+        """The record-schema fields this revision serves (what ``sort`` accepts)."""
+        drop = set()
+        if name == "lead":
+            if Revision.R2019 not in self.revisions:
+                drop.add("city_id")
+            if Revision.R2021 not in self.revisions:
+                drop.add("contact_lifecycle_stage_id")
+        return [f for f in schema_fields if f not in drop]
+
+    def _sort_sql(self, name: str, field: str) -> str:
+        return _SORT_EXPR.get(name, {}).get(field, f"t.{field}")
+
+    # ---- reads --------------------------------------------------------
+    def page(self, name: str, sort: str, desc: bool, limit: int, page: int) -> tuple[list[dict], int]:
+        """One page of list items, and the total count."""
+        direction = "DESC" if desc else "ASC"
+        expr = self._sort_sql(name, sort)
+        offset = (page - 1) * limit
+        order = f"{expr} {direction}" + ("" if sort == "id" else ", t.id ASC")
+        joined = name in _CONTACTS
+        with self.lock:
+            count = self._count[name]
+            if offset >= count:
+                return [], count
+            if expr.startswith("t."):
+                col = expr[2:]
+                inner_order = f"{col} {direction}" + ("" if sort == "id" else ", id ASC")
+                sql = (
+                    f"SELECT t.*{_JOIN_COLS if joined else ''} FROM "
+                    f"(SELECT * FROM {name} ORDER BY {inner_order} LIMIT ? OFFSET ?) t"
+                    f"{_JOIN if joined else ''} ORDER BY {order}"
+                )
+            else:
+                sql = f"SELECT t.*{_JOIN_COLS} FROM {name} t{_JOIN} ORDER BY {order} LIMIT ? OFFSET ?"
+            rows = self.conn.execute(sql, (limit, offset)).fetchall()
+        return [self.render(name, r, retrieve=False) for r in rows], count
+
+    def get(self, name: str, record_id: int) -> dict | None:
+        """One record as retrieve serves it, or ``None``."""
+        joined = name in _CONTACTS
+        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"
+        with self.lock:
+            row = self.conn.execute(sql, (record_id,)).fetchone()
+        return None if row is None else self.render(name, row, retrieve=True)
+
+    def all(self, name: str, retrieve: bool = True) -> list[dict]:
+        joined = name in _CONTACTS
+        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} ORDER BY t.id"
+        with self.lock:
+            rows = self.conn.execute(sql).fetchall()
+        return [self.render(name, r, retrieve=retrieve) for r in rows]
+
+    # ---- shaping ------------------------------------------------------
+    def render(self, name: str, r: sqlite3.Row, retrieve: bool) -> dict[str, Any]:
+        if name in _CONTACTS:
+            return self._render_contact(name, r, retrieve)
+        if name == "contact_type":
+            key = "date_add" if retrieve else "creation_date"
+            return {"id": r["id"], "label": r["label"], key: r["creation_date"]}
+        return dict(r)
+
+    def _render_contact(self, name: str, r: sqlite3.Row, retrieve: bool) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": r["id"], "name": r["name"]}
+        if name == "lead":
+            if Revision.R2019 in self.revisions:
+                d["city_id"] = r["city_id"]
+            if Revision.R2021 in self.revisions:
+                d["contact_lifecycle_stage_id"] = r["contact_lifecycle_stage_id"]
+            d["custom_data"] = r["custom_data"]
+        else:
+            d["contact_type_id"] = r["contact_type_id"]
+            d["city_id"] = r["city_id"]
+        d["creation_date"] = r["creation_date"]
+        if r["phone_id"] is None:
+            d["phone"] = None
+        elif retrieve:
+            d["phone"] = {"id": r["phone_id"], "extension": r["p_extension"], "number": r["p_number"]}
+        else:
+            d["phone"] = {"extension": r["p_extension"], "number": r["p_number"]}
+        if r["email_id"] is None:
+            d["email"] = None
+        elif retrieve:
+            d["email"] = {"id": r["email_id"], "email": r["e_email"]}
+        else:
+            d["email"] = {"email": r["e_email"]}
+        if retrieve and r["opt_in"]:
+            d[f"{name}_opt_in"] = json.loads(r["opt_in"])
+        return d
+
+    # ---- writes -------------------------------------------------------
+    def insert(self, table: str, values: dict[str, Any]) -> int:
+        """Insert one row (missing columns are NULL); answer its id."""
+        with self.lock:
+            rid = values.get("id") or self.reserve_ids(table, 1)
+            row = tuple(rid if c == "id" else values.get(c) for c in TABLES[table])
+            self.insert_rows(table, [row])
+            return rid
+
+    def update(self, table: str, record_id: int, values: dict[str, Any]) -> bool:
+        cols = [c for c in values if c in TABLES[table] and c != "id"]
+        if not cols:
+            return self.exists(table, record_id)
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        with self.lock:
+            cur = self.conn.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*(values[c] for c in cols), record_id))
+            return cur.rowcount > 0

@@ -1,0 +1,159 @@
+"""An in-process sandbox server for tests: :class:`SandboxServer`.
+
+    with SandboxServer(seed=25) as sb:
+        requests.post(sb.api_url + "/token", json={...})
+        sb.script_faults([{"method": "POST", "path": "/api/lead", "status": 503}])
+
+``start()`` runs uvicorn in a background thread on a free loopback port and
+waits until the server answers. The helpers call the admin API over HTTP.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import requests
+import uvicorn
+
+from closum_sandbox.app import create_app
+from closum_sandbox.settings import Settings
+
+
+class SandboxServer:
+    """A sandbox served on ``127.0.0.1`` in a background thread."""
+
+    def __init__(
+        self,
+        seed: int = 25,
+        revision: str = "both",
+        username: str = "sandbox",
+        password: str = "sandbox",
+        token_ttl: float = 3600,
+        latency_ms: float = 0,
+        fail_rate: float = 0.0,
+        rate_limit: float = 0,
+        max_page_size: int = 1000,
+        db: str | None = None,
+        fault_seed: int = 0,
+    ) -> None:
+        self.settings = Settings(
+            host="127.0.0.1", port=0, db=None if db is None else str(db), seed=seed, revision=str(revision),
+            username=username, password=password, token_ttl=token_ttl, latency_ms=latency_ms,
+            fail_rate=fail_rate, rate_limit=rate_limit, max_page_size=max_page_size, fault_seed=fault_seed,
+        )
+        self.app = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+        self._http = requests.Session()
+
+    # ---- lifecycle ----------------------------------------------------
+    def start(self, timeout: float = 30) -> SandboxServer:
+        if self._thread is not None:
+            return self
+        self.app = create_app(self.settings)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=1, timeout_keep_alive=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                         name=f"closum-sandbox-{self._port}")
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._thread.is_alive():
+                raise RuntimeError("the sandbox server stopped while starting")
+            if self._server.started:
+                try:
+                    if self._http.get(self.url + "/_admin/health", timeout=2).status_code == 200:
+                        return self
+                except requests.ConnectionError:
+                    pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the sandbox server did not start in time")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._http.close()
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+        self.app.state.sandbox.store.close()
+        self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- addresses ----------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the sandbox server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api"
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """What a tap or target config needs to reach this server."""
+        return {"api_url": self.api_url, "api_username": self.settings.username,
+                "api_pw": self.settings.password} | overrides
+
+    # ---- admin helpers ------------------------------------------------
+    def _admin(self, method: str, path: str, **kwargs) -> Any:
+        r = self._http.request(method, f"{self.url}/_admin{path}", timeout=120, **kwargs)
+        r.raise_for_status()
+        return r.json()
+
+    def token(self) -> str:
+        r = self._http.post(self.api_url + "/token", timeout=30,
+                            json={"api_username": self.settings.username, "api_pw": self.settings.password})
+        r.raise_for_status()
+        return r.json()["data"]["token"]
+
+    def requests_log(self, path_prefix: str | None = None) -> list[dict]:
+        return self._admin("GET", "/requests", params={"path_prefix": path_prefix} if path_prefix else None)
+
+    def clear_log(self) -> None:
+        self._admin("DELETE", "/requests")
+
+    def reset(self, seed: int | None = None) -> None:
+        self._admin("POST", "/reset", json={} if seed is None else {"seed": seed})
+
+    def configure(self, **knobs: Any) -> dict:
+        return self._admin("PATCH", "/config", json=knobs)
+
+    def script_faults(self, faults: list[dict]) -> None:
+        self._admin("POST", "/faults", json={"faults": list(faults)})
+
+    def clear_faults(self) -> None:
+        self._admin("DELETE", "/faults")
+
+    def revoke_tokens(self) -> None:
+        self._admin("POST", "/tokens/revoke")
+
+    def add_records(self, resource_name: str, count: int) -> list[int]:
+        return self._admin("POST", f"/records/{resource_name}", json={"count": count})["ids"]
+
+    def records(self, resource_name: str) -> list[dict]:
+        return self._admin("GET", f"/records/{resource_name}")
