@@ -1,0 +1,162 @@
+"""The ledger: one SQLite row per record key, so each write happens once.
+
+Key: the stream plus the record's primary key (SCHEMA ``key_properties``) when
+it has one, otherwise a hash of its payload. A create is written ahead as
+``pending`` (with its payload) before the POST and turned ``done`` with the
+Closum id as soon as the answer arrives; each step is committed on its own
+(WAL mode), so a run killed at any instant leaves either nothing, a
+``pending`` intent to reconcile, or a ``done`` row to skip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import typing as t
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS writes (
+    stream       TEXT NOT NULL,
+    record_key   TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+    closum_id    INTEGER,
+    payload_hash TEXT NOT NULL,
+    payload      TEXT,
+    action       TEXT,
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (stream, record_key)
+);
+CREATE INDEX IF NOT EXISTS writes_by_closum_id ON writes (resource, closum_id);
+CREATE INDEX IF NOT EXISTS writes_by_state ON writes (stream, state);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    record_key: str
+    resource: str
+    state: str
+    closum_id: int | None
+    payload_hash: str
+    payload: str | None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Ledger:
+    """Thread-safe access to the ledger file.
+
+    Args:
+        path: the SQLite file; created when missing (unless ``read_only``).
+        read_only: for dry runs: read an existing ledger, never write one.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None
+        if read_only:
+            if self.path.exists():
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._conn = None
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process in WAL mode
+        conn.executescript(SCHEMA_SQL)
+        self._conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _query(self, sql: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
+        with self._lock:
+            if self._conn is None:
+                return []
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError:
+                if self.read_only:  # an old or foreign file in a dry run: nothing known
+                    return []
+                raise
+
+    def _write(self, sql: str, params: t.Sequence[t.Any]) -> None:
+        if self.read_only:
+            msg = "the ledger is read-only in a dry run"
+            raise RuntimeError(msg)
+        with self._lock:
+            assert self._conn is not None  # noqa: S101
+            self._conn.execute(sql, params)
+
+    # -- reads ------------------------------------------------------------------
+    def get(self, stream: str, record_key: str) -> Entry | None:
+        rows = self._query(
+            "SELECT stream, record_key, resource, state, closum_id, payload_hash, payload "
+            "FROM writes WHERE stream = ? AND record_key = ?",
+            (stream, record_key),
+        )
+        return Entry(*rows[0]) if rows else None
+
+    def pending(self, stream: str) -> list[Entry]:
+        rows = self._query(
+            "SELECT stream, record_key, resource, state, closum_id, payload_hash, payload "
+            "FROM writes WHERE stream = ? AND state = 'pending' ORDER BY updated_at",
+            (stream,),
+        )
+        return [Entry(*r) for r in rows]
+
+    def claimed(self, resource: str, closum_id: int) -> bool:
+        """True when a finished write of the ledger already owns this Closum id."""
+        rows = self._query(
+            "SELECT 1 FROM writes WHERE resource = ? AND closum_id = ? AND state = 'done' LIMIT 1",
+            (resource, closum_id),
+        )
+        return bool(rows)
+
+    def count(self, state: str | None = None) -> int:
+        if state is None:
+            rows = self._query("SELECT COUNT(*) FROM writes")
+        else:
+            rows = self._query("SELECT COUNT(*) FROM writes WHERE state = ?", (state,))
+        return int(rows[0][0]) if rows else 0
+
+    # -- writes (each one its own committed transaction) ------------------------
+    def mark_pending(self, stream: str, record_key: str, resource: str, payload_json: str, payload_hash: str) -> None:
+        self._write(
+            "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
+            "VALUES (?, ?, ?, 'pending', NULL, ?, ?, 'create', ?) "
+            "ON CONFLICT (stream, record_key) DO UPDATE SET resource = excluded.resource, state = 'pending', "
+            "closum_id = NULL, payload_hash = excluded.payload_hash, payload = excluded.payload, "
+            "action = 'create', updated_at = excluded.updated_at",
+            (stream, record_key, resource, payload_hash, payload_json, _now()),
+        )
+
+    def mark_done(
+        self, stream: str, record_key: str, resource: str, closum_id: int, payload_hash: str, action: str
+    ) -> None:
+        self._write(
+            "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
+            "VALUES (?, ?, ?, 'done', ?, ?, NULL, ?, ?) "
+            "ON CONFLICT (stream, record_key) DO UPDATE SET resource = excluded.resource, state = 'done', "
+            "closum_id = excluded.closum_id, payload_hash = excluded.payload_hash, payload = NULL, "
+            "action = excluded.action, updated_at = excluded.updated_at",
+            (stream, record_key, resource, closum_id, payload_hash, action, _now()),
+        )
+
+    def forget(self, stream: str, record_key: str) -> None:
+        """Drop a pending intent whose write surely did not happen."""
+        self._write("DELETE FROM writes WHERE stream = ? AND record_key = ? AND state = 'pending'", (stream, record_key))

@@ -1,0 +1,140 @@
+"""Which Closum resource, and which action, each input stream is written with.
+
+Rules, in order:
+
+1. ``resource_map[stream]`` when the setting names the stream: its
+   ``resource`` and ``action`` (``create`` when the action is omitted, or
+   ``upsert`` when ``load_method`` is ``upsert`` and the resource can be updated).
+2. Otherwise a stream named like a writable resource maps to it: the
+   singular or plural registry names, with underscores or hyphens
+   (``lead``, ``leads``, ``contact_type``, ``contact-types``...).
+3. Anything else is refused at its SCHEMA message with one line that names the
+   stream and says how to map or deselect it.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from dataclasses import dataclass
+
+from closum_api import registry
+from closum_api.errors import ClosumError
+from closum_api.registry import Resource, Verb
+
+ACTIONS = ("create", "update", "upsert")
+LOAD_METHODS = ("append-only", "upsert", "overwrite")
+
+
+class ClosumConfigError(ClosumError):
+    """The settings, or a stream, cannot be loaded as asked; fix the config."""
+
+
+@dataclass(frozen=True)
+class StreamMapping:
+    """Where one stream goes."""
+
+    stream: str
+    resource: Resource
+    action: str
+
+    def describe(self) -> str:
+        return f"{self.stream} → {self.resource.name} ({self.action})"
+
+
+def writable_resources() -> tuple[Resource, ...]:
+    return tuple(r for r in registry.RESOURCES if r.has(Verb.CREATE))
+
+
+def _names_of(resource: Resource) -> set[str]:
+    names = {resource.name, resource.stream_name, resource.path}
+    return names | {n.replace("_", "-") for n in names} | {n.replace("-", "_") for n in names}
+
+
+def resource_by_any_name(name: str) -> Resource | None:
+    """The resource a stream or resource name refers to (``contact-types`` → contact_type)."""
+    for resource in registry.RESOURCES:
+        if name in _names_of(resource):
+            return resource
+    return None
+
+
+def _writable_names() -> str:
+    return ", ".join(r.name for r in writable_resources())
+
+
+def _example(stream: str) -> str:
+    return json.dumps({stream: {"resource": "lead", "action": "create"}})
+
+
+def default_action(resource: Resource, load_method: str | None) -> str:
+    """``upsert`` under ``load_method: upsert`` for updatable resources, else ``create``."""
+    if load_method == "upsert" and resource.has(Verb.UPDATE):
+        return "upsert"
+    return "create"
+
+
+def check_settings(config: t.Mapping[str, t.Any]) -> None:
+    """Refuse, with one line, settings that can never work (checked at start)."""
+    load_method = config.get("load_method") or "append-only"
+    if load_method == "overwrite":
+        msg = (
+            "load_method 'overwrite' is not supported: Closum has no endpoint that deletes records; "
+            "use 'append-only' (create) or 'upsert'"
+        )
+        raise ClosumConfigError(msg)
+    if load_method not in LOAD_METHODS:
+        msg = f"load_method {load_method!r} is unknown; use one of {', '.join(LOAD_METHODS)}"
+        raise ClosumConfigError(msg)
+    resource_map = config.get("resource_map") or {}
+    if not isinstance(resource_map, t.Mapping):
+        msg = "resource_map must be an object: stream name → {resource, action}"
+        raise ClosumConfigError(msg)
+    for stream in resource_map:
+        mapping_for(stream, config)
+
+
+def mapping_for(stream: str, config: t.Mapping[str, t.Any]) -> StreamMapping:
+    """The resource and action for a stream, or a :class:`ClosumConfigError` of one line."""
+    load_method = config.get("load_method") or "append-only"
+    resource_map = config.get("resource_map") or {}
+    entry = resource_map.get(stream)
+    if entry is not None:
+        if not isinstance(entry, t.Mapping) or not entry.get("resource"):
+            msg = f"resource_map[{stream!r}] must be an object with a 'resource' (one of {_writable_names()})"
+            raise ClosumConfigError(msg)
+        resource = resource_by_any_name(str(entry["resource"]))
+        if resource is None or not resource.has(Verb.CREATE):
+            what = "is not a Closum resource" if resource is None else "cannot be written (the API only lists it)"
+            msg = (
+                f"resource_map[{stream!r}]: resource {entry['resource']!r} {what}; "
+                f"use one of {_writable_names()}"
+            )
+            raise ClosumConfigError(msg)
+        action = str(entry.get("action") or default_action(resource, load_method))
+        if action not in ACTIONS:
+            msg = f"resource_map[{stream!r}]: action {action!r} is unknown; use one of {', '.join(ACTIONS)}"
+            raise ClosumConfigError(msg)
+        if action in {"update", "upsert"} and not resource.has(Verb.UPDATE):
+            msg = (
+                f"resource_map[{stream!r}]: action {action!r} is impossible, Closum resource "
+                f"{resource.name!r} is create-only (no update endpoint); use action 'create'"
+            )
+            raise ClosumConfigError(msg)
+        return StreamMapping(stream, resource, action)
+
+    resource = resource_by_any_name(stream)
+    if resource is not None and resource.has(Verb.CREATE):
+        return StreamMapping(stream, resource, default_action(resource, load_method))
+    if resource is not None:
+        msg = (
+            f"stream {stream!r} cannot be loaded: Closum resource {resource.name!r} is read-only "
+            f"in the API. Deselect the stream in the tap, or map it to a writable resource "
+            f"({_writable_names()}) with resource_map, e.g. {_example(stream)}"
+        )
+    else:
+        msg = (
+            f"stream {stream!r} matches no Closum resource. Map it with resource_map, e.g. "
+            f"{_example(stream)} (resources: {_writable_names()}), or deselect it in the tap"
+        )
+    raise ClosumConfigError(msg)

@@ -1,0 +1,233 @@
+"""Turn an input record into the body Closum wants, per resource.
+
+What happens to a record, in order:
+
+- Singer metadata (``_sdc_*``) and read-only fields are dropped: the
+  registry's ``read_only`` list for the resource (``id`` among them; the id of
+  an update travels in the URL) plus the served-only ``creation_date``,
+  ``register_date``, ``date_add``, ``is_valid`` and ``status``; nested ``id``
+  inside ``email``/``phone``/opt-ins; the opt-in's ``lead_id`` /
+  ``unqualified_lead_id`` / ``creation_date``.
+- Null values are dropped (a null is the same as an absent field to Closum).
+- Nested ``email`` / ``phone`` / ``lead_opt_in`` / ``unqualified_lead_opt_in``
+  are shaped as the API wants: a plain string ``email`` becomes
+  ``{"email": ...}`` (and a plain ``phone`` ``{"number": ...}``); a JSON string
+  ``enviroment`` (the service's spelling, passed through) is parsed to an object.
+- Integer ids given as digit strings (``contact_type_id: "1"``) are sent as
+  integers. Phone ``extension``/``number`` stay strings: ``"001"`` keeps its zeros.
+- ``custom_data`` given as an object or list is JSON-encoded to a string.
+- Any other field is kept, so the payload validation names it and the record
+  is rejected rather than silently changed.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import json
+import typing as t
+
+from closum_api.registry import Resource
+from closum_api.schemas import payload_errors
+
+# Served by Closum on some resource, never accepted in a body.
+SERVED_ONLY = frozenset({"creation_date", "register_date", "date_add", "is_valid", "status"})
+OPT_IN_READ_ONLY = frozenset({"id", "lead_id", "unqualified_lead_id", "creation_date"})
+INTEGER_FIELDS = frozenset({"contact_type_id", "city_id", "contact_lifecycle_stage_id", "lead_id", "audience_list_id"})
+OPT_IN_KEY = {"lead": "lead_opt_in", "unqualified_lead": "unqualified_lead_opt_in"}
+
+
+def _json_default(value: t.Any) -> t.Any:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
+def canonical_json(value: t.Any) -> str:
+    """Compact JSON with sorted keys: the same data always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def payload_hash(payload: t.Mapping[str, t.Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def _as_int(value: t.Any) -> t.Any:
+    """``"1"`` → 1, ``1.0`` → 1; anything else unchanged (validation decides)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, (float, decimal.Decimal)) and value == int(value):
+        return int(value)
+    return value
+
+
+def _as_text(value: t.Any) -> t.Any:
+    """Numbers given for phone parts become text; strings are never touched."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, decimal.Decimal)) or (isinstance(value, float) and value == int(value)):
+        return str(int(value))
+    return value
+
+
+def _drop_nulls(obj: dict[str, t.Any]) -> dict[str, t.Any]:
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def _email_object(value: t.Any) -> t.Any:
+    if isinstance(value, str):
+        return {"email": value}
+    if isinstance(value, t.Mapping):
+        obj = _drop_nulls({k: v for k, v in value.items() if k != "id"})
+        return obj or None
+    return value
+
+
+def _phone_object(value: t.Any) -> t.Any:
+    if isinstance(value, str):
+        return {"number": value}
+    if isinstance(value, t.Mapping):
+        obj = _drop_nulls({k: v for k, v in value.items() if k != "id"})
+        for part in ("extension", "number"):
+            if part in obj:
+                obj[part] = _as_text(obj[part])
+        return obj or None
+    return value
+
+
+def _opt_in_object(value: t.Any) -> t.Any:
+    if isinstance(value, str):
+        value = _parse_json(value)
+    if not isinstance(value, t.Mapping):
+        return value
+    obj = _drop_nulls({k: v for k, v in value.items() if k not in OPT_IN_READ_ONLY})
+    env = obj.get("enviroment")
+    if isinstance(env, str):
+        obj["enviroment"] = _parse_json(env)
+    if isinstance(obj.get("enviroment"), t.Mapping):
+        obj["enviroment"] = _drop_nulls(dict(obj["enviroment"]))
+    return obj or None
+
+
+def _parse_json(text: str) -> t.Any:
+    """A JSON string parsed; the text itself when it is not JSON (validation then says so)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def build_payload(resource: Resource, record: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The request body for ``resource`` built from an input record (never the id)."""
+    drop = SERVED_ONLY | set(resource.read_only) | {"id"}
+    payload: dict[str, t.Any] = {}
+    for key, value in record.items():
+        if key.startswith("_sdc_") or key in drop or value is None:
+            continue
+        payload[key] = value
+
+    if resource.name in {"lead", "unqualified_lead"}:
+        if "email" in payload:
+            payload["email"] = _email_object(payload["email"])
+        if "phone" in payload:
+            payload["phone"] = _phone_object(payload["phone"])
+        opt_key = OPT_IN_KEY[resource.name]
+        if opt_key in payload:
+            payload[opt_key] = _opt_in_object(payload[opt_key])
+        if isinstance(payload.get("custom_data"), (t.Mapping, list)):
+            payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=_json_default)
+    elif resource.name == "email":
+        value = payload.get("email")
+        if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:
+            payload["email"] = value["email"]
+    elif resource.name == "phone":
+        for part in ("extension", "number"):
+            if part in payload:
+                payload[part] = _as_text(payload[part])
+
+    for key in INTEGER_FIELDS & payload.keys():
+        payload[key] = _as_int(payload[key])
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def validation_message(resource: Resource, payload: t.Mapping[str, t.Any]) -> str | None:
+    """One line with every reason the payload is refused, or None when valid."""
+    try:
+        errors = payload_errors(resource, payload)
+    except TypeError as exc:  # a value JSON Schema cannot even look at
+        return f"payload is not JSON data: {exc}"
+    return "; ".join(errors) if errors else None
+
+
+def record_id(record: t.Mapping[str, t.Any]) -> int | None:
+    """The Closum id a record names (for update / upsert), if any."""
+    value = _as_int(record.get("id"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+# -- identity, for finding a create whose answer was lost ----------------------
+def identity(resource: Resource, payload: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The fields that identify a record of ``resource`` on the server.
+
+    lead / unqualified lead: email, phone number (and extension), name;
+    email: email; phone: extension + number; contact type: label;
+    audience list: name; lead audience list: lead_id + audience_list_id.
+    """
+    name = resource.name
+    if name in {"lead", "unqualified_lead"}:
+        ident: dict[str, t.Any] = {}
+        email = payload.get("email")
+        if isinstance(email, t.Mapping) and email.get("email"):
+            ident["email"] = str(email["email"]).casefold()
+        phone = payload.get("phone")
+        if isinstance(phone, t.Mapping):
+            if phone.get("number"):
+                ident["phone.number"] = phone["number"]
+            if phone.get("extension"):
+                ident["phone.extension"] = phone["extension"]
+        if payload.get("name"):
+            ident["name"] = payload["name"]
+        return ident
+    fields = {
+        "email": ("email",),
+        "phone": ("extension", "number"),
+        "contact_type": ("label",),
+        "audience_list": ("name",),
+        "lead_audience_list": ("lead_id", "audience_list_id"),
+    }.get(name, ())
+    ident = {f: payload.get(f) for f in fields if payload.get(f) is not None}
+    if "email" in ident:
+        ident["email"] = str(ident["email"]).casefold()
+    return ident
+
+
+def matches(resource: Resource, ident: t.Mapping[str, t.Any], served: t.Mapping[str, t.Any]) -> bool:
+    """True when a record served by Closum carries every identifying value."""
+    if not ident:
+        return False
+    if resource.name in {"lead", "unqualified_lead"}:
+        email = served.get("email") if isinstance(served.get("email"), t.Mapping) else {}
+        phone = served.get("phone") if isinstance(served.get("phone"), t.Mapping) else {}
+        for key, want in ident.items():
+            if key == "email":
+                got = str(email.get("email") or "").casefold()
+            elif key == "phone.number":
+                got = phone.get("number")
+            elif key == "phone.extension":
+                if "extension" not in phone:  # unqualified-lead lists omit it
+                    continue
+                got = phone.get("extension")
+            else:
+                got = served.get(key)
+            if got != want:
+                return False
+        return True
+    for key, want in ident.items():
+        got = served.get(key)
+        if key == "email":
+            got = str(got or "").casefold()
+        if got != want:
+            return False
+    return True

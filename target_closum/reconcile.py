@@ -1,0 +1,52 @@
+"""Find on the server a create whose answer was lost.
+
+After a 500/502/504, a timeout or a connection dropped after sending (or a
+``pending`` intent left by a killed run) the record may or may not exist. We
+never resend blindly: we read the newest records of the resource
+(``sort=id&direction=desc``, a few pages) and look for one carrying the
+payload's identifying fields (see :func:`target_closum.payloads.identity`)
+whose id no finished write in the ledger already owns.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from closum_api.client import ClosumClient
+from closum_api.registry import Resource
+from target_closum.payloads import identity, matches
+
+PAGES = 5
+PAGE_SIZE = 100
+
+
+def find_created(
+    client: ClosumClient,
+    resource: Resource,
+    payload: t.Mapping[str, t.Any],
+    *,
+    is_claimed: t.Callable[[int], bool] = lambda _id: False,
+    pages: int = PAGES,
+    page_size: int = PAGE_SIZE,
+) -> int | None:
+    """The id of the record ``payload`` created, or None when it is absent.
+
+    Raises whatever the client raises when the list cannot be read; the caller
+    then leaves the intent pending for the next run.
+    """
+    ident = identity(resource, payload)
+    if not ident:
+        return None
+    for page in range(1, pages + 1):
+        envelope = client.list_page(resource, page=page, limit=page_size, sort="id", direction="desc")
+        items = envelope.get("data") or []
+        for item in items:
+            if not isinstance(item, t.Mapping):
+                continue
+            found = item.get("id")
+            if isinstance(found, int) and matches(resource, ident, item) and not is_claimed(found):
+                return found
+        pagination = envelope.get("pagination") or {}
+        if not items or not pagination.get("has_next_page"):
+            break
+    return None

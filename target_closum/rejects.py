@@ -1,0 +1,64 @@
+"""The rejects file: one JSON line per record set aside, with its reason.
+
+Each line holds ``stream``, ``record`` (as received), ``payload`` (the body
+that was or would have been sent, null when it could not be built), ``status``
+(the HTTP status Closum answered, or null for a record refused before sending:
+payload validation or the stream's own schema), ``message`` (one line from the
+server or the validator) and ``time`` (UTC, ISO 8601). Lines are appended and
+flushed one by one, so memory stays flat and a killed run keeps what it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import typing as t
+from pathlib import Path
+
+from target_closum.payloads import _json_default
+
+
+class RejectsFile:
+    """Appends reject lines to ``path``; the file is created on the first reject."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._fh: t.TextIO | None = None
+        self.written = 0
+
+    def write(
+        self,
+        *,
+        stream: str,
+        record: t.Any,
+        payload: t.Any,
+        status: int | None,
+        message: str,
+    ) -> None:
+        line = json.dumps(
+            {
+                "stream": stream,
+                "record": record,
+                "payload": payload,
+                "status": status,
+                "message": message,
+                "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            },
+            ensure_ascii=False,
+            default=_json_default,
+        )
+        with self._lock:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            self.written += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None

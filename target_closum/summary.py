@@ -1,0 +1,64 @@
+"""Per-stream tallies and the one summary line per stream at the end of a run."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+FIELDS = ("created", "updated", "skipped", "rejected", "reconciled", "would_create", "would_update")
+
+
+@dataclass
+class Tally:
+    """What happened to the records of one stream. Thread-safe increments."""
+
+    stream: str
+    resource: str
+    action: str
+    dry_run: bool = False
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0  # already loaded (ledger) - nothing sent
+    rejected: int = 0
+    reconciled: int = 0  # of the created: found on the server after a lost answer
+    would_create: int = 0
+    would_update: int = 0
+    changed_but_skipped: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + count)
+
+    def as_dict(self) -> dict[str, int | str | bool]:
+        out: dict[str, int | str | bool] = {
+            "stream": self.stream,
+            "resource": self.resource,
+            "action": self.action,
+            "dry_run": self.dry_run,
+        }
+        out.update({name: getattr(self, name) for name in FIELDS})
+        return out
+
+    def line(self, rejects_path: str | None = None) -> str:
+        head = f"stream {self.stream} → {self.resource} ({self.action})"
+        if self.dry_run:
+            body = (
+                f"DRY RUN, nothing written: would create {self.would_create}, would update {self.would_update}, "
+                f"skipped as already loaded {self.skipped}, rejected {self.rejected}"
+            )
+        else:
+            body = (
+                f"created {self.created}, updated {self.updated}, skipped as already loaded {self.skipped}, "
+                f"rejected {self.rejected}"
+            )
+            if self.reconciled:
+                body += f" ({self.reconciled} of the created found on the server after a lost answer)"
+        if self.rejected and rejects_path and not self.dry_run:
+            body += f"; rejects in {rejects_path}"
+        if self.changed_but_skipped:
+            body += (
+                f"; {self.changed_but_skipped} already-loaded records changed since, "
+                "use action upsert to update them"
+            )
+        return f"{head}: {body}"
