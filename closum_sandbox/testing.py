@@ -10,6 +10,7 @@ waits until the server answers. The helpers call the admin API over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -20,6 +21,32 @@ import uvicorn
 
 from closum_sandbox.app import create_app
 from closum_sandbox.settings import Settings
+
+
+class _QuickServer(uvicorn.Server):
+    """uvicorn, but noticing ``should_exit`` within milliseconds (tests start and stop many)."""
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            await asyncio.sleep(0.005)
+
+    async def shutdown(self, sockets=None) -> None:
+        wait_tasks = getattr(self, "_wait_tasks_to_complete", None)
+        if wait_tasks is None:  # another uvicorn: take its own path
+            await super().shutdown(sockets)
+            return
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        await asyncio.sleep(0.005)
+        try:
+            await asyncio.wait_for(wait_tasks(), timeout=self.config.timeout_graceful_shutdown)
+        except asyncio.TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel()
 
 
 class SandboxServer:
@@ -45,7 +72,7 @@ class SandboxServer:
             fail_rate=fail_rate, rate_limit=rate_limit, max_page_size=max_page_size, fault_seed=fault_seed,
         )
         self.app = None
-        self._server: uvicorn.Server | None = None
+        self._server: _QuickServer | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
         self._http = requests.Session()
@@ -64,7 +91,7 @@ class SandboxServer:
             self.app, log_level="warning", access_log=False, lifespan="off",
             timeout_graceful_shutdown=1, timeout_keep_alive=5,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _QuickServer(config)
         self._sock = sock
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
                                          name=f"closum-sandbox-{self._port}")
@@ -82,7 +109,7 @@ class SandboxServer:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("the sandbox server did not start in time")
-            time.sleep(0.005)
+            time.sleep(0.002)
 
     def stop(self) -> None:
         if self._thread is None:
