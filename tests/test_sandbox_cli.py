@@ -1,0 +1,89 @@
+"""``closum-sandbox serve`` as a subprocess, and a curl-like session against it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from closum_sandbox.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cli_server(tmp_path):
+    port = free_port()
+    db = tmp_path / "cli.sqlite"
+    cmd = [sys.executable, "-m", "closum_sandbox.cli", "serve", "--port", str(port), "--seed", "10",
+           "--revision", "2019", "--username", "me", "--password", "s3cret", "--db", str(db)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(url + "/_admin/health", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"closum-sandbox serve did not start:\n{proc.communicate()[0]}")
+        time.sleep(0.05)
+    yield url, proc
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_cli_session(cli_server):
+    url, proc = cli_server
+    api = url + "/api"
+    r = requests.post(api + "/token", json={"api_username": "me", "api_pw": "s3cret"}, timeout=5)
+    assert r.status_code == 200
+    h = {"Authorization": f"Bearer {r.json()['data']['token']}", "Accept": "application/json"}
+    listed = requests.get(api + "/email", headers=h, timeout=5).json()
+    assert listed["success"] is True and listed["pagination"]["count"] > 0
+    rid = requests.post(api + "/email", json={"email": "sylvialhook@closum.com"}, headers=h, timeout=5).json()["data"]["id"]
+    assert requests.get(f"{api}/email/{rid}", headers=h, timeout=5).json()["data"]["email"] == "sylvialhook@closum.com"
+    r = requests.put(f"{api}/email/{rid}", json={"id": rid, "email": "update.sylvialhook@closum.com"}, headers=h, timeout=5)
+    assert r.json() == {"success": True, "data": []}
+    assert requests.get(f"{api}/email/{rid}", headers=h, timeout=5).json()["data"]["email"] == "update.sylvialhook@closum.com"
+    assert requests.get(api + "/audience-list", headers=h, timeout=5).status_code == 404  # --revision 2019
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+    assert "s3cret" not in out and h["Authorization"][7:] not in out
+    assert "GET /api/email" not in out  # access log is off by default
+
+
+def test_cli_parser_defaults_and_help():
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.db, args.seed, args.revision) == ("127.0.0.1", 8080, None, 25, "both")
+    assert (args.username, args.password, args.token_ttl) == ("sandbox", "sandbox", 3600)
+    assert (args.latency_ms, args.fail_rate, args.rate_limit, args.max_page_size, args.fault_seed) == (0, 0, 0, 1000, 0)
+    assert args.access_log is False
+    help_text = subprocess.run([sys.executable, "-m", "closum_sandbox.cli", "serve", "--help"], cwd=ROOT,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True).stdout
+    for flag in ("--host", "--port", "--db", "--seed", "--revision", "--username", "--password", "--token-ttl",
+                 "--latency-ms", "--fail-rate", "--rate-limit", "--max-page-size", "--fault-seed", "--access-log"):
+        assert flag in help_text
+
+
+def test_cli_rejects_bad_revision():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--revision", "2020"])
