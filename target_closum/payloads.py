@@ -16,6 +16,8 @@ What happens to a record, in order:
 - Integer ids given as digit strings (``contact_type_id: "1"``) are sent as
   integers. Phone ``extension``/``number`` stay strings: ``"001"`` keeps its zeros.
 - ``custom_data`` given as an object or list is JSON-encoded to a string.
+- The stream's key properties that Closum does not know are dropped (they
+  key the ledger).
 - Any other field is kept, so the payload validation names it and the record
   is rejected rather than silently changed.
 """
@@ -23,12 +25,14 @@ What happens to a record, in order:
 from __future__ import annotations
 
 import decimal
+import functools
 import hashlib
 import json
 import typing as t
 
+from closum_api import registry
 from closum_api.registry import Resource
-from closum_api.schemas import payload_errors
+from closum_api.schemas import payload_errors, payload_schema
 
 # Served by Closum on some resource, never accepted in a body.
 SERVED_ONLY = frozenset({"creation_date", "register_date", "date_add", "is_valid", "status"})
@@ -119,9 +123,21 @@ def _parse_json(text: str) -> t.Any:
         return text
 
 
-def build_payload(resource: Resource, record: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The request body for ``resource`` built from an input record (never the id)."""
-    drop = SERVED_ONLY | set(resource.read_only) | {"id"}
+@functools.cache
+def _payload_fields(resource_name: str) -> frozenset[str]:
+    return frozenset(payload_schema(registry.get(resource_name)).get("properties", {}))
+
+
+def build_payload(
+    resource: Resource, record: t.Mapping[str, t.Any], key_properties: t.Iterable[str] = ()
+) -> dict[str, t.Any]:
+    """The request body for ``resource`` built from an input record (never the id).
+
+    ``key_properties`` the payload schema does not know (a CSV's own key column)
+    are dropped too: they serve as the ledger key, not as data for Closum.
+    """
+    known = _payload_fields(resource.name)
+    drop = SERVED_ONLY | set(resource.read_only) | {"id"} | (set(key_properties) - known)
     payload: dict[str, t.Any] = {}
     for key, value in record.items():
         if key.startswith("_sdc_") or key in drop or value is None:

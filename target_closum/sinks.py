@@ -126,7 +126,7 @@ class ClosumSink(BatchSink):
             reason, self._invalid_reason = self._invalid_reason, None
             self.reject(record, None, None, reason)
             return
-        payload = build_payload(self.resource, record)
+        payload = build_payload(self.resource, record, self.key_properties)
         problem = validation_message(self.resource, payload)
         if problem:
             self.reject(record, payload, None, problem)

@@ -1,0 +1,147 @@
+"""Unit tests of the target's pure parts: mapping rules, payload building, the ledger."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from closum_api import registry
+from target_closum.ledger import Ledger
+from target_closum.mapping import ClosumConfigError, check_settings, mapping_for
+from target_closum.payloads import build_payload, identity, matches, validation_message
+
+LEAD = registry.get("lead")
+UNQ = registry.get("unqualified_lead")
+
+
+@pytest.mark.parametrize(
+    ("stream", "resource"),
+    [
+        ("leads", "lead"),
+        ("lead", "lead"),
+        ("emails", "email"),
+        ("contact_types", "contact_type"),
+        ("contact-type", "contact_type"),
+        ("contact-types", "contact_type"),
+        ("unqualified-leads", "unqualified_lead"),
+        ("lead_audience_lists", "lead_audience_list"),
+        ("audience-list", "audience_list"),
+    ],
+)
+def test_streams_named_like_a_resource_map_to_it_with_create(stream, resource):
+    mapping = mapping_for(stream, {})
+    assert (mapping.resource.name, mapping.action) == (resource, "create")
+
+
+def test_resource_map_wins_and_load_method_upsert_only_defaults_updatable_resources():
+    config = {"load_method": "upsert", "resource_map": {"crm_people": {"resource": "lead"}, "mails": {"resource": "email", "action": "create"}}}
+    assert mapping_for("crm_people", config).action == "create"  # lead is create-only
+    assert mapping_for("mails", config).action == "create"  # resource_map wins
+    assert mapping_for("phones", config).action == "upsert"
+
+
+@pytest.mark.parametrize("stream", ["cities", "contact_lifecycle_stages", "orders"])
+def test_unwritable_streams_are_refused_with_one_line_naming_the_stream(stream):
+    with pytest.raises(ClosumConfigError) as info:
+        mapping_for(stream, {})
+    message = str(info.value)
+    assert "\n" not in message
+    assert repr(stream) in message
+    assert "resource_map" in message
+    assert "deselect" in message.lower()
+
+
+@pytest.mark.parametrize("resource", ["lead", "unqualified_lead", "audience_list", "lead_audience_list"])
+@pytest.mark.parametrize("action", ["update", "upsert"])
+def test_update_on_a_create_only_resource_is_a_config_error(resource, action):
+    with pytest.raises(ClosumConfigError, match="create-only"):
+        check_settings({"resource_map": {"s": {"resource": resource, "action": action}}})
+
+
+def test_overwrite_is_refused():
+    with pytest.raises(ClosumConfigError, match="cannot delete|no endpoint that deletes"):
+        check_settings({"load_method": "overwrite"})
+
+
+def test_lead_payload_quirks():
+    record = {
+        "id": 7,
+        "creation_date": "2020-01-01T00:00:00+00:00",
+        "_sdc_extracted_at": "2020-01-01T00:00:00+00:00",
+        "name": "Sylvia",
+        "email": "sylvia@example.com",
+        "phone": {"id": 3, "extension": "001", "number": "517-388-1452"},
+        "lead_opt_in": {
+            "id": 1,
+            "lead_id": 7,
+            "creation_date": "2020-01-01T00:00:00+00:00",
+            "sms": True,
+            "email": None,
+            "enviroment": json.dumps({"REMOTE_ADDR": "192.168.1.1", "REQUEST_URI": "/"}),
+        },
+        "custom_data": {"plan": "gold"},
+        "city_id": "40",
+        "contact_lifecycle_stage_id": None,
+    }
+    payload = build_payload(LEAD, record)
+    assert payload == {
+        "name": "Sylvia",
+        "email": {"email": "sylvia@example.com"},
+        "phone": {"extension": "001", "number": "517-388-1452"},
+        "lead_opt_in": {"sms": True, "enviroment": {"REMOTE_ADDR": "192.168.1.1", "REQUEST_URI": "/"}},
+        "custom_data": '{"plan": "gold"}',
+        "city_id": 40,
+    }
+    assert validation_message(LEAD, payload) is None
+
+
+def test_unqualified_lead_contact_type_id_string_becomes_int_and_city_is_dropped():
+    payload = build_payload(UNQ, {"email": {"id": 2, "email": "a@b.co"}, "contact_type_id": "1", "city_id": 4})
+    assert payload == {"email": {"email": "a@b.co"}, "contact_type_id": 1}
+
+
+def test_unknown_non_null_fields_are_kept_so_validation_names_them():
+    payload = build_payload(LEAD, {"email": "a@b.co", "favourite_colour": "blue", "nickname": None})
+    assert "nickname" not in payload
+    assert "favourite_colour" in validation_message(LEAD, payload)
+
+
+def test_phone_extension_keeps_leading_zeros_and_numbers_become_text():
+    phone = registry.get("phone")
+    assert build_payload(phone, {"id": 1, "extension": "001", "number": 5551234, "is_valid": 1}) == {
+        "extension": "001",
+        "number": "5551234",
+    }
+
+
+def test_identity_and_match_for_reconciliation():
+    payload = build_payload(LEAD, {"name": "X", "email": "X@Example.com", "phone": {"number": "123-4567"}})
+    ident = identity(LEAD, payload)
+    served = {"id": 9, "name": "X", "email": {"email": "x@example.com"}, "phone": {"extension": None, "number": "123-4567"}}
+    assert matches(LEAD, ident, served)
+    assert not matches(LEAD, ident, served | {"name": "Y"})
+    link = registry.get("lead_audience_list")
+    assert matches(link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 2})
+    assert not matches(link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 3})
+
+
+def test_ledger_intents_survive_reopening(tmp_path):
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    ledger.mark_pending("leads", "pk:[1]", "lead", '{"name":"a"}', "h1")
+    ledger.mark_pending("leads", "pk:[2]", "lead", '{"name":"b"}', "h2")
+    ledger.mark_done("leads", "pk:[2]", "lead", 42, "h2", "create")
+    ledger.close()
+    again = Ledger(path)
+    assert [e.record_key for e in again.pending("leads")] == ["pk:[1]"]
+    assert again.get("leads", "pk:[2]").closum_id == 42
+    assert again.claimed("lead", 42) and not again.claimed("lead", 43)
+    again.forget("leads", "pk:[1]")
+    assert again.pending("leads") == []
+    again.close()
+    read_only = Ledger(path, read_only=True)
+    with pytest.raises(RuntimeError):
+        read_only.mark_done("leads", "pk:[3]", "lead", 1, "h", "create")
+    assert Ledger(tmp_path / "absent.sqlite", read_only=True).get("leads", "pk:[1]") is None
+    assert not (tmp_path / "absent.sqlite").exists()
