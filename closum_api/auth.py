@@ -40,7 +40,6 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         api_url: base URL of the API, e.g. ``https://api.closum.com/api``.
         username: the account's ``api_username``.
         password: the account's ``api_pw``; never logged or shown.
-        session: the session to ask for tokens with.
         timeout: seconds to wait for the token answer.
         max_tries: attempts at ``POST /token`` when it fails transiently.
         backoff_base: first wait between attempts, in seconds (doubles).
@@ -52,7 +51,6 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         username: str,
         password: str,
         *,
-        session: requests.Session | None = None,
         timeout: float = 30.0,
         max_tries: int = 5,
         backoff_base: float = 1.0,
@@ -61,7 +59,8 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         self.api_url = api_url.rstrip("/")
         self.username = username
         self._password = password
-        self._session = session or requests.Session()
+        # A session of its own: a shared one may carry this very auth object.
+        self._session = requests.Session()
         self._timeout = timeout
         self._max_tries = max(1, max_tries)
         self._backoff_base = backoff_base

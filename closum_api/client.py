@@ -92,7 +92,6 @@ class ClosumClient:
             self.api_url,
             username,
             password,
-            session=self.session,
             timeout=timeout,
             max_tries=max_tries,
             backoff_base=backoff_base,

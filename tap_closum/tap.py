@@ -57,6 +57,7 @@ class TapClosum(Tap):
     """Singer tap for Closum."""
 
     name = "tap-closum"
+    package_name = "closum-singer"
     message_writer_class = MsgSpecWriter
 
     config_jsonschema = th.PropertiesList(
