@@ -15,8 +15,9 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib.exceptions import SingerReadError
 
-from closum_api.config import client_from_config, connection_properties
+from closum_api.config import connection_properties
 from closum_api.errors import ClosumError
+from target_closum.client import write_client
 from target_closum.ledger import Ledger
 from target_closum.mapping import ACTIONS, LOAD_METHODS, StreamMapping, check_settings, mapping_for, writable_resources
 from target_closum.rejects import RejectsFile
@@ -134,7 +135,7 @@ class TargetClosum(Target):
         if self.dry_run:
             msg = "a dry run never talks to Closum"
             raise RuntimeError(msg)
-        return client_from_config(self.config, user_agent=f"target-closum/{VERSION}")
+        return write_client(self.config, user_agent=f"target-closum/{VERSION}")
 
     @cached_property
     def ledger(self) -> Ledger:

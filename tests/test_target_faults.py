@@ -1,0 +1,174 @@
+"""A misbehaving API: retried faults, ambiguous creates reconciled, intents left by a dead run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from closum_api import registry
+from target_closum.ledger import Ledger
+from target_closum.payloads import build_payload, canonical_json, payload_hash
+from test_target_support import lead, posts, rejects, run_target, singer, target_config
+
+
+def _emails(sandbox) -> list[str]:
+    return [r["email"]["email"] for r in sandbox.records("lead") if r.get("email")]
+
+
+def test_random_500_and_503_lose_nothing_and_double_nothing(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(fail_rate=0.3, fault_seed=7)
+    before = len(sandbox.records("lead"))
+    n = 60
+    run = run_target(target_config(sandbox, tmp_path, max_retries=10), singer("leads", [lead(i) for i in range(n)]))
+    assert len(sandbox.records("lead")) - before == n
+    mails = _emails(sandbox)
+    assert all(mails.count(f"lead{i}@example.com") == 1 for i in range(n))
+    assert rejects(tmp_path / "rejects.jsonl") == []
+    failed = [e for e in sandbox.requests_log("/api/lead") if e["status"] >= 500]
+    assert failed, "the fault knob did not fire; the test would prove nothing"
+    assert run.tally("leads")["created"] == n
+
+
+def test_scripted_503_and_429_are_retried_honouring_retry_after(sandbox, tmp_path):
+    sandbox.script_faults(
+        [
+            {"method": "POST", "path": "/api/email", "status": 503, "body": "html", "times": 3},
+            {"method": "POST", "path": "/api/email", "status": 429, "retry_after": 1, "times": 1},
+        ]
+    )
+    before = len(sandbox.records("email"))
+    start = time.monotonic()
+    run = run_target(target_config(sandbox, tmp_path), singer("emails", [{"email": f"m{i}@example.com"} for i in range(5)], key_properties=()))
+    assert time.monotonic() - start >= 1.0  # Retry-After: 1 was honoured
+    assert len(sandbox.records("email")) - before == 5
+    statuses = [e["status"] for e in posts(sandbox, "/api/email")]
+    assert statuses.count(503) == 3 and statuses.count(429) == 1 and statuses.count(200) == 5
+    assert run.tally("emails")["created"] == 5
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "after_write": True},
+        {"status": 502, "body": "html", "after_write": True},
+        {"status": 504, "body": "empty", "after_write": True},
+        {"status": 200, "body": "html", "after_write": True},  # a 2xx that is not the envelope
+        {"drop_connection": True, "after_write": True},
+    ],
+    ids=["500", "502-html", "504-empty", "200-html", "dropped"],
+)
+def test_ambiguous_create_that_happened_is_reconciled_not_repeated(sandbox, tmp_path, fault):
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead"} | fault])
+    before = len(sandbox.records("lead"))
+    run = run_target(target_config(sandbox, tmp_path), singer("leads", [lead(i) for i in range(10)]))
+    assert len(sandbox.records("lead")) - before == 10
+    assert len(posts(sandbox, "/api/lead")) == 10  # nothing resent
+    assert sorted(_emails(sandbox)[-10:]) == sorted(f"lead{i}@example.com" for i in range(10))
+    assert run.tally("leads")["reconciled"] == 1 and run.tally("leads")["created"] == 10
+    searches = [e for e in sandbox.requests_log("/api/lead") if e["method"] == "GET"]
+    assert searches and all(e["query"].get("direction") == "desc" and e["query"].get("sort") == "id" for e in searches)
+
+
+def test_ambiguous_create_that_did_not_happen_is_created_once(sandbox, tmp_path):
+    sandbox.script_faults([{"method": "POST", "path": "/api/phone", "status": 500, "after_write": False}])
+    before = len(sandbox.records("phone"))
+    phones = [{"extension": "001", "number": f"555-000{i}"} for i in range(4)]
+    run = run_target(target_config(sandbox, tmp_path), singer("phones", phones, key_properties=()))
+    assert len(sandbox.records("phone")) - before == 4
+    assert len(posts(sandbox, "/api/phone")) == 5
+    assert run.tally("phones")["reconciled"] == 0
+
+
+def test_reconcile_never_takes_an_id_the_ledger_already_owns(sandbox, tmp_path):
+    # Two input records with the same identity: the second's create is lost before the write.
+    sandbox.script_faults([{"method": "POST", "path": "/api/contact-type", "status": 500, "after_write": False}])
+    config = target_config(sandbox, tmp_path, max_parallel_requests=1)
+    run_target(config, singer("contact_types", [{"id": 1, "label": "Same"}]))
+    before = len(sandbox.records("contact_type"))
+    sandbox.script_faults([{"method": "POST", "path": "/api/contact-type", "status": 500, "after_write": False}])
+    run = run_target(config, singer("contact_types", [{"id": 1, "label": "Same"}, {"id": 2, "label": "Same"}]))
+    assert len(sandbox.records("contact_type")) - before == 1
+    assert run.tally("contact_types")["created"] == 1 and run.tally("contact_types")["skipped"] == 1
+
+
+def test_pending_intents_of_a_dead_run_are_settled_before_new_writes(sandbox, tmp_path):
+    resource = registry.get("lead")
+    config = target_config(sandbox, tmp_path)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    written, lost = lead(1), lead(2)
+    for record in (written, lost):
+        payload = build_payload(resource, record, ["id"])
+        ledger.mark_pending("leads", "pk:" + canonical_json([record["id"]]), "lead", canonical_json(payload), payload_hash(payload))
+    ledger.close()
+    # The dead run's first POST reached Closum; its second did not.
+    token = sandbox.token()
+    answer = requests.post(
+        sandbox.api_url + "/lead",
+        json=build_payload(resource, written, ["id"]),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    before = len(sandbox.records("lead"))
+    sandbox.clear_log()
+    run = run_target(config, singer("leads", [written, lost, lead(3)]))
+    assert len(sandbox.records("lead")) - before == 2  # lead 2 and lead 3
+    assert sorted(_emails(sandbox)).count("lead1@example.com") == 1
+    assert len(posts(sandbox, "/api/lead")) == 2
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
+    tally = run.tally("leads")
+    assert (tally["created"], tally["reconciled"], tally["skipped"]) == (3, 1, 2)
+
+
+def test_outcome_that_cannot_be_checked_fails_the_run_and_keeps_the_intent(sandbox, tmp_path):
+    sandbox.script_faults(
+        [
+            {"method": "POST", "path": "/api/audience-list", "status": 500, "after_write": True},
+            {"method": "GET", "path": "/api/audience-list", "status": 403, "times": 1},
+        ]
+    )
+    config = target_config(sandbox, tmp_path)
+    before = len(sandbox.records("audience_list"))
+    from closum_api.errors import ClosumError
+
+    with pytest.raises(ClosumError, match="rerun to reconcile"):
+        run_target(config, singer("audience_lists", [{"id": 1, "name": "List A"}], final_state={"bookmarks": {"x": 1}}))
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 1
+    # The rerun settles it without a second POST.
+    sandbox.clear_log()
+    run = run_target(config, singer("audience_lists", [{"id": 1, "name": "List A"}]))
+    assert len(sandbox.records("audience_list")) - before == 1
+    assert posts(sandbox, "/api/audience-list") == []
+    assert run.tally("audience_lists")["reconciled"] == 1
+
+
+def test_auth_failure_ends_the_run(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory()
+    config = target_config(sandbox, tmp_path, api_pw="wrong")
+    from closum_api.errors import ClosumAuthError
+
+    with pytest.raises(ClosumAuthError):
+        run_target(config, singer("leads", [lead(1)]))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.count() == 0
+
+
+def test_revoked_token_is_renewed_mid_run(sandbox, tmp_path):
+    config = target_config(sandbox, tmp_path)
+    before = len(sandbox.records("lead"))
+    run_target(config, singer("leads", [lead(1)]))
+    sandbox.revoke_tokens()
+    target_run = run_target(config, singer("leads", [lead(2), lead(3)]))
+    assert len(sandbox.records("lead")) - before == 3
+    assert target_run.tally("leads")["created"] == 2
+
+
+def test_rejects_lines_are_json(sandbox, tmp_path):
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 403, "body": "html"}])
+    run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1)]))
+    [line] = rejects(tmp_path / "rejects.jsonl")
+    assert line["status"] == 403 and "HTML" in line["message"]
+    json.dumps(line)
