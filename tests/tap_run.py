@@ -21,6 +21,7 @@ BIN = Path(sys.executable).parent
 class TapOutput:
     messages: list[dict[str, t.Any]]
     stderr: str = ""
+    stdout: str = ""
     returncode: int = 0
     records: dict[str, list[dict[str, t.Any]]] = field(default_factory=dict)
 
@@ -88,5 +89,5 @@ def run_tap_process(
         env={**os.environ, **(env or {})},
         check=False,
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return TapOutput([json.loads(line) for line in lines], proc.stderr, proc.returncode)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"type"')]
+    return TapOutput([json.loads(line) for line in lines], proc.stderr, proc.stdout, proc.returncode)

@@ -1,0 +1,72 @@
+"""Decoding of bodies the sandbox never sends on a 200: built by hand, no server."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from closum_api.errors import (
+    ClosumAuthError,
+    ClosumBadResponse,
+    ClosumFatalError,
+    ClosumNotFoundError,
+    ClosumRetriableError,
+    check_response,
+    retry_waits,
+    server_message,
+)
+
+
+def response(status: int, body: bytes, content_type: str = "application/json", **headers: str) -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r._content = body  # noqa: SLF001
+    r.headers.update({"Content-Type": content_type, **headers})
+    r.encoding = "utf-8"
+    return r
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error", "fragment"),
+    [
+        (b"<html><head><title>Down for maintenance</title></head></html>", "text/html", ClosumBadResponse,
+         "an HTML page, not JSON: Down for maintenance"),
+        (b"", "application/json", ClosumBadResponse, "(empty body)"),
+        (b'{"success": false, "message": "quota exceeded"}', "application/json", ClosumFatalError,
+         "success=false: quota exceeded"),
+        (b'{"success": true}', "application/json", ClosumBadResponse, "without a 'data' key"),
+        (b'[1, 2]', "application/json", ClosumBadResponse, "not an object"),
+    ],
+)
+def test_odd_200_bodies_are_clear_errors(body, content_type, error, fragment):
+    with pytest.raises(error) as caught:
+        check_response("GET", "/lead", response(200, body, content_type))
+    assert fragment in str(caught.value)
+    assert str(caught.value).startswith("GET /lead answered 200")
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, ClosumFatalError), (401, ClosumAuthError), (403, ClosumFatalError), (404, ClosumNotFoundError),
+     (405, ClosumFatalError), (429, ClosumRetriableError), (500, ClosumRetriableError),
+     (502, ClosumRetriableError), (503, ClosumRetriableError), (504, ClosumRetriableError)],
+)
+def test_statuses_are_classified(status, error):
+    with pytest.raises(error) as caught:
+        check_response("POST", "/email", response(status, b'{"success": false, "message": "nope"}'))
+    assert f"POST /email answered {status}" in str(caught.value)
+    assert "nope" in str(caught.value)
+
+
+def test_long_html_bodies_shrink_to_one_line():
+    page = b"<html><body>" + b"<p>line\n</p>" * 500 + b"</body></html>"
+    message = server_message(response(503, page, "text/html"))
+    assert "\n" not in message and len(message) <= 300
+
+
+def test_waits_grow_and_honour_retry_after():
+    waits = retry_waits(base=0.5, cap=30)
+    next(waits)
+    plain = ClosumRetriableError("x", response(500, b""))
+    asked = ClosumRetriableError("x", response(429, b"", **{"Retry-After": "7"}))
+    assert [waits.send(plain), waits.send(plain), waits.send(asked), waits.send(plain)] == [0.5, 1.0, 7.0, 4.0]
