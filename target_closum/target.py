@@ -13,7 +13,9 @@ from functools import cached_property
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.singerlib.exceptions import SingerReadError
+from singer_sdk.io_base import SingerReader
+from singer_sdk.singerlib.exceptions import InvalidInputLine, SingerReadError
+from singer_sdk.singerlib.json import deserialize_json
 
 from closum_api.config import connection_properties
 from closum_api.errors import ClosumError
@@ -34,11 +36,24 @@ DEFAULT_REJECTS = "closum-rejects.jsonl"
 DEFAULT_LEDGER = "closum-ledger.sqlite"
 
 
+class _QuietReader(SingerReader):
+    """The SDK's reader, minus the traceback it logs for a line that is not JSON."""
+
+    def deserialize_json(self, line: str) -> dict:
+        try:
+            return deserialize_json(line)
+        except ValueError:
+            shown = line.strip()[:120]
+            msg = f"line is not JSON: {shown!r}"
+            raise InvalidInputLine(msg) from None
+
+
 class TargetClosum(Target):
     """Singer target for Closum."""
 
     name = "target-closum"
     default_sink_class = ClosumSink
+    message_reader_class = _QuietReader
 
     config_jsonschema = th.PropertiesList(
         *connection_properties(),
