@@ -1,0 +1,218 @@
+"""Benchmark target-closum against a plain sequential write loop, in one run.
+
+Starts ``closum-sandbox serve`` on a free 127.0.0.1 port with ``--latency-ms 50``, then:
+
+(a) baseline: a sequential ``requests`` loop: POST /api/token, then POST /api/lead
+    for each of 300 leads;
+(b) ``target-closum`` as a whole process (Singer messages on stdin, a fresh
+    ledger) creating 300 other leads;
+
+and prints wall times and the ratio as JSON (goal >= 5). It checks that the
+sandbox gained exactly the leads each side wrote.
+
+``--memory`` also measures the peak RSS of the target process (``os.wait4``
+rusage of that very child) at 10,000 and 100,000 records, on a second sandbox
+with no latency. ``--memory-mode dry`` (default) runs them as dry runs (every
+record mapped, validated and tallied, the ledger read; nothing sent);
+``--memory-mode real`` really creates them (slower: minutes for 100,000).
+
+    python benchmarks/bench_target.py [--leads 300] [--latency-ms 50] [--memory [--memory-mode dry|real]]
+
+Only 127.0.0.1 is ever contacted; every process is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+USER = PASSWORD = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sandbox:
+    """``closum-sandbox serve`` as a subprocess on a free loopback port."""
+
+    def __init__(self, latency_ms: float) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "closum-sandbox"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--seed", "5", "--latency-ms", str(latency_ms), "--username", USER, "--password", PASSWORD,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(self.url + "/_admin/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("closum-sandbox did not start")
+            time.sleep(0.05)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api"
+
+    def lead_count(self) -> int:
+        return len(requests.get(self.url + "/_admin/records/lead", timeout=600).json())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def lead(n: int, tag: str) -> dict:
+    return {
+        "id": n,
+        "name": f"Bench {tag} {n}",
+        "email": {"email": f"{tag}.{n}@bench.example.com"},
+        "phone": {"extension": "001", "number": f"555-{n:07d}"},
+        "lead_opt_in": {"sms": True, "email": False, "enviroment": {"REMOTE_ADDR": "127.0.0.1"}},
+    }
+
+
+def baseline(api_url: str, count: int) -> float:
+    """Sequential loop: token, then one POST per lead. Wall seconds."""
+    start = time.perf_counter()
+    with requests.Session() as http:
+        answer = http.post(api_url + "/token", json={"api_username": USER, "api_pw": PASSWORD}, timeout=30)
+        answer.raise_for_status()
+        headers = {"Authorization": f"Bearer {answer.json()['data']['token']}"}
+        for n in range(count):
+            answer = http.post(api_url + "/lead", json=_payload(lead(n, "loop")), headers=headers, timeout=30)
+            answer.raise_for_status()
+    return time.perf_counter() - start
+
+
+def _payload(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "id"}
+
+
+def write_input(path: Path, count: int, tag: str) -> None:
+    schema = {"type": "object", "properties": {k: {} for k in lead(0, tag)}}
+    with path.open("w") as fh:
+        fh.write(json.dumps({"type": "SCHEMA", "stream": "leads", "schema": schema, "key_properties": ["id"]}) + "\n")
+        for n in range(count):
+            fh.write(json.dumps({"type": "RECORD", "stream": "leads", "record": lead(n, tag)}) + "\n")
+            if (n + 1) % 5000 == 0:
+                fh.write(json.dumps({"type": "STATE", "value": {"bookmarks": {"leads": n + 1}}}) + "\n")
+        fh.write(json.dumps({"type": "STATE", "value": {"bookmarks": {"leads": count}}}) + "\n")
+
+
+def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object) -> dict:
+    """The target as a process; wall seconds, peak RSS (MiB) of that process, exit code."""
+    config = {
+        "api_url": api_url, "api_username": USER, "api_pw": PASSWORD,
+        "ledger_path": str(workdir / "ledger.sqlite"), "rejects_path": str(workdir / "rejects.jsonl"),
+    } | settings
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    start = time.perf_counter()
+    with input_path.open() as stdin, (workdir / "stderr.log").open("w") as stderr:
+        proc = subprocess.Popen(
+            [str(BIN / "target-closum"), "--config", str(config_path)],
+            stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr, cwd=workdir,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    summary = [line for line in (workdir / "stderr.log").read_text().splitlines() if "stream leads →" in line]
+    return {
+        "wall_s": round(wall, 3),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "exit_code": proc.returncode,
+        "summary": summary[-1].split("| ")[-1] if summary else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leads", type=int, default=300)
+    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--memory", action="store_true", help="also measure peak RSS at 10,000 and 100,000 records")
+    parser.add_argument("--memory-mode", choices=("dry", "real"), default="dry")
+    parser.add_argument("--memory-sizes", default="10000,100000")
+    args = parser.parse_args()
+
+    result: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-target-") as tmp:
+        tmp_path = Path(tmp)
+        sandbox = Sandbox(args.latency_ms)
+        try:
+            before = sandbox.lead_count()
+            loop_s = baseline(sandbox.api_url, args.leads)
+            after_loop = sandbox.lead_count()
+            input_path = tmp_path / "speed.singer"
+            write_input(input_path, args.leads, "target")
+            work = tmp_path / "speed"
+            work.mkdir()
+            target = run_target(sandbox.api_url, work, input_path)
+            after_target = sandbox.lead_count()
+        finally:
+            sandbox.stop()
+        if target["exit_code"] != 0:
+            raise SystemExit(f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}")
+        result["speed"] = {
+            "latency_ms": args.latency_ms,
+            "leads": args.leads,
+            "baseline_loop_s": round(loop_s, 3),
+            "target_s": target["wall_s"],
+            "ratio": round(loop_s / target["wall_s"], 2),
+            "goal_ratio": 5,
+            "baseline_created": after_loop - before,
+            "target_created": after_target - after_loop,
+            "target_summary": target["summary"],
+        }
+
+        if args.memory:
+            sandbox = Sandbox(0)
+            try:
+                memory: dict[str, object] = {"mode": args.memory_mode}
+                for size in (int(s) for s in args.memory_sizes.split(",")):
+                    input_path = tmp_path / f"mem-{size}.singer"
+                    write_input(input_path, size, f"mem{size}")
+                    work = tmp_path / f"mem-{size}"
+                    work.mkdir()
+                    run = run_target(sandbox.api_url, work, input_path, dry_run=args.memory_mode == "dry")
+                    input_path.unlink()
+                    if run["exit_code"] != 0:
+                        raise SystemExit(f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}")
+                    memory[str(size)] = run
+            finally:
+                sandbox.stop()
+            result["memory"] = memory
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
