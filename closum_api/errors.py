@@ -17,6 +17,7 @@ import time
 import typing as t
 from http import HTTPStatus
 
+import msgspec
 import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
@@ -157,8 +158,8 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
     if status >= HTTPStatus.BAD_REQUEST:
         raise ClosumFatalError(describe(method, path, response), response)
     try:
-        envelope = response.json()
-    except ValueError:
+        envelope = _decode(response.content)
+    except msgspec.DecodeError:
         msg = f"{method} {path} answered {status} with {server_message(response)}"
         raise ClosumBadResponse(msg, response) from None
     if not isinstance(envelope, dict):
@@ -171,6 +172,9 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
         msg = f"{method} {path} answered {status} without a 'data' key: {server_message(response)}"
         raise ClosumBadResponse(msg, response)
     return envelope
+
+
+_decode = msgspec.json.Decoder().decode
 
 
 def retry_waits(base: float = 1.0, cap: float = 60.0) -> t.Generator[float, BaseException | None, None]:

@@ -63,6 +63,29 @@ def test_catalog_selection_syncs_only_the_selected_streams(sandbox):
     assert schemas == {"phones"}
 
 
+def test_deselected_properties_are_left_out(sandbox):
+    from tap_run import catalog_selecting
+
+    config = sandbox.config()
+    catalog = catalog_selecting(config, {"phones"})
+    phones = next(s for s in catalog["streams"] if s["tap_stream_id"] == "phones")
+    for entry in phones["metadata"]:
+        if entry["breadcrumb"] == ["properties", "number"]:
+            entry["metadata"]["selected"] = False
+    tap = TapClosum(config=config, catalog=catalog)
+    out = run_tap(config, streams={"phones"})
+    assert all("number" in r for r in out.records["phones"])
+    import contextlib
+    import io
+
+    buffer = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with contextlib.redirect_stdout(buffer):
+        tap.sync_all()
+    buffer.seek(0)
+    records = [json.loads(x)["record"] for x in buffer.read().splitlines() if '"RECORD"' in x]
+    assert records and all("number" not in r and "extension" in r for r in records)
+
+
 def test_stream_maps_and_flattening(sandbox):
     config = sandbox.config(
         stream_maps={"leads": {"name": "__NULL__", "lead_name_upper": "name.upper() if name else None"}},
