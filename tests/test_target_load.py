@@ -280,3 +280,17 @@ def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys)
     for token in tokens:
         assert token not in text
     assert "created 1" in caplog.text
+
+
+def test_writes_for_one_key_stay_in_order_within_a_parallel_batch(sandbox, tmp_path):
+    config = target_config(sandbox, tmp_path, resource_map={"labels": {"resource": "contact_type", "action": "upsert"}})
+    before = len(sandbox.records("contact_type"))
+    records = []
+    for version in range(4):
+        records += [{"key": f"k{k}", "label": f"k{k} v{version}"} for k in range(6)]
+    run = run_target(config, singer("labels", records, schema=open_schema("key", "label"), key_properties=["key"]))
+    new = sandbox.records("contact_type")[before:]
+    assert sorted(r["label"] for r in new) == [f"k{k} v3" for k in range(6)]
+    assert len(posts(sandbox, "/api/contact-type")) == 6
+    tally = run.tally("labels")
+    assert (tally["created"], tally["updated"]) == (6, 18)
