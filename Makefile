@@ -1,11 +1,16 @@
-# Everything a newcomer needs: `make test` runs the whole suite, `make demo`
-# runs the pipelines end to end on a local sandbox. Both build .venv first.
+# Everything a newcomer needs: `make test` runs the whole suite (end-to-end
+# Meltano pipelines included), `make demo` runs the pipelines end to end on a
+# local sandbox. Both build .venv and install the Meltano plugins first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PLUGINS_STAMP := .meltano/.plugins-installed
 
-.PHONY: install test bench sandbox clean
+# No network at run time but PyPI: Meltano must not phone home.
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
+
+.PHONY: install plugins test bench sandbox demo docs clean
 
 install: $(STAMP)
 
@@ -15,8 +20,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The plugin venvs of meltano.yml, in .meltano/ (uv backend, PyPI only).
+plugins: $(PLUGINS_STAMP)
+
+$(PLUGINS_STAMP): $(STAMP) meltano.yml pyproject.toml
+	$(BIN)/meltano install
+	touch $(PLUGINS_STAMP)
+
+test: $(PLUGINS_STAMP)
 	$(BIN)/python -m pytest -q
+
+demo: $(PLUGINS_STAMP)
+	$(BIN)/python demo/run_demo.py
+
+# Refresh the README tables and meltano.yml plugin blocks generated from the code.
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_docs.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tap.py
@@ -26,4 +45,4 @@ sandbox: $(STAMP)
 	$(BIN)/closum-sandbox serve --port 8080 --seed 25
 
 clean:
-	rm -rf $(VENV) .pytest_cache dist build
+	rm -rf $(VENV) .meltano output .pytest_cache dist build
