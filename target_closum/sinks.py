@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import typing as t
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -45,8 +46,7 @@ if t.TYPE_CHECKING:
     from target_closum.target import TargetClosum
 
 DEFAULT_BATCH_ROWS = 1000
-# Creates tried for one record whose answers keep getting lost, each followed by a search.
-MAX_CREATE_ATTEMPTS = 3
+MAX_WAIT_SECONDS = 30.0
 TRANSIENT = (ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
@@ -277,7 +277,11 @@ class ClosumSink(BatchSink):
     ) -> None:
         """POST behind a pending intent; on a lost answer, search before trying again."""
         ledger = self.target.ledger
-        for attempt in range(MAX_CREATE_ATTEMPTS):
+        client = self.target.client
+        # As many creates as the client has tries, each lost answer followed by a search.
+        for attempt in range(client.max_tries):
+            if attempt > 0:
+                time.sleep(min(MAX_WAIT_SECONDS, client.backoff_base * 2 ** (attempt - 1)))
             if search_first or attempt > 0:
                 found = self._search(resource, payload, key)
                 if found is not None:
@@ -289,7 +293,7 @@ class ClosumSink(BatchSink):
                     )
                     return
             try:
-                new_id = self.target.client.create(resource, payload)
+                new_id = client.create(resource, payload)
             except (ClosumOutcomeUnknown, ClosumBadResponse) as exc:
                 self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
                 search_first = True

@@ -216,7 +216,11 @@ class TargetClosum(Target):
                 self._busy_count -= 1
 
     def _process_record_message(self, message_dict: dict) -> None:
-        super()._process_record_message(message_dict)
+        try:
+            super()._process_record_message(message_dict)
+        except BaseException:
+            self.finish()  # a failed mid-stream drain: still one summary line per stream
+            raise
         if self._stop_signal is not None:
             self._stop_now()
 
