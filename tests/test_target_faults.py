@@ -157,13 +157,29 @@ def test_auth_failure_ends_the_run(sandbox_factory, tmp_path):
 
 
 def test_revoked_token_is_renewed_mid_run(sandbox, tmp_path):
-    config = target_config(sandbox, tmp_path)
+    import contextlib
+    import io
+
+    from target_closum.target import TargetClosum
+
     before = len(sandbox.records("lead"))
-    run_target(config, singer("leads", [lead(1)]))
-    sandbox.revoke_tokens()
-    target_run = run_target(config, singer("leads", [lead(2), lead(3)]))
-    assert len(sandbox.records("lead")) - before == 3
-    assert target_run.tally("leads")["created"] == 2
+    target = TargetClosum(config=target_config(sandbox, tmp_path, max_parallel_requests=1))
+    real_create = target.client.create
+    calls = []
+
+    def create(resource, payload):
+        calls.append(1)
+        if len(calls) == 3:
+            sandbox.revoke_tokens()  # revoked early, while the run goes on
+        return real_create(resource, payload)
+
+    target.client.create = create  # type: ignore[method-assign]
+    with contextlib.redirect_stdout(io.StringIO()):
+        target.listen(io.StringIO(singer("leads", [lead(i) for i in range(6)])))
+    assert len(sandbox.records("lead")) - before == 6
+    assert [e["status"] for e in posts(sandbox, "/api/lead")].count(401) == 1
+    assert target.client.auth.tokens_issued == 2
+    assert target.tallies["leads"].created == 6
 
 
 def test_rejects_lines_are_json(sandbox, tmp_path):

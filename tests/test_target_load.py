@@ -263,22 +263,39 @@ def test_state_is_emitted_only_after_the_records_before_it_are_written(sandbox_f
 
 
 def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys):
+    import contextlib
+
     sandbox = sandbox_factory(password="pw-Sup3r-S3cret-value")
     caplog.set_level(logging.DEBUG)
-    sandbox.revoke_tokens()
-    run = run_target(
-        target_config(sandbox, tmp_path),
-        singer("leads", [lead(1), {"id": 2, "name": "bad"}]) + singer("emails", [{"email": "x@example.com"}], key_properties=()),
+    target = TargetClosum(config=target_config(sandbox, tmp_path, max_parallel_requests=1))
+    auth = target.client.auth
+    tokens: set[str] = set()
+    real_token, real_create = auth.token, target.client.create
+
+    def token() -> str:
+        value = real_token()
+        tokens.add(value)
+        return value
+
+    def create(resource, payload):
+        if len(tokens) == 1:
+            sandbox.revoke_tokens()  # make the run renew its token after a 401
+        return real_create(resource, payload)
+
+    auth.token = token  # type: ignore[method-assign]
+    target.client.create = create  # type: ignore[method-assign]
+    text = singer("leads", [lead(1), {"id": 2, "name": "bad"}, lead(3, custom_data="{x")]) + singer(
+        "emails", [{"email": "x@example.com"}], key_properties=()
     )
-    sandbox.revoke_tokens()  # the next write renews after a 401
-    run2 = run_target(target_config(sandbox, tmp_path), singer("leads", [lead(3)]))
-    tokens = {r.target.client.auth._token for r in (run, run2)}  # noqa: SLF001
-    assert all(tokens)
+    with contextlib.redirect_stdout(io.StringIO()):
+        target.listen(io.StringIO(text))
+    assert len(tokens) == 2  # the first token, and the one renewed after the 401
     captured = capsys.readouterr()
-    text = caplog.text + captured.out + captured.err + (tmp_path / "rejects.jsonl").read_text()
-    assert "pw-Sup3r-S3cret-value" not in text
-    for token in tokens:
-        assert token not in text
+    text_out = caplog.text + captured.out + captured.err + (tmp_path / "rejects.jsonl").read_text()
+    assert "renewing the token" in caplog.text
+    assert "pw-Sup3r-S3cret-value" not in text_out
+    for value in tokens:
+        assert value not in text_out
     assert "created 1" in caplog.text
 
 
