@@ -220,7 +220,9 @@ class ClosumSink(BatchSink):
         entry = ledger.get(self.stream_name, item.key)
         if entry is not None and entry.state == "pending":
             # An earlier create of this key lost its answer: settle it before anything else.
-            self._settle_pending(entry.record_key, json.loads(entry.payload or "{}"), entry.payload_hash, None)
+            self._settle_pending(
+                entry.record_key, json.loads(entry.payload or "{}"), entry.payload_hash, None, recovering=True
+            )
             entry = ledger.get(self.stream_name, item.key)
         done = entry is not None and entry.state == "done"
         if self.action == "create":
@@ -274,6 +276,7 @@ class ClosumSink(BatchSink):
         resource: Resource,
         *,
         search_first: bool = False,
+        recovering: bool = False,
     ) -> None:
         """POST behind a pending intent; on a lost answer, search before trying again."""
         ledger = self.target.ledger
@@ -286,8 +289,7 @@ class ClosumSink(BatchSink):
                 found = self._search(resource, payload, key)
                 if found is not None:
                     ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
-                    self.tally.add("created")
-                    self.tally.add("reconciled")
+                    self._count_created(recovering, reconciled=True)
                     self.logger.info(
                         "Found the record of key %s on the server (id %d) after a lost answer", key, found
                     )
@@ -309,14 +311,13 @@ class ClosumSink(BatchSink):
                 ledger.forget(self.stream_name, key)  # 429/503/refused: surely not written
                 raise
             ledger.mark_done(self.stream_name, key, resource.name, new_id, p_hash, "create")
-            self.tally.add("created")
+            self._count_created(recovering, reconciled=False)
             return
         # The last attempt's answer was lost too: one more look, else leave it pending.
         found = self._search(resource, payload, key)
         if found is not None:
             ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
-            self.tally.add("created")
-            self.tally.add("reconciled")
+            self._count_created(recovering, reconciled=True)
             return
         msg = f"key {key} of stream {self.stream_name}"
         raise _Unresolved(msg)
@@ -335,16 +336,28 @@ class ClosumSink(BatchSink):
             msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
             raise _Unresolved(msg) from exc
 
-    def _settle_pending(self, key: str, payload: dict[str, t.Any], p_hash: str, resource_name: str | None) -> None:
+    def _count_created(self, recovering: bool, *, reconciled: bool) -> None:
+        if recovering:  # an earlier run's write: not one of this run's input records
+            self.tally.add("recovered")
+            return
+        self.tally.add("created")
+        if reconciled:
+            self.tally.add("reconciled")
+
+    def _settle_pending(
+        self, key: str, payload: dict[str, t.Any], p_hash: str, resource_name: str | None, *, recovering: bool = False
+    ) -> None:
         resource = registry.get(resource_name) if resource_name else self.resource
-        self._create_with_intent(key, payload, p_hash, None, resource, search_first=True)
+        self._create_with_intent(key, payload, p_hash, None, resource, search_first=True, recovering=recovering)
 
     def recover(self, entries: list[t.Any]) -> int:
         """Settle the pending intents a killed run left for this stream; the number settled."""
         settled = 0
         for entry in entries:
             try:
-                self._settle_pending(entry.record_key, json.loads(entry.payload or "{}"), entry.payload_hash, entry.resource)
+                self._settle_pending(
+                    entry.record_key, json.loads(entry.payload or "{}"), entry.payload_hash, entry.resource, recovering=True
+                )
             except _Unresolved as exc:
                 msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
                 raise ClosumWriteFailed(msg) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-FIELDS = ("created", "updated", "skipped", "rejected", "reconciled", "would_create", "would_update")
+FIELDS = ("created", "updated", "skipped", "rejected", "reconciled", "recovered", "would_create", "would_update")
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Tally:
     skipped: int = 0  # already loaded (ledger) - nothing sent
     rejected: int = 0
     reconciled: int = 0  # of the created: found on the server after a lost answer
+    recovered: int = 0  # writes left pending by an earlier run, settled before this run's
     would_create: int = 0
     would_update: int = 0
     changed_but_skipped: int = 0
@@ -56,6 +57,8 @@ class Tally:
                 body += f" ({self.reconciled} of the created found on the server after a lost answer)"
         if self.rejected and rejects_path and not self.dry_run:
             body += f"; rejects in {rejects_path}"
+        if self.recovered:
+            body += f"; {self.recovered} writes left pending by an earlier run settled first"
         if self.changed_but_skipped:
             body += (
                 f"; {self.changed_but_skipped} already-loaded records changed since, "
