@@ -5,7 +5,8 @@ authenticator and :func:`closum_api.errors.check_response`; the target writes
 through this client. Reads and updates (``PUT`` is idempotent) are retried on
 every transient failure. A create is retried only when it surely did not
 happen (429, 503, a refused connection); when it may have happened (500, 502,
-504, a timeout or a connection dropped after sending) the client raises
+504, a 2xx that is not the envelope, a timeout, or a connection dropped after
+sending or cut during the answer) the client raises
 :class:`ClosumOutcomeUnknown` and leaves the decision to the caller.
 """
 
@@ -21,6 +22,7 @@ import urllib3
 from closum_api.auth import ClosumTokenAuth
 from closum_api.errors import (
     UNKNOWN_OUTCOME_STATUSES,
+    ClosumBadResponse,
     ClosumOutcomeUnknown,
     ClosumRetriableError,
     check_response,
@@ -31,6 +33,14 @@ from closum_api.registry import Resource
 
 LOGGER = logging.getLogger("closum_api.client")
 DEFAULT_API_URL = "https://api.closum.com/api"
+# Failures of the connection rather than answers of the server: a request
+# that meets one may or may not have reached it.
+CONNECTION_FAILURES = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,  # cut in the middle of the answer
+    requests.exceptions.ContentDecodingError,
+)
 
 
 def new_session(pool_size: int = 8) -> requests.Session:
@@ -156,7 +166,7 @@ class ClosumClient:
                 auth=self.auth,
                 timeout=self.timeout,
             )
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        except CONNECTION_FAILURES as exc:
             if safe or surely_not_sent(exc):
                 raise
             msg = f"{method} {path}: the connection failed after sending ({type(exc).__name__})"
@@ -164,7 +174,9 @@ class ClosumClient:
         try:
             return check_response(method, path, response)
         except ClosumRetriableError as exc:
-            if not safe and exc.status in UNKNOWN_OUTCOME_STATUSES:
+            # A 2xx that is not the envelope (an HTML page from a proxy) or a
+            # 500/502/504 may follow a write that happened: never repeat it blindly.
+            if not safe and (isinstance(exc, ClosumBadResponse) or exc.status in UNKNOWN_OUTCOME_STATUSES):
                 raise ClosumOutcomeUnknown(str(exc), exc.status) from None
             raise
 
@@ -174,7 +186,7 @@ class ClosumClient:
 
         return backoff.on_exception(
             lambda: retry_waits(self.backoff_base),
-            (ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout),
+            (ClosumRetriableError, *CONNECTION_FAILURES),
             max_tries=self.max_tries,
             jitter=jitter,
             logger=None,

@@ -1,0 +1,60 @@
+"""The shared write client: which failures it retries and which it hands back as unknown."""
+
+from __future__ import annotations
+
+import pytest
+
+from closum_api.client import ClosumClient
+from closum_api.errors import ClosumOutcomeUnknown
+from closum_api.registry import get
+
+EMAIL = get("email")
+
+
+@pytest.fixture
+def client(sandbox):
+    client = ClosumClient(sandbox.api_url, "sandbox", "sandbox", backoff_base=0.01, max_tries=4, timeout=5)
+    yield client
+    client.close()
+
+
+def emails(sandbox, address):
+    return [r for r in sandbox.records("email") if r["email"] == address]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "body": "json", "after_write": True},
+        {"status": 502, "body": "html", "after_write": True},
+        {"status": 200, "body": "html", "after_write": True},
+        {"status": 200, "drop_connection": True, "after_write": True},
+    ],
+)
+def test_a_create_that_may_have_happened_is_not_repeated(sandbox, client, fault):
+    sandbox.script_faults([{"method": "POST", "path": "/api/email", **fault}])
+    with pytest.raises(ClosumOutcomeUnknown):
+        client.create(EMAIL, {"email": "maybe@exemplo.pt"})
+    assert len(emails(sandbox, "maybe@exemplo.pt")) == 1
+    assert len(sandbox.requests_log("/api/email")) == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_create_that_surely_did_not_happen_is_retried(sandbox, client, status):
+    sandbox.script_faults([{"method": "POST", "path": "/api/email", "status": status, "retry_after": 0}])
+    new_id = client.create(EMAIL, {"email": "retried@exemplo.pt"})
+    assert [r["id"] for r in emails(sandbox, "retried@exemplo.pt")] == [new_id]
+
+
+def test_reads_and_updates_are_retried_through_cut_connections(sandbox, client):
+    sandbox.script_faults([
+        {"method": "GET", "path": "/api/email", "drop_connection": True},
+        {"method": "PUT", "path": "/api/email", "drop_connection": True, "after_write": True},
+        {"method": "PUT", "path": "/api/email", "status": 500},
+    ])
+    assert client.list_page(EMAIL, limit=3)["success"] is True
+    first = sandbox.records("email")[0]["id"]
+    client.update(EMAIL, first, {"email": "changed@exemplo.pt"})
+    assert {r["id"]: r["email"] for r in sandbox.records("email")}[first] == "changed@exemplo.pt"
+    statuses = [r["status"] for r in sandbox.requests_log("/api/email") if r["method"] == "PUT"]
+    assert len(statuses) == 3 and statuses[-1] == 200
