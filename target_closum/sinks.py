@@ -92,6 +92,7 @@ class ClosumSink(BatchSink):
     def setup(self) -> None:
         super().setup()
         self.logger.info("Loading stream %s", self.mapping.describe() + (" [dry run]" if self.dry_run else ""))
+        self.target.open_resources()
         if not self.dry_run:
             self.target.recover_pending(self)
 

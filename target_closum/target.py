@@ -136,6 +136,7 @@ class TargetClosum(Target):
         self._stop_signal: int | None = None
         self._finished = False
         self._recovered_streams: set[str] = set()
+        self._opened = False
         super().__init__(*args, **kwargs)
         check_settings(self.config)
         self.max_parallelism = 4
@@ -185,6 +186,20 @@ class TargetClosum(Target):
     @property
     def tallies(self) -> dict[str, Tally]:
         return dict(self._tallies)
+
+    def open_resources(self) -> None:
+        """Create the shared objects in the main thread, before any worker needs them.
+
+        Also asks for the token in the background while records are read; a
+        failure there is ignored (the first write asks again and reports it).
+        """
+        if self._opened:
+            return
+        self._opened = True
+        _ = self.ledger, self.rejects
+        if not self.dry_run:
+            client = self.client
+            self.executor.submit(_quiet_token, client)
 
     def recover_pending(self, sink: ClosumSink) -> None:
         """Settle the creates a killed run left pending for this stream (once per run)."""
@@ -285,6 +300,11 @@ class TargetClosum(Target):
         except SingerReadError as exc:
             cls.logger.error("target-closum failed: the input is not Singer messages: %s", exc)  # noqa: TRY400
             sys.exit(1)
+
+
+def _quiet_token(client: ClosumClient) -> None:
+    with contextlib.suppress(Exception):
+        client.auth.token()
 
 
 if __name__ == "__main__":
