@@ -1,0 +1,256 @@
+"""End to end: the pipelines of meltano.yml through Meltano itself, against a sandbox.
+
+Each test runs ``meltano --environment=dev run ...`` as a subprocess in a copy
+of the repository's meltano.yml that shares the plugins ``make test`` installed
+in ``.meltano/``, pointed at an in-process :class:`SandboxServer` on a free port
+through environment variables (``TAP_CLOSUM_API_URL``...), with its own Meltano
+system database (``MELTANO_DATABASE_URI``) so the state Meltano keeps between
+runs belongs to the test alone.
+
+- tap-closum → target-duckdb: every table matches the sandbox row for row;
+  after ``sandbox.add_records("lead", 5)`` the second run moves exactly those
+  5 leads (Meltano passed the saved state) with at most 2 list requests.
+- tap-jsonl → target-closum with the shipped demo/leads.jsonl: the good rows
+  are created in the sandbox, the bad rows land in the rejects file with their
+  reasons; a full-refresh rerun writes nothing twice (the ledger).
+- refused credentials: the run fails with the tap's one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from closum_api import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+MELTANO = Path(sys.executable).parent / "meltano"
+DEMO_LEADS = ROOT / "demo" / "leads.jsonl"
+PLUGINS = {
+    "tap-closum": ".meltano/extractors/tap-closum/venv/bin/tap-closum",
+    "tap-jsonl": ".meltano/extractors/tap-jsonl/venv/bin/tap-jsonl",
+    "target-closum": ".meltano/loaders/target-closum/venv/bin/target-closum",
+    "target-duckdb": ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
+}
+SUMMARY = re.compile(
+    r"stream leads → lead \(create\): created (?P<created>\d+), updated (?P<updated>\d+), "
+    r"skipped as already loaded (?P<skipped>\d+), rejected (?P<rejected>\d+)"
+)
+# Rows of demo/leads.jsonl that must be refused, and why (status None = before sending).
+BAD_ROWS = {
+    "crm-0007": (None, "email"),  # invalid email
+    "crm-0009": (None, "email, phone"),  # no contact at all
+    "crm-0011": (None, "favourite_colour"),  # a field Closum does not know
+    "crm-0015": (None, "phone.number"),  # not a phone number
+    "crm-0021": (400, "custom_data"),  # refused by the server: custom_data is not JSON
+}
+
+
+@pytest.fixture(scope="session")
+def meltano_plugins() -> None:
+    """The plugins must be installed (``make test`` does it); fail loudly, never skip."""
+    if not MELTANO.exists():
+        pytest.fail(f"meltano is not installed at {MELTANO}: run `make test` (or `make install`)", pytrace=False)
+    missing = [name for name, exe in PLUGINS.items() if not (ROOT / exe).exists()]
+    if missing:
+        pytest.fail(
+            f"Meltano plugins not installed: {', '.join(missing)}. Run `make test`, which runs "
+            "`meltano install` first, or `.venv/bin/meltano install` in the repository root.",
+            pytrace=False,
+        )
+
+
+def _project_copy(tmp_path: Path) -> Path:
+    """meltano.yml in a folder of its own, sharing the installed plugin venvs.
+
+    Meltano keeps per-plugin run files (catalog cache, generated config) in
+    ``.meltano/run/``; a copy per test keeps concurrent runs (another checkout's
+    test session, a `make demo`) from overwriting each other's.
+    """
+    project = tmp_path / "project"
+    (project / ".meltano").mkdir(parents=True)
+    (project / "meltano.yml").write_text((ROOT / "meltano.yml").read_text())
+    for kind in ("extractors", "loaders"):
+        (project / ".meltano" / kind).symlink_to(ROOT / ".meltano" / kind, target_is_directory=True)
+    return project
+
+
+@pytest.fixture
+def meltano(meltano_plugins, sandbox, tmp_path):
+    """Run ``meltano <args>`` in a copy of the project, against ``sandbox``, with state in ``tmp_path``."""
+    project = _project_copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_", "TARGET_", "MELTANO_"))}
+    env |= {
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+        "TAP_CLOSUM_API_URL": sandbox.api_url,
+        "TARGET_CLOSUM_API_URL": sandbox.api_url,
+        "TARGET_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "TARGET_CLOSUM_REJECTS_PATH": str(tmp_path / "rejects.jsonl"),
+        "TARGET_CLOSUM_LEDGER_PATH": str(tmp_path / "ledger.sqlite"),
+        "TAP_JSONL_PATH": str(DEMO_LEADS),
+    }
+
+    def run(*args: str, check: bool = True, extra_env: dict | None = None, environment: str = "dev",
+            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        run_env = {k: v for k, v in (env | (extra_env or {})).items() if k not in unset}
+        proc = subprocess.run(
+            [str(MELTANO), f"--environment={environment}", *args], cwd=project, env=run_env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n"
+                        f"{proc.stderr[-6000:]}", pytrace=False)
+        return proc
+
+    def run_pipeline(*blocks: str, **kwargs) -> subprocess.CompletedProcess:
+        # --no-install: a missing plugin fails here, it is never fetched mid-test.
+        return run("run", "--no-install", *blocks, **kwargs)
+
+    run.pipeline = run_pipeline
+    run.tmp = tmp_path
+    return run
+
+
+def _tables(path: Path) -> dict[str, list[int]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'closum'"
+            " and table_catalog = current_database()").fetchall()]
+        db = con.execute("select current_database()").fetchone()[0]
+        return {n: sorted(r[0] for r in con.execute(f'select id from "{db}".closum."{n}"').fetchall())
+                for n in names}
+    finally:
+        con.close()
+
+
+def _query(path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql.replace("closum.", f'"{con.execute("select current_database()").fetchone()[0]}".closum.')).fetchall()
+    finally:
+        con.close()
+
+
+def _state(meltano, state_id: str) -> dict:
+    proc = meltano("state", "get", state_id)
+    return json.loads(proc.stdout)["singer_state"]
+
+
+def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
+    duck = meltano.tmp / "warehouse.duckdb"
+    meltano.pipeline("tap-closum", "target-duckdb")
+
+    # Every stream of the registry is a table holding exactly the sandbox's records.
+    tables = _tables(duck)
+    assert set(tables) == {r.stream_name for r in registry.RESOURCES}
+    for resource in registry.RESOURCES:
+        expected = sorted(rec["id"] for rec in sandbox.records(resource.name))
+        assert tables[resource.stream_name] == expected, resource.stream_name
+    leads_before = tables["leads"]
+    assert len(leads_before) == 25
+
+    # Values arrive intact (nested objects as JSON, leading zeros kept).
+    by_id = {rec["id"]: rec for rec in sandbox.records("lead")}
+    rows = _query(duck, "select id, name, email, phone from closum.leads")
+    for lead_id, name, email, phone in rows:
+        assert name == by_id[lead_id].get("name")
+        if by_id[lead_id].get("email"):
+            assert json.loads(email)["email"] == by_id[lead_id]["email"]["email"]
+        if by_id[lead_id].get("phone"):
+            assert json.loads(phone)["extension"] == by_id[lead_id]["phone"]["extension"]
+
+    # Meltano saved the tap's state: the leads bookmark is the newest id.
+    state = _state(meltano, "dev:tap-closum-to-target-duckdb")
+    assert state["bookmarks"]["leads"]["replication_key_value"] == max(leads_before)
+    first_batch_end = _query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
+
+    new_ids = sandbox.add_records("lead", 5)
+    sandbox.clear_log()
+    meltano.pipeline("tap-closum", "target-duckdb")
+
+    # Exactly the 5 new leads moved, and cheaply: newest first, stopping at the bookmark.
+    moved = [r[0] for r in _query(duck, f"select id from closum.leads where _sdc_batched_at > '{first_batch_end}'")]
+    assert sorted(moved) == sorted(new_ids)
+    lead_lists = [r for r in sandbox.requests_log("/api/lead") if r["path"] == "/api/lead" and r["method"] == "GET"]
+    assert 1 <= len(lead_lists) <= math.ceil(5 / 100) + 1
+    assert all(r["query"].get("sort") == "id" and r["query"].get("direction") == "desc" for r in lead_lists)
+    tables = _tables(duck)
+    for resource in registry.RESOURCES:
+        expected = sorted(rec["id"] for rec in sandbox.records(resource.name))
+        assert tables[resource.stream_name] == expected, resource.stream_name
+    assert _state(meltano, "dev:tap-closum-to-target-duckdb")["bookmarks"]["leads"]["replication_key_value"] == max(new_ids)
+
+    # A third run with nothing new moves no lead at all.
+    second_batch_end = _query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
+    meltano.pipeline("tap-closum", "target-duckdb")
+    assert _query(duck, f"select count(*) from closum.leads where _sdc_batched_at > '{second_batch_end}'")[0][0] == 0
+
+
+def test_leads_file_to_closum_creates_good_rows_and_rejects_bad_ones(meltano, sandbox):
+    rows = [json.loads(line) for line in DEMO_LEADS.read_text().splitlines() if line.strip()]
+    good = [r for r in rows if r["external_id"] not in BAD_ROWS]
+    assert 15 <= len(rows) <= 30 and len(good) == len(rows) - len(BAD_ROWS)
+    before = {rec["id"] for rec in sandbox.records("lead")}
+
+    proc = meltano.pipeline("tap-jsonl", "target-closum")
+    summary = SUMMARY.search(proc.stdout + proc.stderr)
+    assert summary, "no target-closum summary line in the meltano output"
+    assert summary.groupdict() == {"created": str(len(good)), "updated": "0", "skipped": "0",
+                                   "rejected": str(len(BAD_ROWS))}
+
+    # The good rows are now leads in Closum, as given (name, email, phone with its zeros, custom_data).
+    created = [rec for rec in sandbox.records("lead") if rec["id"] not in before]
+    assert len(created) == len(good)
+    by_name = {rec["name"]: rec for rec in created}
+    for row in good:
+        lead = by_name[row["name"]]
+        if "email" in row:
+            assert lead["email"]["email"] == row["email"]
+        if "phone" in row:
+            assert (lead["phone"]["extension"], lead["phone"]["number"]) == (
+                row["phone"]["extension"], row["phone"]["number"])
+        if "custom_data" in row:
+            assert json.loads(lead["custom_data"]) == json.loads(row["custom_data"])
+        assert "external_id" not in lead and "_sdc_filename" not in lead
+
+    # The bad rows are in the rejects file with the reason.
+    rejects = [json.loads(line) for line in (meltano.tmp / "rejects.jsonl").read_text().splitlines()]
+    assert {r["record"]["external_id"] for r in rejects} == set(BAD_ROWS)
+    for r in rejects:
+        status, reason = BAD_ROWS[r["record"]["external_id"]]
+        assert r["stream"] == "leads" and r["status"] == status and reason in r["message"]
+
+    # Meltano keeps the file tap's state; a full refresh re-reads the file and
+    # the target's ledger writes nothing twice.
+    assert _state(meltano, "dev:tap-jsonl-to-target-closum")["bookmarks"]["leads"]
+    proc = meltano.pipeline("--full-refresh", "tap-jsonl", "target-closum")
+    summary = SUMMARY.search(proc.stdout + proc.stderr)
+    assert summary and summary["created"] == "0" and summary["skipped"] == str(len(good))
+    assert len(sandbox.records("lead")) == len(before) + len(good)
+
+
+def test_refused_credentials_fail_the_run_with_one_line(meltano, sandbox):
+    proc = meltano.pipeline("tap-closum", "target-duckdb", check=False, extra_env={"TAP_CLOSUM_API_PW": "pw-N0t-R1ght"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Closum refused the credentials of api_username 'sandbox'" in out
+    assert "pw-N0t-R1ght" not in out  # the password is never echoed
+    assert "Traceback" not in out
+
+
+def test_prod_environment_reads_credentials_from_the_environment(meltano):
+    proc = meltano("config", "--unsafe", "print", "tap-closum", environment="prod", unset=("TAP_CLOSUM_API_URL",),
+                   extra_env={"TAP_CLOSUM_API_USERNAME": "acme", "TAP_CLOSUM_API_PW": "s3cret"})
+    config = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert config["api_url"] == "https://api.closum.com/api"
+    assert (config["api_username"], config["api_pw"]) == ("acme", "s3cret")
