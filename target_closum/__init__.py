@@ -8,5 +8,4 @@
 - :mod:`target_closum.rejects`: the JSON-lines file of records set aside.
 - :mod:`target_closum.reconcile`: finding a create whose answer was lost.
 - :mod:`target_closum.summary`: per-stream tallies and the end-of-run lines.
-- :mod:`target_closum.client`: the shared client, with lost create answers never retried blindly.
 """

@@ -18,11 +18,11 @@ import typing as t
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
-import requests
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from closum_api import registry
+from closum_api.client import CONNECTION_FAILURES
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -47,7 +47,7 @@ if t.TYPE_CHECKING:
 
 DEFAULT_BATCH_ROWS = 1000
 MAX_WAIT_SECONDS = 30.0
-TRANSIENT = (ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+TRANSIENT = (ClosumRetriableError, *CONNECTION_FAILURES)
 
 
 class ClosumWriteFailed(ClosumError):

@@ -17,9 +17,8 @@ from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine, SingerReadError
 from singer_sdk.singerlib.json import deserialize_json
 
-from closum_api.config import connection_properties
+from closum_api.config import client_from_config, connection_properties
 from closum_api.errors import ClosumError
-from target_closum.client import write_client
 from target_closum.ledger import Ledger
 from target_closum.mapping import ACTIONS, LOAD_METHODS, StreamMapping, check_settings, mapping_for, writable_resources
 from target_closum.rejects import RejectsFile
@@ -151,7 +150,7 @@ class TargetClosum(Target):
         if self.dry_run:
             msg = "a dry run never talks to Closum"
             raise RuntimeError(msg)
-        return write_client(self.config, user_agent=f"target-closum/{VERSION}")
+        return client_from_config(self.config, user_agent=f"target-closum/{VERSION}")
 
     @cached_property
     def ledger(self) -> Ledger:
