@@ -1,0 +1,186 @@
+"""The README stays true: generated blocks match the code, the curl session runs as written.
+
+- The settings tables (tap, target), the streams table and the plugin
+  definitions in README.md, and the tap-closum / target-closum entries of
+  meltano.yml, are what ``scripts/gen_docs.py`` generates from
+  ``TapClosum.config_jsonschema``, ``TargetClosum.config_jsonschema``,
+  ``closum_api.registry`` and ``--about`` (run ``make docs`` to refresh them).
+- The curl session runs line by line against a fresh ``closum-sandbox serve
+  --seed 25`` (what ``make sandbox`` starts), each answer checked against the
+  ``# ...`` line the README shows below the command.
+- The pinned plugin versions the README lists are the ones meltano.yml installs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent
+
+
+def test_generated_blocks_match_the_code():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (
+        "README.md / meltano.yml drifted from the code; run `make docs` "
+        f"(.venv/bin/python scripts/gen_docs.py):\n{proc.stdout[-6000:]}{proc.stderr[-3000:]}"
+    )
+
+
+def test_generator_knows_every_setting_and_stream():
+    """The generated blocks really hold every setting and stream (not just whatever the script emits)."""
+    from closum_api import registry
+    from tap_closum.tap import TapClosum
+    from target_closum.target import TargetClosum
+
+    text = README.read_text(encoding="utf-8")
+    for cls, marker in ((TapClosum, "tap-settings"), (TargetClosum, "target-settings")):
+        block = text.split(f"<!-- BEGIN GENERATED: {marker} -->")[1].split(f"<!-- END GENERATED: {marker} -->")[0]
+        rows = re.findall(r"^\| `([a-z_]+)` \| (yes|no) \|", block, re.M)
+        required = set(cls.config_jsonschema.get("required", []))
+        own = [name for name in cls.config_jsonschema["properties"]
+               if name not in {"stream_maps", "stream_map_config", "faker_config", "flattening_enabled",
+                               "flattening_max_depth", "flattening_max_key_length", "flattening_separator",
+                               "batch_config", "add_record_metadata", "validate_records"}]
+        assert [name for name, _ in rows if name in own] == own
+        assert {name for name, req in rows if req == "yes"} == required
+
+    block = text.split("<!-- BEGIN GENERATED: streams -->")[1].split("<!-- END GENERATED: streams -->")[0]
+    for r in registry.RESOURCES:
+        assert re.search(rf"^\| `{r.stream_name}` \| `GET {re.escape(r.list_path)}` \| `id` \| {r.replication.value}",
+                         block, re.M), r.stream_name
+
+    meltano = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    plugins = {p["name"]: p for kind in ("extractors", "loaders") for p in meltano["plugins"][kind]}
+    for name, cls in (("tap-closum", TapClosum), ("target-closum", TargetClosum)):
+        settings = {s["name"]: s for s in plugins[name]["settings"]}
+        assert set(cls.config_jsonschema["properties"]) <= set(settings), name
+        assert settings["api_pw"]["kind"] == "password"
+        assert all(s.get("description") and s.get("kind") for s in settings.values())
+        assert plugins[name]["pip_url"] == "-e ." and plugins[name]["namespace"]
+
+
+def test_meltano_yml_pins_what_the_readme_says_and_needs_no_hub():
+    meltano = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    assert meltano["send_anonymous_usage_stats"] is False
+    assert meltano["venv"]["backend"] == "uv"
+    text = README.read_text(encoding="utf-8")
+    for kind in ("extractors", "loaders"):
+        for plugin in meltano["plugins"][kind]:
+            # explicit namespace + pip_url + executable: `meltano install` never asks MeltanoHub
+            assert plugin.get("namespace") and plugin.get("pip_url") and plugin.get("executable"), plugin["name"]
+            assert "variant" not in plugin, plugin["name"]
+            if plugin["pip_url"] == "-e .":  # our own plugins, from this checkout
+                continue
+            for requirement in plugin["pip_url"].split():
+                assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", requirement), f"not pinned: {requirement}"
+                assert requirement in text, f"README does not name {requirement}"
+    envs = {e["name"]: e for e in meltano["environments"]}
+    prod = {p["name"]: p["config"] for p in envs["prod"]["config"]["plugins"]["extractors"]}
+    assert prod["tap-closum"]["api_url"] == "https://api.closum.com/api"
+    assert "api_pw" not in prod["tap-closum"] and "api_username" not in prod["tap-closum"]
+
+
+# ---- the curl session ---------------------------------------------------------
+def _curl_session() -> list[tuple[str, str | None]]:
+    """(command, expected answer pattern or None), in README order."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("<!-- BEGIN curl-session -->")[1].split("<!-- END curl-session -->")[0]
+    body = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    steps: list[tuple[str, str | None]] = []
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("# "):
+            assert steps and steps[-1][1] is None, f"an answer line with no command before it: {line}"
+            steps[-1] = (steps[-1][0], line[2:])
+        else:
+            steps.append((line, None))
+    return steps
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def readme_sandbox(tmp_path):
+    """``closum-sandbox serve --seed 25`` as ``make sandbox`` starts it: port 8080 when free."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "closum-sandbox serve --port 8080 --seed 25" in makefile, "the README's session assumes `make sandbox`"
+    port = 8080 if _free(8080) else _free_port()
+    log = (tmp_path / "sandbox.log").open("w")
+    proc = subprocess.Popen([str(BIN / "closum-sandbox"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--seed", "25"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "sandbox.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_admin/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "closum-sandbox did not start"
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _matches(expected: str, answer: str) -> bool:
+    """``expected`` with ``...`` as a wildcard, against the whole answer."""
+    pattern = ".*?".join(re.escape(part) for part in expected.split("..."))
+    return re.fullmatch(pattern, answer, re.S) is not None
+
+
+def test_readme_curl_session_runs_as_written(readme_sandbox):
+    steps = _curl_session()
+    commands = [cmd for cmd, _ in steps]
+    assert any("/api/token" in c for c in commands)
+    assert any(c.startswith("curl -s \"localhost:8080/api/lead?") for c in commands)  # list
+    assert any("-X POST localhost:8080/api/lead " in c for c in commands)  # create
+    assert any(re.match(r"curl -s localhost:8080/api/lead/\d+ ", c) for c in commands)  # retrieve
+    assert any("-X PUT " in c for c in commands)  # update
+    assert all("localhost:8080" in c for c in commands)
+
+    env_lines: list[str] = []  # shell assignments (TOKEN=...) carried to the next commands
+    for command, expected in steps:
+        command = command.replace("localhost:8080", f"localhost:{readme_sandbox}")
+        script = "set -euo pipefail\n" + "\n".join(env_lines) + "\n" + command + "\n"
+        if re.match(r"^[A-Z_]+=\$\(", command):
+            name = command.split("=", 1)[0]
+            proc = subprocess.run(["bash", "-c", script + f'printf %s "${name}"'], capture_output=True,
+                                  text=True, timeout=60)
+            assert proc.returncode == 0 and proc.stdout, f"{command}\n{proc.stderr}"
+            env_lines.append(f"{name}={json.dumps(proc.stdout)}")
+            continue
+        proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"{command}\n{proc.stderr}"
+        assert json.loads(proc.stdout)["success"] is True, f"{command}\n{proc.stdout}"
+        if expected is not None:
+            assert _matches(expected, proc.stdout), f"{command}\nREADME shows: {expected}\nserver said: {proc.stdout}"
