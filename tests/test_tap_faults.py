@@ -35,6 +35,21 @@ def test_bursts_of_500_503_and_429_lose_and_double_nothing(sandbox_factory, capl
     assert any("an HTML page" in m for m in retries)
 
 
+def test_timeouts_and_dropped_connections_are_retried(sandbox_factory):
+    sandbox = sandbox_factory(seed=20)
+    sandbox.script_faults([
+        {"method": "GET", "path": "/api/lead", "status": 200, "delay_ms": 2500},
+        {"method": "GET", "path": "/api/lead", "status": 200, "drop_connection": True},
+        {"method": "GET", "path": "/api/phone", "status": 200, "drop_connection": True, "times": 2},
+    ])
+    out = run_tap(sandbox.config(page_size=6, request_timeout=1, **FAST), streams={"leads", "phones"})
+    assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
+    assert sorted(out.ids("phones")) == stored_ids(sandbox, "phone")
+    assert len(out.ids("leads")) == len(set(out.ids("leads")))
+    faults = [r for r in sandbox.requests_log("/api/") if r.get("fault")]
+    assert len(faults) == 4, faults
+
+
 def test_random_failures_at_a_high_rate_still_give_every_record_once(sandbox_factory):
     sandbox = sandbox_factory(seed=40, fail_rate=0.3, fault_seed=7)
     out = run_tap(sandbox.config(page_size=5, max_parallel_requests=4, max_retries=12, backoff_base_seconds=0.01),
