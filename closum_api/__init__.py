@@ -2,6 +2,9 @@
 
 - :mod:`closum_api.registry`: the resources of both API revisions.
 - :mod:`closum_api.schemas`: loading and validating the JSON Schemas in ``schemas/``.
+- :mod:`closum_api.connection`: where an account is and how patiently to talk to it.
+- :mod:`closum_api.config`: the settings the tap and the target share.
+- :mod:`closum_api.throttle`: the pause every worker honours after a 429.
 - :mod:`closum_api.auth`: the bearer-token authenticator.
 - :mod:`closum_api.errors`: decoding responses and classifying failures.
 - :mod:`closum_api.client`: a small retrying client for writes (used by the target).

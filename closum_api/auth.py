@@ -15,16 +15,15 @@ import threading
 import time
 import typing as t
 
-import backoff
 import requests
 
+from closum_api.connection import Connection
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
     ClosumRetriableError,
     check_response,
-    jitter,
-    retry_waits,
+    with_retries,
 )
 
 LOGGER = logging.getLogger("closum_api.auth")
@@ -37,41 +36,20 @@ class ClosumTokenAuth(requests.auth.AuthBase):
     """Holds a Closum bearer token and renews it on demand.
 
     Args:
-        api_url: base URL of the API, e.g. ``https://api.closum.com/api``.
-        username: the account's ``api_username``.
-        password: the account's ``api_pw``; never logged or shown.
-        timeout: seconds to wait for the token answer.
-        max_tries: attempts at ``POST /token`` when it fails transiently.
-        backoff_base: first wait between attempts, in seconds (doubles).
+        connection: the account; its password is never logged or shown.
     """
 
-    def __init__(
-        self,
-        api_url: str,
-        username: str,
-        password: str,
-        *,
-        timeout: float = 30.0,
-        max_tries: int = 5,
-        backoff_base: float = 1.0,
-        user_agent: str | None = None,
-    ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.username = username
-        self._password = password
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
         # A session of its own: a shared one may carry this very auth object.
         self._session = requests.Session()
-        self._timeout = timeout
-        self._max_tries = max(1, max_tries)
-        self._backoff_base = backoff_base
-        self._user_agent = user_agent
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0
         self.tokens_issued = 0
 
     def __repr__(self) -> str:
-        return f"ClosumTokenAuth(api_url={self.api_url!r}, username={self.username!r})"
+        return f"ClosumTokenAuth(api_url={self.connection.api_url!r}, username={self.connection.username!r})"
 
     # requests.auth.AuthBase
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -94,15 +72,13 @@ class ClosumTokenAuth(requests.auth.AuthBase):
                 self._token = None
 
     def _fetch(self) -> None:
-        fetch = backoff.on_exception(
-            lambda: retry_waits(self._backoff_base),
-            (ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout),
-            max_tries=self._max_tries,
-            jitter=jitter,
-            logger=None,
+        envelope = with_retries(
+            self._post_token,
+            retry_on=(ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout),
+            max_tries=self.connection.max_tries,
+            backoff_base=self.connection.backoff_base,
             on_backoff=self._log_backoff,
-        )(self._post_token)
-        envelope = fetch()
+        )()
         data = envelope.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not data["token"]:
             msg = "POST /token answered without data.token; is api_url a Closum API?"
@@ -111,21 +87,22 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         self._token = data["token"]
         self._renew_at = time.monotonic() + lifetime - min(MAX_RENEW_MARGIN, lifetime / 10)
         self.tokens_issued += 1
-        LOGGER.debug("Closum token obtained for %s, valid %.0f s", self.username, lifetime)
+        LOGGER.debug("Closum token obtained for %s, valid %.0f s", self.connection.username, lifetime)
 
     def _post_token(self) -> dict[str, t.Any]:
+        conn = self.connection
         headers = {"Accept": "application/json"}
-        if self._user_agent:
-            headers["User-Agent"] = self._user_agent
+        if conn.user_agent:
+            headers["User-Agent"] = conn.user_agent
         response = self._session.post(
-            self.api_url + TOKEN_PATH,
-            json={"api_username": self.username, "api_pw": self._password},
+            conn.api_url + TOKEN_PATH,
+            json={"api_username": conn.username, "api_pw": conn.password},
             headers=headers,
-            timeout=self._timeout,
+            timeout=conn.timeout,
         )
         if response.status_code in {400, 401, 403}:
             msg = (
-                f"Closum refused the credentials of api_username {self.username!r} "
+                f"Closum refused the credentials of api_username {conn.username!r} "
                 f"(POST /token answered {response.status_code}); check api_username and api_pw"
             )
             raise ClosumAuthError(msg, response)

@@ -15,24 +15,23 @@ from __future__ import annotations
 import logging
 import typing as t
 
-import backoff
 import requests
 import urllib3
 
 from closum_api.auth import ClosumTokenAuth
+from closum_api.connection import Connection
 from closum_api.errors import (
     UNKNOWN_OUTCOME_STATUSES,
     ClosumBadResponse,
     ClosumOutcomeUnknown,
     ClosumRetriableError,
     check_response,
-    jitter,
-    retry_waits,
+    with_retries,
 )
 from closum_api.registry import Resource
 
 LOGGER = logging.getLogger("closum_api.client")
-DEFAULT_API_URL = "https://api.closum.com/api"
+__all__ = ["ClosumClient", "Connection"]
 # Failures of the connection rather than answers of the server: a request
 # that meets one may or may not have reached it.
 CONNECTION_FAILURES = (
@@ -69,44 +68,20 @@ class ClosumClient:
     """Talks to one Closum account.
 
     Args:
-        api_url: base URL, e.g. ``https://api.closum.com/api``.
-        username: ``api_username``.
-        password: ``api_pw``; never logged.
-        timeout: seconds to wait for each answer.
-        max_tries: attempts per request on transient failures.
-        backoff_base: first wait between attempts, in seconds (doubles).
+        connection: the account and the retry settings.
         pool_size: connections kept open, at least the writes in flight.
-        user_agent: the User-Agent header.
     """
 
-    def __init__(
-        self,
-        api_url: str,
-        username: str,
-        password: str,
-        *,
-        timeout: float = 30.0,
-        max_tries: int = 5,
-        backoff_base: float = 1.0,
-        pool_size: int = 8,
-        user_agent: str | None = None,
-    ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.timeout = timeout
-        self.max_tries = max(1, max_tries)
-        self.backoff_base = backoff_base
+    def __init__(self, connection: Connection, *, pool_size: int = 8) -> None:
+        self.connection = connection
+        self.api_url = connection.api_url
+        self.timeout = connection.timeout
+        self.max_tries = connection.max_tries
+        self.backoff_base = connection.backoff_base
         self.session = new_session(pool_size)
-        if user_agent:
-            self.session.headers["User-Agent"] = user_agent
-        self.auth = ClosumTokenAuth(
-            self.api_url,
-            username,
-            password,
-            timeout=timeout,
-            max_tries=max_tries,
-            backoff_base=backoff_base,
-            user_agent=user_agent,
-        )
+        if connection.user_agent:
+            self.session.headers["User-Agent"] = connection.user_agent
+        self.auth = ClosumTokenAuth(connection)
 
     def close(self) -> None:
         self.session.close()
@@ -184,14 +159,13 @@ class ClosumClient:
         def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
             return func(*args, safe=safe, **kwargs)
 
-        return backoff.on_exception(
-            lambda: retry_waits(self.backoff_base),
-            (ClosumRetriableError, *CONNECTION_FAILURES),
+        return with_retries(
+            call,
+            retry_on=(ClosumRetriableError, *CONNECTION_FAILURES),
             max_tries=self.max_tries,
-            jitter=jitter,
-            logger=None,
+            backoff_base=self.backoff_base,
             on_backoff=_log_backoff,
-        )(call)
+        )
 
 
 def _log_backoff(details: t.Mapping[str, t.Any]) -> None:

@@ -6,7 +6,8 @@ import typing as t
 
 from singer_sdk import typing as th
 
-from closum_api.client import DEFAULT_API_URL, ClosumClient
+from closum_api.client import ClosumClient
+from closum_api.connection import DEFAULT_API_URL, Connection
 
 
 def connection_properties() -> list[th.Property]:
@@ -76,13 +77,13 @@ def connection_properties() -> list[th.Property]:
 
 def client_from_config(config: t.Mapping[str, t.Any], *, user_agent: str) -> ClosumClient:
     """A :class:`ClosumClient` built from tap or target settings."""
-    return ClosumClient(
-        str(config.get("api_url") or DEFAULT_API_URL),
-        str(config["api_username"]),
-        str(config["api_pw"]),
+    connection = Connection(
+        api_url=str(config.get("api_url") or DEFAULT_API_URL),
+        username=str(config["api_username"]),
+        password=str(config["api_pw"]),
         timeout=float(config.get("request_timeout", 60)),
         max_tries=int(config.get("max_retries", 5)) + 1,
         backoff_base=float(config.get("backoff_base_seconds", 1.0)),
-        pool_size=int(config.get("max_parallel_requests", 8)),
         user_agent=str(config.get("user_agent") or user_agent),
     )
+    return ClosumClient(connection, pool_size=int(config.get("max_parallel_requests", 8)))

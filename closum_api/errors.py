@@ -17,6 +17,7 @@ import time
 import typing as t
 from http import HTTPStatus
 
+import backoff
 import msgspec
 import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
@@ -198,3 +199,22 @@ def retry_waits(base: float = 1.0, cap: float = 60.0) -> t.Generator[float, Base
 def jitter(value: float) -> float:
     """Add up to a quarter of the wait at random, so workers spread out."""
     return value + random.uniform(0, value / 4)  # noqa: S311
+
+
+def with_retries(
+    func: t.Callable[..., t.Any],
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    max_tries: int,
+    backoff_base: float,
+    on_backoff: t.Callable[[t.Any], None],
+) -> t.Callable[..., t.Any]:
+    """``func`` retried on ``retry_on`` with :func:`retry_waits` and :func:`jitter`."""
+    return backoff.on_exception(
+        lambda: retry_waits(backoff_base),
+        retry_on,
+        max_tries=max_tries,
+        jitter=jitter,
+        logger=None,
+        on_backoff=on_backoff,
+    )(func)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from closum_api.client import ClosumClient
+from closum_api.client import ClosumClient, Connection
 from closum_api.errors import ClosumOutcomeUnknown
 from closum_api.registry import get
 
@@ -13,7 +13,7 @@ EMAIL = get("email")
 
 @pytest.fixture
 def client(sandbox):
-    client = ClosumClient(sandbox.api_url, "sandbox", "sandbox", backoff_base=0.01, max_tries=4, timeout=5)
+    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5, max_tries=4, backoff_base=0.01))
     yield client
     client.close()
 

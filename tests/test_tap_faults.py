@@ -93,10 +93,10 @@ def test_token_renewed_before_expiry_during_a_long_run(sandbox_factory):
 
 
 def test_revoked_token_is_renewed_once_on_401(sandbox):
-    from closum_api.client import ClosumClient
+    from closum_api.client import ClosumClient, Connection
     from closum_api.registry import get
 
-    client = ClosumClient(sandbox.api_url, "sandbox", "sandbox", backoff_base=0.01)
+    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", backoff_base=0.01))
     client.list_page(get("email"))
     sandbox.revoke_tokens()
     sandbox.clear_log()
