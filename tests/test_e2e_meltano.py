@@ -13,7 +13,9 @@ runs belongs to the test alone.
 - tap-jsonl → target-closum with the shipped demo/leads.jsonl: the good rows
   are created in the sandbox, the bad rows land in the rejects file with their
   reasons; a full-refresh rerun writes nothing twice (the ledger).
+- tap-closum → target-jsonl: one file per stream, the sandbox's records.
 - refused credentials: the run fails with the tap's one line.
+- the prod environment takes the credentials from the environment.
 """
 
 from __future__ import annotations
@@ -254,3 +256,13 @@ def test_prod_environment_reads_credentials_from_the_environment(meltano):
     config = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert config["api_url"] == "https://api.closum.com/api"
     assert (config["api_username"], config["api_pw"]) == ("acme", "s3cret")
+
+
+def test_closum_to_jsonl_files(meltano, sandbox):
+    out = meltano.tmp / "jsonl"
+    out.mkdir()
+    meltano.pipeline("tap-closum", "target-jsonl", extra_env={"TARGET_JSONL_DESTINATION_PATH": str(out)})
+    for resource in registry.RESOURCES:
+        lines = (out / f"{resource.stream_name}.jsonl").read_text().splitlines()
+        assert sorted(json.loads(line)["id"] for line in lines) == sorted(
+            rec["id"] for rec in sandbox.records(resource.name)), resource.stream_name
