@@ -92,6 +92,9 @@ def meltano(meltano_plugins, sandbox, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_", "TARGET_", "MELTANO_"))}
     env |= {
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # Every plugin is fully defined in meltano.yml: a MeltanoHub lookup would fail here.
+        "MELTANO_HUB_URL": "http://127.0.0.1:9",
+        "MELTANO_HUB_API_ROOT": "http://127.0.0.1:9/meltano/api/v1",
         "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
         "TAP_CLOSUM_API_URL": sandbox.api_url,
         "TARGET_CLOSUM_API_URL": sandbox.api_url,
