@@ -7,7 +7,8 @@
 Generated blocks sit between marker lines and are replaced whole:
 
 - README.md ``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``
-  for ``tap-settings`` and ``target-settings`` (from ``TapClosum.config_jsonschema``
+  for ``target-section`` (target_closum/README_SECTION.md, the target's own
+  text, while that file exists), ``tap-settings`` and ``target-settings`` (from ``TapClosum.config_jsonschema``
   and ``TargetClosum.config_jsonschema``), ``streams`` (from ``closum_api.registry``)
   and ``plugin-definitions`` (the YAML to paste into one's own meltano.yml);
 - meltano.yml ``# BEGIN GENERATED: NAME`` ... ``# END GENERATED: NAME`` for
@@ -169,6 +170,29 @@ def streams_table() -> str:
 PASTE_PIP_URL = "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone"
 
 
+TARGET_SECTION = ROOT / "target_closum" / "README_SECTION.md"
+
+
+def target_section() -> str | None:
+    """target_closum/README_SECTION.md (the target's own README text) with its
+    settings table swapped for the generated one; None once the file is gone."""
+    if not TARGET_SECTION.exists():
+        return None
+    out, lines, i, swapped = [], TARGET_SECTION.read_text(encoding="utf-8").rstrip().splitlines(), 0, False
+    while i < len(lines):
+        if not swapped and lines[i].startswith("| setting | required |"):
+            out += ["<!-- BEGIN GENERATED: target-settings -->", "<!-- END GENERATED: target-settings -->"]
+            while i < len(lines) and lines[i].startswith("|"):
+                i += 1
+            swapped = True
+            continue
+        out.append(lines[i])
+        i += 1
+    if not swapped:
+        raise SystemExit(f"{TARGET_SECTION}: no settings table ('| setting | required | ...') to replace")
+    return "\n".join(out)
+
+
 def readme_blocks() -> dict[str, str]:
     classes = _plugin_classes()
     tap_own, _ = own_and_about_settings(classes["tap-closum"])
@@ -182,7 +206,11 @@ def readme_blocks() -> dict[str, str]:
         plugin_yaml("target-closum", classes["target-closum"], PASTE_PIP_URL, "  "),
         "```",
     ])
-    return {
+    blocks = {}
+    section = target_section()
+    if section is not None:  # first: it holds the target-settings markers
+        blocks["target-section"] = section
+    return blocks | {
         "tap-settings": settings_table(tap_own),
         "target-settings": settings_table(target_own),
         "streams": streams_table(),

@@ -4,7 +4,8 @@
   definitions in README.md, and the tap-closum / target-closum entries of
   meltano.yml, are what ``scripts/gen_docs.py`` generates from
   ``TapClosum.config_jsonschema``, ``TargetClosum.config_jsonschema``,
-  ``closum_api.registry`` and ``--about`` (run ``make docs`` to refresh them).
+  ``closum_api.registry`` and ``--about``, and the target-closum section is
+  target_closum/README_SECTION.md (run ``make docs`` to refresh them).
 - The curl session runs line by line against a fresh ``closum-sandbox serve
   --seed 25`` (what ``make sandbox`` starts), each answer checked against the
   ``# ...`` line the README shows below the command.
