@@ -45,4 +45,5 @@ sandbox: $(STAMP)
 	$(BIN)/closum-sandbox serve --port 8080 --seed 25
 
 clean:
-	rm -rf $(VENV) .meltano output .pytest_cache dist build
+	rm -rf $(VENV) .meltano .pytest_cache dist build
+	find output -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
