@@ -22,24 +22,17 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
+from closum_sandbox.testing import SandboxProcess
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 USER = PASSWORD = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def measured(cmd: list[str]) -> dict[str, float]:
@@ -63,38 +56,11 @@ def measured(cmd: list[str]) -> dict[str, float]:
     return result
 
 
-class Sandbox:
-    def __init__(self, latency_ms: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [str(BIN / "closum-sandbox"), "serve", "--port", str(self.port), "--seed", "0",
-             "--username", USER, "--password", PASSWORD, "--latency-ms", str(latency_ms),
-             "--max-page-size", "1000", "--token-ttl", "86400"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/_admin/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        self.stop()
-        raise SystemExit("closum-sandbox did not start")
-
-    def add_leads(self, count: int) -> None:
-        while count > 0:
-            batch = min(count, 50_000)
-            requests.post(f"{self.url}/_admin/records/lead", json={"count": batch}, timeout=600).raise_for_status()
-            count -= batch
-
-    def latency(self, ms: int) -> None:
-        requests.patch(f"{self.url}/_admin/config", json={"latency_ms": ms}, timeout=10).raise_for_status()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+def add_leads(server: SandboxProcess, count: int) -> None:
+    while count > 0:
+        batch = min(count, 50_000)
+        server.add_records("lead", batch)
+        count -= batch
 
 
 def tap_cmd(workdir: Path, api_url: str) -> list[str]:
@@ -123,10 +89,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     report: dict[str, object] = {"leads": args.leads, "latency_ms": args.latency_ms}
-    sandbox = Sandbox(args.latency_ms)
+    sandbox = SandboxProcess(seed=0, latency_ms=args.latency_ms, username=USER, password=PASSWORD,
+                             token_ttl=86400).start()
     try:
-        sandbox.add_leads(args.leads)
-        api_url = sandbox.url + "/api"
+        add_leads(sandbox, args.leads)
+        api_url = sandbox.api_url
         with tempfile.TemporaryDirectory() as tmp:
             tap = tap_cmd(Path(tmp), api_url)
             baseline = [sys.executable, str(HERE / "baseline_read_loop.py"), api_url, USER, PASSWORD, "/lead", "100"]
@@ -139,7 +106,7 @@ def main() -> None:
                 "speedup": round(base_slow["wall_s"] / tap_slow["wall_s"], 2),
                 "goal": ">= 3",
             }
-            sandbox.latency(0)
+            sandbox.configure(latency_ms=0)
             base_fast = measured(baseline)
             tap_fast = measured(tap)
             report["cpu"] = {
@@ -150,7 +117,7 @@ def main() -> None:
             }
             memory = {f"tap_peak_rss_mib_at_{args.leads}": round(tap_fast["peak_rss_mib"], 1)}
             if args.big > args.leads:
-                sandbox.add_leads(args.big - args.leads)
+                add_leads(sandbox, args.big - args.leads)
                 base_big = measured(baseline)
                 tap_big = measured(tap)
                 memory[f"tap_peak_rss_mib_at_{args.big}"] = round(tap_big["peak_rss_mib"], 1)

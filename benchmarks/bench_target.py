@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,59 +34,19 @@ from pathlib import Path
 
 import requests
 
+from closum_sandbox.testing import SandboxProcess
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 USER = PASSWORD = "bench"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def sandbox(latency_ms: float) -> SandboxProcess:
+    return SandboxProcess(seed=5, latency_ms=latency_ms, username=USER, password=PASSWORD).start()
 
 
-class Sandbox:
-    """``closum-sandbox serve`` as a subprocess on a free loopback port."""
-
-    def __init__(self, latency_ms: float) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "closum-sandbox"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--seed", "5", "--latency-ms", str(latency_ms), "--username", USER, "--password", PASSWORD,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=os.environ | {"PYTHONPATH": str(REPO)},
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/_admin/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("closum-sandbox did not start")
-            time.sleep(0.05)
-
-    @property
-    def api_url(self) -> str:
-        return self.url + "/api"
-
-    def lead_count(self) -> int:
-        return len(requests.get(self.url + "/_admin/records/lead", timeout=600).json())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def lead_count(server: SandboxProcess) -> int:
+    return len(server.records("lead"))
 
 
 def lead(n: int, tag: str) -> dict:
@@ -167,19 +126,19 @@ def main() -> None:
     result: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="bench-target-") as tmp:
         tmp_path = Path(tmp)
-        sandbox = Sandbox(args.latency_ms)
+        server = sandbox(args.latency_ms)
         try:
-            before = sandbox.lead_count()
-            loop_s = baseline(sandbox.api_url, args.leads)
-            after_loop = sandbox.lead_count()
+            before = lead_count(server)
+            loop_s = baseline(server.api_url, args.leads)
+            after_loop = lead_count(server)
             input_path = tmp_path / "speed.singer"
             write_input(input_path, args.leads, "target")
             work = tmp_path / "speed"
             work.mkdir()
-            target = run_target(sandbox.api_url, work, input_path)
-            after_target = sandbox.lead_count()
+            target = run_target(server.api_url, work, input_path)
+            after_target = lead_count(server)
         finally:
-            sandbox.stop()
+            server.stop()
         if target["exit_code"] != 0:
             raise SystemExit(f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}")
         result["speed"] = {
@@ -195,7 +154,7 @@ def main() -> None:
         }
 
         if args.memory:
-            sandbox = Sandbox(0)
+            server = sandbox(0)
             try:
                 memory: dict[str, object] = {"mode": args.memory_mode}
                 for size in (int(s) for s in args.memory_sizes.split(",")):
@@ -203,13 +162,13 @@ def main() -> None:
                     write_input(input_path, size, f"mem{size}")
                     work = tmp_path / f"mem-{size}"
                     work.mkdir()
-                    run = run_target(sandbox.api_url, work, input_path, dry_run=args.memory_mode == "dry")
+                    run = run_target(server.api_url, work, input_path, dry_run=args.memory_mode == "dry")
                     input_path.unlink()
                     if run["exit_code"] != 0:
                         raise SystemExit(f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}")
                     memory[str(size)] = run
             finally:
-                sandbox.stop()
+                server.stop()
             result["memory"] = memory
     print(json.dumps(result, indent=2))
 

@@ -1,20 +1,28 @@
-"""An in-process sandbox server for tests: :class:`SandboxServer`.
+"""Sandbox servers to test, benchmark and demonstrate against.
 
-    with SandboxServer(seed=25) as sb:
-        requests.post(sb.api_url + "/token", json={...})
-        sb.script_faults([{"method": "POST", "path": "/api/lead", "status": 503}])
+- :class:`SandboxServer` runs in this process, in a background thread (tests):
 
-``start()`` runs uvicorn in a background thread on a free loopback port and
-waits until the server answers. The helpers call the admin API over HTTP.
+      with SandboxServer(seed=25) as sb:
+          requests.post(sb.api_url + "/token", json={...})
+          sb.script_faults([{"method": "POST", "path": "/api/lead", "status": 503}])
+
+- :class:`SandboxProcess` runs ``closum-sandbox serve`` as a child process
+  (benchmarks and the demo, where the server must not share our CPU or GIL).
+
+Both start on a free loopback port, wait until the server answers, and share
+the helpers of :class:`SandboxAdmin`, which call the admin API over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import requests
 import uvicorn
@@ -49,7 +57,70 @@ class _QuickServer(uvicorn.Server):
                 task.cancel()
 
 
-class SandboxServer:
+class SandboxAdmin:
+    """Addresses and admin helpers of a started sandbox (``port``, ``username``,
+    ``password`` and an HTTP session ``_http`` come from the subclass)."""
+
+    port: int
+    username: str
+    password: str
+    _http: requests.Session
+
+    # ---- addresses ----------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api"
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """What a tap or target config needs to reach this server."""
+        return {"api_url": self.api_url, "api_username": self.username,
+                "api_pw": self.password} | overrides
+
+    # ---- admin helpers ------------------------------------------------
+    def _admin(self, method: str, path: str, **kwargs) -> Any:
+        r = self._http.request(method, f"{self.url}/_admin{path}", timeout=120, **kwargs)
+        r.raise_for_status()
+        return r.json()
+
+    def token(self) -> str:
+        r = self._http.post(self.api_url + "/token", timeout=30,
+                            json={"api_username": self.username, "api_pw": self.password})
+        r.raise_for_status()
+        return r.json()["data"]["token"]
+
+    def requests_log(self, path_prefix: str | None = None) -> list[dict]:
+        return self._admin("GET", "/requests", params={"path_prefix": path_prefix} if path_prefix else None)
+
+    def clear_log(self) -> None:
+        self._admin("DELETE", "/requests")
+
+    def reset(self, seed: int | None = None) -> None:
+        self._admin("POST", "/reset", json={} if seed is None else {"seed": seed})
+
+    def configure(self, **knobs: Any) -> dict:
+        return self._admin("PATCH", "/config", json=knobs)
+
+    def script_faults(self, faults: list[dict]) -> None:
+        self._admin("POST", "/faults", json={"faults": list(faults)})
+
+    def clear_faults(self) -> None:
+        self._admin("DELETE", "/faults")
+
+    def revoke_tokens(self) -> None:
+        self._admin("POST", "/tokens/revoke")
+
+    def add_records(self, resource_name: str, count: int) -> list[int]:
+        return self._admin("POST", f"/records/{resource_name}", json={"count": count})["ids"]
+
+    def records(self, resource_name: str) -> list[dict]:
+        return self._admin("GET", f"/records/{resource_name}")
+
+
+class SandboxServer(SandboxAdmin):
     """A sandbox served on ``127.0.0.1`` in a background thread."""
 
     def __init__(
@@ -127,7 +198,6 @@ class SandboxServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # ---- addresses ----------------------------------------------------
     @property
     def port(self) -> int:
         if self._port is None:
@@ -135,53 +205,90 @@ class SandboxServer:
         return self._port
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def username(self) -> str:
+        return self.settings.username
 
     @property
-    def api_url(self) -> str:
-        return self.url + "/api"
+    def password(self) -> str:
+        return self.settings.password
 
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        """What a tap or target config needs to reach this server."""
-        return {"api_url": self.api_url, "api_username": self.settings.username,
-                "api_pw": self.settings.password} | overrides
 
-    # ---- admin helpers ------------------------------------------------
-    def _admin(self, method: str, path: str, **kwargs) -> Any:
-        r = self._http.request(method, f"{self.url}/_admin{path}", timeout=120, **kwargs)
-        r.raise_for_status()
-        return r.json()
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
-    def token(self) -> str:
-        r = self._http.post(self.api_url + "/token", timeout=30,
-                            json={"api_username": self.settings.username, "api_pw": self.settings.password})
-        r.raise_for_status()
-        return r.json()["data"]["token"]
 
-    def requests_log(self, path_prefix: str | None = None) -> list[dict]:
-        return self._admin("GET", "/requests", params={"path_prefix": path_prefix} if path_prefix else None)
+class SandboxProcess(SandboxAdmin):
+    """``closum-sandbox serve`` as a child process on a free 127.0.0.1 port.
 
-    def clear_log(self) -> None:
-        self._admin("DELETE", "/requests")
+    Args:
+        seed, username, password, latency_ms, token_ttl, max_page_size, db:
+            the ``serve`` options of the same names.
+        log: a file for the server's output (default: discarded).
+    """
 
-    def reset(self, seed: int | None = None) -> None:
-        self._admin("POST", "/reset", json={} if seed is None else {"seed": seed})
+    def __init__(
+        self,
+        *,
+        seed: int = 25,
+        username: str = "sandbox",
+        password: str = "sandbox",
+        latency_ms: float = 0,
+        token_ttl: float = 3600,
+        max_page_size: int = 1000,
+        db: str | Path | None = None,
+        log: IO[str] | None = None,
+    ) -> None:
+        self.username, self.password = username, password
+        self.port = free_port()
+        self._args = [
+            "serve", "--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed),
+            "--username", username, "--password", password, "--latency-ms", str(latency_ms),
+            "--token-ttl", str(token_ttl), "--max-page-size", str(max_page_size),
+            *(["--db", str(db)] if db is not None else []),
+        ]
+        self._log = log
+        self._http = requests.Session()
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    def configure(self, **knobs: Any) -> dict:
-        return self._admin("PATCH", "/config", json=knobs)
+    def start(self, timeout: float = 60) -> SandboxProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "closum_sandbox.cli", *self._args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                msg = f"closum-sandbox exited while starting (code {self.proc.returncode})"
+                raise RuntimeError(msg)
+            try:
+                if self._http.get(self.url + "/_admin/health", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                msg = f"closum-sandbox did not answer within {timeout:.0f} s"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
 
-    def script_faults(self, faults: list[dict]) -> None:
-        self._admin("POST", "/faults", json={"faults": list(faults)})
+    def stop(self) -> None:
+        self._http.close()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
-    def clear_faults(self) -> None:
-        self._admin("DELETE", "/faults")
+    def __enter__(self) -> SandboxProcess:
+        return self.start()
 
-    def revoke_tokens(self) -> None:
-        self._admin("POST", "/tokens/revoke")
-
-    def add_records(self, resource_name: str, count: int) -> list[int]:
-        return self._admin("POST", f"/records/{resource_name}", json={"count": count})["ids"]
-
-    def records(self, resource_name: str) -> list[dict]:
-        return self._admin("GET", f"/records/{resource_name}")
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

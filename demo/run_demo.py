@@ -22,12 +22,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from closum_sandbox.testing import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -54,52 +54,8 @@ def step(text: str) -> None:
     say(f"\n==> {text}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Sandbox:
-    def __init__(self, port: int, db: Path, log: Path) -> None:
-        self.port, self.db, self.log = port, db, log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [str(BIN / "closum-sandbox"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--db", str(self.db), "--seed", str(SEED)]
-        self._log = self.log.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"closum-sandbox exited at start (code {self.proc.returncode}); see {self.log}")
-            try:
-                with urllib.request.urlopen(self.url + "/_admin/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"closum-sandbox did not answer within 60 s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-    def count(self, resource: str) -> int:
-        with urllib.request.urlopen(f"{self.url}/_admin/records/{resource}", timeout=60) as r:
-            return len(json.load(r))
+def count(sandbox: SandboxProcess, resource: str) -> int:
+    return len(sandbox.records(resource))
 
 
 def meltano(env: dict, log: Path, *args: str) -> str:
@@ -152,7 +108,8 @@ def main() -> int:
     WORK.mkdir(parents=True)
     duck = WORK / "warehouse.duckdb"
     rejects = WORK / "closum-rejects.jsonl"
-    sandbox = Sandbox(free_port(), WORK / "sandbox.sqlite", WORK / "sandbox.log")
+    sandbox_log = (WORK / "sandbox.log").open("w")
+    sandbox = SandboxProcess(seed=SEED, db=WORK / "sandbox.sqlite", log=sandbox_log)
     env = os.environ | {
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
         # The demo's own Meltano system database: its state never mixes with yours.
@@ -174,7 +131,7 @@ def main() -> int:
     try:
         step(f"starting closum-sandbox on {sandbox.url} (seed {SEED}, data in {WORK.relative_to(ROOT)}/)")
         sandbox.start()
-        say(f"   {sandbox.count('lead')} leads, {sandbox.count('email')} emails, {sandbox.count('phone')} phones")
+        say(f"   {count(sandbox, 'lead')} leads, {count(sandbox, 'email')} emails, {count(sandbox, 'phone')} phones")
 
         step("1. Closum → DuckDB")
         meltano(env, WORK / "run1-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
@@ -201,7 +158,7 @@ def main() -> int:
                 who = r["record"].get("external_id") or r["record"].get("name")
                 status = "before sending" if r["status"] is None else f"HTTP {r['status']}"
                 say(f"     {who}: {status}: {r['message']}")
-        say(f"   the sandbox now has {sandbox.count('lead')} leads")
+        say(f"   the sandbox now has {count(sandbox, 'lead')} leads")
 
         step("3. Closum → DuckDB again: Meltano passes the saved state, only new leads arrive")
         meltano(env, WORK / "run3-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
@@ -225,6 +182,7 @@ def main() -> int:
                 pass
     finally:
         sandbox.stop()
+        sandbox_log.close()
         say(f"\n==> sandbox stopped; demo took {time.monotonic() - started:.0f} s. Files in {WORK.relative_to(ROOT)}/")
     return 0
 
