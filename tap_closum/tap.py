@@ -30,6 +30,10 @@ class ChunkedWriter(MsgSpecWriter):
     The SDK's writer flushes stdout after every message, a system call per
     record. Here records wait in a buffer; any other message (SCHEMA, STATE,
     BATCH) flushes first, so a STATE never overtakes the records before it.
+
+    A termination signal that lands while a chunk is being written must not
+    write (the same buffer again) from its handler: :meth:`defer_if_writing`
+    holds the handler back until the chunk is out.
     """
 
     CHUNK = 64 * 1024
@@ -37,6 +41,8 @@ class ChunkedWriter(MsgSpecWriter):
     def __init__(self) -> None:
         super().__init__()
         self._pending = bytearray()
+        self._writing = False
+        self._deferred: t.Callable[[], None] | None = None
 
     def write_message(self, message: t.Any) -> None:  # noqa: ANN401
         self._pending += self.format_message(message)
@@ -44,10 +50,24 @@ class ChunkedWriter(MsgSpecWriter):
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            sys.stdout.buffer.write(self._pending)
-            self._pending.clear()
-        sys.stdout.flush()
+        self._writing = True
+        try:
+            if self._pending:
+                sys.stdout.buffer.write(self._pending)
+                self._pending.clear()
+            sys.stdout.flush()
+        finally:
+            self._writing = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred()
+
+    def defer_if_writing(self, action: t.Callable[[], None]) -> bool:
+        """Run ``action`` once the chunk being written is out; False if none is."""
+        if not self._writing:
+            return False
+        self._deferred = action
+        return True
 
 
 class Runtime:
@@ -111,6 +131,12 @@ class TapClosum(Tap):
             super().sync_all()
         finally:
             t.cast("ChunkedWriter", self.message_writer).flush()
+
+    def _handle_termination(self, signum: int, frame: t.Any) -> None:  # noqa: ANN401
+        """SIGTERM/SIGINT: the SDK writes the state and exits, once the chunk being written is out."""
+        writer = t.cast("ChunkedWriter", self.message_writer)
+        if not writer.defer_if_writing(lambda: super(TapClosum, self)._handle_termination(signum, frame)):
+            super()._handle_termination(signum, frame)
 
     def discover_streams(self) -> list[ClosumStream]:
         return [cls(self) for cls in STREAM_TYPES]

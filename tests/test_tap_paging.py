@@ -80,3 +80,36 @@ def test_stopping_early_cancels_queued_pages():
     assert [next(iterator).number for _ in range(3)] == [1, 2, 3]
     iterator.close()
     assert len(calls) <= 6
+
+
+def test_a_signal_during_a_chunk_write_neither_repeats_nor_splits_it(monkeypatch):
+    import sys
+
+    from singer_sdk import singerlib as singer
+
+    from tap_closum.tap import ChunkedWriter
+
+    writer = ChunkedWriter()
+    written: list[bytes] = []
+
+    class Stdout:
+        class buffer:  # noqa: N801
+            @staticmethod
+            def write(data: bytes) -> None:
+                written.append(bytes(data))
+                if len(written) == 1:  # a SIGTERM lands in the middle of the first chunk
+                    assert writer.defer_if_writing(
+                        lambda: writer.write_message(singer.StateMessage(value={"at": "signal"}))
+                    )
+
+        @staticmethod
+        def flush() -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Stdout)
+    for n in range(3):
+        writer.write_message(singer.RecordMessage(stream="s", record={"id": n}))
+    writer.flush()
+    lines = b"".join(written).decode().splitlines()
+    assert [line.count('"RECORD"') for line in lines] == [1, 1, 1, 0]
+    assert '"signal"' in lines[-1]

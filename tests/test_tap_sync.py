@@ -125,3 +125,44 @@ def test_start_date_skips_older_records(sandbox_factory):
     assert 0 < len(expected) < len(leads)
     emails = sandbox.records("email")
     assert set(out.ids("emails")) == {r["id"] for r in emails if r["register_date"] >= cut}
+
+
+def test_an_interrupted_run_never_moves_the_bookmark_past_unemitted_records(sandbox_factory, tmp_path):
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from tap_run import BIN, TapOutput, catalog_selecting
+
+    sandbox = sandbox_factory(seed=20)
+    config = sandbox.config(page_size=2, max_parallel_requests=1)
+    first = run_tap(config, streams={"leads"})
+    bookmark = first.state["bookmarks"]["leads"]["replication_key_value"]
+    new_ids = sandbox.add_records("lead", 12)
+    sandbox.configure(latency_ms=100)  # six pages of new leads, read one by one behind the bookmark
+    sandbox.clear_log()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "state.json").write_text(json.dumps(first.state))
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog_selecting(config, {"leads"})))
+    proc = subprocess.Popen(
+        [str(BIN / "tap-closum"), "--config", str(tmp_path / "config.json"),
+         "--state", str(tmp_path / "state.json"), "--catalog", str(tmp_path / "catalog.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while len(sandbox.requests_log("/api/lead")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # stop it half way, as an orchestrator would
+    out, _ = proc.communicate(timeout=30)
+    broken = TapOutput([json.loads(x) for x in out.splitlines() if x.startswith("{")])
+    emitted = broken.ids("leads")
+    assert 0 < len(emitted) < 12, "the run was not interrupted half way"
+    assert len(emitted) == len(set(emitted))
+    states = [m["value"] for m in broken.messages if m["type"] == "STATE"]
+    assert states, "the tap wrote no STATE on SIGTERM"
+    for state in states:
+        assert state["bookmarks"]["leads"].get("replication_key_value") == bookmark
+    sandbox.configure(latency_ms=0)
+    rerun = run_tap(config, state=states[-1], streams={"leads"})
+    assert sorted(rerun.ids("leads")) == sorted(new_ids)
