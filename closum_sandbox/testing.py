@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import requests
 import uvicorn
@@ -65,6 +65,27 @@ class SandboxAdmin:
     username: str
     password: str
     _http: requests.Session
+
+    def _wait_until_healthy(self, timeout: float, died: Callable[[], str | None], interval: float) -> None:
+        """Poll ``/_admin/health`` until it answers 200; ``died()`` says why the server is gone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reason = died()
+            if reason is not None:
+                raise RuntimeError(reason)
+            try:
+                if self._http.get(self.url + "/_admin/health", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                msg = f"the sandbox did not answer within {timeout:.0f} s"
+                raise RuntimeError(msg)
+            time.sleep(interval)
+
+    def stop(self) -> None:
+        raise NotImplementedError
 
     # ---- addresses ----------------------------------------------------
     @property
@@ -167,20 +188,11 @@ class SandboxServer(SandboxAdmin):
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
                                          name=f"closum-sandbox-{self._port}")
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self._thread.is_alive():
-                raise RuntimeError("the sandbox server stopped while starting")
-            if self._server.started:
-                try:
-                    if self._http.get(self.url + "/_admin/health", timeout=2).status_code == 200:
-                        return self
-                except requests.ConnectionError:
-                    pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the sandbox server did not start in time")
-            time.sleep(0.002)
+        thread = self._thread
+        self._wait_until_healthy(
+            timeout, lambda: None if thread.is_alive() else "the sandbox server stopped while starting", 0.002
+        )
+        return self
 
     def stop(self) -> None:
         if self._thread is None:
@@ -224,8 +236,9 @@ class SandboxProcess(SandboxAdmin):
     """``closum-sandbox serve`` as a child process on a free 127.0.0.1 port.
 
     Args:
-        seed, username, password, latency_ms, token_ttl, max_page_size, db:
+        seed, revision, username, password, latency_ms, token_ttl, max_page_size, db:
             the ``serve`` options of the same names.
+        port: the port to serve on (default: a free one).
         log: a file for the server's output (default: discarded).
     """
 
@@ -233,6 +246,8 @@ class SandboxProcess(SandboxAdmin):
         self,
         *,
         seed: int = 25,
+        revision: str = "both",
+        port: int | None = None,
         username: str = "sandbox",
         password: str = "sandbox",
         latency_ms: float = 0,
@@ -242,9 +257,9 @@ class SandboxProcess(SandboxAdmin):
         log: IO[str] | None = None,
     ) -> None:
         self.username, self.password = username, password
-        self.port = free_port()
+        self.port = port or free_port()
         self._args = [
-            "serve", "--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed),
+            "serve", "--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed), "--revision", revision,
             "--username", username, "--password", password, "--latency-ms", str(latency_ms),
             "--token-ttl", str(token_ttl), "--max-page-size", str(max_page_size),
             *(["--db", str(db)] if db is not None else []),
@@ -260,21 +275,14 @@ class SandboxProcess(SandboxAdmin):
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                msg = f"closum-sandbox exited while starting (code {self.proc.returncode})"
-                raise RuntimeError(msg)
-            try:
-                if self._http.get(self.url + "/_admin/health", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                msg = f"closum-sandbox did not answer within {timeout:.0f} s"
-                raise RuntimeError(msg)
-            time.sleep(0.05)
+        proc = self.proc
+
+        def died() -> str | None:
+            code = proc.poll()
+            return None if code is None else f"closum-sandbox exited while starting (code {code})"
+
+        self._wait_until_healthy(timeout, died, 0.05)
+        return self
 
     def stop(self) -> None:
         self._http.close()

@@ -19,16 +19,15 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from closum_sandbox.testing import SandboxProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BIN = Path(sys.executable).parent
 
 
 def test_generated_blocks_match_the_code():
@@ -121,36 +120,15 @@ def _free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def readme_sandbox(tmp_path):
     """``closum-sandbox serve --seed 25`` as ``make sandbox`` starts it: port 8080 when free."""
     makefile = (ROOT / "Makefile").read_text()
     assert "closum-sandbox serve --port 8080 --seed 25" in makefile, "the README's session assumes `make sandbox`"
-    port = 8080 if _free(8080) else _free_port()
-    log = (tmp_path / "sandbox.log").open("w")
-    proc = subprocess.Popen([str(BIN / "closum-sandbox"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--seed", "25"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "sandbox.log").read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_admin/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "closum-sandbox did not start"
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with (tmp_path / "sandbox.log").open("w") as log, SandboxProcess(
+        seed=25, port=8080 if _free(8080) else None, log=log
+    ) as server:
+        yield server.port
 
 
 def _matches(expected: str, answer: str) -> bool:

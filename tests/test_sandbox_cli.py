@@ -3,56 +3,36 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from closum_sandbox.cli import build_parser
+from closum_sandbox.testing import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def cli_server(tmp_path):
-    port = free_port()
-    db = tmp_path / "cli.sqlite"
-    cmd = [sys.executable, "-m", "closum_sandbox.cli", "serve", "--port", str(port), "--seed", "10",
-           "--revision", "2019", "--username", "me", "--password", "s3cret", "--db", str(db)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(url + "/_admin/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"closum-sandbox serve did not start:\n{proc.communicate()[0]}")
-        time.sleep(0.05)
-    yield url, proc
-    proc.terminate()
+    log = (tmp_path / "serve.log").open("w+")
+    server = SandboxProcess(seed=10, revision="2019", username="me", password="s3cret",
+                            db=tmp_path / "cli.sqlite", log=log)
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        server.start(timeout=20)
+    except RuntimeError:
+        log.seek(0)
+        pytest.fail(f"closum-sandbox serve did not start:\n{log.read()}")
+    yield server.url, server, log
+    server.stop()
+    log.close()
 
 
 def test_cli_session(cli_server):
-    url, proc = cli_server
+    url, server, log = cli_server
     api = url + "/api"
     r = requests.post(api + "/token", json={"api_username": "me", "api_pw": "s3cret"}, timeout=5)
     assert r.status_code == 200
@@ -65,8 +45,9 @@ def test_cli_session(cli_server):
     assert r.json() == {"success": True, "data": []}
     assert requests.get(f"{api}/email/{rid}", headers=h, timeout=5).json()["data"]["email"] == "update.sylvialhook@closum.com"
     assert requests.get(api + "/audience-list", headers=h, timeout=5).status_code == 404  # --revision 2019
-    proc.terminate()
-    out, _ = proc.communicate(timeout=10)
+    server.stop()
+    log.seek(0)
+    out = log.read()
     assert "s3cret" not in out and h["Authorization"][7:] not in out
     assert "GET /api/email" not in out  # access log is off by default
 
