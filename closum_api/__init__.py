@@ -9,3 +9,12 @@
 - :mod:`closum_api.errors`: decoding responses and classifying failures.
 - :mod:`closum_api.client`: a small retrying client for writes (used by the target).
 """
+
+from importlib import metadata as _metadata
+
+#: the distribution that ships the tap, the target and the sandbox
+DISTRIBUTION = "closum-singer"
+try:
+    __version__ = _metadata.version(DISTRIBUTION)
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"

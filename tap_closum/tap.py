@@ -12,6 +12,7 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import SingerMessageType
 
+from closum_api import DISTRIBUTION, __version__
 from closum_api.config import client_from_config, connection_properties
 from closum_api.errors import ClosumError, ClosumFatalError
 from closum_api.throttle import PauseGate
@@ -21,7 +22,6 @@ from tap_closum.streams import STREAM_TYPES
 if t.TYPE_CHECKING:
     from tap_closum.client import ClosumStream
 
-VERSION = "0.1.0"
 
 
 class ChunkedWriter(MsgSpecWriter):
@@ -74,7 +74,7 @@ class Runtime:
     """What every stream of one run shares: session, token, pause gate, page size."""
 
     def __init__(self, tap: TapClosum) -> None:
-        self.user_agent = f"tap-closum/{VERSION}"
+        self.user_agent = f"tap-closum/{__version__}"
         self.client = client_from_config(tap.config, user_agent=self.user_agent)
         self.session = self.client.session
         self.auth = self.client.auth
@@ -104,7 +104,7 @@ class TapClosum(Tap):
     """Singer tap for Closum."""
 
     name = "tap-closum"
-    package_name = "closum-singer"
+    package_name = DISTRIBUTION
     message_writer_class = ChunkedWriter
 
     config_jsonschema = th.PropertiesList(

@@ -17,6 +17,7 @@ from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine, SingerReadError
 from singer_sdk.singerlib.json import deserialize_json
 
+from closum_api import DISTRIBUTION, __version__
 from closum_api.config import client_from_config, connection_properties
 from closum_api.errors import ClosumError
 from target_closum.ledger import Ledger
@@ -30,7 +31,6 @@ if t.TYPE_CHECKING:
 
     from closum_api.client import ClosumClient
 
-VERSION = "0.1.0"
 DEFAULT_REJECTS = "closum-rejects.jsonl"
 DEFAULT_LEDGER = "closum-ledger.sqlite"
 
@@ -51,6 +51,7 @@ class TargetClosum(Target):
     """Singer target for Closum."""
 
     name = "target-closum"
+    package_name = DISTRIBUTION
     default_sink_class = ClosumSink
     message_reader_class = _QuietReader
 
@@ -150,7 +151,7 @@ class TargetClosum(Target):
         if self.dry_run:
             msg = "a dry run never talks to Closum"
             raise RuntimeError(msg)
-        return client_from_config(self.config, user_agent=f"target-closum/{VERSION}")
+        return client_from_config(self.config, user_agent=f"target-closum/{__version__}")
 
     @cached_property
     def ledger(self) -> Ledger:
