@@ -141,3 +141,27 @@ def test_secrets_never_reach_the_logs_even_at_debug(sandbox_factory, tmp_path):
     assert "Bearer" not in everything
     assert token not in everything
     assert "DEBUG" in out.stderr, "debug logging was not on; the test proves less than it claims"
+
+
+def test_a_refused_page_size_falls_back_once_to_25_with_a_warning(sandbox_factory, caplog):
+    sandbox = sandbox_factory(seed=60)
+    sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 400, "body": "json"}])
+    with caplog.at_level(logging.WARNING):
+        out = run_tap(sandbox.config(page_size=500, **FAST), streams={"leads", "emails"})
+    assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
+    assert sorted(out.ids("emails")) == stored_ids(sandbox, "email")
+    limits = [(r["path"], r["query"].get("limit"), r["status"]) for r in sandbox.requests_log("/api/")
+              if r["method"] == "GET"]
+    assert limits[0] == ("/api/lead", "500", 400)  # leads come first
+    assert limits[1:] and all(limit == "25" for _, limit, _ in limits[1:])  # every stream after it
+    warnings = [r.getMessage() for r in caplog.records if "falling back to the documented 25" in r.getMessage()]
+    assert len(warnings) == 1 and "page_size 500" in warnings[0]
+
+
+def test_a_second_400_after_the_fallback_is_fatal_and_names_the_endpoint(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(seed=5)
+    sandbox.script_faults([{"method": "GET", "path": "/api/email", "status": 400, "body": "json", "times": 2}])
+    out = run_tap_process(sandbox.config(page_size=500, **FAST), tmp_path, streams={"emails"})
+    assert out.returncode != 0
+    assert "GET /email answered 400 Bad Request" in out.stderr
+    assert "Traceback" not in out.stderr
