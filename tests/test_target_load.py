@@ -10,7 +10,7 @@ import pytest
 
 from target_closum.mapping import ClosumConfigError
 from target_closum.target import TargetClosum
-from test_target_support import lead, open_schema, posts, rejects, run_target, schema_of, singer, target_config, writes
+from test_target_support import lead, open_schema, posts, rejects, run_target, singer, target_config, writes
 
 
 def _new(sandbox, resource):
