@@ -30,6 +30,8 @@ from closum_api.errors import (
     ClosumFatalError,
     ClosumOutcomeUnknown,
     ClosumRetriableError,
+    jitter,
+    retry_waits,
 )
 from closum_api.registry import Resource
 from target_closum.payloads import (
@@ -282,10 +284,13 @@ class ClosumSink(BatchSink):
         """POST behind a pending intent; on a lost answer, search before trying again."""
         ledger = self.target.ledger
         client = self.target.client
-        # As many creates as the client has tries, each lost answer followed by a search.
+        # As many creates as the client has tries, each lost answer followed by a search,
+        # waiting between them as the shared retry policy does.
+        waits = retry_waits(client.backoff_base, cap=MAX_WAIT_SECONDS)
+        next(waits)
         for attempt in range(client.max_tries):
             if attempt > 0:
-                time.sleep(min(MAX_WAIT_SECONDS, client.backoff_base * 2 ** (attempt - 1)))
+                time.sleep(jitter(waits.send(None)))
             if search_first or attempt > 0:
                 found = self._search(resource, payload, key)
                 if found is not None:
