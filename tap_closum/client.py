@@ -13,7 +13,6 @@ page has told how many there are, and stops early where it can:
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import typing as t
 from functools import cached_property
 
@@ -134,7 +133,6 @@ class ClosumStream(RESTStream[int]):
         )
         if self.resource.replication is Replication.INCREMENTAL:
             self.replication_key = "id"
-        self._lock = threading.Lock()
         self._known_fields = frozenset(self.schema["properties"])
         self._unknown_seen: set[str] = set()
         self._max_id_seen: int | None = None
@@ -283,8 +281,6 @@ class ClosumStream(RESTStream[int]):
             page_count = int(pagination.get("page_count") or number)
         except (TypeError, ValueError):
             page_count = number
-        with self._lock:
-            self._requests_made += 1
         return Page(number, records, bool(pagination.get("has_next_page")), page_count)
 
     def _first_page(self, context: t.Any) -> Page | None:
@@ -309,7 +305,6 @@ class ClosumStream(RESTStream[int]):
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def request_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
-        self._requests_made = 0
         self._max_id_seen: int | None = None
         bookmark = self._bookmark(context)
         start = self.config.get("start_date")
@@ -339,5 +334,4 @@ class ClosumStream(RESTStream[int]):
                 t.cast("t.Generator", pages).close()
         if cursor.duplicates:
             self.logger.info("%s: dropped %d records repeated by shifting pages", self.name, cursor.duplicates)
-        self.logger.info("%s: %d list requests", self.name, self._requests_made)
 
