@@ -10,7 +10,7 @@ PLUGINS_STAMP := .meltano/.plugins-installed
 # No network at run time but PyPI: Meltano must not phone home.
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: install plugins test bench sandbox demo docs clean
+.PHONY: install plugins test test-fast lint format bench sandbox demo docs clean
 
 install: $(STAMP)
 
@@ -30,6 +30,19 @@ $(PLUGINS_STAMP): $(STAMP) meltano.yml pyproject.toml
 test: $(PLUGINS_STAMP)
 	$(BIN)/python -m pytest -q
 
+# The quick loop: everything but the end-to-end Meltano pipelines (no plugins needed).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 demo: $(PLUGINS_STAMP)
 	$(BIN)/python demo/run_demo.py
 
@@ -45,5 +58,5 @@ sandbox: $(STAMP)
 	$(BIN)/closum-sandbox serve --port 8080 --seed 25
 
 clean:
-	rm -rf $(VENV) .meltano .pytest_cache dist build
-	find output -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	rm -rf $(VENV) .meltano .pytest_cache .mypy_cache .ruff_cache dist build
+	find output -mindepth 1 ! -name .gitignore -exec rm -rf {} +

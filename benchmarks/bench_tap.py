@@ -63,14 +63,25 @@ def add_leads(server: SandboxProcess, count: int) -> None:
 
 def tap_cmd(workdir: Path, api_url: str) -> list[str]:
     config = workdir / "config.json"
-    config.write_text(json.dumps({
-        "api_url": api_url, "api_username": USER, "api_pw": PASSWORD,
-        "page_size": 100, "max_parallel_requests": 8,
-    }))
-    catalog = json.loads(subprocess.run(
-        [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
-        capture_output=True, text=True, check=True,
-    ).stdout)
+    config.write_text(
+        json.dumps(
+            {
+                "api_url": api_url,
+                "api_username": USER,
+                "api_pw": PASSWORD,
+                "page_size": 100,
+                "max_parallel_requests": 8,
+            }
+        )
+    )
+    catalog = json.loads(
+        subprocess.run(
+            [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     for stream in catalog["streams"]:
         for entry in stream["metadata"]:
             if entry["breadcrumb"] == []:
@@ -87,8 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     report: dict[str, object] = {"leads": args.leads, "latency_ms": args.latency_ms}
-    sandbox = SandboxProcess(seed=0, latency_ms=args.latency_ms, username=USER, password=PASSWORD,
-                             token_ttl=86400).start()
+    sandbox = SandboxProcess(
+        seed=0, latency_ms=args.latency_ms, username=USER, password=PASSWORD, token_ttl=86400
+    ).start()
     try:
         add_leads(sandbox, args.leads)
         api_url = sandbox.api_url
@@ -124,14 +136,16 @@ def main() -> None:
                 extra = args.big - args.leads
                 tap_slope = (tap_big["cpu_s"] - tap_fast["cpu_s"]) / extra
                 base_slope = (base_big["cpu_s"] - base_fast["cpu_s"]) / extra
-                report["cpu"].update({  # type: ignore[union-attr]
-                    "baseline_marginal_cpu_us_per_record": round(1e6 * base_slope, 1),
-                    "tap_marginal_cpu_us_per_record": round(1e6 * tap_slope, 1),
-                    "marginal_ratio": round(tap_slope / base_slope, 2),
-                    f"baseline_cpu_us_per_record_at_{args.big}": round(1e6 * base_big["cpu_s"] / args.big, 1),
-                    f"tap_cpu_us_per_record_at_{args.big}": round(1e6 * tap_big["cpu_s"] / args.big, 1),
-                    f"ratio_at_{args.big}": round(tap_big["cpu_s"] / base_big["cpu_s"], 2),
-                })
+                report["cpu"].update(
+                    {  # type: ignore[union-attr]
+                        "baseline_marginal_cpu_us_per_record": round(1e6 * base_slope, 1),
+                        "tap_marginal_cpu_us_per_record": round(1e6 * tap_slope, 1),
+                        "marginal_ratio": round(tap_slope / base_slope, 2),
+                        f"baseline_cpu_us_per_record_at_{args.big}": round(1e6 * base_big["cpu_s"] / args.big, 1),
+                        f"tap_cpu_us_per_record_at_{args.big}": round(1e6 * tap_big["cpu_s"] / args.big, 1),
+                        f"ratio_at_{args.big}": round(tap_big["cpu_s"] / base_big["cpu_s"], 2),
+                    }
+                )
             report["memory"] = memory
     finally:
         sandbox.stop()

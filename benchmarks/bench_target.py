@@ -90,8 +90,11 @@ def write_input(path: Path, count: int, tag: str) -> None:
 def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object) -> dict:
     """The target as a process; wall seconds, peak RSS (MiB) of that process, exit code."""
     config = {
-        "api_url": api_url, "api_username": USER, "api_pw": PASSWORD,
-        "ledger_path": str(workdir / "ledger.sqlite"), "rejects_path": str(workdir / "rejects.jsonl"),
+        "api_url": api_url,
+        "api_username": USER,
+        "api_pw": PASSWORD,
+        "ledger_path": str(workdir / "ledger.sqlite"),
+        "rejects_path": str(workdir / "rejects.jsonl"),
     } | settings
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(config))
@@ -99,7 +102,10 @@ def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object
     with input_path.open() as stdin, (workdir / "stderr.log").open("w") as stderr:
         proc = subprocess.Popen(
             [str(BIN / "target-closum"), "--config", str(config_path)],
-            stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr, cwd=workdir,
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=workdir,
             env=os.environ | {"PYTHONPATH": str(REPO)},
         )
         _pid, status, usage = os.wait4(proc.pid, 0)

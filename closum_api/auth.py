@@ -17,7 +17,6 @@ import typing as t
 
 import requests
 
-from closum_api.connection import Connection
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -25,6 +24,9 @@ from closum_api.errors import (
     check_response,
     with_retries,
 )
+
+if t.TYPE_CHECKING:
+    from closum_api.connection import Connection
 
 LOGGER = logging.getLogger("closum_api.auth")
 TOKEN_PATH = "/token"

@@ -28,7 +28,9 @@ from closum_api.errors import (
     check_response,
     with_retries,
 )
-from closum_api.registry import Resource
+
+if t.TYPE_CHECKING:
+    from closum_api.registry import Resource
 
 LOGGER = logging.getLogger("closum_api.client")
 __all__ = ["ClosumClient", "Connection"]
@@ -129,7 +131,7 @@ class ClosumClient:
         path: str,
         *,
         params: t.Mapping[str, t.Any] | None = None,
-        json: t.Any = None,  # noqa: A002
+        json: t.Any = None,
         safe: bool,
     ) -> dict[str, t.Any]:
         try:

@@ -19,8 +19,10 @@ from http import HTTPStatus
 
 import backoff
 import msgspec
-import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+if t.TYPE_CHECKING:
+    import requests
 
 # 429 is not documented; services of this kind send it with Retry-After and
 # the notes say to treat it like 503.
@@ -149,10 +151,7 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
     if status in RETRIABLE_STATUSES:
         raise ClosumRetriableError(describe(method, path, response), response)
     if status == HTTPStatus.UNAUTHORIZED:
-        msg = (
-            f"Closum refused the credentials ({describe(method, path, response)}); "
-            "check api_username and api_pw"
-        )
+        msg = f"Closum refused the credentials ({describe(method, path, response)}); check api_username and api_pw"
         raise ClosumAuthError(msg, response)
     if status == HTTPStatus.NOT_FOUND:
         raise ClosumNotFoundError(describe(method, path, response), response)

@@ -10,11 +10,12 @@ import copy
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from closum_api.registry import Resource
+if TYPE_CHECKING:
+    from closum_api.registry import Resource
 
 
 @functools.cache
@@ -61,7 +62,7 @@ def payload_errors(resource: Resource, payload: Any) -> list[str]:
     An empty list means the payload is valid.
     """
     validator = payload_validator(resource)
-    errors = sorted(validator.iter_errors(payload), key=lambda e: (len(e.path), e.path and str(e.path[0]) or ""))
+    errors = sorted(validator.iter_errors(payload), key=lambda e: (len(e.path), (e.path and str(e.path[0])) or ""))
     return [describe_error(e) for e in errors]
 
 

@@ -28,7 +28,6 @@ from fastapi.responses import Response
 
 from closum_api import registry
 from closum_api.registry import Verb
-
 from closum_sandbox import seed as seeding
 from closum_sandbox.app import ApiError, json_response, read_json
 from closum_sandbox.faults import normalize_fault

@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from closum_api import registry, schemas
 from closum_api.registry import Resource, Revision, Verb
-
 from closum_sandbox import seed as seeding
 from closum_sandbox.auth import TokenStore
 from closum_sandbox.faults import FaultMiddleware, Faults, RequestLog, quiet_dropped_connections
@@ -75,8 +74,10 @@ class Sandbox:
         self.tokens = TokenStore()
         self.faults = Faults(settings)
         self.log = RequestLog()
-        self.resources = registry.for_revision(Revision.R2019) if settings.revision == "2019" else (
-            registry.for_revision(Revision.R2021) if settings.revision == "2021" else registry.RESOURCES
+        self.resources = (
+            registry.for_revision(Revision.R2019)
+            if settings.revision == "2019"
+            else (registry.for_revision(Revision.R2021) if settings.revision == "2021" else registry.RESOURCES)
         )
         self.served_names = {r.name for r in self.resources}
         if not self.store.is_seeded():
@@ -143,7 +144,9 @@ async def token_endpoint(request: Request) -> Response:
     token, expires = sb.tokens.issue(ttl)
     expiration = datetime.fromtimestamp(int(expires), timezone.utc).isoformat()
     ttl_out = int(ttl) if float(ttl).is_integer() else ttl
-    return json_response({"success": True, "data": {"token": token, "expires_in": ttl_out, "expiration_date": expiration}})
+    return json_response(
+        {"success": True, "data": {"token": token, "expires_in": ttl_out, "expiration_date": expiration}}
+    )
 
 
 def _make_list(res: Resource):
@@ -236,18 +239,27 @@ def _create_contact(sb: Sandbox, res: Resource, body: dict) -> int:
         rid = store.reserve_ids(res.name, 1)
         values: dict[str, Any] = {"id": rid, "name": body.get("name"), "creation_date": now}
         if "email" in body:
-            values["email_id"] = store.insert("email", {"email": body["email"]["email"], "status": 1, "register_date": now})
+            values["email_id"] = store.insert(
+                "email", {"email": body["email"]["email"], "status": 1, "register_date": now}
+            )
         if "phone" in body:
             phone = body["phone"]
             values["phone_id"] = store.insert(
-                "phone", {"extension": phone.get("extension"), "number": phone["number"], "is_valid": 1, "date_add": now}
+                "phone",
+                {"extension": phone.get("extension"), "number": phone["number"], "is_valid": 1, "date_add": now},
             )
         opt_key = f"{res.name}_opt_in"
         if opt_key in body:
             opt = body[opt_key]
             values["opt_in"] = json.dumps(
-                {"id": rid, f"{res.name}_id": rid, "sms": opt.get("sms"), "email": opt.get("email"),
-                 "enviroment": opt.get("enviroment"), "creation_date": now},
+                {
+                    "id": rid,
+                    f"{res.name}_id": rid,
+                    "sms": opt.get("sms"),
+                    "email": opt.get("email"),
+                    "enviroment": opt.get("enviroment"),
+                    "creation_date": now,
+                },
                 ensure_ascii=False,
             )
         if res.name == "lead":
@@ -307,8 +319,11 @@ def _make_not_allowed(allowed: list[str]):
     allow = ", ".join(allowed) or "none"
 
     async def not_allowed(request: Request) -> Response:
-        return error_response(405, f"Method Not Allowed: {request.method} {request.url.path} (allowed: {allow})",
-                              headers={"Allow": ", ".join(allowed)})
+        return error_response(
+            405,
+            f"Method Not Allowed: {request.method} {request.url.path} (allowed: {allow})",
+            headers={"Allow": ", ".join(allowed)},
+        )
 
     return not_allowed
 
@@ -332,11 +347,23 @@ def add_resource_routes(app: FastAPI, res: Resource) -> None:
             for method, (verb, factory) in verbs.items():
                 if res.has(verb):
                     extra = _payload_doc(res) if method in ("POST", "PUT") else None
-                    app.add_api_route(path, factory(res), methods=[method], tags=[tag], openapi_extra=extra,
-                                      include_in_schema=i == 0, name=f"{verb.value}_{res.name}_{i}")
+                    app.add_api_route(
+                        path,
+                        factory(res),
+                        methods=[method],
+                        tags=[tag],
+                        openapi_extra=extra,
+                        include_in_schema=i == 0,
+                        name=f"{verb.value}_{res.name}_{i}",
+                    )
             others = [m for m in ALL_METHODS if m not in allowed]
-            app.add_api_route(path, _make_not_allowed(allowed), methods=others, include_in_schema=False,
-                              name=f"not_allowed_{res.name}_{path}")
+            app.add_api_route(
+                path,
+                _make_not_allowed(allowed),
+                methods=others,
+                include_in_schema=False,
+                name=f"not_allowed_{res.name}_{path}",
+            )
 
 
 # ---- app ---------------------------------------------------------------
@@ -359,24 +386,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = _STATUS_TEXT.get(exc.status_code, str(exc.detail)) if exc.detail in (None, "", "Not Found", "Method Not Allowed") else str(exc.detail)
+        message = (
+            _STATUS_TEXT.get(exc.status_code, str(exc.detail))
+            if exc.detail in (None, "", "Not Found", "Method Not Allowed")
+            else str(exc.detail)
+        )
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        lines = [f"field {'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in exc.errors()]
+        lines = [
+            f"field {'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
         return error_response(400, lines[0] if lines else "Bad Request", lines)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
         return error_response(500, _STATUS_TEXT[500])
 
-    app.add_api_route("/api/token", token_endpoint, methods=["POST"], tags=["auth"],
-                      openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                          "type": "object", "required": ["api_username", "api_pw"],
-                          "properties": {"api_username": {"type": "string"}, "api_pw": {"type": "string"}}}}}}})
-    app.add_api_route("/api/token", _make_not_allowed(["POST"]), methods=["GET", "PUT", "PATCH", "DELETE"],
-                      include_in_schema=False)
+    app.add_api_route(
+        "/api/token",
+        token_endpoint,
+        methods=["POST"],
+        tags=["auth"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["api_username", "api_pw"],
+                            "properties": {"api_username": {"type": "string"}, "api_pw": {"type": "string"}},
+                        }
+                    }
+                },
+            }
+        },
+    )
+    app.add_api_route(
+        "/api/token", _make_not_allowed(["POST"]), methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
     for res in sandbox.resources:
         add_resource_routes(app, res)
 

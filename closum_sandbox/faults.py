@@ -84,8 +84,15 @@ def normalize_fault(entry: Any) -> dict[str, Any]:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ValueError(f"fault field {key}: {value!r} has the wrong type")
     fault = {
-        "method": None, "path": None, "status": 500, "body": "json", "retry_after": None,
-        "after_write": False, "drop_connection": False, "delay_ms": 0, "times": 1,
+        "method": None,
+        "path": None,
+        "status": 500,
+        "body": "json",
+        "retry_after": None,
+        "after_write": False,
+        "drop_connection": False,
+        "delay_ms": 0,
+        "times": 1,
     } | entry
     if fault["body"] not in ("json", "html", "empty"):
         raise ValueError("fault field body: must be json, html or empty")
@@ -173,17 +180,21 @@ async def _send_error(send, status: int, kind: str, message: str, retry_after: f
     body, headers = _error_body(status, kind, message)
     headers.append((b"content-length", str(len(body)).encode()))
     if retry_after is not None:
-        headers.append((b"retry-after", str(int(retry_after) if float(retry_after).is_integer() else retry_after).encode()))
+        headers.append(
+            (b"retry-after", str(int(retry_after) if float(retry_after).is_integer() else retry_after).encode())
+        )
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def _drop(send, status: int) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"512")],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"512")],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"success": ', "more_body": True})
     raise DroppedConnection("scripted drop_connection")
 
@@ -207,8 +218,13 @@ class FaultMiddleware:
         method, path = scope["method"], scope["path"]
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         entry: dict[str, Any] = {
-            "method": method, "path": path, "query": query, "status": None,
-            "after_write_fault": False, "fault": None, "time": time.time(),
+            "method": method,
+            "path": path,
+            "query": query,
+            "status": None,
+            "after_write_fault": False,
+            "fault": None,
+            "time": time.time(),
         }
         self.log.add(entry)
 
@@ -228,6 +244,7 @@ class FaultMiddleware:
             if fault["delay_ms"]:
                 await asyncio.sleep(fault["delay_ms"] / 1000)
             if fault["after_write"]:
+
                 async def swallow(message) -> None:
                     if message["type"] == "http.response.start":
                         entry["processed_status"] = message["status"]
@@ -250,8 +267,10 @@ class FaultMiddleware:
         if failure is not None:
             entry["fault"] = "fail_rate"
             status, kind = failure
-            text = "We're temporarily offline for maintenance. Please try again later." if status == 503 else (
-                "We had a problem with our server. Try again later."
+            text = (
+                "We're temporarily offline for maintenance. Please try again later."
+                if status == 503
+                else ("We had a problem with our server. Try again later.")
             )
             await _send_error(send_logged, status, kind, text)
             return

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from closum_api.registry import Revision
-
 from closum_sandbox.seed import ID_BASE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SCHEMA_VERSION = "1"
 
@@ -33,11 +34,25 @@ TABLES: dict[str, tuple[str, ...]] = {
     "email": ("id", "email", "status", "register_date"),
     "phone": ("id", "extension", "number", "is_valid", "date_add"),
     "lead": (
-        "id", "name", "city_id", "contact_lifecycle_stage_id", "custom_data",
-        "creation_date", "email_id", "phone_id", "opt_in",
+        "id",
+        "name",
+        "city_id",
+        "contact_lifecycle_stage_id",
+        "custom_data",
+        "creation_date",
+        "email_id",
+        "phone_id",
+        "opt_in",
     ),
     "unqualified_lead": (
-        "id", "name", "contact_type_id", "city_id", "creation_date", "email_id", "phone_id", "opt_in",
+        "id",
+        "name",
+        "contact_type_id",
+        "city_id",
+        "creation_date",
+        "email_id",
+        "phone_id",
+        "opt_in",
     ),
     "audience_list": ("id", "name", "creation_date"),
     "lead_audience_list": ("id", "lead_id", "audience_list_id", "creation_date"),

@@ -21,14 +21,17 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, TYPE_CHECKING, Any
 
 import requests
 import uvicorn
 
 from closum_sandbox.app import create_app
 from closum_sandbox.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
 
 class _QuickServer(uvicorn.Server):
@@ -59,7 +62,8 @@ class _QuickServer(uvicorn.Server):
 
 class SandboxAdmin:
     """Addresses and admin helpers of a started sandbox (``port``, ``username``,
-    ``password`` and an HTTP session ``_http`` come from the subclass)."""
+    ``password`` and an HTTP session ``_http`` come from the subclass).
+    """
 
     port: int
     username: str
@@ -98,8 +102,7 @@ class SandboxAdmin:
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """What a tap or target config needs to reach this server."""
-        return {"api_url": self.api_url, "api_username": self.username,
-                "api_pw": self.password} | overrides
+        return {"api_url": self.api_url, "api_username": self.username, "api_pw": self.password} | overrides
 
     # ---- admin helpers ------------------------------------------------
     def _admin(self, method: str, path: str, **kwargs) -> Any:
@@ -108,8 +111,9 @@ class SandboxAdmin:
         return r.json()
 
     def token(self) -> str:
-        r = self._http.post(self.api_url + "/token", timeout=30,
-                            json={"api_username": self.username, "api_pw": self.password})
+        r = self._http.post(
+            self.api_url + "/token", timeout=30, json={"api_username": self.username, "api_pw": self.password}
+        )
         r.raise_for_status()
         return r.json()["data"]["token"]
 
@@ -159,9 +163,19 @@ class SandboxServer(SandboxAdmin):
         fault_seed: int = 0,
     ) -> None:
         self.settings = Settings(
-            host="127.0.0.1", port=0, db=None if db is None else str(db), seed=seed, revision=str(revision),
-            username=username, password=password, token_ttl=token_ttl, latency_ms=latency_ms,
-            fail_rate=fail_rate, rate_limit=rate_limit, max_page_size=max_page_size, fault_seed=fault_seed,
+            host="127.0.0.1",
+            port=0,
+            db=None if db is None else str(db),
+            seed=seed,
+            revision=str(revision),
+            username=username,
+            password=password,
+            token_ttl=token_ttl,
+            latency_ms=latency_ms,
+            fail_rate=fail_rate,
+            rate_limit=rate_limit,
+            max_page_size=max_page_size,
+            fault_seed=fault_seed,
         )
         self.app = None
         self._server: _QuickServer | None = None
@@ -180,13 +194,18 @@ class SandboxServer(SandboxAdmin):
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1, timeout_keep_alive=5,
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            timeout_keep_alive=5,
         )
         self._server = _QuickServer(config)
         self._sock = sock
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                         name=f"closum-sandbox-{self._port}")
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"closum-sandbox-{self._port}"
+        )
         self._thread.start()
         thread = self._thread
         self._wait_until_healthy(
@@ -259,9 +278,25 @@ class SandboxProcess(SandboxAdmin):
         self.username, self.password = username, password
         self.port = port or free_port()
         self._args = [
-            "serve", "--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed), "--revision", revision,
-            "--username", username, "--password", password, "--latency-ms", str(latency_ms),
-            "--token-ttl", str(token_ttl), "--max-page-size", str(max_page_size),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--seed",
+            str(seed),
+            "--revision",
+            revision,
+            "--username",
+            username,
+            "--password",
+            password,
+            "--latency-ms",
+            str(latency_ms),
+            "--token-ttl",
+            str(token_ttl),
+            "--max-page-size",
+            str(max_page_size),
             *(["--db", str(db)] if db is not None else []),
         ]
         self._log = log

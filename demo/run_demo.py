@@ -62,13 +62,15 @@ def meltano(env: dict, log: Path, *args: str) -> str:
     cmd = [str(BIN / "meltano"), *args]
     say("$ meltano " + " ".join(args))
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     log.write_text(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-25:])
-        raise SystemExit(f"meltano {' '.join(args)} failed (exit {proc.returncode}); last lines:\n{tail}\n"
-                         f"full log: {log}")
+        raise SystemExit(
+            f"meltano {' '.join(args)} failed (exit {proc.returncode}); last lines:\n{tail}\nfull log: {log}"
+        )
     say(f"   ok in {time.monotonic() - started:.1f} s (log: {log.relative_to(ROOT)})")
     return proc.stdout
 
@@ -80,9 +82,9 @@ def duckdb_counts(path: Path) -> dict[str, int]:
     try:
         tables = con.execute(
             "select table_catalog, table_schema, table_name from information_schema.tables"
-            " where table_catalog = current_database() order by 2, 3").fetchall()
-        return {f"{s}.{t}": con.execute(f'select count(*) from "{c}"."{s}"."{t}"').fetchone()[0]
-                for c, s, t in tables}
+            " where table_catalog = current_database() order by 2, 3"
+        ).fetchall()
+        return {f"{s}.{t}": con.execute(f'select count(*) from "{c}"."{s}"."{t}"').fetchone()[0] for c, s, t in tables}
     finally:
         con.close()
 
@@ -101,8 +103,12 @@ def main() -> int:
     missing = [p for p in PLUGIN_EXECUTABLES if not (ROOT / p).exists()]
     if missing:
         step("meltano install (plugins missing: " + ", ".join(Path(p).name for p in missing) + ")")
-        subprocess.run([str(BIN / "meltano"), "install"], cwd=ROOT, check=True,
-                       env=os.environ | {"MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"})
+        subprocess.run(
+            [str(BIN / "meltano"), "install"],
+            cwd=ROOT,
+            check=True,
+            env=os.environ | {"MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        )
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -134,7 +140,9 @@ def main() -> int:
         say(f"   {count(sandbox, 'lead')} leads, {count(sandbox, 'email')} emails, {count(sandbox, 'phone')} phones")
 
         step("1. Closum → DuckDB")
-        meltano(env, WORK / "run1-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
+        meltano(
+            env, WORK / "run1-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb"
+        )
         first = duckdb_counts(duck)
         say(f"   {duck.relative_to(ROOT)}:")
         for table, n in first.items():
@@ -144,13 +152,17 @@ def main() -> int:
         step(f"2. {LEADS_FILE.relative_to(ROOT)} → Closum (target-closum)")
         with LEADS_FILE.open() as f:
             say(f"   {sum(1 for line in f if line.strip())} rows in the file")
-        out = meltano(env, WORK / "run2-tap-jsonl-target-closum.log", "--environment=dev", "run", "tap-jsonl", "target-closum")
+        out = meltano(
+            env, WORK / "run2-tap-jsonl-target-closum.log", "--environment=dev", "run", "tap-jsonl", "target-closum"
+        )
         summaries = [m.groupdict() for m in SUMMARY.finditer(out)]
         if not summaries:
             raise SystemExit("target-closum printed no summary line; see the log above")
         for s in summaries:
-            say(f"   stream {s['stream']} → {s['resource']} ({s['action']}): created {s['created']}, "
-                f"updated {s['updated']}, skipped as already loaded {s['skipped']}, rejected {s['rejected']}")
+            say(
+                f"   stream {s['stream']} → {s['resource']} ({s['action']}): created {s['created']}, "
+                f"updated {s['updated']}, skipped as already loaded {s['skipped']}, rejected {s['rejected']}"
+            )
         if rejects.exists():
             say(f"   rejected rows ({rejects.relative_to(ROOT)}):")
             for line in rejects.read_text().splitlines():
@@ -161,19 +173,32 @@ def main() -> int:
         say(f"   the sandbox now has {count(sandbox, 'lead')} leads")
 
         step("3. Closum → DuckDB again: Meltano passes the saved state, only new leads arrive")
-        meltano(env, WORK / "run3-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
+        meltano(
+            env, WORK / "run3-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb"
+        )
         second = duckdb_counts(duck)
-        new_ids = [row[0] for row in duckdb_query(
-            duck, f"select id from closum.leads where _sdc_batched_at > '{last_batch}' order by id")]
+        new_ids = [
+            row[0]
+            for row in duckdb_query(
+                duck, f"select id from closum.leads where _sdc_batched_at > '{last_batch}' order by id"
+            )
+        ]
         for table, n in second.items():
             delta = n - first.get(table, 0)
             say(f"   {table:<36} {n:>6} rows" + (f"  (+{delta})" if delta else ""))
         ids = f"ids {new_ids[0]}..{new_ids[-1]}" if new_ids else "none"
-        say(f"   leads rows written by this run: {len(new_ids)} ({ids}); the incremental streams "
+        say(
+            f"   leads rows written by this run: {len(new_ids)} ({ids}); the incremental streams "
             "(leads, unqualified_leads, audience_lists, lead_audience_lists) read only past their bookmark, "
-            "the FULL_TABLE ones are read whole and upserted")
-        state = subprocess.run([str(BIN / "meltano"), "--environment=dev", "state", "get",
-                                "dev:tap-closum-to-target-duckdb"], cwd=ROOT, env=env, capture_output=True, text=True)
+            "the FULL_TABLE ones are read whole and upserted"
+        )
+        state = subprocess.run(
+            [str(BIN / "meltano"), "--environment=dev", "state", "get", "dev:tap-closum-to-target-duckdb"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if state.returncode == 0:
             try:
                 bookmark = json.loads(state.stdout)["singer_state"]["bookmarks"]["leads"]["replication_key_value"]

@@ -51,8 +51,10 @@ def own_and_about_settings(cls) -> tuple[dict, dict]:
     """
     own = copy.deepcopy(cls.config_jsonschema)
     about = cls._get_about_info()
-    return own, {"capabilities": [str(c.value if hasattr(c, "value") else c) for c in about.capabilities],
-                 "settings": copy.deepcopy(about.settings)}
+    return own, {
+        "capabilities": [str(c.value if hasattr(c, "value") else c) for c in about.capabilities],
+        "settings": copy.deepcopy(about.settings),
+    }
 
 
 def _types(prop: dict) -> list[str]:
@@ -74,7 +76,9 @@ def settings_table(schema: dict) -> str:
     lines = ["| setting | required | default | description |", "|---|---|---|---|"]
     for name, prop in schema["properties"].items():
         default = prop.get("default")
-        default_cell = "" if default is None else f"`{json.dumps(default) if not isinstance(default, str) else default}`"
+        default_cell = (
+            "" if default is None else f"`{json.dumps(default) if not isinstance(default, str) else default}`"
+        )
         secret = " (secret)" if prop.get("secret") and "secret" not in prop.get("description", "").lower() else ""
         lines.append(
             f"| `{name}` | {'yes' if name in required else 'no'} | {default_cell} | "
@@ -111,7 +115,11 @@ def _q(text: str) -> str:
 
 PLUGIN_META = {
     "tap-closum": {"namespace": "tap_closum", "label": "Closum", "description": "Closum lead-management API (tap)"},
-    "target-closum": {"namespace": "target_closum", "label": "Closum", "description": "Closum lead-management API (target)"},
+    "target-closum": {
+        "namespace": "target_closum",
+        "label": "Closum",
+        "description": "Closum lead-management API (target)",
+    },
 }
 
 
@@ -175,7 +183,8 @@ TARGET_SECTION = ROOT / "target_closum" / "README_SECTION.md"
 
 def target_section() -> str | None:
     """target_closum/README_SECTION.md (the target's own README text) with its
-    settings table swapped for the generated one; None once the file is gone."""
+    settings table swapped for the generated one; None once the file is gone.
+    """
     if not TARGET_SECTION.exists():
         return None
     out, lines, i, swapped = [], TARGET_SECTION.read_text(encoding="utf-8").rstrip().splitlines(), 0, False
@@ -197,15 +206,17 @@ def readme_blocks() -> dict[str, str]:
     classes = _plugin_classes()
     tap_own, _ = own_and_about_settings(classes["tap-closum"])
     target_own, _ = own_and_about_settings(classes["target-closum"])
-    paste = "\n".join([
-        "```yaml",
-        "plugins:",
-        "  extractors:",
-        plugin_yaml("tap-closum", classes["tap-closum"], PASTE_PIP_URL, "  "),
-        "  loaders:",
-        plugin_yaml("target-closum", classes["target-closum"], PASTE_PIP_URL, "  "),
-        "```",
-    ])
+    paste = "\n".join(
+        [
+            "```yaml",
+            "plugins:",
+            "  extractors:",
+            plugin_yaml("tap-closum", classes["tap-closum"], PASTE_PIP_URL, "  "),
+            "  loaders:",
+            plugin_yaml("target-closum", classes["target-closum"], PASTE_PIP_URL, "  "),
+            "```",
+        ]
+    )
     blocks = {}
     section = target_section()
     if section is not None:  # first: it holds the target-settings markers
@@ -227,7 +238,9 @@ def meltano_blocks() -> dict[str, str]:
 def splice(text: str, blocks: dict[str, str], begin: str, end: str, where: str) -> str:
     for name, body in blocks.items():
         b, e = begin.format(name=name), end.format(name=name)
-        pattern = re.compile(rf"(^[ \t]*{re.escape(b)}[ \t]*\n)(.*?)(^[ \t]*{re.escape(e)}[ \t]*$)", re.S | re.M)
+        pattern = re.compile(
+            rf"(^[ \t]*{re.escape(b)}[ \t]*\n)(.*?)(^[ \t]*{re.escape(e)}[ \t]*$)", re.DOTALL | re.MULTILINE
+        )
         if len(pattern.findall(text)) != 1:
             raise SystemExit(f"{where}: expected exactly one block marked '{b}' ... '{e}'")
         text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
@@ -238,11 +251,17 @@ def render() -> dict[Path, tuple[str, str]]:
     """{file: (current text, generated text)}."""
     out = {}
     readme = README.read_text(encoding="utf-8")
-    out[README] = (readme, splice(readme, readme_blocks(), "<!-- BEGIN GENERATED: {name} -->",
-                                  "<!-- END GENERATED: {name} -->", "README.md"))
+    out[README] = (
+        readme,
+        splice(
+            readme, readme_blocks(), "<!-- BEGIN GENERATED: {name} -->", "<!-- END GENERATED: {name} -->", "README.md"
+        ),
+    )
     myml = MELTANO_YML.read_text(encoding="utf-8")
-    out[MELTANO_YML] = (myml, splice(myml, meltano_blocks(), "# BEGIN GENERATED: {name}",
-                                     "# END GENERATED: {name}", "meltano.yml"))
+    out[MELTANO_YML] = (
+        myml,
+        splice(myml, meltano_blocks(), "# BEGIN GENERATED: {name}", "# END GENERATED: {name}", "meltano.yml"),
+    )
     return out
 
 
@@ -256,9 +275,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.check:
             drift = True
-            sys.stdout.writelines(difflib.unified_diff(
-                current.splitlines(True), generated.splitlines(True),
-                f"{path.name} (committed)", f"{path.name} (generated)"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    current.splitlines(True),
+                    generated.splitlines(True),
+                    f"{path.name} (committed)",
+                    f"{path.name} (generated)",
+                )
+            )
         else:
             path.write_text(generated, encoding="utf-8")
             print(f"updated {path.relative_to(ROOT)}")

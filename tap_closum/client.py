@@ -16,11 +16,9 @@ import datetime as dt
 import typing as t
 from functools import cached_property
 
-import requests
 from singer_sdk import RESTStream
-from singer_sdk.helpers._typing import TypeConformanceLevel
 from singer_sdk import singerlib as singer
-from singer_sdk.helpers._util import utc_now
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import PageNumberPaginator
 from singer_sdk.streams.rest import PageContext
 
@@ -38,6 +36,7 @@ from closum_api.schemas import record_schema
 from tap_closum.paging import Page, ordered_pages
 
 if t.TYPE_CHECKING:
+    import requests
     from backoff.types import Details
 
     from tap_closum.tap import TapClosum
@@ -224,7 +223,8 @@ class ClosumStream(RESTStream[int]):
 
     def _generate_record_messages(self, record: dict[str, t.Any]) -> t.Iterator[singer.RecordMessage]:
         """The SDK's record messages, minus its per-record selection walk when
-        the catalog deselects no property (the walk was the tap's largest CPU cost)."""
+        the catalog deselects no property (the walk was the tap's largest CPU cost).
+        """
         if self._deselects_properties:
             yield from super()._generate_record_messages(record)
             return
@@ -235,7 +235,7 @@ class ClosumStream(RESTStream[int]):
                     stream=stream_map.stream_alias,
                     record=mapped,
                     version=self._stream_version,
-                    time_extracted=utc_now(),
+                    time_extracted=dt.datetime.now(dt.timezone.utc),
                 )
 
     def compare_start_date(self, value: t.Any, start_date_value: str) -> t.Any:  # noqa: ANN401, ARG002
@@ -334,4 +334,3 @@ class ClosumStream(RESTStream[int]):
                 t.cast("t.Generator", pages).close()
         if cursor.duplicates:
             self.logger.info("%s: dropped %d records repeated by shifting pages", self.name, cursor.duplicates)
-

@@ -23,7 +23,6 @@ if t.TYPE_CHECKING:
     from tap_closum.client import ClosumStream
 
 
-
 class ChunkedWriter(MsgSpecWriter):
     """msgspec Singer writer that sends RECORD messages in 64 KiB chunks.
 
@@ -121,8 +120,7 @@ class TapClosum(Tap):
             "start_date",
             th.DateTimeType,
             title="Start date",
-            description="Skip records created before this instant (ISO 8601). "
-            "Bookmarks still move on ids.",
+            description="Skip records created before this instant (ISO 8601). Bookmarks still move on ids.",
         ),
     ).to_dict()
 

@@ -159,4 +159,6 @@ class Ledger:
 
     def forget(self, stream: str, record_key: str) -> None:
         """Drop a pending intent whose write surely did not happen."""
-        self._write("DELETE FROM writes WHERE stream = ? AND record_key = ? AND state = 'pending'", (stream, record_key))
+        self._write(
+            "DELETE FROM writes WHERE stream = ? AND record_key = ? AND state = 'pending'", (stream, record_key)
+        )

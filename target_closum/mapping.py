@@ -106,10 +106,7 @@ def mapping_for(stream: str, config: t.Mapping[str, t.Any]) -> StreamMapping:
         resource = resource_by_any_name(str(entry["resource"]))
         if resource is None or not resource.has(Verb.CREATE):
             what = "is not a Closum resource" if resource is None else "cannot be written (the API only lists it)"
-            msg = (
-                f"resource_map[{stream!r}]: resource {entry['resource']!r} {what}; "
-                f"use one of {_writable_names()}"
-            )
+            msg = f"resource_map[{stream!r}]: resource {entry['resource']!r} {what}; use one of {_writable_names()}"
             raise ClosumConfigError(msg)
         action = str(entry.get("action") or default_action(resource, load_method))
         if action not in ACTIONS:

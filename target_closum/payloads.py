@@ -31,8 +31,10 @@ import json
 import typing as t
 
 from closum_api import registry
-from closum_api.registry import Resource
 from closum_api.schemas import payload_errors, payload_schema
+
+if t.TYPE_CHECKING:
+    from closum_api.registry import Resource
 
 # Served by Closum on some resource, never accepted in a body.
 SERVED_ONLY = frozenset({"creation_date", "register_date", "date_add", "is_valid", "status"})

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import typing as t
 
-from closum_api.client import ClosumClient
-from closum_api.registry import Resource
 from target_closum.payloads import identity, matches
+
+if t.TYPE_CHECKING:
+    from closum_api.client import ClosumClient
+    from closum_api.registry import Resource
 
 PAGES = 5
 PAGE_SIZE = 100

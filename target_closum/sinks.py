@@ -33,7 +33,6 @@ from closum_api.errors import (
     jitter,
     retry_waits,
 )
-from closum_api.registry import Resource
 from target_closum.payloads import (
     build_payload,
     canonical_json,
@@ -44,6 +43,7 @@ from target_closum.payloads import (
 from target_closum.reconcile import find_created
 
 if t.TYPE_CHECKING:
+    from closum_api.registry import Resource
     from target_closum.mapping import StreamMapping
     from target_closum.target import TargetClosum
 
@@ -192,7 +192,9 @@ class ClosumSink(BatchSink):
         wait(futures)
         if failures:
             first = failures[0]
-            if isinstance(first, (ClosumAuthError, ClosumWriteFailed)) or not isinstance(first, (ClosumError, *TRANSIENT)):
+            if isinstance(first, (ClosumAuthError, ClosumWriteFailed)) or not isinstance(
+                first, (ClosumError, *TRANSIENT)
+            ):
                 raise first
             msg = f"stream {self.stream_name}: writing to Closum failed after retries ({first}); rerun to finish"
             raise ClosumWriteFailed(msg) from first
@@ -207,8 +209,10 @@ class ClosumSink(BatchSink):
         """Dry run: count what would be written; read the ledger, write nothing."""
         entry = self.target.ledger.get(self.stream_name, item.key)
         done = entry is not None and entry.state == "done"
-        if done and entry.payload_hash == item.payload_hash and (
-            self.action != "update" or entry.closum_id == item.record_id
+        if (
+            done
+            and entry.payload_hash == item.payload_hash
+            and (self.action != "update" or entry.closum_id == item.record_id)
         ):
             self.tally.add("skipped")
         elif self.action == "create":
@@ -236,8 +240,10 @@ class ClosumSink(BatchSink):
                 return
             self._create(item)
             return
-        if done and entry.payload_hash == item.payload_hash and (
-            self.action != "update" or entry.closum_id == item.record_id
+        if (
+            done
+            and entry.payload_hash == item.payload_hash
+            and (self.action != "update" or entry.closum_id == item.record_id)
         ):
             self.tally.add("skipped")
             return
@@ -296,9 +302,7 @@ class ClosumSink(BatchSink):
                 if found is not None:
                     ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
                     self._count_created(recovering, reconciled=True)
-                    self.logger.info(
-                        "Found the record of key %s on the server (id %d) after a lost answer", key, found
-                    )
+                    self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", key, found)
                     return
             try:
                 new_id = client.create(resource, payload)
@@ -311,7 +315,9 @@ class ClosumSink(BatchSink):
                 raise
             except ClosumFatalError as exc:
                 ledger.forget(self.stream_name, key)
-                self.reject(record if record is not None else payload, payload, exc.status, exc.server_message or str(exc))
+                self.reject(
+                    record if record is not None else payload, payload, exc.status, exc.server_message or str(exc)
+                )
                 return
             except TRANSIENT:
                 ledger.forget(self.stream_name, key)  # 429/503/refused: surely not written
@@ -362,7 +368,11 @@ class ClosumSink(BatchSink):
         for entry in entries:
             try:
                 self._settle_pending(
-                    entry.record_key, json.loads(entry.payload or "{}"), entry.payload_hash, entry.resource, recovering=True
+                    entry.record_key,
+                    json.loads(entry.payload or "{}"),
+                    entry.payload_hash,
+                    entry.resource,
+                    recovering=True,
                 )
             except _Unresolved as exc:
                 msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"

@@ -61,7 +61,6 @@ class Tally:
             body += f"; {self.recovered} writes left pending by an earlier run settled first"
         if self.changed_but_skipped:
             body += (
-                f"; {self.changed_but_skipped} already-loaded records changed since, "
-                "use action upsert to update them"
+                f"; {self.changed_but_skipped} already-loaded records changed since, use action upsert to update them"
             )
         return f"{head}: {body}"

@@ -79,8 +79,8 @@ class TargetClosum(Target):
                 ),
             ),
             title="Resource map",
-            description="Input stream name → {\"resource\": lead | unqualified_lead | email | phone | "
-            "contact_type | audience_list | lead_audience_list, \"action\": create | update | upsert}. "
+            description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
+            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert}. '
             "Streams not listed map by name (leads, lead, contact-types...) with action create. "
             "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
         ),
@@ -272,7 +272,12 @@ class TargetClosum(Target):
             self.metrics_logger.info(
                 "METRIC: %s",
                 json.dumps(
-                    {"type": "counter", "metric": "closum_load_summary", "value": tally.as_dict(), "tags": {"stream": tally.stream}},
+                    {
+                        "type": "counter",
+                        "metric": "closum_load_summary",
+                        "value": tally.as_dict(),
+                        "tags": {"stream": tally.stream},
+                    },
                     separators=(",", ":"),
                 ),
             )

@@ -47,14 +47,17 @@ def test_a_create_that_surely_did_not_happen_is_retried(sandbox, client, status)
 
 
 def test_reads_and_updates_are_retried_through_cut_connections(sandbox, client):
-    sandbox.script_faults([
-        {"method": "GET", "path": "/api/email", "drop_connection": True},
-        {"method": "PUT", "path": "/api/email", "drop_connection": True, "after_write": True},
-        {"method": "PUT", "path": "/api/email", "status": 500},
-    ])
+    sandbox.script_faults(
+        [
+            {"method": "GET", "path": "/api/email", "drop_connection": True},
+            {"method": "PUT", "path": "/api/email", "drop_connection": True, "after_write": True},
+            {"method": "PUT", "path": "/api/email", "status": 500},
+        ]
+    )
     assert client.list_page(EMAIL, limit=3)["success"] is True
     first = sandbox.records("email")[0]["id"]
     client.update(EMAIL, first, {"email": "changed@exemplo.pt"})
     assert {r["id"]: r["email"] for r in sandbox.records("email")}[first] == "changed@exemplo.pt"
     statuses = [r["status"] for r in sandbox.requests_log("/api/email") if r["method"] == "PUT"]
-    assert len(statuses) == 3 and statuses[-1] == 200
+    assert len(statuses) == 3
+    assert statuses[-1] == 200

@@ -20,7 +20,7 @@ from closum_api.errors import (
 def response(status: int, body: bytes, content_type: str = "application/json", **headers: str) -> requests.Response:
     r = requests.Response()
     r.status_code = status
-    r._content = body  # noqa: SLF001
+    r._content = body
     r.headers.update({"Content-Type": content_type, **headers})
     r.encoding = "utf-8"
     return r
@@ -29,13 +29,21 @@ def response(status: int, body: bytes, content_type: str = "application/json", *
 @pytest.mark.parametrize(
     ("body", "content_type", "error", "fragment"),
     [
-        (b"<html><head><title>Down for maintenance</title></head></html>", "text/html", ClosumBadResponse,
-         "an HTML page, not JSON: Down for maintenance"),
+        (
+            b"<html><head><title>Down for maintenance</title></head></html>",
+            "text/html",
+            ClosumBadResponse,
+            "an HTML page, not JSON: Down for maintenance",
+        ),
         (b"", "application/json", ClosumBadResponse, "(empty body)"),
-        (b'{"success": false, "message": "quota exceeded"}', "application/json", ClosumFatalError,
-         "success=false: quota exceeded"),
+        (
+            b'{"success": false, "message": "quota exceeded"}',
+            "application/json",
+            ClosumFatalError,
+            "success=false: quota exceeded",
+        ),
         (b'{"success": true}', "application/json", ClosumBadResponse, "without a 'data' key"),
-        (b'[1, 2]', "application/json", ClosumBadResponse, "not an object"),
+        (b"[1, 2]", "application/json", ClosumBadResponse, "not an object"),
     ],
 )
 def test_odd_200_bodies_are_clear_errors(body, content_type, error, fragment):
@@ -47,9 +55,18 @@ def test_odd_200_bodies_are_clear_errors(body, content_type, error, fragment):
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(400, ClosumFatalError), (401, ClosumAuthError), (403, ClosumFatalError), (404, ClosumNotFoundError),
-     (405, ClosumFatalError), (429, ClosumRetriableError), (500, ClosumRetriableError),
-     (502, ClosumRetriableError), (503, ClosumRetriableError), (504, ClosumRetriableError)],
+    [
+        (400, ClosumFatalError),
+        (401, ClosumAuthError),
+        (403, ClosumFatalError),
+        (404, ClosumNotFoundError),
+        (405, ClosumFatalError),
+        (429, ClosumRetriableError),
+        (500, ClosumRetriableError),
+        (502, ClosumRetriableError),
+        (503, ClosumRetriableError),
+        (504, ClosumRetriableError),
+    ],
 )
 def test_statuses_are_classified(status, error):
     with pytest.raises(error) as caught:
@@ -61,7 +78,8 @@ def test_statuses_are_classified(status, error):
 def test_long_html_bodies_shrink_to_one_line():
     page = b"<html><body>" + b"<p>line\n</p>" * 500 + b"</body></html>"
     message = server_message(response(503, page, "text/html"))
-    assert "\n" not in message and len(message) <= 300
+    assert "\n" not in message
+    assert len(message) <= 300
 
 
 def test_waits_grow_and_honour_retry_after():

@@ -104,16 +104,28 @@ def meltano(meltano_plugins, sandbox, tmp_path):
         "TAP_JSONL_PATH": str(DEMO_LEADS),
     }
 
-    def run(*args: str, check: bool = True, extra_env: dict | None = None, environment: str = "dev",
-            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    def run(
+        *args: str,
+        check: bool = True,
+        extra_env: dict | None = None,
+        environment: str = "dev",
+        unset: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess:
         run_env = {k: v for k, v in (env | (extra_env or {})).items() if k not in unset}
         proc = subprocess.run(
-            [str(MELTANO), f"--environment={environment}", *args], cwd=project, env=run_env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+            [str(MELTANO), f"--environment={environment}", *args],
+            cwd=project,
+            env=run_env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if check and proc.returncode != 0:
-            pytest.fail(f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n"
-                        f"{proc.stderr[-6000:]}", pytrace=False)
+            pytest.fail(
+                f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}",
+                pytrace=False,
+            )
         return proc
 
     def run_pipeline(*blocks: str, **kwargs) -> subprocess.CompletedProcess:
@@ -128,12 +140,15 @@ def meltano(meltano_plugins, sandbox, tmp_path):
 def _tables(path: Path) -> dict[str, list[int]]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        names = [r[0] for r in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'closum'"
-            " and table_catalog = current_database()").fetchall()]
+        names = [
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'closum'"
+                " and table_catalog = current_database()"
+            ).fetchall()
+        ]
         db = con.execute("select current_database()").fetchone()[0]
-        return {n: sorted(r[0] for r in con.execute(f'select id from "{db}".closum."{n}"').fetchall())
-                for n in names}
+        return {n: sorted(r[0] for r in con.execute(f'select id from "{db}".closum."{n}"').fetchall()) for n in names}
     finally:
         con.close()
 
@@ -141,7 +156,9 @@ def _tables(path: Path) -> dict[str, list[int]]:
 def _query(path: Path, sql: str) -> list[tuple]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute(sql.replace("closum.", f'"{con.execute("select current_database()").fetchone()[0]}".closum.')).fetchall()
+        return con.execute(
+            sql.replace("closum.", f'"{con.execute("select current_database()").fetchone()[0]}".closum.')
+        ).fetchall()
     finally:
         con.close()
 
@@ -193,7 +210,9 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     for resource in registry.RESOURCES:
         expected = sorted(rec["id"] for rec in sandbox.records(resource.name))
         assert tables[resource.stream_name] == expected, resource.stream_name
-    assert _state(meltano, "dev:tap-closum-to-target-duckdb")["bookmarks"]["leads"]["replication_key_value"] == max(new_ids)
+    assert _state(meltano, "dev:tap-closum-to-target-duckdb")["bookmarks"]["leads"]["replication_key_value"] == max(
+        new_ids
+    )
 
     # A third run with nothing new moves no lead at all.
     second_batch_end = _query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
@@ -204,14 +223,19 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
 def test_leads_file_to_closum_creates_good_rows_and_rejects_bad_ones(meltano, sandbox):
     rows = [json.loads(line) for line in DEMO_LEADS.read_text().splitlines() if line.strip()]
     good = [r for r in rows if r["external_id"] not in BAD_ROWS]
-    assert 15 <= len(rows) <= 30 and len(good) == len(rows) - len(BAD_ROWS)
+    assert 15 <= len(rows) <= 30
+    assert len(good) == len(rows) - len(BAD_ROWS)
     before = {rec["id"] for rec in sandbox.records("lead")}
 
     proc = meltano.pipeline("tap-jsonl", "target-closum")
     summary = SUMMARY.search(proc.stdout + proc.stderr)
     assert summary, "no target-closum summary line in the meltano output"
-    assert summary.groupdict() == {"created": str(len(good)), "updated": "0", "skipped": "0",
-                                   "rejected": str(len(BAD_ROWS))}
+    assert summary.groupdict() == {
+        "created": str(len(good)),
+        "updated": "0",
+        "skipped": "0",
+        "rejected": str(len(BAD_ROWS)),
+    }
 
     # The good rows are now leads in Closum, as given (name, email, phone with its zeros, custom_data).
     created = [rec for rec in sandbox.records("lead") if rec["id"] not in before]
@@ -223,24 +247,31 @@ def test_leads_file_to_closum_creates_good_rows_and_rejects_bad_ones(meltano, sa
             assert lead["email"]["email"] == row["email"]
         if "phone" in row:
             assert (lead["phone"]["extension"], lead["phone"]["number"]) == (
-                row["phone"]["extension"], row["phone"]["number"])
+                row["phone"]["extension"],
+                row["phone"]["number"],
+            )
         if "custom_data" in row:
             assert json.loads(lead["custom_data"]) == json.loads(row["custom_data"])
-        assert "external_id" not in lead and "_sdc_filename" not in lead
+        assert "external_id" not in lead
+        assert "_sdc_filename" not in lead
 
     # The bad rows are in the rejects file with the reason.
     rejects = [json.loads(line) for line in (meltano.tmp / "rejects.jsonl").read_text().splitlines()]
     assert {r["record"]["external_id"] for r in rejects} == set(BAD_ROWS)
     for r in rejects:
         status, reason = BAD_ROWS[r["record"]["external_id"]]
-        assert r["stream"] == "leads" and r["status"] == status and reason in r["message"]
+        assert r["stream"] == "leads"
+        assert r["status"] == status
+        assert reason in r["message"]
 
     # Meltano keeps the file tap's state; a full refresh re-reads the file and
     # the target's ledger writes nothing twice.
     assert _state(meltano, "dev:tap-jsonl-to-target-closum")["bookmarks"]["leads"]
     proc = meltano.pipeline("--full-refresh", "tap-jsonl", "target-closum")
     summary = SUMMARY.search(proc.stdout + proc.stderr)
-    assert summary and summary["created"] == "0" and summary["skipped"] == str(len(good))
+    assert summary
+    assert summary["created"] == "0"
+    assert summary["skipped"] == str(len(good))
     assert len(sandbox.records("lead")) == len(before) + len(good)
 
 
@@ -254,9 +285,16 @@ def test_refused_credentials_fail_the_run_with_one_line(meltano, sandbox):
 
 
 def test_prod_environment_reads_credentials_from_the_environment(meltano):
-    proc = meltano("config", "--unsafe", "print", "tap-closum", environment="prod", unset=("TAP_CLOSUM_API_URL",),
-                   extra_env={"TAP_CLOSUM_API_USERNAME": "acme", "TAP_CLOSUM_API_PW": "s3cret"})
-    config = json.loads(proc.stdout[proc.stdout.index("{"):])
+    proc = meltano(
+        "config",
+        "--unsafe",
+        "print",
+        "tap-closum",
+        environment="prod",
+        unset=("TAP_CLOSUM_API_URL",),
+        extra_env={"TAP_CLOSUM_API_USERNAME": "acme", "TAP_CLOSUM_API_PW": "s3cret"},
+    )
+    config = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert config["api_url"] == "https://api.closum.com/api"
     assert (config["api_username"], config["api_pw"]) == ("acme", "s3cret")
 
@@ -268,4 +306,5 @@ def test_closum_to_jsonl_files(meltano, sandbox):
     for resource in registry.RESOURCES:
         lines = (out / f"{resource.stream_name}.jsonl").read_text().splitlines()
         assert sorted(json.loads(line)["id"] for line in lines) == sorted(
-            rec["id"] for rec in sandbox.records(resource.name)), resource.stream_name
+            rec["id"] for rec in sandbox.records(resource.name)
+        ), resource.stream_name

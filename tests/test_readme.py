@@ -31,8 +31,13 @@ README = ROOT / "README.md"
 
 
 def test_generated_blocks_match_the_code():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (
         "README.md / meltano.yml drifted from the code; run `make docs` "
         f"(.venv/bin/python scripts/gen_docs.py):\n{proc.stdout[-6000:]}{proc.stderr[-3000:]}"
@@ -48,19 +53,35 @@ def test_generator_knows_every_setting_and_stream():
     text = README.read_text(encoding="utf-8")
     for cls, marker in ((TapClosum, "tap-settings"), (TargetClosum, "target-settings")):
         block = text.split(f"<!-- BEGIN GENERATED: {marker} -->")[1].split(f"<!-- END GENERATED: {marker} -->")[0]
-        rows = re.findall(r"^\| `([a-z_]+)` \| (yes|no) \|", block, re.M)
+        rows = re.findall(r"^\| `([a-z_]+)` \| (yes|no) \|", block, re.MULTILINE)
         required = set(cls.config_jsonschema.get("required", []))
-        own = [name for name in cls.config_jsonschema["properties"]
-               if name not in {"stream_maps", "stream_map_config", "faker_config", "flattening_enabled",
-                               "flattening_max_depth", "flattening_max_key_length", "flattening_separator",
-                               "batch_config", "add_record_metadata", "validate_records"}]
+        own = [
+            name
+            for name in cls.config_jsonschema["properties"]
+            if name
+            not in {
+                "stream_maps",
+                "stream_map_config",
+                "faker_config",
+                "flattening_enabled",
+                "flattening_max_depth",
+                "flattening_max_key_length",
+                "flattening_separator",
+                "batch_config",
+                "add_record_metadata",
+                "validate_records",
+            }
+        ]
         assert [name for name, _ in rows if name in own] == own
         assert {name for name, req in rows if req == "yes"} == required
 
     block = text.split("<!-- BEGIN GENERATED: streams -->")[1].split("<!-- END GENERATED: streams -->")[0]
     for r in registry.RESOURCES:
-        assert re.search(rf"^\| `{r.stream_name}` \| `GET {re.escape(r.list_path)}` \| `id` \| {r.replication.value}",
-                         block, re.M), r.stream_name
+        assert re.search(
+            rf"^\| `{r.stream_name}` \| `GET {re.escape(r.list_path)}` \| `id` \| {r.replication.value}",
+            block,
+            re.MULTILINE,
+        ), r.stream_name
 
     meltano = yaml.safe_load((ROOT / "meltano.yml").read_text())
     plugins = {p["name"]: p for kind in ("extractors", "loaders") for p in meltano["plugins"][kind]}
@@ -69,7 +90,8 @@ def test_generator_knows_every_setting_and_stream():
         assert set(cls.config_jsonschema["properties"]) <= set(settings), name
         assert settings["api_pw"]["kind"] == "password"
         assert all(s.get("description") and s.get("kind") for s in settings.values())
-        assert plugins[name]["pip_url"] == "-e ." and plugins[name]["namespace"]
+        assert plugins[name]["pip_url"] == "-e ."
+        assert plugins[name]["namespace"]
 
 
 def test_meltano_yml_pins_what_the_readme_says_and_needs_no_hub():
@@ -90,7 +112,8 @@ def test_meltano_yml_pins_what_the_readme_says_and_needs_no_hub():
     envs = {e["name"]: e for e in meltano["environments"]}
     prod = {p["name"]: p["config"] for p in envs["prod"]["config"]["plugins"]["extractors"]}
     assert prod["tap-closum"]["api_url"] == "https://api.closum.com/api"
-    assert "api_pw" not in prod["tap-closum"] and "api_username" not in prod["tap-closum"]
+    assert "api_pw" not in prod["tap-closum"]
+    assert "api_username" not in prod["tap-closum"]
 
 
 # ---- the curl session ---------------------------------------------------------
@@ -125,23 +148,24 @@ def readme_sandbox(tmp_path):
     """``closum-sandbox serve --seed 25`` as ``make sandbox`` starts it: port 8080 when free."""
     makefile = (ROOT / "Makefile").read_text()
     assert "closum-sandbox serve --port 8080 --seed 25" in makefile, "the README's session assumes `make sandbox`"
-    with (tmp_path / "sandbox.log").open("w") as log, SandboxProcess(
-        seed=25, port=8080 if _free(8080) else None, log=log
-    ) as server:
+    with (
+        (tmp_path / "sandbox.log").open("w") as log,
+        SandboxProcess(seed=25, port=8080 if _free(8080) else None, log=log) as server,
+    ):
         yield server.port
 
 
 def _matches(expected: str, answer: str) -> bool:
     """``expected`` with ``...`` as a wildcard, against the whole answer."""
     pattern = ".*?".join(re.escape(part) for part in expected.split("..."))
-    return re.fullmatch(pattern, answer, re.S) is not None
+    return re.fullmatch(pattern, answer, re.DOTALL) is not None
 
 
 def test_readme_curl_session_runs_as_written(readme_sandbox):
     steps = _curl_session()
     commands = [cmd for cmd, _ in steps]
     assert any("/api/token" in c for c in commands)
-    assert any(c.startswith("curl -s \"localhost:8080/api/lead?") for c in commands)  # list
+    assert any(c.startswith('curl -s "localhost:8080/api/lead?') for c in commands)  # list
     assert any("-X POST localhost:8080/api/lead " in c for c in commands)  # create
     assert any(re.match(r"curl -s localhost:8080/api/lead/\d+ ", c) for c in commands)  # retrieve
     assert any("-X PUT " in c for c in commands)  # update
@@ -153,8 +177,9 @@ def test_readme_curl_session_runs_as_written(readme_sandbox):
         script = "set -euo pipefail\n" + "\n".join(env_lines) + "\n" + command + "\n"
         if re.match(r"^[A-Z_]+=\$\(", command):
             name = command.split("=", 1)[0]
-            proc = subprocess.run(["bash", "-c", script + f'printf %s "${name}"'], capture_output=True,
-                                  text=True, timeout=60)
+            proc = subprocess.run(
+                ["bash", "-c", script + f'printf %s "${name}"'], capture_output=True, text=True, timeout=60
+            )
             assert proc.returncode == 0 and proc.stdout, f"{command}\n{proc.stderr}"
             env_lines.append(f"{name}={json.dumps(proc.stdout)}")
             continue

@@ -11,7 +11,8 @@ from closum_sandbox.testing import SandboxServer
 
 def test_health(sandbox):
     r = requests.get(sandbox.url + "/_admin/health", timeout=5)
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
 
 
 def test_requests_log_and_clear(sandbox):
@@ -21,12 +22,16 @@ def test_requests_log_and_clear(sandbox):
     requests.get(sandbox.url + "/_admin/health", timeout=5)
     log = sandbox.requests_log()
     assert [(e["method"], e["path"], e["status"]) for e in log] == [
-        ("POST", "/api/token", 200), ("GET", "/api/lead", 200), ("GET", "/api/lead/999999", 404)]
+        ("POST", "/api/token", 200),
+        ("GET", "/api/lead", 200),
+        ("GET", "/api/lead/999999", 404),
+    ]
     assert log[1]["query"] == {"limit": "3", "sort": "name"}
     assert all(e["after_write_fault"] is False for e in log)
     assert [e["path"] for e in sandbox.requests_log("/api/lead/")] == ["/api/lead/999999"]
     # Passwords and tokens are never recorded.
-    assert "sandbox" not in str(log) and h["Authorization"][7:] not in str(log)
+    assert "sandbox" not in str(log)
+    assert h["Authorization"][7:] not in str(log)
     sandbox.clear_log()
     assert sandbox.requests_log() == []
 
@@ -42,21 +47,26 @@ def test_reset_with_and_without_seed(sandbox):
     # The token survives a reset.
     assert requests.get(sandbox.api_url + "/lead", headers=h, timeout=5).status_code == 200
     r = requests.post(sandbox.url + "/_admin/reset", json={"seed": -1}, timeout=5)
-    assert r.status_code == 400 and r.json()["success"] is False
+    assert r.status_code == 400
+    assert r.json()["success"] is False
 
 
 def test_config_get_patch(sandbox):
     cfg = requests.get(sandbox.url + "/_admin/config", timeout=5).json()
-    assert cfg["max_page_size"] == 1000 and "password" not in cfg
+    assert cfg["max_page_size"] == 1000
+    assert "password" not in cfg
     new = sandbox.configure(latency_ms=5, max_page_size=3, token_ttl=60, fail_rate=0, rate_limit=0)
-    assert new["latency_ms"] == 5 and new["max_page_size"] == 3 and new["token_ttl"] == 60
+    assert new["latency_ms"] == 5
+    assert new["max_page_size"] == 3
+    assert new["token_ttl"] == 60
     h = {"Authorization": f"Bearer {sandbox.token()}"}
     assert len(requests.get(sandbox.api_url + "/lead", params={"limit": 50}, headers=h, timeout=5).json()["data"]) == 3
     r = requests.post(sandbox.api_url + "/token", json={"api_username": "sandbox", "api_pw": "sandbox"}, timeout=5)
     assert r.json()["data"]["expires_in"] == 60
     for bad in ({"fail_rate": 2}, {"max_page_size": 0}, {"nope": 1}, {"latency_ms": "x"}):
         r = requests.patch(sandbox.url + "/_admin/config", json=bad, timeout=5)
-        assert r.status_code == 400 and r.json()["success"] is False
+        assert r.status_code == 400
+        assert r.json()["success"] is False
 
 
 def test_revoke_tokens(sandbox):
@@ -67,9 +77,11 @@ def test_revoke_tokens(sandbox):
 
 def test_add_records_and_list_all(sandbox):
     ids = sandbox.add_records("lead", 500)
-    assert len(ids) == 500 and ids == list(range(26, 526))
+    assert len(ids) == 500
+    assert ids == list(range(26, 526))
     leads = sandbox.records("lead")
-    assert len(leads) == 525 and leads[-1]["id"] == 525
+    assert len(leads) == 525
+    assert leads[-1]["id"] == 525
     assert sandbox.add_records("audience_list", 2)[0] >= 289701
     assert len(sandbox.add_records("lead_audience_list", 3)) == 3
     assert len(sandbox.add_records("email", 4)) == 4
@@ -96,21 +108,29 @@ def test_add_records_is_fast(sandbox):
     t = time.perf_counter()
     body = requests.get(sandbox.api_url + "/lead", params={"limit": 100, "page": 200}, headers=h, timeout=5).json()
     assert time.perf_counter() - t < 0.5
-    assert body["data"][0]["id"] == 19901 and body["pagination"]["count"] == 20_025
+    assert body["data"][0]["id"] == 19901
+    assert body["pagination"]["count"] == 20_025
 
 
 def test_config_helper(sandbox):
     cfg = sandbox.config(start_date="2020-01-01")
-    assert cfg == {"api_url": sandbox.api_url, "api_username": "sandbox", "api_pw": "sandbox",
-                   "start_date": "2020-01-01"}
-    assert sandbox.api_url == sandbox.url + "/api" and sandbox.url.startswith("http://127.0.0.1:")
+    assert cfg == {
+        "api_url": sandbox.api_url,
+        "api_username": "sandbox",
+        "api_pw": "sandbox",
+        "start_date": "2020-01-01",
+    }
+    assert sandbox.api_url == sandbox.url + "/api"
+    assert sandbox.url.startswith("http://127.0.0.1:")
 
 
 def test_persistence_across_restart(tmp_path):
     db = tmp_path / "sandbox.sqlite"
     with SandboxServer(db=db, seed=5) as sb:
         h = {"Authorization": f"Bearer {sb.token()}"}
-        rid = requests.post(sb.api_url + "/email", json={"email": "persist@sapo.pt"}, headers=h, timeout=5).json()["data"]["id"]
+        rid = requests.post(sb.api_url + "/email", json={"email": "persist@sapo.pt"}, headers=h, timeout=5).json()[
+            "data"
+        ]["id"]
         leads = sb.records("lead")
     assert db.exists()
     with SandboxServer(db=db, seed=50) as sb:  # an existing database is not seeded again

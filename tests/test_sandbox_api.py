@@ -49,7 +49,8 @@ def assert_error(r, status, *words):
     assert r.status_code == status, r.text
     body = r.json()
     assert body["success"] is False
-    assert isinstance(body["message"], str) and "\n" not in body["message"]
+    assert isinstance(body["message"], str)
+    assert "\n" not in body["message"]
     for word in words:
         assert word in body["message"]
     return body
@@ -179,7 +180,16 @@ def test_retrieve_records_valid(api, sandbox, resource):
 
 def test_lead_list_item_exact_shape(api):
     item = api.get("/lead").json()["data"][0]
-    assert set(item) == {"id", "name", "city_id", "contact_lifecycle_stage_id", "custom_data", "creation_date", "phone", "email"}
+    assert set(item) == {
+        "id",
+        "name",
+        "city_id",
+        "contact_lifecycle_stage_id",
+        "custom_data",
+        "creation_date",
+        "phone",
+        "email",
+    }
     assert set(item["phone"]) == {"extension", "number"}
     assert set(item["email"]) == {"email"}
     assert item["creation_date"].endswith("+00:00")
@@ -188,16 +198,21 @@ def test_lead_list_item_exact_shape(api):
 def test_lead_retrieve_shape_with_opt_in(api, sandbox):
     rid = api.post("/lead", json=LEAD).json()["data"]["id"]
     lead = api.get(f"/lead/{rid}").json()["data"]
-    assert lead["email"]["email"] == "sylvialhook@closum.com" and isinstance(lead["email"]["id"], int)
+    assert lead["email"]["email"] == "sylvialhook@closum.com"
+    assert isinstance(lead["email"]["id"], int)
     assert lead["phone"] == {"id": lead["phone"]["id"], "extension": "001", "number": "517-388-1452"}
-    assert lead["lead_opt_in"]["sms"] is True and lead["lead_opt_in"]["email"] is False
+    assert lead["lead_opt_in"]["sms"] is True
+    assert lead["lead_opt_in"]["email"] is False
     assert lead["lead_opt_in"]["enviroment"] == {"REMOTE_ADDR": "192.168.1.1"}
-    assert lead["city_id"] == 1 and lead["custom_data"] == '{"origem": "feira"}'
+    assert lead["city_id"] == 1
+    assert lead["custom_data"] == '{"origem": "feira"}'
     # The nested ids are real email / phone records.
     email = api.get(f"/email/{lead['email']['id']}").json()["data"]
-    assert email["email"] == "sylvialhook@closum.com" and email["status"] == 1
+    assert email["email"] == "sylvialhook@closum.com"
+    assert email["status"] == 1
     phone = api.get(f"/phone/{lead['phone']['id']}").json()["data"]
-    assert phone["extension"] == "001" and phone["is_valid"] == 1
+    assert phone["extension"] == "001"
+    assert phone["is_valid"] == 1
     assert_valid(registry.get("lead"), lead)
 
 
@@ -209,9 +224,22 @@ def test_seeded_data_is_realistic_and_deterministic(sandbox_factory):
     cities = {c["city_name"] for c in a.records("city")}
     assert {"Abrantes", "Aveiro", "Braga", "Coimbra", "Évora"} <= cities
     stages = a.records("contact_lifecycle_stage")
-    assert [(s["id"], s["label"]) for s in stages] == list(enumerate([
-        "Não Qualificado", "Subscritor", "Lead", "Marketing Qualified Lead", "Sales Qualified Lead",
-        "Oportunidade", "Cliente", "Evangelista", "Outro"], start=1))
+    assert [(s["id"], s["label"]) for s in stages] == list(
+        enumerate(
+            [
+                "Não Qualificado",
+                "Subscritor",
+                "Lead",
+                "Marketing Qualified Lead",
+                "Sales Qualified Lead",
+                "Oportunidade",
+                "Cliente",
+                "Evangelista",
+                "Outro",
+            ],
+            start=1,
+        )
+    )
     phones = a.records("phone")
     assert {p["extension"] for p in phones} == {"351", "001"}
     assert all(isinstance(p["is_valid"], int) and p["is_valid"] == 1 for p in phones)
@@ -226,7 +254,9 @@ def test_pagination_walk(api):
     while True:
         body = api.get("/lead", params={"limit": 7, "page": page}).json()
         p = body["pagination"]
-        assert p["current_page"] == page and p["count"] == 25 and p["page_count"] == 4
+        assert p["current_page"] == page
+        assert p["count"] == 25
+        assert p["page_count"] == 4
         assert p["has_prev_page"] == (page > 1)
         seen += [r["id"] for r in body["data"]]
         if not p["has_next_page"]:
@@ -234,34 +264,49 @@ def test_pagination_walk(api):
         page += 1
     assert page == 4
     assert len(body["data"]) == 4  # exact last page: 25 = 3 * 7 + 4
-    assert seen == sorted(seen) and len(set(seen)) == 25
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 25
 
 
 def test_exact_last_page(api):
     body = api.get("/lead", params={"limit": 5, "page": 5}).json()
     assert len(body["data"]) == 5
-    assert body["pagination"]["has_next_page"] is False and body["pagination"]["page_count"] == 5
+    assert body["pagination"]["has_next_page"] is False
+    assert body["pagination"]["page_count"] == 5
 
 
 def test_default_page_and_limit(api):
     body = api.get("/lead").json()
-    assert len(body["data"]) == 25 and body["pagination"]["page_count"] == 1
+    assert len(body["data"]) == 25
+    assert body["pagination"]["page_count"] == 1
     assert body["pagination"]["current_page"] == 1
 
 
 def test_page_past_end(api):
     body = api.get("/lead", params={"limit": 10, "page": 9}).json()
     assert body["data"] == []
-    assert body["pagination"] == {"page_count": 3, "current_page": 9, "has_next_page": False,
-                                  "has_prev_page": True, "count": 25, "limit": None}
+    assert body["pagination"] == {
+        "page_count": 3,
+        "current_page": 9,
+        "has_next_page": False,
+        "has_prev_page": True,
+        "count": 25,
+        "limit": None,
+    }
 
 
 def test_empty_resource(sandbox, api):
     sandbox.reset(seed=0)
     body = api.get("/lead").json()
     assert body["data"] == []
-    assert body["pagination"] == {"page_count": 1, "current_page": 1, "has_next_page": False,
-                                  "has_prev_page": False, "count": 0, "limit": None}
+    assert body["pagination"] == {
+        "page_count": 1,
+        "current_page": 1,
+        "has_next_page": False,
+        "has_prev_page": False,
+        "count": 0,
+        "limit": None,
+    }
     assert api.get("/contact-lifecycle-stage/").json()["pagination"]["count"] == 9
 
 
@@ -269,7 +314,8 @@ def test_limit_capped_by_max_page_size(sandbox_factory):
     sb = sandbox_factory(max_page_size=10)
     body = Api(sb).get("/lead", params={"limit": 20}).json()
     assert len(body["data"]) == 10
-    assert body["pagination"]["count"] == 25 and body["pagination"]["limit"] is None
+    assert body["pagination"]["count"] == 25
+    assert body["pagination"]["limit"] is None
     assert body["pagination"]["page_count"] == math.ceil(25 / 10)
 
 
@@ -294,9 +340,14 @@ def test_sort_ties_broken_by_id(api):
 @pytest.mark.parametrize(
     ("params", "word"),
     [
-        ({"page": "0"}, "page"), ({"page": "x"}, "page"), ({"page": "-1"}, "page"), ({"page": "1.5"}, "page"),
-        ({"limit": "0"}, "limit"), ({"limit": "abc"}, "limit"),
-        ({"sort": "nope"}, "sort"), ({"direction": "up"}, "direction"),
+        ({"page": "0"}, "page"),
+        ({"page": "x"}, "page"),
+        ({"page": "-1"}, "page"),
+        ({"page": "1.5"}, "page"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "abc"}, "limit"),
+        ({"sort": "nope"}, "sort"),
+        ({"direction": "up"}, "direction"),
     ],
 )
 def test_bad_list_query_400(api, params, word):
@@ -312,7 +363,8 @@ def test_sort_by_field_of_other_revision_400(sandbox_factory):
 def test_lifecycle_stage_with_and_without_slash(api):
     a = api.get("/contact-lifecycle-stage/").json()
     b = api.get("/contact-lifecycle-stage").json()
-    assert a == b and a["pagination"]["count"] == 9
+    assert a == b
+    assert a["pagination"]["count"] == 9
 
 
 # ---- revisions -----------------------------------------------------------
@@ -333,8 +385,10 @@ def test_other_revision_404(sandbox_factory, revision):
 def test_lead_fields_per_revision(sandbox_factory):
     l19 = Api(sandbox_factory(revision="2019", seed=2)).get("/lead").json()["data"][0]
     l21 = Api(sandbox_factory(revision="2021", seed=2)).get("/lead").json()["data"][0]
-    assert "city_id" in l19 and "contact_lifecycle_stage_id" not in l19
-    assert "contact_lifecycle_stage_id" in l21 and "city_id" not in l21
+    assert "city_id" in l19
+    assert "contact_lifecycle_stage_id" not in l19
+    assert "contact_lifecycle_stage_id" in l21
+    assert "city_id" not in l21
 
 
 def test_city_id_on_2021_server_is_unknown_field(sandbox_factory):
@@ -348,8 +402,11 @@ def test_city_id_on_2021_server_is_unknown_field(sandbox_factory):
 
 def test_lifecycle_stage_on_2019_server_is_unknown_field(sandbox_factory):
     api = Api(sandbox_factory(revision="2019", seed=2))
-    assert_error(api.post("/lead", json={"email": {"email": "a@b.pt"}, "contact_lifecycle_stage_id": 3}), 400,
-                 "contact_lifecycle_stage_id")
+    assert_error(
+        api.post("/lead", json={"email": {"email": "a@b.pt"}, "contact_lifecycle_stage_id": 3}),
+        400,
+        "contact_lifecycle_stage_id",
+    )
 
 
 # ---- 404 / 405 -----------------------------------------------------------
@@ -367,9 +424,16 @@ def test_unknown_path_404(api):
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("POST", "/city"), ("PUT", "/lead/1"), ("GET", "/city/1"), ("POST", "/contact-lifecycle-stage/"),
-        ("POST", "/contact-lifecycle-stage"), ("PUT", "/unqualified-lead/1"), ("DELETE", "/lead/1"),
-        ("PUT", "/audience-list/289701"), ("PATCH", "/email/1"), ("DELETE", "/email"),
+        ("POST", "/city"),
+        ("PUT", "/lead/1"),
+        ("GET", "/city/1"),
+        ("POST", "/contact-lifecycle-stage/"),
+        ("POST", "/contact-lifecycle-stage"),
+        ("PUT", "/unqualified-lead/1"),
+        ("DELETE", "/lead/1"),
+        ("PUT", "/audience-list/289701"),
+        ("PATCH", "/email/1"),
+        ("DELETE", "/email"),
         ("GET", "/contact-lifecycle-stage/1"),
     ],
 )
@@ -394,17 +458,23 @@ def test_create_lead_answers_id_and_is_listed(api):
     assert r.status_code == 200
     assert r.json() == {"success": True, "data": {"id": 26}}
     last = api.get("/lead", params={"direction": "desc", "limit": 1}).json()["data"][0]
-    assert last["id"] == 26 and last["email"] == {"email": "sylvialhook@closum.com"}
+    assert last["id"] == 26
+    assert last["email"] == {"email": "sylvialhook@closum.com"}
     assert last["phone"] == {"extension": "001", "number": "517-388-1452"}
 
 
 def test_create_unqualified_lead_contact_type_string(api):
-    body = {"name": "Ana", "phone": {"extension": "351", "number": "916912468"}, "contact_type_id": "1",
-            "unqualified_lead_opt_in": {"sms": False}}
+    body = {
+        "name": "Ana",
+        "phone": {"extension": "351", "number": "916912468"},
+        "contact_type_id": "1",
+        "unqualified_lead_opt_in": {"sms": False},
+    }
     rid = api.post("/unqualified-lead", json=body).json()["data"]["id"]
     rec = api.get(f"/unqualified-lead/{rid}").json()["data"]
     assert rec["contact_type_id"] == 1
-    assert rec["email"] is None and rec["phone"]["number"] == "916912468"
+    assert rec["email"] is None
+    assert rec["phone"]["number"] == "916912468"
     assert rec["unqualified_lead_opt_in"]["sms"] is False
     assert_valid(registry.get("unqualified_lead"), rec)
 
@@ -462,7 +532,8 @@ def test_bad_json_400(api, raw):
 def test_create_and_retrieve(api, path, body):
     r = api.post(path, json=body)
     assert r.status_code == 200
-    assert set(r.json()) == {"success", "data"} and set(r.json()["data"]) == {"id"}
+    assert set(r.json()) == {"success", "data"}
+    assert set(r.json()["data"]) == {"id"}
     rid = r.json()["data"]["id"]
     rec = api.get(f"{path}/{rid}").json()["data"]
     for key, value in body.items():
@@ -485,7 +556,8 @@ def test_update_email_reflects_in_lead(api):
     lead = api.get("/lead/1").json()["data"]
     eid = lead["email"]["id"]
     r = api.put(f"/email/{eid}", json={"id": eid, "email": "update.sylvialhook@closum.com"})
-    assert r.status_code == 200 and r.json() == {"success": True, "data": []}
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "data": []}
     assert api.get(f"/email/{eid}").json()["data"]["email"] == "update.sylvialhook@closum.com"
     assert api.get("/lead/1").json()["data"]["email"]["email"] == "update.sylvialhook@closum.com"
 
@@ -495,7 +567,9 @@ def test_update_phone_and_contact_type(api):
     assert api.get("/phone/1").json()["data"]["number"] == "517-388-1452"
     assert api.put("/contact-type/1", json={"label": "Atualizado"}).status_code == 200
     ct = api.get("/contact-type/1").json()["data"]
-    assert ct["label"] == "Atualizado" and "date_add" in ct and "creation_date" not in ct
+    assert ct["label"] == "Atualizado"
+    assert "date_add" in ct
+    assert "creation_date" not in ct
 
 
 def test_update_id_mismatch_400(api):
@@ -510,4 +584,5 @@ def test_update_bad_body_400(api):
 def test_docs_and_openapi(sandbox):
     assert requests.get(sandbox.url + "/docs", timeout=5).status_code == 200
     spec = requests.get(sandbox.url + "/openapi.json", timeout=5).json()
-    assert "/api/lead" in spec["paths"] and "/api/contact-lifecycle-stage/" in spec["paths"]
+    assert "/api/lead" in spec["paths"]
+    assert "/api/contact-lifecycle-stage/" in spec["paths"]

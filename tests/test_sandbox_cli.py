@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def cli_server(tmp_path):
     log = (tmp_path / "serve.log").open("w+")
-    server = SandboxProcess(seed=10, revision="2019", username="me", password="s3cret",
-                            db=tmp_path / "cli.sqlite", log=log)
+    server = SandboxProcess(
+        seed=10, revision="2019", username="me", password="s3cret", db=tmp_path / "cli.sqlite", log=log
+    )
     try:
         server.start(timeout=20)
     except RuntimeError:
@@ -38,17 +39,26 @@ def test_cli_session(cli_server):
     assert r.status_code == 200
     h = {"Authorization": f"Bearer {r.json()['data']['token']}", "Accept": "application/json"}
     listed = requests.get(api + "/email", headers=h, timeout=5).json()
-    assert listed["success"] is True and listed["pagination"]["count"] > 0
-    rid = requests.post(api + "/email", json={"email": "sylvialhook@closum.com"}, headers=h, timeout=5).json()["data"]["id"]
+    assert listed["success"] is True
+    assert listed["pagination"]["count"] > 0
+    rid = requests.post(api + "/email", json={"email": "sylvialhook@closum.com"}, headers=h, timeout=5).json()["data"][
+        "id"
+    ]
     assert requests.get(f"{api}/email/{rid}", headers=h, timeout=5).json()["data"]["email"] == "sylvialhook@closum.com"
-    r = requests.put(f"{api}/email/{rid}", json={"id": rid, "email": "update.sylvialhook@closum.com"}, headers=h, timeout=5)
+    r = requests.put(
+        f"{api}/email/{rid}", json={"id": rid, "email": "update.sylvialhook@closum.com"}, headers=h, timeout=5
+    )
     assert r.json() == {"success": True, "data": []}
-    assert requests.get(f"{api}/email/{rid}", headers=h, timeout=5).json()["data"]["email"] == "update.sylvialhook@closum.com"
+    assert (
+        requests.get(f"{api}/email/{rid}", headers=h, timeout=5).json()["data"]["email"]
+        == "update.sylvialhook@closum.com"
+    )
     assert requests.get(api + "/audience-list", headers=h, timeout=5).status_code == 404  # --revision 2019
     server.stop()
     log.seek(0)
     out = log.read()
-    assert "s3cret" not in out and h["Authorization"][7:] not in out
+    assert "s3cret" not in out
+    assert h["Authorization"][7:] not in out
     assert "GET /api/email" not in out  # access log is off by default
 
 
@@ -58,10 +68,29 @@ def test_cli_parser_defaults_and_help():
     assert (args.username, args.password, args.token_ttl) == ("sandbox", "sandbox", 3600)
     assert (args.latency_ms, args.fail_rate, args.rate_limit, args.max_page_size, args.fault_seed) == (0, 0, 0, 1000, 0)
     assert args.access_log is False
-    help_text = subprocess.run([sys.executable, "-m", "closum_sandbox.cli", "serve", "--help"], cwd=ROOT,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True).stdout
-    for flag in ("--host", "--port", "--db", "--seed", "--revision", "--username", "--password", "--token-ttl",
-                 "--latency-ms", "--fail-rate", "--rate-limit", "--max-page-size", "--fault-seed", "--access-log"):
+    help_text = subprocess.run(
+        [sys.executable, "-m", "closum_sandbox.cli", "serve", "--help"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+    ).stdout
+    for flag in (
+        "--host",
+        "--port",
+        "--db",
+        "--seed",
+        "--revision",
+        "--username",
+        "--password",
+        "--token-ttl",
+        "--latency-ms",
+        "--fail-rate",
+        "--rate-limit",
+        "--max-page-size",
+        "--fault-seed",
+        "--access-log",
+    ):
         assert flag in help_text
 
 

@@ -41,7 +41,8 @@ def test_fail_rate_one_gives_only_500_503(sandbox_factory):
         assert r.status_code in (500, 503)
         ctype = r.headers.get("content-type", "")
         if "text/html" in ctype:
-            assert r.status_code == 503 and "<html>" in r.text
+            assert r.status_code == 503
+            assert "<html>" in r.text
             kinds.add("html")
         elif not r.content:
             kinds.add("empty")
@@ -51,7 +52,8 @@ def test_fail_rate_one_gives_only_500_503(sandbox_factory):
     assert kinds == {"html", "empty", "json"}
     assert requests.get(sb.url + "/_admin/health", timeout=5).status_code == 200
     log = sb.requests_log("/api/lead")
-    assert len(log) == 60 and all(e["status"] in (500, 503) for e in log)
+    assert len(log) == 60
+    assert all(e["status"] in (500, 503) for e in log)
 
 
 def test_fail_rate_is_seeded(sandbox_factory):
@@ -64,7 +66,8 @@ def test_fail_rate_is_seeded(sandbox_factory):
     # token() may itself fail; retry until one is issued, consuming the same draws on both.
     assert run_with_token(a) == run_with_token(b)
     codes = run_with_token(a)
-    assert 200 in codes and ({500, 503} & set(codes))
+    assert 200 in codes
+    assert {500, 503} & set(codes)
 
 
 def run_with_token(sb):
@@ -87,7 +90,8 @@ def test_rate_limit_429_retry_after(sandbox_factory):
         codes.append(r.status_code)
         if r.status_code == 429:
             limited = r
-    assert codes[:4] == [200] * 4 and set(codes[4:]) == {429}
+    assert codes[:4] == [200] * 4
+    assert set(codes[4:]) == {429}
     assert limited.headers["Retry-After"] == "1"
     assert limited.json()["success"] is False
     time.sleep(1.0)
@@ -108,7 +112,8 @@ def test_scripted_fault_bodies(sandbox, body, ctype):
     h = token_headers(sandbox)
     sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 503, "body": body, "retry_after": 2}])
     r = requests.get(sandbox.api_url + "/lead", headers=h, timeout=5)
-    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "2"
     if ctype:
         assert r.headers["content-type"].startswith(ctype)
     else:
@@ -123,10 +128,16 @@ def test_scripted_fault_matching_and_times(sandbox):
     sandbox.script_faults([{"method": "POST", "path": "/api/email", "status": 500, "times": 2}])
     # Other method / path: untouched.
     assert requests.get(sandbox.api_url + "/email", headers=h, timeout=5).status_code == 200
-    assert requests.post(sandbox.api_url + "/phone", headers=h, json={"extension": "351", "number": "912345678"},
-                         timeout=5).status_code == 200
-    codes = [requests.post(sandbox.api_url + "/email", headers=h, json={"email": "a@b.pt"}, timeout=5).status_code
-             for _ in range(3)]
+    assert (
+        requests.post(
+            sandbox.api_url + "/phone", headers=h, json={"extension": "351", "number": "912345678"}, timeout=5
+        ).status_code
+        == 200
+    )
+    codes = [
+        requests.post(sandbox.api_url + "/email", headers=h, json={"email": "a@b.pt"}, timeout=5).status_code
+        for _ in range(3)
+    ]
     assert codes == [500, 500, 200]
     assert len(sandbox.records("email")) == before + 1  # faults before the write create nothing
 
@@ -138,9 +149,12 @@ def test_scripted_after_write_creates_record(sandbox):
     r = requests.post(sandbox.api_url + "/email", headers=h, json={"email": "ambiguous@sapo.pt"}, timeout=5)
     assert r.status_code == 500
     emails = sandbox.records("email")
-    assert len(emails) == before + 1 and emails[-1]["email"] == "ambiguous@sapo.pt"
+    assert len(emails) == before + 1
+    assert emails[-1]["email"] == "ambiguous@sapo.pt"
     entry = sandbox.requests_log("/api/email")[-1]
-    assert entry["after_write_fault"] is True and entry["status"] == 500 and entry["method"] == "POST"
+    assert entry["after_write_fault"] is True
+    assert entry["status"] == 500
+    assert entry["method"] == "POST"
 
 
 def test_scripted_drop_connection(sandbox):
@@ -176,7 +190,8 @@ def test_scripted_token_fault(sandbox):
 def test_bad_fault_entries_400(sandbox):
     for bad in [{"nope": 1}, {"body": "xml"}, {"status": "500"}, {"times": 0}, "x"]:
         r = requests.post(sandbox.url + "/_admin/faults", json={"faults": [bad]}, timeout=5)
-        assert r.status_code == 400 and r.json()["success"] is False
+        assert r.status_code == 400
+        assert r.json()["success"] is False
     assert requests.get(sandbox.url + "/_admin/faults", timeout=5).json() == []
 
 

@@ -16,20 +16,24 @@ def stored_ids(sandbox, resource: str) -> list[int]:
 
 def test_bursts_of_500_503_and_429_lose_and_double_nothing(sandbox_factory, caplog):
     sandbox = sandbox_factory(seed=50)
-    sandbox.script_faults([
-        {"method": "GET", "path": "/api/lead", "status": 500, "body": "empty", "times": 2},
-        {"method": "GET", "path": "/api/lead", "status": 503, "body": "html", "times": 2},
-        {"method": "GET", "path": "/api/lead", "status": 429, "body": "json", "retry_after": 1, "times": 1},
-        {"method": "GET", "path": "/api/email", "status": 502, "body": "json", "times": 1},
-        {"method": "GET", "path": "/api/email", "status": 504, "body": "html", "times": 1},
-    ])
+    sandbox.script_faults(
+        [
+            {"method": "GET", "path": "/api/lead", "status": 500, "body": "empty", "times": 2},
+            {"method": "GET", "path": "/api/lead", "status": 503, "body": "html", "times": 2},
+            {"method": "GET", "path": "/api/lead", "status": 429, "body": "json", "retry_after": 1, "times": 1},
+            {"method": "GET", "path": "/api/email", "status": 502, "body": "json", "times": 1},
+            {"method": "GET", "path": "/api/email", "status": 504, "body": "html", "times": 1},
+        ]
+    )
     with caplog.at_level(logging.WARNING):
         out = run_tap(sandbox.config(page_size=6, max_parallel_requests=4, **FAST), streams={"leads", "emails"})
     assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
     assert len(out.ids("leads")) == len(set(out.ids("leads")))
     assert sorted(out.ids("emails")) == stored_ids(sandbox, "email")
     statuses = [r["status"] for r in sandbox.requests_log("/api/lead")]
-    assert statuses.count(500) == 2 and statuses.count(503) == 2 and statuses.count(429) == 1
+    assert statuses.count(500) == 2
+    assert statuses.count(503) == 2
+    assert statuses.count(429) == 1
     retries = [r.getMessage() for r in caplog.records if "Retrying in" in r.getMessage()]
     assert len(retries) == 7
     assert any("an HTML page" in m for m in retries)
@@ -37,11 +41,13 @@ def test_bursts_of_500_503_and_429_lose_and_double_nothing(sandbox_factory, capl
 
 def test_timeouts_and_dropped_connections_are_retried(sandbox_factory):
     sandbox = sandbox_factory(seed=20)
-    sandbox.script_faults([
-        {"method": "GET", "path": "/api/lead", "status": 200, "delay_ms": 2500},
-        {"method": "GET", "path": "/api/lead", "status": 200, "drop_connection": True},
-        {"method": "GET", "path": "/api/phone", "status": 200, "drop_connection": True, "times": 2},
-    ])
+    sandbox.script_faults(
+        [
+            {"method": "GET", "path": "/api/lead", "status": 200, "delay_ms": 2500},
+            {"method": "GET", "path": "/api/lead", "status": 200, "drop_connection": True},
+            {"method": "GET", "path": "/api/phone", "status": 200, "drop_connection": True, "times": 2},
+        ]
+    )
     out = run_tap(sandbox.config(page_size=6, request_timeout=1, **FAST), streams={"leads", "phones"})
     assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
     assert sorted(out.ids("phones")) == stored_ids(sandbox, "phone")
@@ -52,8 +58,10 @@ def test_timeouts_and_dropped_connections_are_retried(sandbox_factory):
 
 def test_random_failures_at_a_high_rate_still_give_every_record_once(sandbox_factory):
     sandbox = sandbox_factory(seed=40, fail_rate=0.3, fault_seed=7)
-    out = run_tap(sandbox.config(page_size=5, max_parallel_requests=4, max_retries=12, backoff_base_seconds=0.01),
-                  streams={"leads", "phones"})
+    out = run_tap(
+        sandbox.config(page_size=5, max_parallel_requests=4, max_retries=12, backoff_base_seconds=0.01),
+        streams={"leads", "phones"},
+    )
     assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
     assert sorted(out.ids("phones")) == stored_ids(sandbox, "phone")
     failed = [r for r in sandbox.requests_log("/api/") if r["status"] >= 500]
@@ -87,7 +95,7 @@ def test_token_renewed_before_expiry_during_a_long_run(sandbox_factory):
     out = run_tap(sandbox.config(page_size=3, max_parallel_requests=1), streams={"leads", "emails"})
     assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
     assert sorted(out.ids("emails")) == stored_ids(sandbox, "email")
-    tokens = [r for r in sandbox.requests_log("/api/token")]
+    tokens = list(sandbox.requests_log("/api/token"))
     assert len(tokens) >= 2
     assert not [r for r in sandbox.requests_log("/api/lead") if r["status"] == 401]
 
@@ -112,7 +120,8 @@ def test_refused_credentials_exit_non_zero_with_one_line(sandbox, tmp_path):
     assert out.returncode != 0
     errors = [line for line in out.stderr.splitlines() if "refused the credentials" in line]
     assert len(errors) == 1
-    assert "api_username" in errors[0] and "api_pw" in errors[0]
+    assert "api_username" in errors[0]
+    assert "api_pw" in errors[0]
     assert "Traceback" not in out.stderr
     assert "not-the-password-xyz" not in out.stderr
 
@@ -131,9 +140,7 @@ def test_config_errors_name_the_setting(sandbox, tmp_path, override, setting):
 def test_secrets_never_reach_the_logs_even_at_debug(sandbox_factory, tmp_path):
     sandbox = sandbox_factory(seed=10, username="loader", password="s3cret-pw-777")
     token = sandbox.token()
-    out = run_tap_process(
-        sandbox.config(**FAST), tmp_path, env={"TAP_CLOSUM_LOG_LEVEL": "DEBUG", "LOGLEVEL": "DEBUG"}
-    )
+    out = run_tap_process(sandbox.config(**FAST), tmp_path, env={"TAP_CLOSUM_LOG_LEVEL": "DEBUG", "LOGLEVEL": "DEBUG"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.records["leads"]
     everything = out.stderr + "\n".join(str(m) for m in out.messages)
@@ -150,14 +157,17 @@ def test_a_refused_page_size_falls_back_once_to_25_with_a_warning(sandbox_factor
         out = run_tap(sandbox.config(page_size=500, **FAST), streams={"leads", "emails"})
     assert sorted(out.ids("leads")) == stored_ids(sandbox, "lead")
     assert sorted(out.ids("emails")) == stored_ids(sandbox, "email")
-    limits = [(r["path"], r["query"].get("limit"), r["status"]) for r in sandbox.requests_log("/api/")
-              if r["method"] == "GET"]
+    limits = [
+        (r["path"], r["query"].get("limit"), r["status"]) for r in sandbox.requests_log("/api/") if r["method"] == "GET"
+    ]
     refused = limits.index(("/api/lead", "500", 400))
     assert all(limit == "500" for _, limit, _ in limits[:refused])  # streams read before the refusal
-    after = limits[refused + 1:]
-    assert after and all(limit == "25" for _, limit, _ in after)  # every request after it, every stream
+    after = limits[refused + 1 :]
+    assert after
+    assert all(limit == "25" for _, limit, _ in after)
     warnings = [r.getMessage() for r in caplog.records if "falling back to the documented 25" in r.getMessage()]
-    assert len(warnings) == 1 and "page_size 500" in warnings[0]
+    assert len(warnings) == 1
+    assert "page_size 500" in warnings[0]
 
 
 def test_a_second_400_after_the_fallback_is_fatal_and_names_the_endpoint(sandbox_factory, tmp_path):

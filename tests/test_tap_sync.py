@@ -146,9 +146,18 @@ def test_an_interrupted_run_never_moves_the_bookmark_past_unemitted_records(sand
     (tmp_path / "state.json").write_text(json.dumps(first.state))
     (tmp_path / "catalog.json").write_text(json.dumps(catalog_selecting(config, {"leads"})))
     proc = subprocess.Popen(
-        [str(BIN / "tap-closum"), "--config", str(tmp_path / "config.json"),
-         "--state", str(tmp_path / "state.json"), "--catalog", str(tmp_path / "catalog.json")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            str(BIN / "tap-closum"),
+            "--config",
+            str(tmp_path / "config.json"),
+            "--state",
+            str(tmp_path / "state.json"),
+            "--catalog",
+            str(tmp_path / "catalog.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     deadline = time.monotonic() + 30
     while len(sandbox.requests_log("/api/lead")) < 3 and time.monotonic() < deadline:

@@ -7,11 +7,11 @@ import time
 
 import pytest
 import requests
+from test_target_support import lead, posts, rejects, run_target, singer, target_config
 
 from closum_api import registry
 from target_closum.ledger import Ledger
 from target_closum.payloads import build_payload, canonical_json, payload_hash
-from test_target_support import lead, posts, rejects, run_target, singer, target_config
 
 
 def _emails(sandbox) -> list[str]:
@@ -41,11 +41,16 @@ def test_scripted_503_and_429_are_retried_honouring_retry_after(sandbox, tmp_pat
     )
     before = len(sandbox.records("email"))
     start = time.monotonic()
-    run = run_target(target_config(sandbox, tmp_path), singer("emails", [{"email": f"m{i}@example.com"} for i in range(5)], key_properties=()))
+    run = run_target(
+        target_config(sandbox, tmp_path),
+        singer("emails", [{"email": f"m{i}@example.com"} for i in range(5)], key_properties=()),
+    )
     assert time.monotonic() - start >= 1.0  # Retry-After: 1 was honoured
     assert len(sandbox.records("email")) - before == 5
     statuses = [e["status"] for e in posts(sandbox, "/api/email")]
-    assert statuses.count(503) == 3 and statuses.count(429) == 1 and statuses.count(200) == 5
+    assert statuses.count(503) == 3
+    assert statuses.count(429) == 1
+    assert statuses.count(200) == 5
     assert run.tally("emails")["created"] == 5
 
 
@@ -67,9 +72,11 @@ def test_ambiguous_create_that_happened_is_reconciled_not_repeated(sandbox, tmp_
     assert len(sandbox.records("lead")) - before == 10
     assert len(posts(sandbox, "/api/lead")) == 10  # nothing resent
     assert sorted(_emails(sandbox)[-10:]) == sorted(f"lead{i}@example.com" for i in range(10))
-    assert run.tally("leads")["reconciled"] == 1 and run.tally("leads")["created"] == 10
+    assert run.tally("leads")["reconciled"] == 1
+    assert run.tally("leads")["created"] == 10
     searches = [e for e in sandbox.requests_log("/api/lead") if e["method"] == "GET"]
-    assert searches and all(e["query"].get("direction") == "desc" and e["query"].get("sort") == "id" for e in searches)
+    assert searches
+    assert all(e["query"].get("direction") == "desc" and e["query"].get("sort") == "id" for e in searches)
 
 
 def test_ambiguous_create_that_did_not_happen_is_created_once(sandbox, tmp_path):
@@ -91,7 +98,8 @@ def test_reconcile_never_takes_an_id_the_ledger_already_owns(sandbox, tmp_path):
     sandbox.script_faults([{"method": "POST", "path": "/api/contact-type", "status": 500, "after_write": False}])
     run = run_target(config, singer("contact_types", [{"id": 1, "label": "Same"}, {"id": 2, "label": "Same"}]))
     assert len(sandbox.records("contact_type")) - before == 1
-    assert run.tally("contact_types")["created"] == 1 and run.tally("contact_types")["skipped"] == 1
+    assert run.tally("contact_types")["created"] == 1
+    assert run.tally("contact_types")["skipped"] == 1
 
 
 def test_pending_intents_of_a_dead_run_are_settled_before_new_writes(sandbox, tmp_path):
@@ -101,7 +109,9 @@ def test_pending_intents_of_a_dead_run_are_settled_before_new_writes(sandbox, tm
     written, lost = lead(1), lead(2)
     for record in (written, lost):
         payload = build_payload(resource, record, ["id"])
-        ledger.mark_pending("leads", "pk:" + canonical_json([record["id"]]), "lead", canonical_json(payload), payload_hash(payload))
+        ledger.mark_pending(
+            "leads", "pk:" + canonical_json([record["id"]]), "lead", canonical_json(payload), payload_hash(payload)
+        )
     ledger.close()
     # The dead run's first POST reached Closum; its second did not.
     token = sandbox.token()
@@ -186,5 +196,6 @@ def test_rejects_lines_are_json(sandbox, tmp_path):
     sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 403, "body": "html"}])
     run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1)]))
     [line] = rejects(tmp_path / "rejects.jsonl")
-    assert line["status"] == 403 and "HTML" in line["message"]
+    assert line["status"] == 403
+    assert "HTML" in line["message"]
     json.dumps(line)

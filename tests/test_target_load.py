@@ -7,10 +7,10 @@ import json
 import logging
 
 import pytest
+from test_target_support import lead, open_schema, posts, rejects, run_target, singer, target_config, writes
 
 from target_closum.mapping import ClosumConfigError
 from target_closum.target import TargetClosum
-from test_target_support import lead, open_schema, posts, rejects, run_target, singer, target_config, writes
 
 
 def _new(sandbox, resource):
@@ -51,16 +51,42 @@ def test_lead_create_with_payload_quirks(sandbox, tmp_path):
 
 def test_every_writable_resource_is_created(sandbox, tmp_path):
     config = target_config(sandbox, tmp_path)
-    counts = {name: len(sandbox.records(name)) for name in ("contact_type", "email", "phone", "audience_list", "unqualified_lead", "lead_audience_list")}
-    run_target(config, singer("contact_types", [{"id": 1, "label": "Partners", "creation_date": "2018-01-01T10:00:00+00:00"}]))
+    counts = {
+        name: len(sandbox.records(name))
+        for name in ("contact_type", "email", "phone", "audience_list", "unqualified_lead", "lead_audience_list")
+    }
+    run_target(
+        config, singer("contact_types", [{"id": 1, "label": "Partners", "creation_date": "2018-01-01T10:00:00+00:00"}])
+    )
     contact_type_id = max(r["id"] for r in sandbox.records("contact_type"))
     text = (
-        singer("emails", [{"id": 1, "email": "one@example.com", "status": 1, "register_date": "2018-01-01T01:01:01+00:00"}])
-        + singer("phones", [{"id": 1, "extension": "001", "number": "517-388-1452", "is_valid": 1, "date_add": "2018-01-01T10:00:00+00:00"}])
+        singer(
+            "emails", [{"id": 1, "email": "one@example.com", "status": 1, "register_date": "2018-01-01T01:01:01+00:00"}]
+        )
+        + singer(
+            "phones",
+            [
+                {
+                    "id": 1,
+                    "extension": "001",
+                    "number": "517-388-1452",
+                    "is_valid": 1,
+                    "date_add": "2018-01-01T10:00:00+00:00",
+                }
+            ],
+        )
         + singer("audience_lists", [{"id": 3, "name": "Newsletter"}])
         + singer(
             "unqualified_leads",
-            [{"id": 4, "name": "U", "email": "u@example.com", "contact_type_id": str(contact_type_id), "unqualified_lead_opt_in": {"sms": False, "email": True}}],
+            [
+                {
+                    "id": 4,
+                    "name": "U",
+                    "email": "u@example.com",
+                    "contact_type_id": str(contact_type_id),
+                    "unqualified_lead_opt_in": {"sms": False, "email": True},
+                }
+            ],
         )
     )
     run = run_target(config, text)
@@ -82,9 +108,9 @@ def test_every_writable_resource_is_created(sandbox, tmp_path):
     assert unq["contact_type_id"] == contact_type_id
     link = max(after["lead_audience_list"], key=lambda r: r["id"])
     assert (link["lead_id"], link["audience_list_id"]) == (lead_id, list_id)
-    assert {s: run.tally(s)["created"] for s in ("emails", "phones", "audience_lists", "unqualified_leads")} == dict.fromkeys(
-        ("emails", "phones", "audience_lists", "unqualified_leads"), 1
-    )
+    assert {
+        s: run.tally(s)["created"] for s in ("emails", "phones", "audience_lists", "unqualified_leads")
+    } == dict.fromkeys(("emails", "phones", "audience_lists", "unqualified_leads"), 1)
     assert rejects(tmp_path / "rejects.jsonl") == []
 
 
@@ -107,10 +133,14 @@ def test_bad_records_go_to_the_rejects_file_and_the_run_goes_on(sandbox, tmp_pat
         assert set(line) == {"stream", "record", "payload", "status", "message", "time"}
         assert line["stream"] == "leads"
         assert "\n" not in line["message"]
-    assert by_id[2]["status"] is None and "needs at least one of" in by_id[2]["message"]
-    assert by_id[4]["status"] is None and "email.email" in by_id[4]["message"]
-    assert by_id[5]["status"] is None and "favourite_colour" in by_id[5]["message"]
-    assert by_id[3]["status"] == 400 and "custom_data" in by_id[3]["message"]
+    assert by_id[2]["status"] is None
+    assert "needs at least one of" in by_id[2]["message"]
+    assert by_id[4]["status"] is None
+    assert "email.email" in by_id[4]["message"]
+    assert by_id[5]["status"] is None
+    assert "favourite_colour" in by_id[5]["message"]
+    assert by_id[3]["status"] == 400
+    assert "custom_data" in by_id[3]["message"]
     assert by_id[3]["payload"]["email"] == {"email": "lead3@example.com"}
     assert (run.tally("leads")["created"], run.tally("leads")["rejected"]) == (2, 4)
 
@@ -122,19 +152,24 @@ def test_record_not_matching_its_stream_schema_is_rejected_not_fatal(sandbox, tm
         singer("contact_types", [{"id": 1, "label": "ok"}, {"id": "two", "label": 5}], schema=schema),
     )
     [line] = rejects(tmp_path / "rejects.jsonl")
-    assert line["status"] is None and "stream's schema" in line["message"]
+    assert line["status"] is None
+    assert "stream's schema" in line["message"]
     assert run.tally("contact_types")["created"] == 1
 
 
 def test_replay_writes_nothing_new(sandbox, tmp_path):
     config = target_config(sandbox, tmp_path)
-    text = singer("leads", [lead(n) for n in range(1, 31)]) + singer("contact_types", [{"label": f"T{n}"} for n in range(5)], key_properties=())
+    text = singer("leads", [lead(n) for n in range(1, 31)]) + singer(
+        "contact_types", [{"label": f"T{n}"} for n in range(5)], key_properties=()
+    )
     first = run_target(config, text)
-    assert first.tally("leads")["created"] == 30 and first.tally("contact_types")["created"] == 5
+    assert first.tally("leads")["created"] == 30
+    assert first.tally("contact_types")["created"] == 5
     sandbox.clear_log()
     second = run_target(config, text)
     assert writes(sandbox) == []
-    assert second.tally("leads")["skipped"] == 30 and second.tally("leads")["created"] == 0
+    assert second.tally("leads")["skipped"] == 30
+    assert second.tally("leads")["created"] == 0
     assert second.tally("contact_types")["skipped"] == 5
 
 
@@ -155,7 +190,9 @@ def test_dry_run_after_a_real_run_counts_already_loaded(sandbox, tmp_path):
     text = singer("leads", [lead(1), lead(2)])
     run_target(target_config(sandbox, tmp_path), text)
     sandbox.clear_log()
-    run = run_target(target_config(sandbox, tmp_path, dry_run=True), text + singer("leads", [lead(1), lead(2), lead(3)]))
+    run = run_target(
+        target_config(sandbox, tmp_path, dry_run=True), text + singer("leads", [lead(1), lead(2), lead(3)])
+    )
     assert writes(sandbox) == []
     tally = run.tally("leads")
     assert (tally["skipped"], tally["would_create"]) == (4, 1)
@@ -177,32 +214,51 @@ def test_update_puts_by_record_id(sandbox, tmp_path):
     text = (
         singer("crm_mails", [{"id": email["id"], "email": "changed@example.com", "status": 1}])
         + singer("crm_phones", [{"id": str(phone["id"]), "extension": "0044", "number": "20 7946 0000"}])
-        + singer("crm_types", [{"id": contact_type["id"], "label": "Renamed"}, {"id": 999999, "label": "Ghost"}, {"label": "No id"}])
+        + singer(
+            "crm_types",
+            [{"id": contact_type["id"], "label": "Renamed"}, {"id": 999999, "label": "Ghost"}, {"label": "No id"}],
+        )
     )
     run = run_target(config, text)
     puts = {e["path"] for e in sandbox.requests_log("/api") if e["method"] == "PUT"}
     assert puts >= {f"/api/email/{email['id']}", f"/api/phone/{phone['id']}", f"/api/contact-type/{contact_type['id']}"}
-    assert posts(sandbox, "/api/email") == [] and posts(sandbox, "/api/contact-type") == []
+    assert posts(sandbox, "/api/email") == []
+    assert posts(sandbox, "/api/contact-type") == []
     assert {r["id"]: r for r in sandbox.records("email")}[email["id"]]["email"] == "changed@example.com"
     assert {r["id"]: r for r in sandbox.records("phone")}[phone["id"]]["extension"] == "0044"
     assert {r["id"]: r for r in sandbox.records("contact_type")}[contact_type["id"]]["label"] == "Renamed"
     by_label = {line["record"]["label"]: line for line in rejects(tmp_path / "rejects.jsonl")}
     assert by_label["Ghost"]["status"] == 404
-    assert by_label["No id"]["status"] is None and "id" in by_label["No id"]["message"]
-    assert run.tally("crm_types")["updated"] == 1 and run.tally("crm_types")["rejected"] == 2
+    assert by_label["No id"]["status"] is None
+    assert "id" in by_label["No id"]["message"]
+    assert run.tally("crm_types")["updated"] == 1
+    assert run.tally("crm_types")["rejected"] == 2
 
 
 def test_upsert_creates_then_updates_the_same_key(sandbox, tmp_path):
     config = target_config(sandbox, tmp_path, resource_map={"labels": {"resource": "contact_type", "action": "upsert"}})
     before = len(sandbox.records("contact_type"))
     schema = open_schema("key", "label")
-    first = run_target(config, singer("labels", [{"key": "a", "label": "Alpha"}, {"key": "b", "label": "Beta"}], schema=schema, key_properties=["key"]))
+    first = run_target(
+        config,
+        singer(
+            "labels",
+            [{"key": "a", "label": "Alpha"}, {"key": "b", "label": "Beta"}],
+            schema=schema,
+            key_properties=["key"],
+        ),
+    )
     assert first.tally("labels")["created"] == 2
     assert len(sandbox.records("contact_type")) == before + 2
     sandbox.clear_log()
     second = run_target(
         config,
-        singer("labels", [{"key": "a", "label": "Alpha 2"}, {"key": "b", "label": "Beta"}, {"key": "c", "label": "Gamma"}], schema=schema, key_properties=["key"]),
+        singer(
+            "labels",
+            [{"key": "a", "label": "Alpha 2"}, {"key": "b", "label": "Beta"}, {"key": "c", "label": "Gamma"}],
+            schema=schema,
+            key_properties=["key"],
+        ),
     )
     tally = second.tally("labels")
     assert (tally["updated"], tally["skipped"], tally["created"]) == (1, 1, 1)
@@ -215,16 +271,27 @@ def test_upsert_creates_then_updates_the_same_key(sandbox, tmp_path):
 def test_load_method_upsert_makes_updatable_streams_upsert_with_the_given_id(sandbox, tmp_path):
     email = sandbox.records("email")[1]
     config = target_config(sandbox, tmp_path, load_method="upsert")
-    run = run_target(config, singer("emails", [{"id": email["id"], "email": "upserted@example.com"}]) + singer("leads", [lead(1)]))
-    assert run.target.tallies["emails"].action == "upsert" and run.target.tallies["leads"].action == "create"
+    run = run_target(
+        config, singer("emails", [{"id": email["id"], "email": "upserted@example.com"}]) + singer("leads", [lead(1)])
+    )
+    assert run.target.tallies["emails"].action == "upsert"
+    assert run.target.tallies["leads"].action == "create"
     assert {r["id"]: r for r in sandbox.records("email")}[email["id"]]["email"] == "upserted@example.com"
     assert run.tally("emails")["updated"] == 1
 
 
 def test_update_on_a_create_only_resource_fails_at_start(tmp_path):
     with pytest.raises(ClosumConfigError) as info:
-        TargetClosum(config={"api_username": "u", "api_pw": "p", "resource_map": {"people": {"resource": "lead", "action": "update"}}})
-    assert "create-only" in str(info.value) and "people" in str(info.value) and "\n" not in str(info.value)
+        TargetClosum(
+            config={
+                "api_username": "u",
+                "api_pw": "p",
+                "resource_map": {"people": {"resource": "lead", "action": "update"}},
+            }
+        )
+    assert "create-only" in str(info.value)
+    assert "people" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("stream", ["cities", "contact_lifecycle_stages", "invoices"])
@@ -233,7 +300,8 @@ def test_unwritable_stream_fails_at_its_schema_message(sandbox, tmp_path, stream
     text = singer(stream, [{"id": 1}]) + singer("leads", [lead(1)])
     with pytest.raises(ClosumConfigError) as info:
         target.listen(io.StringIO(text))
-    assert repr(stream) in str(info.value) and "resource_map" in str(info.value)
+    assert repr(stream) in str(info.value)
+    assert "resource_map" in str(info.value)
     assert writes(sandbox) == []
 
 
@@ -250,7 +318,9 @@ def test_state_is_emitted_only_after_the_records_before_it_are_written(sandbox_f
         real(state)
 
     target._write_state_message = spy  # type: ignore[method-assign]
-    text = singer("leads", [lead(n) for n in range(1, 36)], state_every=10, final_state={"bookmarks": {"leads": {"done": 35}}})
+    text = singer(
+        "leads", [lead(n) for n in range(1, 36)], state_every=10, final_state={"bookmarks": {"leads": {"done": 35}}}
+    )
     target.max_parallelism = 4
     import contextlib
 

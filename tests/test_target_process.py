@@ -7,9 +7,8 @@ import signal
 import time
 
 import pytest
-
-from test_target_support import lead, run_target, run_target_process, singer, target_config, target_process
 from tap_run import run_tap
+from test_target_support import lead, run_target, run_target_process, singer, target_config, target_process
 
 
 def _assert_one_line_failure(code: int, err: str, *needles: str) -> str:
@@ -23,12 +22,16 @@ def _assert_one_line_failure(code: int, err: str, *needles: str) -> str:
 
 @pytest.mark.parametrize("stream", ["cities", "contact_lifecycle_stages", "orders"])
 def test_unwritable_stream_ends_the_run_with_one_line(sandbox, tmp_path, stream):
-    code, _out, err = run_target_process(target_config(sandbox, tmp_path), tmp_path, singer(stream, [{"id": 1, "city_name": "Abrantes"}]))
+    code, _out, err = run_target_process(
+        target_config(sandbox, tmp_path), tmp_path, singer(stream, [{"id": 1, "city_name": "Abrantes"}])
+    )
     _assert_one_line_failure(code, err, repr(stream), "resource_map")
 
 
 def test_update_on_create_only_resource_ends_the_run_with_one_line(sandbox, tmp_path):
-    config = target_config(sandbox, tmp_path, resource_map={"people": {"resource": "audience_list", "action": "update"}})
+    config = target_config(
+        sandbox, tmp_path, resource_map={"people": {"resource": "audience_list", "action": "update"}}
+    )
     code, _out, err = run_target_process(config, tmp_path, singer("people", [{"id": 1, "name": "x"}]))
     _assert_one_line_failure(code, err, "people", "create-only")
 
@@ -36,7 +39,9 @@ def test_update_on_create_only_resource_ends_the_run_with_one_line(sandbox, tmp_
 def test_overwrite_and_bad_settings_end_the_run_with_one_line(sandbox, tmp_path):
     code, _out, err = run_target_process(target_config(sandbox, tmp_path, load_method="overwrite"), tmp_path, "")
     _assert_one_line_failure(code, err, "overwrite")
-    code, _out, err = run_target_process(target_config(sandbox, tmp_path, resource_map={"x": {"resource": "city"}}), tmp_path, "")
+    code, _out, err = run_target_process(
+        target_config(sandbox, tmp_path, resource_map={"x": {"resource": "city"}}), tmp_path, ""
+    )
     _assert_one_line_failure(code, err, "invalid settings")
 
 
@@ -60,7 +65,9 @@ def test_a_normal_run_prints_state_and_one_summary_line_per_stream(sandbox, tmp_
     assert code == 0, err
     assert [json.loads(line) for line in out.splitlines()] == [{"bookmarks": {"emails": 1}}]
     summary = [line for line in err.splitlines() if "stream leads → lead (create):" in line]
-    assert len(summary) == 1 and "created 2" in summary[0] and "rejected 1" in summary[0]
+    assert len(summary) == 1
+    assert "created 2" in summary[0]
+    assert "rejected 1" in summary[0]
     assert any("stream emails → email (create): created 1" in line for line in err.splitlines())
     assert sandbox.settings.password not in err
 
@@ -94,7 +101,8 @@ def test_killed_run_then_rerun_writes_every_record_exactly_once(sandbox_factory,
     assert len(sandbox.records("lead")) - before == n
     assert all(mails.count(f"lead{i}@example.com") == 1 for i in range(n))
     tally = run.tally("leads")
-    assert tally["skipped"] > 0 and tally["created"] + tally["skipped"] == n
+    assert tally["skipped"] > 0
+    assert tally["created"] + tally["skipped"] == n
 
 
 def test_tap_closum_into_target_closum_copies_one_account_into_another(sandbox_factory, tmp_path):
@@ -114,11 +122,14 @@ def test_tap_closum_into_target_closum_copies_one_account_into_another(sandbox_f
     lead_phones = sum(1 for r in src["lead"] if r.get("phone"))
     assert len(after["email"]) - before["email"] == len(src["email"]) + lead_emails
     assert len(after["phone"]) - before["phone"] == len(src["phone"]) + lead_phones
-    copied = sorted((r["name"], (r.get("email") or {}).get("email")) for r in after["lead"][before["lead"]:])
+    copied = sorted((r["name"], (r.get("email") or {}).get("email")) for r in after["lead"][before["lead"] :])
     assert copied == sorted((r["name"], (r.get("email") or {}).get("email")) for r in src["lead"])
-    assert sorted(r["label"] for r in after["contact_type"][before["contact_type"]:]) == sorted(r["label"] for r in src["contact_type"])
+    assert sorted(r["label"] for r in after["contact_type"][before["contact_type"] :]) == sorted(
+        r["label"] for r in src["contact_type"]
+    )
     assert all(run.tally(s)["rejected"] == 0 for s in streams), [run.tally(s) for s in streams]
-    assert run.states and run.states[-1] == tapped.state
+    assert run.states
+    assert run.states[-1] == tapped.state
     # Copying again writes nothing.
     dest.clear_log()
     run_target(target_config(dest, tmp_path), text)

@@ -54,13 +54,16 @@ def singer(
 
 
 def target_config(sandbox: t.Any, tmp_path: Path, **overrides: t.Any) -> dict[str, t.Any]:
-    return sandbox.config(
-        ledger_path=str(tmp_path / "ledger.sqlite"),
-        rejects_path=str(tmp_path / "rejects.jsonl"),
-        backoff_base_seconds=0.05,
-        max_retries=6,
-        request_timeout=10,
-    ) | overrides
+    return (
+        sandbox.config(
+            ledger_path=str(tmp_path / "ledger.sqlite"),
+            rejects_path=str(tmp_path / "rejects.jsonl"),
+            backoff_base_seconds=0.05,
+            max_retries=6,
+            request_timeout=10,
+        )
+        | overrides
+    )
 
 
 class Run(t.NamedTuple):
@@ -115,7 +118,9 @@ def target_process(config: dict[str, t.Any], tmp_path: Path, stdin: t.Any, **kwa
     )
 
 
-def run_target_process(config: dict[str, t.Any], tmp_path: Path, text: str, timeout: float = 60) -> tuple[int, str, str]:
+def run_target_process(
+    config: dict[str, t.Any], tmp_path: Path, text: str, timeout: float = 60
+) -> tuple[int, str, str]:
     """Run the command to its end; exit code, stdout, stderr."""
     input_file = tmp_path / "input.singer"
     input_file.write_text(text)

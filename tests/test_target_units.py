@@ -35,7 +35,10 @@ def test_streams_named_like_a_resource_map_to_it_with_create(stream, resource):
 
 
 def test_resource_map_wins_and_load_method_upsert_only_defaults_updatable_resources():
-    config = {"load_method": "upsert", "resource_map": {"crm_people": {"resource": "lead"}, "mails": {"resource": "email", "action": "create"}}}
+    config = {
+        "load_method": "upsert",
+        "resource_map": {"crm_people": {"resource": "lead"}, "mails": {"resource": "email", "action": "create"}},
+    }
     assert mapping_for("crm_people", config).action == "create"  # lead is create-only
     assert mapping_for("mails", config).action == "create"  # resource_map wins
     assert mapping_for("phones", config).action == "upsert"
@@ -118,12 +121,21 @@ def test_phone_extension_keeps_leading_zeros_and_numbers_become_text():
 def test_identity_and_match_for_reconciliation():
     payload = build_payload(LEAD, {"name": "X", "email": "X@Example.com", "phone": {"number": "123-4567"}})
     ident = identity(LEAD, payload)
-    served = {"id": 9, "name": "X", "email": {"email": "x@example.com"}, "phone": {"extension": None, "number": "123-4567"}}
+    served = {
+        "id": 9,
+        "name": "X",
+        "email": {"email": "x@example.com"},
+        "phone": {"extension": None, "number": "123-4567"},
+    }
     assert matches(LEAD, ident, served)
     assert not matches(LEAD, ident, served | {"name": "Y"})
     link = registry.get("lead_audience_list")
-    assert matches(link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 2})
-    assert not matches(link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 3})
+    assert matches(
+        link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 2}
+    )
+    assert not matches(
+        link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 3}
+    )
 
 
 def test_ledger_intents_survive_reopening(tmp_path):
@@ -136,7 +148,8 @@ def test_ledger_intents_survive_reopening(tmp_path):
     again = Ledger(path)
     assert [e.record_key for e in again.pending("leads")] == ["pk:[1]"]
     assert again.get("leads", "pk:[2]").closum_id == 42
-    assert again.claimed("lead", 42) and not again.claimed("lead", 43)
+    assert again.claimed("lead", 42)
+    assert not again.claimed("lead", 43)
     again.forget("leads", "pk:[1]")
     assert again.pending("leads") == []
     again.close()
