@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import typing as t
+from dataclasses import dataclass
 
 from singer_sdk import typing as th
 
 from closum_api.client import ClosumClient
 from closum_api.connection import DEFAULT_API_URL, Connection
+
+#: Defaults of the shared settings: the one place they are written. The
+#: ``th.Property`` definitions below and :meth:`SharedSettings.from_config`
+#: both read them.
+DEFAULT_PARALLEL_REQUESTS = 8
+DEFAULT_REQUEST_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_BACKOFF_BASE = 1.0
 
 
 def connection_properties() -> list[th.Property]:
@@ -39,21 +48,21 @@ def connection_properties() -> list[th.Property]:
         th.Property(
             "max_parallel_requests",
             th.IntegerType(minimum=1, maximum=64),
-            default=8,
+            default=DEFAULT_PARALLEL_REQUESTS,
             title="Parallel requests",
             description="Most requests in flight at once.",
         ),
         th.Property(
             "request_timeout",
             th.NumberType(minimum=1),
-            default=60,
+            default=DEFAULT_REQUEST_TIMEOUT,
             title="Request timeout",
             description="Seconds to wait for each answer before treating it as failed.",
         ),
         th.Property(
             "max_retries",
             th.IntegerType(minimum=0, maximum=20),
-            default=5,
+            default=DEFAULT_MAX_RETRIES,
             title="Max retries",
             description="Retries of a request after a transient failure "
             "(429, 5xx, timeout, dropped connection), with exponential backoff "
@@ -62,7 +71,7 @@ def connection_properties() -> list[th.Property]:
         th.Property(
             "backoff_base_seconds",
             th.NumberType(minimum=0),
-            default=1.0,
+            default=DEFAULT_BACKOFF_BASE,
             title="Backoff base",
             description="Wait before the first retry, in seconds; it doubles with each retry.",
         ),
@@ -75,15 +84,57 @@ def connection_properties() -> list[th.Property]:
     ]
 
 
+@dataclass(frozen=True)
+class SharedSettings:
+    """The settings the tap and the target share, parsed once, defaults applied.
+
+    Attributes:
+        connection: the account and how patiently to talk to it.
+        max_parallel_requests: most requests in flight at once.
+        max_retries: retries after a transient failure (``connection.max_tries`` - 1).
+    """
+
+    connection: Connection
+    max_parallel_requests: int
+    max_retries: int
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, t.Any], *, user_agent: str) -> SharedSettings:
+        """Parse the shared settings of a tap or target config.
+
+        Args:
+            config: the plugin's config (``api_username`` and ``api_pw`` required).
+            user_agent: the User-Agent to send when ``user_agent`` is not set.
+
+        Returns:
+            The parsed settings.
+        """
+        max_retries = int(_given(config, "max_retries", DEFAULT_MAX_RETRIES))
+        connection = Connection(
+            api_url=str(config.get("api_url") or DEFAULT_API_URL),
+            username=str(config["api_username"]),
+            password=str(config["api_pw"]),
+            timeout=float(_given(config, "request_timeout", DEFAULT_REQUEST_TIMEOUT)),
+            max_tries=max_retries + 1,
+            backoff_base=float(_given(config, "backoff_base_seconds", DEFAULT_BACKOFF_BASE)),
+            user_agent=str(config.get("user_agent") or user_agent),
+        )
+        return cls(
+            connection=connection,
+            max_parallel_requests=int(_given(config, "max_parallel_requests", DEFAULT_PARALLEL_REQUESTS)),
+            max_retries=max_retries,
+        )
+
+    def client(self) -> ClosumClient:
+        """A :class:`ClosumClient` for these settings."""
+        return ClosumClient(self.connection, pool_size=self.max_parallel_requests)
+
+
+def _given(config: t.Mapping[str, t.Any], key: str, default: object) -> t.Any:  # noqa: ANN401  # a setting's value is any JSON
+    value = config.get(key)
+    return default if value is None else value
+
+
 def client_from_config(config: t.Mapping[str, t.Any], *, user_agent: str) -> ClosumClient:
     """A :class:`ClosumClient` built from tap or target settings."""
-    connection = Connection(
-        api_url=str(config.get("api_url") or DEFAULT_API_URL),
-        username=str(config["api_username"]),
-        password=str(config["api_pw"]),
-        timeout=float(config.get("request_timeout", 60)),
-        max_tries=int(config.get("max_retries", 5)) + 1,
-        backoff_base=float(config.get("backoff_base_seconds", 1.0)),
-        user_agent=str(config.get("user_agent") or user_agent),
-    )
-    return ClosumClient(connection, pool_size=int(config.get("max_parallel_requests", 8)))
+    return SharedSettings.from_config(config, user_agent=user_agent).client()
