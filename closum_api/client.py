@@ -30,6 +30,8 @@ from closum_api.errors import (
 )
 
 if t.TYPE_CHECKING:
+    from backoff.types import Details
+
     from closum_api.registry import Resource
 
 LOGGER = logging.getLogger("closum_api.client")
@@ -45,7 +47,14 @@ CONNECTION_FAILURES = (
 
 
 def new_session(pool_size: int = 8) -> requests.Session:
-    """A session whose connection pool holds ``pool_size`` connections per host."""
+    """A session whose connection pool holds ``pool_size`` connections per host.
+
+    Args:
+        pool_size: connections kept open per host, at least 1.
+
+    Returns:
+        The session; it never retries on its own and asks for JSON.
+    """
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
     session.mount("https://", adapter)
@@ -55,7 +64,15 @@ def new_session(pool_size: int = 8) -> requests.Session:
 
 
 def surely_not_sent(exc: BaseException) -> bool:
-    """True when a connection error happened before the request reached the server."""
+    """Whether a connection error happened before the request reached the server.
+
+    Args:
+        exc: what the request raised.
+
+    Returns:
+        True when the request surely never reached the server (the connection
+        was refused or never established), so repeating it cannot duplicate it.
+    """
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
     if isinstance(exc, requests.exceptions.ConnectionError):
@@ -69,12 +86,23 @@ def surely_not_sent(exc: BaseException) -> bool:
 class ClosumClient:
     """Talks to one Closum account.
 
-    Args:
+    Attributes:
         connection: the account and the retry settings.
-        pool_size: connections kept open, at least the writes in flight.
+        api_url: the base URL, up to and including ``/api``.
+        timeout: seconds to wait for each answer.
+        max_tries: tries per request (1 = no retry).
+        backoff_base: the first wait between tries, in seconds.
+        session: the HTTP session, shared by every thread.
+        auth: the token holder.
     """
 
     def __init__(self, connection: Connection, *, pool_size: int = 8) -> None:
+        """Open a session; the token is fetched with the first request.
+
+        Args:
+            connection: the account and the retry settings.
+            pool_size: connections kept open, at least the writes in flight.
+        """
         self.connection = connection
         self.api_url = connection.api_url
         self.timeout = connection.timeout
@@ -86,12 +114,21 @@ class ClosumClient:
         self.auth = ClosumTokenAuth(connection)
 
     def close(self) -> None:
+        """Close the session's connections."""
         self.session.close()
 
     # -- reads ---------------------------------------------------------------
     def get(self, path: str, params: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
-        """GET with every transient failure retried; the decoded envelope."""
-        return self._retrying(self._send, safe=True)("GET", path, params=params)
+        """GET with every transient failure retried.
+
+        Args:
+            path: the API path (``/lead``).
+            params: the query string.
+
+        Returns:
+            The decoded envelope.
+        """
+        return self._request("GET", path, params=params, safe=True)
 
     def list_page(
         self,
@@ -102,18 +139,36 @@ class ClosumClient:
         sort: str = "id",
         direction: str = "asc",
     ) -> dict[str, t.Any]:
-        """One page of a resource's list, as the envelope."""
+        """One page of a resource's list.
+
+        Args:
+            resource: the resource to list.
+            page: the page number, from 1.
+            limit: records per page.
+            sort: the field to sort on.
+            direction: ``asc`` or ``desc``.
+
+        Returns:
+            The decoded envelope.
+        """
         params = {"limit": limit, "page": page, "sort": sort, "direction": direction}
         return self.get(resource.list_path, params)
 
     # -- writes --------------------------------------------------------------
     def create(self, resource: Resource, payload: t.Mapping[str, t.Any]) -> int:
-        """POST a record; its new id.
+        """POST a record.
+
+        Args:
+            resource: the resource to create a record of.
+            payload: the request body.
+
+        Returns:
+            The new record's id.
 
         Raises:
             ClosumOutcomeUnknown: the request may have created the record.
         """
-        envelope = self._retrying(self._send, safe=False)("POST", f"/{resource.path}", json=payload)
+        envelope = self._request("POST", f"/{resource.path}", json=payload, safe=False)
         data = envelope.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), int):
             msg = f"POST /{resource.path} answered without data.id: {str(data)[:200]}"
@@ -121,8 +176,14 @@ class ClosumClient:
         return int(data["id"])
 
     def update(self, resource: Resource, record_id: int, payload: t.Mapping[str, t.Any]) -> None:
-        """PUT a record; idempotent, so every transient failure is retried."""
-        self._retrying(self._send, safe=True)("PUT", resource.item_path(record_id), json=payload)
+        """PUT a record; idempotent, so every transient failure is retried.
+
+        Args:
+            resource: the resource the record belongs to.
+            record_id: the record's id.
+            payload: the request body.
+        """
+        self._request("PUT", resource.item_path(record_id), json=payload, safe=True)
 
     # -- plumbing ------------------------------------------------------------
     def _send(
@@ -131,9 +192,10 @@ class ClosumClient:
         path: str,
         *,
         params: t.Mapping[str, t.Any] | None = None,
-        json: t.Any = None,
+        json: t.Mapping[str, t.Any] | None = None,
         safe: bool,
     ) -> dict[str, t.Any]:
+        """One try: send, then decode the answer or raise what it means."""
         try:
             response = self.session.request(
                 method,
@@ -157,20 +219,27 @@ class ClosumClient:
                 raise ClosumOutcomeUnknown(str(exc), exc.status) from None
             raise
 
-    def _retrying(self, func: t.Callable[..., t.Any], *, safe: bool) -> t.Callable[..., t.Any]:
-        def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            return func(*args, safe=safe, **kwargs)
-
-        return with_retries(
-            call,
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: t.Mapping[str, t.Any] | None = None,
+        json: t.Mapping[str, t.Any] | None = None,
+        safe: bool,
+    ) -> dict[str, t.Any]:
+        """:meth:`_send`, retried on transient failures with the shared policy."""
+        send = with_retries(
+            self._send,
             retry_on=(ClosumRetriableError, *CONNECTION_FAILURES),
             max_tries=self.max_tries,
             backoff_base=self.backoff_base,
             on_backoff=_log_backoff,
         )
+        return send(method, path, params=params, json=json, safe=safe)
 
 
-def _log_backoff(details: t.Mapping[str, t.Any]) -> None:
+def _log_backoff(details: Details) -> None:
     exc = details.get("exception")
     LOGGER.warning(
         "Retrying in %.1f s after try %d: %s",

@@ -30,5 +30,6 @@ class Connection:
     user_agent: str | None = None
 
     def __post_init__(self) -> None:
+        """Normalise: no trailing slash on ``api_url``, at least one try."""
         object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
         object.__setattr__(self, "max_tries", max(1, self.max_tries))

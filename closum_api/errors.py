@@ -22,7 +22,13 @@ import msgspec
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
     import requests
+    from backoff.types import Details
+
+P = t.ParamSpec("P")
+R = t.TypeVar("R")
 
 # 429 is not documented; services of this kind send it with Retry-After and
 # the notes say to treat it like 503.
@@ -37,18 +43,41 @@ class ClosumError(Exception):
 
 
 class ClosumRetriableError(RetriableAPIError, ClosumError):
-    """A transient failure: the same request may succeed later."""
+    """A transient failure: the same request may succeed later.
+
+    Attributes:
+        status: the HTTP status of the answer, if there was one.
+        retry_after: the seconds its ``Retry-After`` header asked to wait, if any.
+    """
 
     def __init__(self, msg: str, response: requests.Response | None = None) -> None:
+        """Keep the answer's status and ``Retry-After``.
+
+        Args:
+            msg: one line for the user.
+            response: the answer, if the server sent one.
+        """
         super().__init__(msg, response)
         self.status = response.status_code if response is not None else None
         self.retry_after = retry_after_seconds(response) if response is not None else None
 
 
 class ClosumFatalError(FatalAPIError, ClosumError):
-    """A failure that repeating the request will not mend."""
+    """A failure that repeating the request will not mend.
+
+    Attributes:
+        response: the answer, if the server sent one.
+        status: its HTTP status.
+        server_message: what the server said, as one short line.
+    """
 
     def __init__(self, msg: str, response: requests.Response | None = None) -> None:
+        """Keep the answer, its status and the server's message.
+
+        Args:
+            msg: one line for the user.
+            response: the answer, if the server sent one.
+        """
         super().__init__(msg)
         self.response = response
         self.status = response.status_code if response is not None else None
@@ -63,14 +92,24 @@ class ClosumNotFoundError(ClosumFatalError):
     """404: the record, or the whole endpoint (other API revision), is absent."""
 
 
-class ClosumBadResponse(ClosumRetriableError):
+class ClosumBadResponse(ClosumRetriableError):  # noqa: N818  # public name used by the tap, the target and tests
     """A 2xx answer that is not the documented envelope (HTML, bad JSON, no data)."""
 
 
-class ClosumOutcomeUnknown(ClosumError):
-    """A write was sent but its answer was lost: it may or may not have happened."""
+class ClosumOutcomeUnknown(ClosumError):  # noqa: N818  # public name used by the target and tests
+    """A write was sent but its answer was lost: it may or may not have happened.
+
+    Attributes:
+        status: the HTTP status of the answer, if one came back.
+    """
 
     def __init__(self, msg: str, status: int | None = None) -> None:
+        """Keep the status, if any.
+
+        Args:
+            msg: one line for the user.
+            status: the HTTP status of the answer, if one came back.
+        """
         super().__init__(msg)
         self.status = status
 
@@ -177,15 +216,24 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
 _decode = msgspec.json.Decoder().decode
 
 
-def retry_waits(base: float = 1.0, cap: float = 60.0) -> t.Generator[float, BaseException | None, None]:
+def retry_waits(base: float = 1.0, cap: float = 60.0) -> Generator[float, BaseException | None, None]:
     """A ``backoff`` wait generator: exponential, honouring ``Retry-After``.
 
-    ``backoff`` sends each exception into the generator, so a 429's or 503's
-    ``Retry-After`` is read from it; the wait is never shorter than asked.
-    Pair it with :func:`jitter`, which only ever adds.
+    Like ``backoff``'s own generators, it first yields a wait that is thrown
+    away (``backoff`` primes it with ``send(None)``). Then ``backoff`` sends
+    each exception in, so a 429's or 503's ``Retry-After`` is read from it;
+    the wait is never shorter than asked. Pair it with :func:`jitter`, which
+    only ever adds.
+
+    Args:
+        base: the first wait, in seconds; it doubles with each retry.
+        cap: no wait is longer than this, in seconds.
+
+    Yields:
+        The seconds to wait before the next try.
     """
     attempt = 0
-    exc = yield  # type: ignore[misc]  # primed by backoff with None
+    exc = yield 0.0  # the priming value, never waited
     while True:
         delay = min(cap, base * (2**attempt))
         asked = getattr(exc, "retry_after", None)
@@ -196,19 +244,37 @@ def retry_waits(base: float = 1.0, cap: float = 60.0) -> t.Generator[float, Base
 
 
 def jitter(value: float) -> float:
-    """Add up to a quarter of the wait at random, so workers spread out."""
-    return value + random.uniform(0, value / 4)  # noqa: S311
+    """Add up to a quarter of the wait at random, so workers spread out.
+
+    Args:
+        value: the wait, in seconds.
+
+    Returns:
+        The wait, lengthened by 0 to 25 %.
+    """
+    return value + random.uniform(0, value / 4)  # noqa: S311  # spreading waits, not cryptography
 
 
 def with_retries(
-    func: t.Callable[..., t.Any],
+    func: Callable[P, R],
     *,
-    retry_on: tuple[type[BaseException], ...],
+    retry_on: tuple[type[Exception], ...],
     max_tries: int,
     backoff_base: float,
-    on_backoff: t.Callable[[t.Any], None],
-) -> t.Callable[..., t.Any]:
-    """``func`` retried on ``retry_on`` with :func:`retry_waits` and :func:`jitter`."""
+    on_backoff: Callable[[Details], None],
+) -> Callable[P, R]:
+    """``func`` retried on ``retry_on`` with :func:`retry_waits` and :func:`jitter`.
+
+    Args:
+        func: the call to retry.
+        retry_on: the exceptions that earn another try.
+        max_tries: tries in all (1 = no retry).
+        backoff_base: the first wait, in seconds.
+        on_backoff: called before each wait, with ``backoff``'s details.
+
+    Returns:
+        ``func`` wrapped; after the last try its exception propagates.
+    """
     return backoff.on_exception(
         lambda: retry_waits(backoff_base),
         retry_on,

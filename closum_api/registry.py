@@ -77,16 +77,34 @@ class Resource:
 
     @property
     def writable(self) -> bool:
+        """Whether the target can write it (it can be created or updated)."""
         return Verb.CREATE in self.verbs or Verb.UPDATE in self.verbs
 
     def has(self, verb: Verb) -> bool:
+        """Whether the API offers ``verb`` on this resource.
+
+        Args:
+            verb: the operation.
+
+        Returns:
+            True when the resource has it.
+        """
         return verb in self.verbs
 
     @property
     def list_path(self) -> str:
+        """The path its list is served at (``/lead``)."""
         return f"/{self.path}{self.list_path_suffix}"
 
     def item_path(self, record_id: int | str) -> str:
+        """The path of one record (``/lead/7``).
+
+        Args:
+            record_id: the record's id.
+
+        Returns:
+            The path below the API base.
+        """
         return f"/{self.path}/{record_id}"
 
 
@@ -183,7 +201,17 @@ BY_PATH: dict[str, Resource] = {r.path: r for r in RESOURCES}
 
 
 def get(name: str) -> Resource:
-    """Look a resource up by its name (``lead``), stream name or URL path."""
+    """Look a resource up by its name (``lead``), stream name or URL path.
+
+    Args:
+        name: a name, stream name or path.
+
+    Returns:
+        The resource.
+
+    Raises:
+        KeyError: no resource has that name; the message lists the known ones.
+    """
     for table in (BY_NAME, BY_STREAM, BY_PATH):
         if name in table:
             return table[name]
@@ -193,6 +221,13 @@ def get(name: str) -> Resource:
 
 
 def for_revision(revision: Revision | str) -> tuple[Resource, ...]:
-    """The resources one API revision serves."""
+    """The resources one API revision serves.
+
+    Args:
+        revision: the revision, or its name (``2019``).
+
+    Returns:
+        Its resources, in registry order.
+    """
     rev = Revision(revision)
     return tuple(r for r in RESOURCES if rev in r.revisions)

@@ -15,15 +15,25 @@ class PauseGate:
     """Shared pause: ``pause(s)`` closes it for ``s`` seconds, ``wait()`` blocks while closed."""
 
     def __init__(self) -> None:
+        """Start open."""
         self._lock = threading.Lock()
         self._until = 0.0
 
     def pause(self, seconds: float) -> None:
+        """Close the gate for ``seconds`` from now; a longer pause already set wins.
+
+        Args:
+            seconds: how long every worker waits.
+        """
         with self._lock:
             self._until = max(self._until, time.monotonic() + max(0.0, seconds))
 
     def wait(self) -> float:
-        """Sleep until the gate opens; the seconds slept."""
+        """Sleep until the gate opens.
+
+        Returns:
+            The seconds slept.
+        """
         slept = 0.0
         while True:
             with self._lock:
