@@ -20,7 +20,11 @@ DEFAULT_BACKOFF_BASE = 1.0
 
 
 def connection_properties() -> list[th.Property]:
-    """The connection settings, in the order the README's tables list them."""
+    """The connection settings, in the order the README's tables list them.
+
+    Returns:
+        The ``th.Property`` definitions the tap and the target both declare.
+    """
     return [
         th.Property(
             "api_username",
@@ -109,32 +113,51 @@ class SharedSettings:
         Returns:
             The parsed settings.
         """
-        max_retries = int(_given(config, "max_retries", DEFAULT_MAX_RETRIES))
+        max_retries = _integer(config, "max_retries", DEFAULT_MAX_RETRIES)
         connection = Connection(
             api_url=str(config.get("api_url") or DEFAULT_API_URL),
             username=str(config["api_username"]),
             password=str(config["api_pw"]),
-            timeout=float(_given(config, "request_timeout", DEFAULT_REQUEST_TIMEOUT)),
+            timeout=_number(config, "request_timeout", DEFAULT_REQUEST_TIMEOUT),
             max_tries=max_retries + 1,
-            backoff_base=float(_given(config, "backoff_base_seconds", DEFAULT_BACKOFF_BASE)),
+            backoff_base=_number(config, "backoff_base_seconds", DEFAULT_BACKOFF_BASE),
             user_agent=str(config.get("user_agent") or user_agent),
         )
         return cls(
             connection=connection,
-            max_parallel_requests=int(_given(config, "max_parallel_requests", DEFAULT_PARALLEL_REQUESTS)),
+            max_parallel_requests=_integer(config, "max_parallel_requests", DEFAULT_PARALLEL_REQUESTS),
             max_retries=max_retries,
         )
 
     def client(self) -> ClosumClient:
-        """A :class:`ClosumClient` for these settings."""
+        """A client for these settings.
+
+        Returns:
+            A :class:`ClosumClient` whose pool holds ``max_parallel_requests`` connections.
+        """
         return ClosumClient(self.connection, pool_size=self.max_parallel_requests)
 
 
-def _given(config: t.Mapping[str, t.Any], key: str, default: object) -> t.Any:  # noqa: ANN401  # a setting's value is any JSON
+def _integer(config: t.Mapping[str, t.Any], key: str, default: int) -> int:
+    """A whole-number setting; ``default`` when it is absent or null."""
     value = config.get(key)
-    return default if value is None else value
+    return default if value is None else int(value)
+
+
+def _number(config: t.Mapping[str, t.Any], key: str, default: float) -> float:
+    """A numeric setting; ``default`` when it is absent or null."""
+    value = config.get(key)
+    return default if value is None else float(value)
 
 
 def client_from_config(config: t.Mapping[str, t.Any], *, user_agent: str) -> ClosumClient:
-    """A :class:`ClosumClient` built from tap or target settings."""
+    """A client built from tap or target settings.
+
+    Args:
+        config: the plugin's config.
+        user_agent: the User-Agent to send when ``user_agent`` is not set.
+
+    Returns:
+        The :class:`ClosumClient` of :meth:`SharedSettings.client`.
+    """
     return SharedSettings.from_config(config, user_agent=user_agent).client()
