@@ -16,8 +16,9 @@ import requests
 
 
 def main() -> None:
-    api_url, username, password, path = sys.argv[1:5]
-    page_size = int(sys.argv[5]) if len(sys.argv) > 5 else 100  # noqa: PLR2004
+    """Read the list named on the command line and print its records."""
+    api_url, username, password, path, *rest = sys.argv[1:]
+    page_size = int(rest[0]) if rest else 100
     session = requests.Session()
     token = session.post(f"{api_url}/token", json={"api_username": username, "api_pw": password}, timeout=60)
     token.raise_for_status()

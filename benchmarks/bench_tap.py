@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,8 @@ from closum_sandbox.testing import SandboxProcess
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-USER = PASSWORD = "bench"
+USER = "bench"
+PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandbox this script starts
 
 
 def measured(cmd: list[str]) -> dict[str, float]:
@@ -47,7 +49,7 @@ def measured(cmd: list[str]) -> dict[str, float]:
         " 'peak_rss_mib': u.ru_maxrss / 1024, 'lines': lines}))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout)
+    result: dict[str, float] = json.loads(out.stdout)
     if result["rc"] != 0:
         msg = f"{cmd[0]} exited {result['rc']}"
         raise SystemExit(msg)
@@ -55,6 +57,7 @@ def measured(cmd: list[str]) -> dict[str, float]:
 
 
 def add_leads(server: SandboxProcess, count: int) -> None:
+    """Add ``count`` generated leads to the sandbox, in batches it accepts."""
     while count > 0:
         batch = min(count, 50_000)
         server.add_records("lead", batch)
@@ -62,6 +65,7 @@ def add_leads(server: SandboxProcess, count: int) -> None:
 
 
 def tap_cmd(workdir: Path, api_url: str) -> list[str]:
+    """Write the tap's config and a catalog selecting only ``leads``; the command line that runs it."""
     config = workdir / "config.json"
     config.write_text(
         json.dumps(
@@ -91,6 +95,7 @@ def tap_cmd(workdir: Path, api_url: str) -> list[str]:
 
 
 def main() -> None:
+    """Run the three measurements and print them as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=20_000)
     parser.add_argument("--big", type=int, default=200_000, help="leads for the memory check (0 skips it)")
@@ -119,13 +124,14 @@ def main() -> None:
             sandbox.configure(latency_ms=0)
             base_fast = measured(baseline)
             tap_fast = measured(tap)
-            report["cpu"] = {
+            cpu: dict[str, object] = {
                 "baseline_cpu_us_per_record": round(1e6 * base_fast["cpu_s"] / args.leads, 1),
                 "tap_cpu_us_per_record": round(1e6 * tap_fast["cpu_s"] / args.leads, 1),
                 "ratio": round(tap_fast["cpu_s"] / base_fast["cpu_s"], 2),
                 "goal": "<= 1.5",
             }
-            memory = {f"tap_peak_rss_mib_at_{args.leads}": round(tap_fast["peak_rss_mib"], 1)}
+            report["cpu"] = cpu
+            memory: dict[str, object] = {f"tap_peak_rss_mib_at_{args.leads}": round(tap_fast["peak_rss_mib"], 1)}
             if args.big > args.leads:
                 add_leads(sandbox, args.big - args.leads)
                 base_big = measured(baseline)
@@ -136,8 +142,8 @@ def main() -> None:
                 extra = args.big - args.leads
                 tap_slope = (tap_big["cpu_s"] - tap_fast["cpu_s"]) / extra
                 base_slope = (base_big["cpu_s"] - base_fast["cpu_s"]) / extra
-                report["cpu"].update(
-                    {  # type: ignore[union-attr]
+                cpu.update(
+                    {
                         "baseline_marginal_cpu_us_per_record": round(1e6 * base_slope, 1),
                         "tap_marginal_cpu_us_per_record": round(1e6 * tap_slope, 1),
                         "marginal_ratio": round(tap_slope / base_slope, 2),

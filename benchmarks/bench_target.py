@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
@@ -38,18 +40,39 @@ from closum_sandbox.testing import SandboxProcess
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-USER = PASSWORD = "bench"
+USER = "bench"
+PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandboxes this script starts
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """One run of the target process.
+
+    Attributes:
+        wall_s: wall seconds.
+        peak_rss_mib: peak RSS of that very process, in MiB.
+        exit_code: its exit status.
+        summary: the tallies of its ``leads`` summary line, if it printed one.
+    """
+
+    wall_s: float
+    peak_rss_mib: float
+    exit_code: int
+    summary: str | None
 
 
 def sandbox(latency_ms: float) -> SandboxProcess:
+    """A started sandbox answering after ``latency_ms``."""
     return SandboxProcess(seed=5, latency_ms=latency_ms, username=USER, password=PASSWORD).start()
 
 
 def lead_count(server: SandboxProcess) -> int:
+    """How many leads the sandbox holds."""
     return len(server.records("lead"))
 
 
-def lead(n: int, tag: str) -> dict:
+def lead(n: int, tag: str) -> dict[str, object]:
+    """The ``n``-th generated lead record; ``tag`` keeps the runs' emails apart."""
     return {
         "id": n,
         "name": f"Bench {tag} {n}",
@@ -72,11 +95,12 @@ def baseline(api_url: str, count: int) -> float:
     return time.perf_counter() - start
 
 
-def _payload(record: dict) -> dict:
+def _payload(record: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in record.items() if k != "id"}
 
 
 def write_input(path: Path, count: int, tag: str) -> None:
+    """Write the Singer input: a SCHEMA, ``count`` lead RECORDs, a STATE every 5,000 and at the end."""
     schema = {"type": "object", "properties": {k: {} for k in lead(0, tag)}}
     with path.open("w") as fh:
         fh.write(json.dumps({"type": "SCHEMA", "stream": "leads", "schema": schema, "key_properties": ["id"]}) + "\n")
@@ -87,7 +111,7 @@ def write_input(path: Path, count: int, tag: str) -> None:
         fh.write(json.dumps({"type": "STATE", "value": {"bookmarks": {"leads": count}}}) + "\n")
 
 
-def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object) -> dict:
+def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object) -> TargetRun:
     """The target as a process; wall seconds, peak RSS (MiB) of that process, exit code."""
     config = {
         "api_url": api_url,
@@ -112,15 +136,16 @@ def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     summary = [line for line in (workdir / "stderr.log").read_text().splitlines() if "stream leads →" in line]
-    return {
-        "wall_s": round(wall, 3),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "exit_code": proc.returncode,
-        "summary": summary[-1].split("| ")[-1] if summary else None,
-    }
+    return TargetRun(
+        wall_s=round(wall, 3),
+        peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
+        exit_code=proc.returncode,
+        summary=summary[-1].split("| ")[-1] if summary else None,
+    )
 
 
 def main() -> None:
+    """Run the speed comparison (and the memory runs when asked) and print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=300)
     parser.add_argument("--latency-ms", type=float, default=50)
@@ -145,18 +170,19 @@ def main() -> None:
             after_target = lead_count(server)
         finally:
             server.stop()
-        if target["exit_code"] != 0:
-            raise SystemExit(f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}")
+        if target.exit_code != 0:
+            msg = f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}"
+            raise SystemExit(msg)
         result["speed"] = {
             "latency_ms": args.latency_ms,
             "leads": args.leads,
             "baseline_loop_s": round(loop_s, 3),
-            "target_s": target["wall_s"],
-            "ratio": round(loop_s / target["wall_s"], 2),
+            "target_s": target.wall_s,
+            "ratio": round(loop_s / target.wall_s, 2),
             "goal_ratio": 5,
             "baseline_created": after_loop - before,
             "target_created": after_target - after_loop,
-            "target_summary": target["summary"],
+            "target_summary": target.summary,
         }
 
         if args.memory:
@@ -170,9 +196,10 @@ def main() -> None:
                     work.mkdir()
                     run = run_target(server.api_url, work, input_path, dry_run=args.memory_mode == "dry")
                     input_path.unlink()
-                    if run["exit_code"] != 0:
-                        raise SystemExit(f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}")
-                    memory[str(size)] = run
+                    if run.exit_code != 0:
+                        msg = f"target-closum failed: {(work / 'stderr.log').read_text()[-2000:]}"
+                        raise SystemExit(msg)
+                    memory[str(size)] = asdict(run)
             finally:
                 server.stop()
             result["memory"] = memory
