@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from closum_api.client import ClosumClient, Connection
-from closum_api.errors import ClosumOutcomeUnknown
+from closum_api.errors import ClosumAuthError, ClosumOutcomeUnknown
 from closum_api.registry import get
 
 EMAIL = get("email")
@@ -61,3 +62,30 @@ def test_reads_and_updates_are_retried_through_cut_connections(sandbox, client):
     statuses = [r["status"] for r in sandbox.requests_log("/api/email") if r["method"] == "PUT"]
     assert len(statuses) == 3
     assert statuses[-1] == 200
+
+
+def test_a_401_renews_the_token_and_resends_once_only(sandbox, client):
+    client.list_page(EMAIL)  # holds a token
+    sandbox.script_faults([{"method": "GET", "path": "/api/email", "status": 401, "times": 2}])
+    sandbox.clear_log()
+    with pytest.raises(ClosumAuthError):
+        client.list_page(EMAIL)
+    log = [(r["path"], r["status"]) for r in sandbox.requests_log()]
+    assert log == [("/api/email", 401), ("/api/token", 200), ("/api/email", 401)]
+    assert client.auth.tokens_issued == 2
+
+
+def test_a_401_is_resent_once_even_when_the_auth_signs_the_request_twice(sandbox, client):
+    # The SDK signs through the session's auth and then once more on the prepared request,
+    # so the renewal hook runs twice on one answer: the second run must not renew again.
+    client.list_page(EMAIL)
+    session = requests.Session()
+    session.auth = client.auth
+    prepared = client.auth(session.prepare_request(requests.Request("GET", sandbox.api_url + "/email")))
+    sandbox.script_faults([{"method": "GET", "path": "/api/email", "status": 401, "times": 2}])
+    sandbox.clear_log()
+    response = session.send(prepared, timeout=5)
+    session.close()
+    assert response.status_code == 401
+    log = [(r["path"], r["status"]) for r in sandbox.requests_log()]
+    assert log == [("/api/email", 401), ("/api/token", 200), ("/api/email", 401)]
