@@ -14,7 +14,7 @@ from closum_api.connection import DEFAULT_API_URL, Connection
 #: ``th.Property`` definitions below and :meth:`SharedSettings.from_config`
 #: both read them.
 DEFAULT_PARALLEL_REQUESTS = 8
-DEFAULT_REQUEST_TIMEOUT = 60.0
+DEFAULT_REQUEST_TIMEOUT = 60  # whole seconds, as the settings tables and --about show it
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BACKOFF_BASE = 1.0
 
