@@ -43,7 +43,7 @@ INTEGER_FIELDS = frozenset({"contact_type_id", "city_id", "contact_lifecycle_sta
 OPT_IN_KEY = {"lead": "lead_opt_in", "unqualified_lead": "unqualified_lead_opt_in"}
 
 
-def _json_default(value: t.Any) -> t.Any:
+def json_default(value: t.Any) -> t.Any:
     if isinstance(value, decimal.Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
@@ -51,7 +51,7 @@ def _json_default(value: t.Any) -> t.Any:
 
 def canonical_json(value: t.Any) -> str:
     """Compact JSON with sorted keys: the same data always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def payload_hash(payload: t.Mapping[str, t.Any]) -> str:
@@ -155,7 +155,7 @@ def build_payload(
         if opt_key in payload:
             payload[opt_key] = _opt_in_object(payload[opt_key])
         if isinstance(payload.get("custom_data"), (t.Mapping, list)):
-            payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=_json_default)
+            payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=json_default)
     elif resource.name == "email":
         value = payload.get("email")
         if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:

@@ -16,7 +16,7 @@ import threading
 import typing as t
 from pathlib import Path
 
-from target_closum.payloads import _json_default
+from target_closum.payloads import json_default
 
 
 class RejectsFile:
@@ -26,7 +26,6 @@ class RejectsFile:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fh: t.TextIO | None = None
-        self.written = 0
 
     def write(
         self,
@@ -47,7 +46,7 @@ class RejectsFile:
                 "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             },
             ensure_ascii=False,
-            default=_json_default,
+            default=json_default,
         )
         with self._lock:
             if self._fh is None:
@@ -55,7 +54,6 @@ class RejectsFile:
                 self._fh = self.path.open("a", encoding="utf-8")
             self._fh.write(line + "\n")
             self._fh.flush()
-            self.written += 1
 
     def close(self) -> None:
         with self._lock:

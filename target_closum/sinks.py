@@ -3,10 +3,14 @@
 Records are turned into payloads and validated as they arrive (refused ones go
 to the rejects file at once); valid ones wait in the batch. When the batch is
 drained, its records are grouped by ledger key and the groups run on the
-target's shared thread pool (``max_parallel_requests`` workers), so writes for
+run's shared thread pool (``max_parallel_requests`` workers), so writes for
 one key stay in order while different keys go in parallel. ``process_batch``
 returns only when every record of the batch is written, skipped or rejected,
 so the SDK emits the tap's STATE only after the records before it are safe.
+
+A sink reaches everything it shares with other streams (client, ledger,
+rejects file, thread pool, tallies) through the :class:`LoadContext` the target
+hands it; it never calls the target.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import threading
 import time
 import typing as t
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
 
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
@@ -33,6 +36,7 @@ from closum_api.errors import (
     jitter,
     retry_waits,
 )
+from target_closum.plan import Create, Item, Skip, Update, decide
 from target_closum.payloads import (
     build_payload,
     canonical_json,
@@ -43,11 +47,13 @@ from target_closum.payloads import (
 from target_closum.reconcile import find_created
 
 if t.TYPE_CHECKING:
-    from closum_api.registry import Resource
-    from target_closum.mapping import StreamMapping
-    from target_closum.target import TargetClosum
+    from singer_sdk import Target
 
-DEFAULT_BATCH_ROWS = 1000
+    from closum_api.registry import Resource
+    from target_closum.load import LoadContext
+    from target_closum.ledger import Entry
+    from target_closum.mapping import StreamMapping
+
 MAX_WAIT_SECONDS = 30.0
 TRANSIENT = (ClosumRetriableError, *CONNECTION_FAILURES)
 
@@ -56,47 +62,66 @@ class ClosumWriteFailed(ClosumError):
     """Writes could not be finished; the run stops without emitting STATE past them."""
 
 
-@dataclass(frozen=True)
-class Item:
-    """One valid record waiting in a batch."""
-
-    record: dict[str, t.Any]
-    key: str
-    payload: dict[str, t.Any]
-    payload_hash: str
-    record_id: int | None
-
-
 class _Unresolved(Exception):  # noqa: N818
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
 
 
 class ClosumSink(BatchSink):
-    """Writes one stream to one Closum resource."""
+    """Writes one stream to one Closum resource.
 
-    target: TargetClosum
+    Args:
+        target: the SDK target that reads the input (its logger and config; never called back).
+        stream_name: the input stream.
+        schema: the stream's SCHEMA.
+        key_properties: the stream's key properties.
+        load: what all sinks of the run share.
+    """
 
-    def __init__(self, target: TargetClosum, stream_name: str, schema: dict, key_properties: t.Sequence[str] | None):
-        self.target = target
-        self.mapping: StreamMapping = target.mapping_for(stream_name)
+    def __init__(
+        self,
+        target: Target,
+        stream_name: str,
+        schema: dict,
+        key_properties: t.Sequence[str] | None,
+        *,
+        load: LoadContext,
+    ) -> None:
+        self.load = load
+        self.mapping: StreamMapping = load.settings.mapping_for(stream_name)
         self.resource: Resource = self.mapping.resource
         self.action = self.mapping.action
-        self.dry_run = bool(target.config.get("dry_run", False))
-        self.tally = target.tally_for(self.mapping)
+        self.dry_run = load.dry_run
+        self.tally = load.tally_for(self.mapping)
         self._invalid_reason: str | None = None
         super().__init__(target, stream_name, schema, key_properties)
 
     # -- batching ----------------------------------------------------------------
     @property
     def max_size(self) -> int:
-        return self.batch_size_rows or DEFAULT_BATCH_ROWS
+        """Records held before the batch is written: the ``batch_size_rows`` setting."""
+        return self.load.settings.batch_size_rows
 
     def setup(self) -> None:
+        """Open the run's shared parts; settle the writes an earlier run left pending for this stream."""
         super().setup()
         self.logger.info("Loading stream %s", self.mapping.describe() + (" [dry run]" if self.dry_run else ""))
-        self.target.open_resources()
-        if not self.dry_run:
-            self.target.recover_pending(self)
+        self.load.open()
+        if not self.dry_run and self.load.first_recovery(self.stream_name):
+            self._recover_pending()
+
+    def _recover_pending(self) -> None:
+        """Settle the creates a killed run left pending for this stream."""
+        entries = self.load.ledger.pending(self.stream_name)
+        if not entries:
+            return
+        self.logger.warning(
+            "Stream %s: %d writes were left pending by an earlier run; checking them on the server",
+            self.stream_name,
+            len(entries),
+        )
+        with self.load.busy():
+            settled = self.recover(entries)
+        self.logger.info("Stream %s: %d pending writes settled", self.stream_name, settled)
 
     # -- per record: the SDK's checks become rejects, not crashes ----------------
     def _validate_and_parse(self, record: dict) -> dict:
@@ -147,9 +172,7 @@ class ClosumSink(BatchSink):
         if self.dry_run:
             self.logger.warning("Would reject a record of stream %s: %s", self.stream_name, message)
             return
-        self.target.rejects.write(
-            stream=self.stream_name, record=record, payload=payload, status=status, message=message
-        )
+        self.load.rejects.write(stream=self.stream_name, record=record, payload=payload, status=status, message=message)
 
     # -- per batch -----------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
@@ -164,7 +187,7 @@ class ClosumSink(BatchSink):
                 for item in group:
                     self._plan(item)
             return
-        with self.target.busy():
+        with self.load.busy():
             self._write_groups(list(groups.values()))
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
@@ -188,7 +211,7 @@ class ClosumSink(BatchSink):
                     abort.set()
                     return
 
-        futures: list[Future[None]] = [self.target.executor.submit(run, g) for g in groups]
+        futures: list[Future[None]] = [self.load.executor.submit(run, g) for g in groups]
         wait(futures)
         if failures:
             first = failures[0]
@@ -207,71 +230,46 @@ class ClosumSink(BatchSink):
 
     def _plan(self, item: Item) -> None:
         """Dry run: count what would be written; read the ledger, write nothing."""
-        entry = self.target.ledger.get(self.stream_name, item.key)
-        done = entry is not None and entry.state == "done"
-        if (
-            done
-            and entry.payload_hash == item.payload_hash
-            and (self.action != "update" or entry.closum_id == item.record_id)
-        ):
+        decision = decide(self.action, self.load.ledger.get(self.stream_name, item.key), item)
+        if isinstance(decision, Skip):
             self.tally.add("skipped")
-        elif self.action == "create":
-            self.tally.add("skipped" if done else "would_create")
-        elif self.action == "update" or (done and entry.closum_id) or item.record_id:
+        elif isinstance(decision, Update):
             self.tally.add("would_update")
         else:
             self.tally.add("would_create")
 
     def _write(self, item: Item) -> None:
-        ledger = self.target.ledger
+        ledger = self.load.ledger
         entry = ledger.get(self.stream_name, item.key)
         if entry is not None and entry.state == "pending":
             # An earlier create of this key lost its answer: settle it before anything else.
-            self._settle_pending(
-                entry.record_key, json.loads(entry.payload or "{}"), entry.payload_hash, None, recovering=True
-            )
+            self._settle_pending(entry, self.resource)
             entry = ledger.get(self.stream_name, item.key)
-        done = entry is not None and entry.state == "done"
-        if self.action == "create":
-            if done:
-                self.tally.add("skipped")
-                if entry.payload_hash != item.payload_hash:
-                    self.tally.add("changed_but_skipped")
-                return
-            self._create(item)
-            return
-        if (
-            done
-            and entry.payload_hash == item.payload_hash
-            and (self.action != "update" or entry.closum_id == item.record_id)
-        ):
+        decision = decide(self.action, entry, item)
+        if isinstance(decision, Skip):
             self.tally.add("skipped")
-            return
-        if self.action == "update":
-            assert item.record_id is not None  # noqa: S101  # checked in process_record
-            self._update(item, item.record_id)
-            return
-        target_id = entry.closum_id if done and entry.closum_id else item.record_id
-        if target_id:
-            self._update(item, target_id)
-        else:
+            if decision.changed:
+                self.tally.add("changed_but_skipped")
+        elif isinstance(decision, Create):
             self._create(item)
+        else:
+            self._update(item, decision.closum_id)
 
     def _update(self, item: Item, target_id: int) -> None:
         try:
-            self.target.client.update(self.resource, target_id, item.payload)
+            self.load.client.update(self.resource, target_id, item.payload)
         except ClosumAuthError:
             raise
         except ClosumFatalError as exc:
             self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
             return
-        self.target.ledger.mark_done(
+        self.load.ledger.mark_done(
             self.stream_name, item.key, self.resource.name, target_id, item.payload_hash, "update"
         )
         self.tally.add("updated")
 
     def _create(self, item: Item) -> None:
-        self.target.ledger.mark_pending(
+        self.load.ledger.mark_pending(
             self.stream_name, item.key, self.resource.name, canonical_json(item.payload), item.payload_hash
         )
         self._create_with_intent(item.key, item.payload, item.payload_hash, item.record, self.resource)
@@ -288,8 +286,8 @@ class ClosumSink(BatchSink):
         recovering: bool = False,
     ) -> None:
         """POST behind a pending intent; on a lost answer, search before trying again."""
-        ledger = self.target.ledger
-        client = self.target.client
+        ledger = self.load.ledger
+        client = self.load.client
         # As many creates as the client has tries, each lost answer followed by a search,
         # waiting between them as the shared retry policy does.
         waits = retry_waits(client.backoff_base, cap=MAX_WAIT_SECONDS)
@@ -337,10 +335,10 @@ class ClosumSink(BatchSink):
     def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
         try:
             return find_created(
-                self.target.client,
+                self.load.client,
                 resource,
                 payload,
-                is_claimed=lambda cid: self.target.ledger.claimed(resource.name, cid),
+                is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
         except ClosumAuthError:
             raise
@@ -356,24 +354,23 @@ class ClosumSink(BatchSink):
         if reconciled:
             self.tally.add("reconciled")
 
-    def _settle_pending(
-        self, key: str, payload: dict[str, t.Any], p_hash: str, resource_name: str | None, *, recovering: bool = False
-    ) -> None:
-        resource = registry.get(resource_name) if resource_name else self.resource
-        self._create_with_intent(key, payload, p_hash, None, resource, search_first=True, recovering=recovering)
+    def _settle_pending(self, entry: Entry, resource: Resource) -> None:
+        """Settle a pending create of the ledger: find it on the server, else create it."""
+        payload = json.loads(entry.payload or "{}")
+        self._create_with_intent(
+            entry.record_key, payload, entry.payload_hash, None, resource, search_first=True, recovering=True
+        )
 
-    def recover(self, entries: list[t.Any]) -> int:
-        """Settle the pending intents a killed run left for this stream; the number settled."""
+    def recover(self, entries: list[Entry]) -> int:
+        """Settle the pending intents a killed run left for this stream; the number settled.
+
+        Raises:
+            ClosumWriteFailed: one of them can be neither found on the server nor created.
+        """
         settled = 0
         for entry in entries:
             try:
-                self._settle_pending(
-                    entry.record_key,
-                    json.loads(entry.payload or "{}"),
-                    entry.payload_hash,
-                    entry.resource,
-                    recovering=True,
-                )
+                self._settle_pending(entry, registry.get(entry.resource) if entry.resource else self.resource)
             except _Unresolved as exc:
                 msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
                 raise ClosumWriteFailed(msg) from exc
