@@ -39,6 +39,7 @@ class LoadContext:
     """
 
     def __init__(self, settings: TargetSettings, shared: SharedSettings) -> None:
+        """Hold the settings; the shared objects are created when first needed."""
         self.settings = settings
         self.shared = shared
         self._tallies: dict[str, Tally] = {}

@@ -39,10 +39,12 @@ class StreamMapping:
     action: str
 
     def describe(self) -> str:
+        """``stream → resource (action)``, as the logs show it."""
         return f"{self.stream} → {self.resource.name} ({self.action})"
 
 
 def writable_resources() -> tuple[Resource, ...]:
+    """The resources Closum can create: the ones a stream may be written to."""
     return tuple(r for r in registry.RESOURCES if r.has(Verb.CREATE))
 
 

@@ -23,6 +23,7 @@ class RejectsFile:
     """Appends reject lines to ``path``; the file is created on the first reject."""
 
     def __init__(self, path: str | Path) -> None:
+        """Remember the path; nothing is created before the first reject."""
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fh: t.TextIO | None = None
@@ -31,11 +32,20 @@ class RejectsFile:
         self,
         *,
         stream: str,
-        record: t.Any,
-        payload: t.Any,
+        record: t.Mapping[str, t.Any],
+        payload: t.Mapping[str, t.Any] | None,
         status: int | None,
         message: str,
     ) -> None:
+        """Append one reject line and flush it.
+
+        Args:
+            stream: the input stream.
+            record: the record as received.
+            payload: the body that was or would have been sent (None when it could not be built).
+            status: Closum's HTTP status, or None for a record refused before sending.
+            message: why, in one line.
+        """
         line = json.dumps(
             {
                 "stream": stream,
@@ -56,6 +66,7 @@ class RejectsFile:
             self._fh.flush()
 
     def close(self) -> None:
+        """Close the file (a later reject opens it again)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()

@@ -36,7 +36,6 @@ from closum_api.errors import (
     jitter,
     retry_waits,
 )
-from target_closum.plan import Create, Item, Skip, Update, decide
 from target_closum.payloads import (
     build_payload,
     canonical_json,
@@ -44,25 +43,26 @@ from target_closum.payloads import (
     record_id,
     validation_message,
 )
+from target_closum.plan import Create, Item, Skip, Update, decide
 from target_closum.reconcile import find_created
 
 if t.TYPE_CHECKING:
     from singer_sdk import Target
 
     from closum_api.registry import Resource
-    from target_closum.load import LoadContext
     from target_closum.ledger import Entry
+    from target_closum.load import LoadContext
     from target_closum.mapping import StreamMapping
 
 MAX_WAIT_SECONDS = 30.0
 TRANSIENT = (ClosumRetriableError, *CONNECTION_FAILURES)
 
 
-class ClosumWriteFailed(ClosumError):
+class ClosumWriteError(ClosumError):
     """Writes could not be finished; the run stops without emitting STATE past them."""
 
 
-class _Unresolved(Exception):  # noqa: N818
+class _UnresolvedError(Exception):
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
 
 
@@ -86,6 +86,7 @@ class ClosumSink(BatchSink):
         *,
         load: LoadContext,
     ) -> None:
+        """Take the stream's mapping and tally from the run's shared context."""
         self.load = load
         self.mapping: StreamMapping = load.settings.mapping_for(stream_name)
         self.resource: Resource = self.mapping.resource
@@ -150,6 +151,7 @@ class ClosumSink(BatchSink):
         return "hash:" + p_hash
 
     def process_record(self, record: dict, context: dict) -> None:
+        """Build and validate the record's payload; a valid one joins the batch, a refused one the rejects."""
         if self._invalid_reason is not None:
             reason, self._invalid_reason = self._invalid_reason, None
             self.reject(record, None, None, reason)
@@ -167,7 +169,10 @@ class ClosumSink(BatchSink):
         item = Item(record, self.record_key(record, p_hash), payload, p_hash, rid)
         context.setdefault("records", []).append(item)
 
-    def reject(self, record: t.Any, payload: t.Any, status: int | None, message: str) -> None:
+    def reject(
+        self, record: t.Mapping[str, t.Any], payload: t.Mapping[str, t.Any] | None, status: int | None, message: str
+    ) -> None:
+        """Count a record as rejected and, unless in a dry run, append it to the rejects file."""
         self.tally.add("rejected")
         if self.dry_run:
             self.logger.warning("Would reject a record of stream %s: %s", self.stream_name, message)
@@ -176,6 +181,7 @@ class ClosumSink(BatchSink):
 
     # -- per batch -----------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
+        """Write the batch (or, in a dry run, count what would be written); return once all is settled."""
         items: list[Item] = context.pop("records", [])
         if not items:
             return
@@ -191,6 +197,7 @@ class ClosumSink(BatchSink):
             self._write_groups(list(groups.values()))
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
+        """Write the groups on the shared pool: in order within a group, groups in parallel; stop at a failure."""
         abort = threading.Event()
         failures: list[BaseException] = []
         unresolved: list[str] = []
@@ -202,10 +209,10 @@ class ClosumSink(BatchSink):
                     return
                 try:
                     self._write(item)
-                except _Unresolved as exc:
+                except _UnresolvedError as exc:
                     with lock:
                         unresolved.append(str(exc))
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001  # kept, and raised again in the calling thread
                     with lock:
                         failures.append(exc)
                     abort.set()
@@ -215,18 +222,18 @@ class ClosumSink(BatchSink):
         wait(futures)
         if failures:
             first = failures[0]
-            if isinstance(first, (ClosumAuthError, ClosumWriteFailed)) or not isinstance(
+            if isinstance(first, (ClosumAuthError, ClosumWriteError)) or not isinstance(
                 first, (ClosumError, *TRANSIENT)
             ):
                 raise first
             msg = f"stream {self.stream_name}: writing to Closum failed after retries ({first}); rerun to finish"
-            raise ClosumWriteFailed(msg) from first
+            raise ClosumWriteError(msg) from first
         if unresolved:
             msg = (
                 f"stream {self.stream_name}: {len(unresolved)} creates have an unknown outcome that could not be "
                 f"checked on the server (first: {unresolved[0]}); rerun to reconcile them"
             )
-            raise ClosumWriteFailed(msg)
+            raise ClosumWriteError(msg)
 
     def _plan(self, item: Item) -> None:
         """Dry run: count what would be written; read the ledger, write nothing."""
@@ -272,20 +279,15 @@ class ClosumSink(BatchSink):
         self.load.ledger.mark_pending(
             self.stream_name, item.key, self.resource.name, canonical_json(item.payload), item.payload_hash
         )
-        self._create_with_intent(item.key, item.payload, item.payload_hash, item.record, self.resource)
+        self._create_with_intent(item, self.resource)
 
-    def _create_with_intent(
-        self,
-        key: str,
-        payload: dict[str, t.Any],
-        p_hash: str,
-        record: t.Any,
-        resource: Resource,
-        *,
-        search_first: bool = False,
-        recovering: bool = False,
-    ) -> None:
-        """POST behind a pending intent; on a lost answer, search before trying again."""
+    def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> None:
+        """POST behind a pending intent; on a lost answer, search before trying again.
+
+        A pending intent being settled (``recovering``) is searched for before the first POST.
+        """
+        key, payload, p_hash = item.key, item.payload, item.payload_hash
+        search_first = recovering
         ledger = self.load.ledger
         client = self.load.client
         # As many creates as the client has tries, each lost answer followed by a search,
@@ -299,7 +301,7 @@ class ClosumSink(BatchSink):
                 found = self._search(resource, payload, key)
                 if found is not None:
                     ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
-                    self._count_created(recovering, reconciled=True)
+                    self._count_created(recovering=recovering, reconciled=True)
                     self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", key, found)
                     return
             try:
@@ -313,24 +315,22 @@ class ClosumSink(BatchSink):
                 raise
             except ClosumFatalError as exc:
                 ledger.forget(self.stream_name, key)
-                self.reject(
-                    record if record is not None else payload, payload, exc.status, exc.server_message or str(exc)
-                )
+                self.reject(item.record, payload, exc.status, exc.server_message or str(exc))
                 return
             except TRANSIENT:
                 ledger.forget(self.stream_name, key)  # 429/503/refused: surely not written
                 raise
             ledger.mark_done(self.stream_name, key, resource.name, new_id, p_hash, "create")
-            self._count_created(recovering, reconciled=False)
+            self._count_created(recovering=recovering, reconciled=False)
             return
         # The last attempt's answer was lost too: one more look, else leave it pending.
         found = self._search(resource, payload, key)
         if found is not None:
             ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
-            self._count_created(recovering, reconciled=True)
+            self._count_created(recovering=recovering, reconciled=True)
             return
         msg = f"key {key} of stream {self.stream_name}"
-        raise _Unresolved(msg)
+        raise _UnresolvedError(msg)
 
     def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
         try:
@@ -344,9 +344,9 @@ class ClosumSink(BatchSink):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
-            raise _Unresolved(msg) from exc
+            raise _UnresolvedError(msg) from exc
 
-    def _count_created(self, recovering: bool, *, reconciled: bool) -> None:
+    def _count_created(self, *, recovering: bool, reconciled: bool) -> None:
         if recovering:  # an earlier run's write: not one of this run's input records
             self.tally.add("recovered")
             return
@@ -357,22 +357,22 @@ class ClosumSink(BatchSink):
     def _settle_pending(self, entry: Entry, resource: Resource) -> None:
         """Settle a pending create of the ledger: find it on the server, else create it."""
         payload = json.loads(entry.payload or "{}")
-        self._create_with_intent(
-            entry.record_key, payload, entry.payload_hash, None, resource, search_first=True, recovering=True
-        )
+        # Not one of this run's records: a reject shows the payload in place of the record.
+        item = Item(payload, entry.record_key, payload, entry.payload_hash, None)
+        self._create_with_intent(item, resource, recovering=True)
 
     def recover(self, entries: list[Entry]) -> int:
         """Settle the pending intents a killed run left for this stream; the number settled.
 
         Raises:
-            ClosumWriteFailed: one of them can be neither found on the server nor created.
+            ClosumWriteError: one of them can be neither found on the server nor created.
         """
         settled = 0
         for entry in entries:
             try:
                 self._settle_pending(entry, registry.get(entry.resource) if entry.resource else self.resource)
-            except _Unresolved as exc:
+            except _UnresolvedError as exc:
                 msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
-                raise ClosumWriteFailed(msg) from exc
+                raise ClosumWriteError(msg) from exc
             settled += 1
         return settled

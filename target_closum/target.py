@@ -127,8 +127,8 @@ class TargetClosum(Target):
             "batch_size_rows",
             th.IntegerType(minimum=1),
             title="Batch size",
-            description=f"Records held per stream before they are written (default {DEFAULT_BATCH_ROWS}); bounds memory. "
-            "STATE is emitted only once the records before it are written.",
+            description=f"Records held per stream before they are written (default {DEFAULT_BATCH_ROWS}); "
+            "bounds memory. STATE is emitted only once the records before it are written.",
         ),
     ).to_dict()
 
@@ -208,6 +208,7 @@ class TargetClosum(Target):
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
         """SIGTERM/SIGINT: write what was read, emit STATE, stop; never mid-batch."""
+        _ = frame  # where the signal interrupted: not needed
         if self.load.is_busy:
             if self._stop_signal is None:
                 self.logger.info("Received signal %d during writes; stopping once the writes in flight end", signum)
@@ -222,6 +223,7 @@ class TargetClosum(Target):
         sys.exit(0)
 
     def process_endofpipe(self) -> None:
+        """Write what is left (writes in progress hold off a termination signal), then finish."""
         try:
             with self.load.busy():
                 super().process_endofpipe()
