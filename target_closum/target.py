@@ -191,7 +191,8 @@ class TargetClosum(Target):
         try:
             sink.setup()
         except Exception:
-            self.logger.error("Error initializing target sink '%s'", self.name)  # noqa: TRY400  # as the SDK's add_sink: the one-line failure follows, no traceback
+            # As the SDK's add_sink says it; the run's one-line failure follows.
+            self.logger.error("Error initializing target sink '%s'", self.name)  # noqa: TRY400  # no traceback
             raise
         self._sinks_active[stream_name] = sink
         return sink
@@ -258,13 +259,13 @@ class TargetClosum(Target):
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:
             errors = "; ".join(getattr(exc, "errors", []) or []) or str(exc)
-            cls.logger.error("target-closum failed: invalid settings: %s", errors)  # noqa: TRY400
+            cls.logger.error("target-closum failed: invalid settings: %s", errors)  # noqa: TRY400  # one line, no traceback
             sys.exit(1)
         except ClosumError as exc:
-            cls.logger.error("target-closum failed: %s", exc)  # noqa: TRY400
+            cls.logger.error("target-closum failed: %s", exc)  # noqa: TRY400  # one line, no traceback
             sys.exit(1)
         except SingerReadError as exc:
-            cls.logger.error("target-closum failed: the input is not Singer messages: %s", exc)  # noqa: TRY400
+            cls.logger.error("target-closum failed: the input is not Singer messages: %s", exc)  # noqa: TRY400  # one line, no traceback
             sys.exit(1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from target_closum.ledger import Ledger
 from target_closum.mapping import ClosumConfigError
 from target_closum.payloads import build_payload, identity, matches, validation_message
 from target_closum.settings import TargetSettings
+from target_closum.target import TargetClosum
 
 LEAD = registry.get("lead")
 UNQ = registry.get("unqualified_lead")
@@ -64,7 +66,7 @@ def test_update_on_a_create_only_resource_is_a_config_error(resource, action):
 
 
 def test_overwrite_is_refused():
-    with pytest.raises(ClosumConfigError, match="cannot delete|no endpoint that deletes"):
+    with pytest.raises(ClosumConfigError, match=r"cannot delete|no endpoint that deletes"):
         TargetSettings.from_config({"load_method": "overwrite"})
 
 
@@ -162,10 +164,6 @@ def test_ledger_intents_survive_reopening(tmp_path):
 
 
 def test_readme_section_lists_every_setting_with_its_description():
-    from pathlib import Path
-
-    from target_closum.target import TargetClosum
-
     text = (Path(__file__).resolve().parents[1] / "target_closum" / "README_SECTION.md").read_text(encoding="utf-8")
     sdk_generic = {"add_record_metadata", "validate_records", "stream_maps", "stream_map_config", "faker_config"}
     for name, prop in TargetClosum.config_jsonschema["properties"].items():
