@@ -258,15 +258,17 @@ class TargetClosum(Target):
         try:
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:
-            errors = "; ".join(getattr(exc, "errors", []) or []) or str(exc)
-            cls.logger.error("target-closum failed: invalid settings: %s", errors)  # noqa: TRY400  # one line, no traceback
-            sys.exit(1)
+            cls._fail("invalid settings: " + ("; ".join(getattr(exc, "errors", []) or []) or str(exc)))
         except ClosumError as exc:
-            cls.logger.error("target-closum failed: %s", exc)  # noqa: TRY400  # one line, no traceback
-            sys.exit(1)
+            cls._fail(str(exc))
         except SingerReadError as exc:
-            cls.logger.error("target-closum failed: the input is not Singer messages: %s", exc)  # noqa: TRY400  # one line, no traceback
-            sys.exit(1)
+            cls._fail(f"the input is not Singer messages: {exc}")
+
+    @classmethod
+    def _fail(cls, message: str) -> t.NoReturn:
+        """End the run with one line (no traceback) and exit code 1."""
+        cls.logger.error("target-closum failed: %s", message)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
