@@ -33,10 +33,16 @@ CREATE TABLE IF NOT EXISTS writes (
 CREATE INDEX IF NOT EXISTS writes_by_closum_id ON writes (resource, closum_id);
 CREATE INDEX IF NOT EXISTS writes_by_state ON writes (stream, state);
 """
+_INSERT = (
+    "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
+)
+_SELECT = "SELECT stream, record_key, resource, state, closum_id, payload_hash, payload FROM writes "
 
 
 @dataclass(frozen=True)
 class Entry:
+    """One row of the ledger: what is known of one record key's write."""
+
     stream: str
     record_key: str
     resource: str
@@ -59,6 +65,7 @@ class Ledger:
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (or, unless read-only, create) the ledger file."""
         self.path = Path(path)
         self.read_only = read_only
         self._lock = threading.Lock()
@@ -78,6 +85,7 @@ class Ledger:
         self._conn = conn
 
     def close(self) -> None:
+        """Close the file; later reads find nothing."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -99,24 +107,20 @@ class Ledger:
             msg = "the ledger is read-only in a dry run"
             raise RuntimeError(msg)
         with self._lock:
-            assert self._conn is not None  # noqa: S101
+            if self._conn is None:
+                msg = "the ledger is closed"
+                raise RuntimeError(msg)
             self._conn.execute(sql, params)
 
     # -- reads ------------------------------------------------------------------
     def get(self, stream: str, record_key: str) -> Entry | None:
-        rows = self._query(
-            "SELECT stream, record_key, resource, state, closum_id, payload_hash, payload "
-            "FROM writes WHERE stream = ? AND record_key = ?",
-            (stream, record_key),
-        )
+        """The row of one record key, if any."""
+        rows = self._query(_SELECT + "WHERE stream = ? AND record_key = ?", (stream, record_key))
         return Entry(*rows[0]) if rows else None
 
     def pending(self, stream: str) -> list[Entry]:
-        rows = self._query(
-            "SELECT stream, record_key, resource, state, closum_id, payload_hash, payload "
-            "FROM writes WHERE stream = ? AND state = 'pending' ORDER BY updated_at",
-            (stream,),
-        )
+        """The creates of a stream whose outcome is not known yet, oldest first."""
+        rows = self._query(_SELECT + "WHERE stream = ? AND state = 'pending' ORDER BY updated_at", (stream,))
         return [Entry(*r) for r in rows]
 
     def claimed(self, resource: str, closum_id: int) -> bool:
@@ -128,6 +132,7 @@ class Ledger:
         return bool(rows)
 
     def count(self, state: str | None = None) -> int:
+        """The number of rows, or of rows in ``state``."""
         if state is None:
             rows = self._query("SELECT COUNT(*) FROM writes")
         else:
@@ -136,21 +141,21 @@ class Ledger:
 
     # -- writes (each one its own committed transaction) ------------------------
     def mark_pending(self, stream: str, record_key: str, resource: str, payload_json: str, payload_hash: str) -> None:
+        """Record the intent of a create, with its payload, before the POST is sent."""
         self._write(
-            "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
-            "VALUES (?, ?, ?, 'pending', NULL, ?, ?, 'create', ?) "
+            _INSERT + "VALUES (?, ?, ?, 'pending', NULL, ?, ?, 'create', ?) "
             "ON CONFLICT (stream, record_key) DO UPDATE SET resource = excluded.resource, state = 'pending', "
             "closum_id = NULL, payload_hash = excluded.payload_hash, payload = excluded.payload, "
             "action = 'create', updated_at = excluded.updated_at",
             (stream, record_key, resource, payload_hash, payload_json, _now()),
         )
 
-    def mark_done(
+    def mark_done(  # noqa: PLR0913, PLR0917  # one argument per column of the row written
         self, stream: str, record_key: str, resource: str, closum_id: int, payload_hash: str, action: str
     ) -> None:
+        """Record a finished write: the key now owns ``closum_id``."""
         self._write(
-            "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
-            "VALUES (?, ?, ?, 'done', ?, ?, NULL, ?, ?) "
+            _INSERT + "VALUES (?, ?, ?, 'done', ?, ?, NULL, ?, ?) "
             "ON CONFLICT (stream, record_key) DO UPDATE SET resource = excluded.resource, state = 'done', "
             "closum_id = excluded.closum_id, payload_hash = excluded.payload_hash, payload = NULL, "
             "action = excluded.action, updated_at = excluded.updated_at",

@@ -39,10 +39,12 @@ class StreamMapping:
     action: str
 
     def describe(self) -> str:
+        """``stream → resource (action)``, as the logs show it."""
         return f"{self.stream} → {self.resource.name} ({self.action})"
 
 
 def writable_resources() -> tuple[Resource, ...]:
+    """The resources Closum can create: the ones a stream may be written to."""
     return tuple(r for r in registry.RESOURCES if r.has(Verb.CREATE))
 
 
@@ -74,9 +76,12 @@ def default_action(resource: Resource, load_method: str | None) -> str:
     return "create"
 
 
-def check_settings(config: t.Mapping[str, t.Any]) -> None:
-    """Refuse, with one line, settings that can never work (checked at start)."""
-    load_method = config.get("load_method") or "append-only"
+def check_load_method(load_method: str) -> None:
+    """Refuse, with one line, a ``load_method`` that can never work (checked at start).
+
+    Raises:
+        ClosumConfigError: ``overwrite`` (Closum cannot delete) or an unknown method.
+    """
     if load_method == "overwrite":
         msg = (
             "load_method 'overwrite' is not supported: Closum has no endpoint that deletes records; "
@@ -86,40 +91,48 @@ def check_settings(config: t.Mapping[str, t.Any]) -> None:
     if load_method not in LOAD_METHODS:
         msg = f"load_method {load_method!r} is unknown; use one of {', '.join(LOAD_METHODS)}"
         raise ClosumConfigError(msg)
-    resource_map = config.get("resource_map") or {}
-    if not isinstance(resource_map, t.Mapping):
-        msg = "resource_map must be an object: stream name → {resource, action}"
-        raise ClosumConfigError(msg)
-    for stream in resource_map:
-        mapping_for(stream, config)
 
 
-def mapping_for(stream: str, config: t.Mapping[str, t.Any]) -> StreamMapping:
-    """The resource and action for a stream, or a :class:`ClosumConfigError` of one line."""
-    load_method = config.get("load_method") or "append-only"
-    resource_map = config.get("resource_map") or {}
+def mapping_for(stream: str, resource_map: t.Mapping[str, t.Any], load_method: str) -> StreamMapping:
+    """The resource and action for a stream, or a :class:`ClosumConfigError` of one line.
+
+    Args:
+        stream: the input stream's name.
+        resource_map: the ``resource_map`` setting.
+        load_method: the ``load_method`` setting.
+
+    Returns:
+        Where the stream's records go.
+
+    Raises:
+        ClosumConfigError: the stream cannot be written as mapped, or matches no writable resource.
+    """
     entry = resource_map.get(stream)
-    if entry is not None:
-        if not isinstance(entry, t.Mapping) or not entry.get("resource"):
-            msg = f"resource_map[{stream!r}] must be an object with a 'resource' (one of {_writable_names()})"
-            raise ClosumConfigError(msg)
-        resource = resource_by_any_name(str(entry["resource"]))
-        if resource is None or not resource.has(Verb.CREATE):
-            what = "is not a Closum resource" if resource is None else "cannot be written (the API only lists it)"
-            msg = f"resource_map[{stream!r}]: resource {entry['resource']!r} {what}; use one of {_writable_names()}"
-            raise ClosumConfigError(msg)
-        action = str(entry.get("action") or default_action(resource, load_method))
-        if action not in ACTIONS:
-            msg = f"resource_map[{stream!r}]: action {action!r} is unknown; use one of {', '.join(ACTIONS)}"
-            raise ClosumConfigError(msg)
-        if action in {"update", "upsert"} and not resource.has(Verb.UPDATE):
-            msg = (
-                f"resource_map[{stream!r}]: action {action!r} is impossible, Closum resource "
-                f"{resource.name!r} is create-only (no update endpoint); use action 'create'"
-            )
-            raise ClosumConfigError(msg)
-        return StreamMapping(stream, resource, action)
+    if entry is None:
+        return _mapping_by_name(stream, load_method)
+    if not isinstance(entry, t.Mapping) or not entry.get("resource"):
+        msg = f"resource_map[{stream!r}] must be an object with a 'resource' (one of {_writable_names()})"
+        raise ClosumConfigError(msg)
+    resource = resource_by_any_name(str(entry["resource"]))
+    if resource is None or not resource.has(Verb.CREATE):
+        what = "is not a Closum resource" if resource is None else "cannot be written (the API only lists it)"
+        msg = f"resource_map[{stream!r}]: resource {entry['resource']!r} {what}; use one of {_writable_names()}"
+        raise ClosumConfigError(msg)
+    action = str(entry.get("action") or default_action(resource, load_method))
+    if action not in ACTIONS:
+        msg = f"resource_map[{stream!r}]: action {action!r} is unknown; use one of {', '.join(ACTIONS)}"
+        raise ClosumConfigError(msg)
+    if action in {"update", "upsert"} and not resource.has(Verb.UPDATE):
+        msg = (
+            f"resource_map[{stream!r}]: action {action!r} is impossible, Closum resource "
+            f"{resource.name!r} is create-only (no update endpoint); use action 'create'"
+        )
+        raise ClosumConfigError(msg)
+    return StreamMapping(stream, resource, action)
 
+
+def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
+    """A stream not in ``resource_map``: the writable resource it is named like."""
     resource = resource_by_any_name(stream)
     if resource is not None and resource.has(Verb.CREATE):
         return StreamMapping(stream, resource, default_action(resource, load_method))

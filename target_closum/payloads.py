@@ -41,24 +41,34 @@ SERVED_ONLY = frozenset({"creation_date", "register_date", "date_add", "is_valid
 OPT_IN_READ_ONLY = frozenset({"id", "lead_id", "unqualified_lead_id", "creation_date"})
 INTEGER_FIELDS = frozenset({"contact_type_id", "city_id", "contact_lifecycle_stage_id", "lead_id", "audience_list_id"})
 OPT_IN_KEY = {"lead": "lead_opt_in", "unqualified_lead": "unqualified_lead_opt_in"}
+# What identifies a record of the other resources on the server (leads: see _lead_identity).
+IDENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "email": ("email",),
+    "phone": ("extension", "number"),
+    "contact_type": ("label",),
+    "audience_list": ("name",),
+    "lead_audience_list": ("lead_id", "audience_list_id"),
+}
 
 
-def _json_default(value: t.Any) -> t.Any:
+def json_default(value: object) -> object:
+    """How ``json.dumps`` writes what JSON has no type for: a Decimal as a number, anything else as text."""
     if isinstance(value, decimal.Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
 
 
-def canonical_json(value: t.Any) -> str:
+def canonical_json(value: object) -> str:
     """Compact JSON with sorted keys: the same data always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def payload_hash(payload: t.Mapping[str, t.Any]) -> str:
+    """The SHA-256 of the payload's canonical JSON: equal payloads, equal hashes."""
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def _as_int(value: t.Any) -> t.Any:
+def _as_int(value: object) -> object:
     """``"1"`` → 1, ``1.0`` → 1; anything else unchanged (validation decides)."""
     if isinstance(value, bool):
         return value
@@ -69,7 +79,7 @@ def _as_int(value: t.Any) -> t.Any:
     return value
 
 
-def _as_text(value: t.Any) -> t.Any:
+def _as_text(value: object) -> object:
     """Numbers given for phone parts become text; strings are never touched."""
     if isinstance(value, bool):
         return value
@@ -82,7 +92,7 @@ def _drop_nulls(obj: dict[str, t.Any]) -> dict[str, t.Any]:
     return {k: v for k, v in obj.items() if v is not None}
 
 
-def _email_object(value: t.Any) -> t.Any:
+def _email_object(value: object) -> object:
     if isinstance(value, str):
         return {"email": value}
     if isinstance(value, t.Mapping):
@@ -91,7 +101,7 @@ def _email_object(value: t.Any) -> t.Any:
     return value
 
 
-def _phone_object(value: t.Any) -> t.Any:
+def _phone_object(value: object) -> object:
     if isinstance(value, str):
         return {"number": value}
     if isinstance(value, t.Mapping):
@@ -103,7 +113,7 @@ def _phone_object(value: t.Any) -> t.Any:
     return value
 
 
-def _opt_in_object(value: t.Any) -> t.Any:
+def _opt_in_object(value: object) -> object:
     if isinstance(value, str):
         value = _parse_json(value)
     if not isinstance(value, t.Mapping):
@@ -117,7 +127,7 @@ def _opt_in_object(value: t.Any) -> t.Any:
     return obj or None
 
 
-def _parse_json(text: str) -> t.Any:
+def _parse_json(text: str) -> object:
     """A JSON string parsed; the text itself when it is not JSON (validation then says so)."""
     try:
         return json.loads(text)
@@ -146,28 +156,47 @@ def build_payload(
             continue
         payload[key] = value
 
-    if resource.name in {"lead", "unqualified_lead"}:
-        if "email" in payload:
-            payload["email"] = _email_object(payload["email"])
-        if "phone" in payload:
-            payload["phone"] = _phone_object(payload["phone"])
-        opt_key = OPT_IN_KEY[resource.name]
-        if opt_key in payload:
-            payload[opt_key] = _opt_in_object(payload[opt_key])
-        if isinstance(payload.get("custom_data"), (t.Mapping, list)):
-            payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=_json_default)
-    elif resource.name == "email":
-        value = payload.get("email")
-        if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:
-            payload["email"] = value["email"]
-    elif resource.name == "phone":
-        for part in ("extension", "number"):
-            if part in payload:
-                payload[part] = _as_text(payload[part])
-
+    shape = _SHAPERS.get(resource.name)
+    if shape is not None:
+        shape(resource, payload)
     for key in INTEGER_FIELDS & payload.keys():
         payload[key] = _as_int(payload[key])
     return {k: v for k, v in payload.items() if v is not None}
+
+
+def _shape_lead(resource: Resource, payload: dict[str, t.Any]) -> None:
+    """Nested email, phone and opt-in as the API wants them; custom_data as a JSON string."""
+    if "email" in payload:
+        payload["email"] = _email_object(payload["email"])
+    if "phone" in payload:
+        payload["phone"] = _phone_object(payload["phone"])
+    opt_key = OPT_IN_KEY[resource.name]
+    if opt_key in payload:
+        payload[opt_key] = _opt_in_object(payload[opt_key])
+    if isinstance(payload.get("custom_data"), (t.Mapping, list)):
+        payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=json_default)
+
+
+def _shape_email(_resource: Resource, payload: dict[str, t.Any]) -> None:
+    """An email given as ``{"email": ...}`` (a lead's nested shape) becomes the plain address."""
+    value = payload.get("email")
+    if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:
+        payload["email"] = value["email"]
+
+
+def _shape_phone(_resource: Resource, payload: dict[str, t.Any]) -> None:
+    """Phone parts given as numbers become text."""
+    for part in ("extension", "number"):
+        if part in payload:
+            payload[part] = _as_text(payload[part])
+
+
+_SHAPERS: dict[str, t.Callable[[Resource, dict[str, t.Any]], None]] = {
+    "lead": _shape_lead,
+    "unqualified_lead": _shape_lead,
+    "email": _shape_email,
+    "phone": _shape_phone,
+}
 
 
 def validation_message(resource: Resource, payload: t.Mapping[str, t.Any]) -> str | None:
@@ -193,31 +222,27 @@ def identity(resource: Resource, payload: t.Mapping[str, t.Any]) -> dict[str, t.
     email: email; phone: extension + number; contact type: label;
     audience list: name; lead audience list: lead_id + audience_list_id.
     """
-    name = resource.name
-    if name in {"lead", "unqualified_lead"}:
-        ident: dict[str, t.Any] = {}
-        email = payload.get("email")
-        if isinstance(email, t.Mapping) and email.get("email"):
-            ident["email"] = str(email["email"]).casefold()
-        phone = payload.get("phone")
-        if isinstance(phone, t.Mapping):
-            if phone.get("number"):
-                ident["phone.number"] = phone["number"]
-            if phone.get("extension"):
-                ident["phone.extension"] = phone["extension"]
-        if payload.get("name"):
-            ident["name"] = payload["name"]
-        return ident
-    fields = {
-        "email": ("email",),
-        "phone": ("extension", "number"),
-        "contact_type": ("label",),
-        "audience_list": ("name",),
-        "lead_audience_list": ("lead_id", "audience_list_id"),
-    }.get(name, ())
-    ident = {f: payload.get(f) for f in fields if payload.get(f) is not None}
+    if resource.name in OPT_IN_KEY:
+        return _lead_identity(payload)
+    fields = IDENTITY_FIELDS.get(resource.name, ())
+    ident = {f: payload[f] for f in fields if payload.get(f) is not None}
     if "email" in ident:
         ident["email"] = str(ident["email"]).casefold()
+    return ident
+
+
+def _lead_identity(payload: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    ident: dict[str, t.Any] = {}
+    email = _mapping(payload.get("email"))
+    if email.get("email"):
+        ident["email"] = str(email["email"]).casefold()
+    phone = _mapping(payload.get("phone"))
+    if phone.get("number"):
+        ident["phone.number"] = phone["number"]
+    if phone.get("extension"):
+        ident["phone.extension"] = phone["extension"]
+    if payload.get("name"):
+        ident["name"] = payload["name"]
     return ident
 
 
@@ -225,27 +250,34 @@ def matches(resource: Resource, ident: t.Mapping[str, t.Any], served: t.Mapping[
     """True when a record served by Closum carries every identifying value."""
     if not ident:
         return False
-    if resource.name in {"lead", "unqualified_lead"}:
-        email = served.get("email") if isinstance(served.get("email"), t.Mapping) else {}
-        phone = served.get("phone") if isinstance(served.get("phone"), t.Mapping) else {}
-        for key, want in ident.items():
-            if key == "email":
-                got = str(email.get("email") or "").casefold()
-            elif key == "phone.number":
-                got = phone.get("number")
-            elif key == "phone.extension":
-                if "extension" not in phone:  # unqualified-lead lists omit it
-                    continue
-                got = phone.get("extension")
-            else:
-                got = served.get(key)
-            if got != want:
-                return False
-        return True
+    lead_like = resource.name in OPT_IN_KEY
     for key, want in ident.items():
-        got = served.get(key)
-        if key == "email":
-            got = str(got or "").casefold()
+        if lead_like:
+            present, got = _served_lead_value(served, key)
+            if not present:
+                continue
+        else:
+            got = served.get(key)
+            if key == "email":
+                got = str(got or "").casefold()
         if got != want:
             return False
     return True
+
+
+def _served_lead_value(served: t.Mapping[str, t.Any], key: str) -> tuple[bool, object]:
+    """A served lead's value for an identity key, and whether the list shows it at all."""
+    email = _mapping(served.get("email"))
+    phone = _mapping(served.get("phone"))
+    if key == "email":
+        return True, str(email.get("email") or "").casefold()
+    if key == "phone.number":
+        return True, phone.get("number")
+    if key == "phone.extension":
+        # unqualified-lead lists omit it
+        return ("extension" in phone), phone.get("extension")
+    return True, served.get(key)
+
+
+def _mapping(value: object) -> t.Mapping[str, t.Any]:
+    return value if isinstance(value, t.Mapping) else {}

@@ -28,8 +28,6 @@ def find_created(
     payload: t.Mapping[str, t.Any],
     *,
     is_claimed: t.Callable[[int], bool] = lambda _id: False,
-    pages: int = PAGES,
-    page_size: int = PAGE_SIZE,
 ) -> int | None:
     """The id of the record ``payload`` created, or None when it is absent.
 
@@ -39,8 +37,8 @@ def find_created(
     ident = identity(resource, payload)
     if not ident:
         return None
-    for page in range(1, pages + 1):
-        envelope = client.list_page(resource, page=page, limit=page_size, sort="id", direction="desc")
+    for page in range(1, PAGES + 1):
+        envelope = client.list_page(resource, page=page, limit=PAGE_SIZE, sort="id", direction="desc")
         items = envelope.get("data") or []
         for item in items:
             if not isinstance(item, t.Mapping):

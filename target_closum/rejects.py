@@ -16,27 +16,36 @@ import threading
 import typing as t
 from pathlib import Path
 
-from target_closum.payloads import _json_default
+from target_closum.payloads import json_default
 
 
 class RejectsFile:
     """Appends reject lines to ``path``; the file is created on the first reject."""
 
     def __init__(self, path: str | Path) -> None:
+        """Remember the path; nothing is created before the first reject."""
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fh: t.TextIO | None = None
-        self.written = 0
 
     def write(
         self,
         *,
         stream: str,
-        record: t.Any,
-        payload: t.Any,
+        record: t.Mapping[str, t.Any],
+        payload: t.Mapping[str, t.Any] | None,
         status: int | None,
         message: str,
     ) -> None:
+        """Append one reject line and flush it.
+
+        Args:
+            stream: the input stream.
+            record: the record as received.
+            payload: the body that was or would have been sent (None when it could not be built).
+            status: Closum's HTTP status, or None for a record refused before sending.
+            message: why, in one line.
+        """
         line = json.dumps(
             {
                 "stream": stream,
@@ -47,7 +56,7 @@ class RejectsFile:
                 "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             },
             ensure_ascii=False,
-            default=_json_default,
+            default=json_default,
         )
         with self._lock:
             if self._fh is None:
@@ -55,9 +64,9 @@ class RejectsFile:
                 self._fh = self.path.open("a", encoding="utf-8")
             self._fh.write(line + "\n")
             self._fh.flush()
-            self.written += 1
 
     def close(self) -> None:
+        """Close the file (a later reject opens it again)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()

@@ -28,10 +28,12 @@ class Tally:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, count: int = 1) -> None:
+        """Add ``count`` to the counter ``name``."""
         with self._lock:
             setattr(self, name, getattr(self, name) + count)
 
     def as_dict(self) -> dict[str, int | str | bool]:
+        """The counters and what they count, as the ``closum_load_summary`` metric carries them."""
         out: dict[str, int | str | bool] = {
             "stream": self.stream,
             "resource": self.resource,
@@ -42,6 +44,7 @@ class Tally:
         return out
 
     def line(self, rejects_path: str | None = None) -> str:
+        """The one summary line of the stream, naming the rejects file when there were rejects."""
         head = f"stream {self.stream} → {self.resource} ({self.action})"
         if self.dry_run:
             body = (

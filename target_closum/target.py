@@ -1,14 +1,10 @@
-"""The target: settings, sink selection, shared resources, one-line failures."""
+"""The target: settings, sink creation, the end-of-run summary, one-line failures."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import threading
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
 
 from singer_sdk import Target
 from singer_sdk import typing as th
@@ -18,21 +14,29 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine, SingerReadError
 from singer_sdk.singerlib.json import deserialize_json
 
 from closum_api import DISTRIBUTION, __version__
-from closum_api.config import client_from_config, connection_properties
+from closum_api.config import SharedSettings, connection_properties
 from closum_api.errors import ClosumError
-from target_closum.ledger import Ledger
-from target_closum.mapping import ACTIONS, LOAD_METHODS, StreamMapping, check_settings, mapping_for, writable_resources
-from target_closum.rejects import RejectsFile
+from target_closum.load import LoadContext
+from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
+from target_closum.settings import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_DRY_RUN,
+    DEFAULT_LEDGER_PATH,
+    DEFAULT_LOAD_METHOD,
+    DEFAULT_REJECTS_PATH,
+    TargetSettings,
+)
 from target_closum.sinks import ClosumSink
-from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
     from types import FrameType
 
-    from closum_api.client import ClosumClient
+    from singer_sdk.sinks import Sink
 
-DEFAULT_REJECTS = "closum-rejects.jsonl"
-DEFAULT_LEDGER = "closum-ledger.sqlite"
+    from closum_api.client import ClosumClient
+    from target_closum.summary import Tally
+
+USER_AGENT = f"target-closum/{__version__}"
 
 
 class _QuietReader(SingerReader):
@@ -87,7 +91,7 @@ class TargetClosum(Target):
         th.Property(
             "rejects_path",
             th.StringType(min_length=1),
-            default=DEFAULT_REJECTS,
+            default=DEFAULT_REJECTS_PATH,
             title="Rejects file",
             description="JSON-lines file that receives every record set aside (failed validation or "
             "refused by Closum with 400/403/404/405), with stream, record, payload, status, message and "
@@ -96,7 +100,7 @@ class TargetClosum(Target):
         th.Property(
             "ledger_path",
             th.StringType(min_length=1),
-            default=DEFAULT_LEDGER,
+            default=DEFAULT_LEDGER_PATH,
             title="Ledger file",
             description="SQLite file recording each write (stream + record key → Closum id, payload hash), "
             "so a rerun or a replay writes nothing twice. Keep it between runs of the same load.",
@@ -104,7 +108,7 @@ class TargetClosum(Target):
         th.Property(
             "dry_run",
             th.BooleanType,
-            default=False,
+            default=DEFAULT_DRY_RUN,
             title="Dry run",
             description="Map and validate every record and report what would be written, without "
             "sending any POST/PUT and without writing the ledger or the rejects file.",
@@ -113,7 +117,7 @@ class TargetClosum(Target):
             "load_method",
             th.StringType,
             allowed_values=list(LOAD_METHODS),
-            default="append-only",
+            default=DEFAULT_LOAD_METHOD,
             title="Load method",
             description="SDK setting. append-only: streams default to action create. upsert: streams of "
             "resources that can be updated (email, phone, contact_type) default to action upsert. "
@@ -123,113 +127,77 @@ class TargetClosum(Target):
             "batch_size_rows",
             th.IntegerType(minimum=1),
             title="Batch size",
-            description="Records held per stream before they are written (default 1000); bounds memory. "
-            "STATE is emitted only once the records before it are written.",
+            description=f"Records held per stream before they are written (default {DEFAULT_BATCH_ROWS}); "
+            "bounds memory. STATE is emitted only once the records before it are written.",
         ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        self._tallies: dict[str, Tally] = {}
-        self._tally_lock = threading.Lock()
-        self._busy_count = 0
-        self._busy_lock = threading.Lock()
+        """Build the target; settings that can never work are refused here, with one line."""
         self._stop_signal: int | None = None
         self._finished = False
-        self._recovered_streams: set[str] = set()
-        self._opened = False
         super().__init__(*args, **kwargs)
-        check_settings(self.config)
+        self.settings = TargetSettings.from_config(self.config)
         self.max_parallelism = 4
+        self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
 
-    # -- shared resources, created when first needed ------------------------------
     @property
-    def dry_run(self) -> bool:
-        return bool(self.config.get("dry_run", False))
-
-    @cached_property
     def client(self) -> ClosumClient:
-        if self.dry_run:
-            msg = "a dry run never talks to Closum"
-            raise RuntimeError(msg)
-        return client_from_config(self.config, user_agent=f"target-closum/{__version__}")
-
-    @cached_property
-    def ledger(self) -> Ledger:
-        return Ledger(self.config.get("ledger_path") or DEFAULT_LEDGER, read_only=self.dry_run)
-
-    @cached_property
-    def rejects(self) -> RejectsFile:
-        return RejectsFile(self.config.get("rejects_path") or DEFAULT_REJECTS)
-
-    @cached_property
-    def executor(self) -> ThreadPoolExecutor:
-        workers = int(self.config.get("max_parallel_requests", 8))
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="closum-write")
-
-    # -- streams ------------------------------------------------------------------
-    def mapping_for(self, stream_name: str) -> StreamMapping:
-        return mapping_for(stream_name, self.config)
-
-    def get_sink_class(self, stream_name: str) -> type[ClosumSink]:
-        """Refuse a stream that cannot be written, at its SCHEMA message."""
-        self.mapping_for(stream_name)
-        return ClosumSink
-
-    def tally_for(self, mapping: StreamMapping) -> Tally:
-        with self._tally_lock:
-            if mapping.stream not in self._tallies:
-                self._tallies[mapping.stream] = Tally(
-                    mapping.stream, mapping.resource.name, mapping.action, dry_run=self.dry_run
-                )
-            return self._tallies[mapping.stream]
+        """The run's Closum client."""
+        return self.load.client
 
     @property
     def tallies(self) -> dict[str, Tally]:
-        return dict(self._tallies)
+        """What happened to each stream's records, by stream name."""
+        return self.load.tallies
 
-    def open_resources(self) -> None:
-        """Create the shared objects in the main thread, before any worker needs them.
+    # -- sinks: each one is handed the run's shared parts ---------------------------
+    def get_sink_class(self, stream_name: str) -> type[ClosumSink]:
+        """Refuse a stream that cannot be written, at its SCHEMA message."""
+        self.settings.mapping_for(stream_name)
+        return ClosumSink
 
-        Also asks for the token in the background while records are read; a
-        failure there is ignored (the first write asks again and reports it).
-        """
-        if self._opened:
-            return
-        self._opened = True
-        _ = self.ledger, self.rejects
-        if not self.dry_run:
-            client = self.client
-            self.executor.submit(_quiet_token, client)
+    def get_sink(
+        self,
+        stream_name: str,
+        *,
+        record: dict | None = None,
+        schema: dict | None = None,
+        key_properties: t.Sequence[str] | None = None,
+    ) -> Sink:
+        """The SDK's sink selection, creating sinks with :meth:`add_closum_sink` (as ``SQLTarget`` does)."""
+        _ = record
+        if schema is None:
+            return self._sinks_active[stream_name]
+        existing_sink = self._sinks_active.get(stream_name)
+        if not existing_sink:
+            return self.add_closum_sink(stream_name, schema, key_properties)
+        if existing_sink.original_schema != schema or existing_sink.key_properties != key_properties:
+            self.logger.info(
+                "Schema or key properties for '%s' stream have changed. Initializing a new '%s' sink...",
+                stream_name,
+                stream_name,
+            )
+            self._sinks_to_clear.append(self._sinks_active.pop(stream_name))
+            return self.add_closum_sink(stream_name, schema, key_properties)
+        return existing_sink
 
-    def recover_pending(self, sink: ClosumSink) -> None:
-        """Settle the creates a killed run left pending for this stream (once per run)."""
-        if sink.stream_name in self._recovered_streams:
-            return
-        self._recovered_streams.add(sink.stream_name)
-        entries = self.ledger.pending(sink.stream_name)
-        if not entries:
-            return
-        self.logger.warning(
-            "Stream %s: %d writes were left pending by an earlier run; checking them on the server",
-            sink.stream_name,
-            len(entries),
+    def add_closum_sink(self, stream_name: str, schema: dict, key_properties: t.Sequence[str] | None = None) -> Sink:
+        """Create a sink that shares the run's :class:`LoadContext`, set it up and register it."""
+        sink_class = self.get_sink_class(stream_name)
+        sink = sink_class(
+            target=self, stream_name=stream_name, schema=schema, key_properties=key_properties, load=self.load
         )
-        with self.busy():
-            settled = sink.recover(entries)
-        self.logger.info("Stream %s: %d pending writes settled", sink.stream_name, settled)
+        try:
+            sink.setup()
+        except Exception:
+            # As the SDK's add_sink says it; the run's one-line failure follows.
+            self.logger.error("Error initializing target sink '%s'", self.name)  # noqa: TRY400  # no traceback
+            raise
+        self._sinks_active[stream_name] = sink
+        return sink
 
     # -- run lifecycle ---------------------------------------------------------------
-    @contextlib.contextmanager
-    def busy(self) -> t.Iterator[None]:
-        """Marks writes in progress, so a termination signal waits for them."""
-        with self._busy_lock:
-            self._busy_count += 1
-        try:
-            yield
-        finally:
-            with self._busy_lock:
-                self._busy_count -= 1
-
     def _process_record_message(self, message_dict: dict) -> None:
         try:
             super()._process_record_message(message_dict)
@@ -241,7 +209,8 @@ class TargetClosum(Target):
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
         """SIGTERM/SIGINT: write what was read, emit STATE, stop; never mid-batch."""
-        if self._busy_count:
+        _ = frame  # where the signal interrupted: not needed
+        if self.load.is_busy:
             if self._stop_signal is None:
                 self.logger.info("Received signal %d during writes; stopping once the writes in flight end", signum)
             self._stop_signal = signum
@@ -255,8 +224,9 @@ class TargetClosum(Target):
         sys.exit(0)
 
     def process_endofpipe(self) -> None:
+        """Write what is left (writes in progress hold off a termination signal), then finish."""
         try:
-            with self.busy():
+            with self.load.busy():
                 super().process_endofpipe()
         finally:
             self.finish()
@@ -266,9 +236,8 @@ class TargetClosum(Target):
         if self._finished:
             return
         self._finished = True
-        rejects_path = str(self.config.get("rejects_path") or DEFAULT_REJECTS)
-        for tally in self._tallies.values():
-            self.logger.info(tally.line(rejects_path))
+        for tally in self.load.tallies.values():
+            self.logger.info(tally.line(self.settings.rejects_path))
             self.metrics_logger.info(
                 "METRIC: %s",
                 json.dumps(
@@ -281,35 +250,25 @@ class TargetClosum(Target):
                     separators=(",", ":"),
                 ),
             )
-        if "executor" in self.__dict__:
-            self.executor.shutdown(wait=True)
-        if "rejects" in self.__dict__:
-            self.rejects.close()
-        if "ledger" in self.__dict__:
-            self.ledger.close()
-        if "client" in self.__dict__:
-            self.client.close()
+        self.load.close()
 
     @classmethod
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """Run the target; a failure of the run ends it with one line, not a traceback."""
         try:
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:
-            errors = "; ".join(getattr(exc, "errors", []) or []) or str(exc)
-            cls.logger.error("target-closum failed: invalid settings: %s", errors)  # noqa: TRY400
-            sys.exit(1)
+            cls._fail("invalid settings: " + ("; ".join(getattr(exc, "errors", []) or []) or str(exc)))
         except ClosumError as exc:
-            cls.logger.error("target-closum failed: %s", exc)  # noqa: TRY400
-            sys.exit(1)
+            cls._fail(str(exc))
         except SingerReadError as exc:
-            cls.logger.error("target-closum failed: the input is not Singer messages: %s", exc)  # noqa: TRY400
-            sys.exit(1)
+            cls._fail(f"the input is not Singer messages: {exc}")
 
-
-def _quiet_token(client: ClosumClient) -> None:
-    with contextlib.suppress(Exception):
-        client.auth.token()
+    @classmethod
+    def _fail(cls, message: str) -> t.NoReturn:
+        """End the run with one line (no traceback) and exit code 1."""
+        cls.logger.error("target-closum failed: %s", message)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

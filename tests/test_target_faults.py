@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 
@@ -10,8 +12,10 @@ import requests
 from test_target_support import lead, posts, rejects, run_target, singer, target_config
 
 from closum_api import registry
+from closum_api.errors import ClosumAuthError, ClosumError
 from target_closum.ledger import Ledger
 from target_closum.payloads import build_payload, canonical_json, payload_hash
+from target_closum.target import TargetClosum
 
 
 def _emails(sandbox) -> list[str]:
@@ -142,8 +146,6 @@ def test_outcome_that_cannot_be_checked_fails_the_run_and_keeps_the_intent(sandb
     )
     config = target_config(sandbox, tmp_path)
     before = len(sandbox.records("audience_list"))
-    from closum_api.errors import ClosumError
-
     with pytest.raises(ClosumError, match="rerun to reconcile"):
         run_target(config, singer("audience_lists", [{"id": 1, "name": "List A"}], final_state={"bookmarks": {"x": 1}}))
     assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 1
@@ -158,8 +160,6 @@ def test_outcome_that_cannot_be_checked_fails_the_run_and_keeps_the_intent(sandb
 def test_auth_failure_ends_the_run(sandbox_factory, tmp_path):
     sandbox = sandbox_factory()
     config = target_config(sandbox, tmp_path, api_pw="wrong")
-    from closum_api.errors import ClosumAuthError
-
     with pytest.raises(ClosumAuthError):
         run_target(config, singer("leads", [lead(1)]))
     ledger = Ledger(tmp_path / "ledger.sqlite")
@@ -167,11 +167,6 @@ def test_auth_failure_ends_the_run(sandbox_factory, tmp_path):
 
 
 def test_revoked_token_is_renewed_mid_run(sandbox, tmp_path):
-    import contextlib
-    import io
-
-    from target_closum.target import TargetClosum
-
     before = len(sandbox.records("lead"))
     target = TargetClosum(config=target_config(sandbox, tmp_path, max_parallel_requests=1))
     real_create = target.client.create
@@ -183,7 +178,7 @@ def test_revoked_token_is_renewed_mid_run(sandbox, tmp_path):
             sandbox.revoke_tokens()  # revoked early, while the run goes on
         return real_create(resource, payload)
 
-    target.client.create = create  # type: ignore[method-assign]
+    target.client.create = create
     with contextlib.redirect_stdout(io.StringIO()):
         target.listen(io.StringIO(singer("leads", [lead(i) for i in range(6)])))
     assert len(sandbox.records("lead")) - before == 6

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import secrets
 
 import pytest
 from test_target_support import lead, open_schema, posts, rejects, run_target, singer, target_config, writes
@@ -280,7 +282,7 @@ def test_load_method_upsert_makes_updatable_streams_upsert_with_the_given_id(san
     assert run.tally("emails")["updated"] == 1
 
 
-def test_update_on_a_create_only_resource_fails_at_start(tmp_path):
+def test_update_on_a_create_only_resource_fails_at_start():
     with pytest.raises(ClosumConfigError) as info:
         TargetClosum(
             config={
@@ -317,13 +319,11 @@ def test_state_is_emitted_only_after_the_records_before_it_are_written(sandbox_f
         seen.append((state, len(sandbox.records("lead")) - before))
         real(state)
 
-    target._write_state_message = spy  # type: ignore[method-assign]
+    target._write_state_message = spy
     text = singer(
         "leads", [lead(n) for n in range(1, 36)], state_every=10, final_state={"bookmarks": {"leads": {"done": 35}}}
     )
     target.max_parallelism = 4
-    import contextlib
-
     with contextlib.redirect_stdout(io.StringIO()):
         target.listen(io.StringIO(text))
     assert seen, "no STATE was emitted"
@@ -333,9 +333,8 @@ def test_state_is_emitted_only_after_the_records_before_it_are_written(sandbox_f
 
 
 def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys):
-    import contextlib
-
-    sandbox = sandbox_factory(password="pw-Sup3r-S3cret-value")
+    secret = f"pw-{secrets.token_hex(8)}-value"
+    sandbox = sandbox_factory(password=secret)
     caplog.set_level(logging.DEBUG)
     target = TargetClosum(config=target_config(sandbox, tmp_path, max_parallel_requests=1))
     auth = target.client.auth
@@ -352,8 +351,8 @@ def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys)
             sandbox.revoke_tokens()  # make the run renew its token after a 401
         return real_create(resource, payload)
 
-    auth.token = token  # type: ignore[method-assign]
-    target.client.create = create  # type: ignore[method-assign]
+    auth.token = token
+    target.client.create = create
     text = singer("leads", [lead(1), {"id": 2, "name": "bad"}, lead(3, custom_data="{x")]) + singer(
         "emails", [{"email": "x@example.com"}], key_properties=()
     )
@@ -363,7 +362,7 @@ def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys)
     captured = capsys.readouterr()
     text_out = caplog.text + captured.out + captured.err + (tmp_path / "rejects.jsonl").read_text()
     assert "renewing the token" in caplog.text
-    assert "pw-Sup3r-S3cret-value" not in text_out
+    assert secret not in text_out
     for value in tokens:
         assert value not in text_out
     assert "created 1" in caplog.text

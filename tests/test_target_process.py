@@ -84,14 +84,16 @@ def test_killed_run_then_rerun_writes_every_record_exactly_once(sandbox_factory,
         proc = target_process(config, tmp_path, fh)
         deadline = time.monotonic() + 30
         while len(sandbox.records("lead")) - before < 30:
-            assert time.monotonic() < deadline and proc.poll() is None, "the target ended before it could be killed"
+            assert time.monotonic() < deadline, "the target ended before it could be killed"
+            assert proc.poll() is None, "the target ended before it could be killed"
             time.sleep(0.02)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     written_at_kill = len(sandbox.records("lead")) - before
     assert 0 < written_at_kill < n, "the kill came too late to test anything"
     if sig == signal.SIGTERM:  # a graceful stop: writes finished, STATE out, no traceback
-        assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+        assert proc.returncode == 0, err[-2000:]
+        assert "Traceback" not in err, err[-2000:]
     # Every STATE printed by the killed run covers only records already on the server.
     for line in out.splitlines():
         assert json.loads(line)["bookmarks"]["leads"]["done"] <= written_at_kill

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from closum_api import registry
 from target_closum.ledger import Ledger
-from target_closum.mapping import ClosumConfigError, check_settings, mapping_for
+from target_closum.mapping import ClosumConfigError
 from target_closum.payloads import build_payload, identity, matches, validation_message
+from target_closum.settings import TargetSettings
+from target_closum.target import TargetClosum
 
 LEAD = registry.get("lead")
 UNQ = registry.get("unqualified_lead")
@@ -30,7 +33,7 @@ UNQ = registry.get("unqualified_lead")
     ],
 )
 def test_streams_named_like_a_resource_map_to_it_with_create(stream, resource):
-    mapping = mapping_for(stream, {})
+    mapping = TargetSettings.from_config({}).mapping_for(stream)
     assert (mapping.resource.name, mapping.action) == (resource, "create")
 
 
@@ -39,15 +42,15 @@ def test_resource_map_wins_and_load_method_upsert_only_defaults_updatable_resour
         "load_method": "upsert",
         "resource_map": {"crm_people": {"resource": "lead"}, "mails": {"resource": "email", "action": "create"}},
     }
-    assert mapping_for("crm_people", config).action == "create"  # lead is create-only
-    assert mapping_for("mails", config).action == "create"  # resource_map wins
-    assert mapping_for("phones", config).action == "upsert"
+    assert TargetSettings.from_config(config).mapping_for("crm_people").action == "create"  # lead is create-only
+    assert TargetSettings.from_config(config).mapping_for("mails").action == "create"  # resource_map wins
+    assert TargetSettings.from_config(config).mapping_for("phones").action == "upsert"
 
 
 @pytest.mark.parametrize("stream", ["cities", "contact_lifecycle_stages", "orders"])
 def test_unwritable_streams_are_refused_with_one_line_naming_the_stream(stream):
     with pytest.raises(ClosumConfigError) as info:
-        mapping_for(stream, {})
+        TargetSettings.from_config({}).mapping_for(stream)
     message = str(info.value)
     assert "\n" not in message
     assert repr(stream) in message
@@ -59,12 +62,12 @@ def test_unwritable_streams_are_refused_with_one_line_naming_the_stream(stream):
 @pytest.mark.parametrize("action", ["update", "upsert"])
 def test_update_on_a_create_only_resource_is_a_config_error(resource, action):
     with pytest.raises(ClosumConfigError, match="create-only"):
-        check_settings({"resource_map": {"s": {"resource": resource, "action": action}}})
+        TargetSettings.from_config({"resource_map": {"s": {"resource": resource, "action": action}}})
 
 
 def test_overwrite_is_refused():
-    with pytest.raises(ClosumConfigError, match="cannot delete|no endpoint that deletes"):
-        check_settings({"load_method": "overwrite"})
+    with pytest.raises(ClosumConfigError, match=r"cannot delete|no endpoint that deletes"):
+        TargetSettings.from_config({"load_method": "overwrite"})
 
 
 def test_lead_payload_quirks():
@@ -161,10 +164,6 @@ def test_ledger_intents_survive_reopening(tmp_path):
 
 
 def test_readme_section_lists_every_setting_with_its_description():
-    from pathlib import Path
-
-    from target_closum.target import TargetClosum
-
     text = (Path(__file__).resolve().parents[1] / "target_closum" / "README_SECTION.md").read_text(encoding="utf-8")
     sdk_generic = {"add_record_metadata", "validate_records", "stream_maps", "stream_map_config", "faker_config"}
     for name, prop in TargetClosum.config_jsonschema["properties"].items():

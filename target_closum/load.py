@@ -1,0 +1,152 @@
+"""What every sink of one run shares: settings, client, ledger, rejects file, write pool, tallies.
+
+The target builds one :class:`LoadContext` per run and hands it to each sink
+it creates (as the SDK's ``SQLTarget`` hands its connector to its sinks). A
+sink reads and writes only through it, never through the target, so a sink can
+be built and tested with a context alone. Run-wide state that later features
+share between streams (say, an index of what Closum already holds) belongs here.
+
+The client, ledger, rejects file and thread pool are created when first
+needed; :meth:`LoadContext.open` creates them in the main thread before any
+worker runs, and :meth:`LoadContext.close` releases those that were created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+
+from target_closum.ledger import Ledger
+from target_closum.rejects import RejectsFile
+from target_closum.summary import Tally
+
+if t.TYPE_CHECKING:
+    from closum_api.client import ClosumClient
+    from closum_api.config import SharedSettings
+    from target_closum.mapping import StreamMapping
+    from target_closum.settings import TargetSettings
+
+
+class LoadContext:
+    """The shared parts of one run of the target.
+
+    Args:
+        settings: the target's own settings.
+        shared: the settings shared with the tap (connection, parallel requests).
+    """
+
+    def __init__(self, settings: TargetSettings, shared: SharedSettings) -> None:
+        """Hold the settings; the shared objects are created when first needed."""
+        self.settings = settings
+        self.shared = shared
+        self._tallies: dict[str, Tally] = {}
+        self._tally_lock = threading.Lock()
+        self._busy_count = 0
+        self._busy_lock = threading.Lock()
+        self._recovered_streams: set[str] = set()
+        self._opened = False
+
+    @property
+    def dry_run(self) -> bool:
+        """True in a dry run: nothing is sent, and nothing written to the ledger or the rejects file."""
+        return self.settings.dry_run
+
+    # -- shared resources, created when first needed ------------------------------
+    @cached_property
+    def client(self) -> ClosumClient:
+        """The Closum client every sink writes through (never in a dry run).
+
+        Raises:
+            RuntimeError: in a dry run.
+        """
+        if self.dry_run:
+            msg = "a dry run never talks to Closum"
+            raise RuntimeError(msg)
+        return self.shared.client()
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The ledger of writes (read-only in a dry run)."""
+        return Ledger(self.settings.ledger_path, read_only=self.dry_run)
+
+    @cached_property
+    def rejects(self) -> RejectsFile:
+        """The file of records set aside."""
+        return RejectsFile(self.settings.rejects_path)
+
+    @cached_property
+    def executor(self) -> ThreadPoolExecutor:
+        """The thread pool of writes shared by all streams (``max_parallel_requests`` workers)."""
+        return ThreadPoolExecutor(max_workers=self.shared.max_parallel_requests, thread_name_prefix="closum-write")
+
+    def open(self) -> None:
+        """Create the shared objects in the main thread, before any worker needs them. Idempotent.
+
+        Also asks for the token in the background while records are read; a
+        failure there is ignored (the first write asks again and reports it).
+        """
+        if self._opened:
+            return
+        self._opened = True
+        _ = self.ledger, self.rejects
+        if not self.dry_run:
+            self.executor.submit(_quiet_token, self.client)
+
+    def close(self) -> None:
+        """Wait for the writes in flight, then release what was created."""
+        created = self.__dict__
+        if "executor" in created:
+            self.executor.shutdown(wait=True)
+        if "rejects" in created:
+            self.rejects.close()
+        if "ledger" in created:
+            self.ledger.close()
+        if "client" in created:
+            self.client.close()
+
+    # -- tallies ------------------------------------------------------------------
+    def tally_for(self, mapping: StreamMapping) -> Tally:
+        """The tally of a stream, created at its first sink (a new sink of the stream adds to it)."""
+        with self._tally_lock:
+            if mapping.stream not in self._tallies:
+                self._tallies[mapping.stream] = Tally(
+                    mapping.stream, mapping.resource.name, mapping.action, dry_run=self.dry_run
+                )
+            return self._tallies[mapping.stream]
+
+    @property
+    def tallies(self) -> dict[str, Tally]:
+        """The tallies by stream name, in the order the streams started."""
+        return dict(self._tallies)
+
+    # -- run state ----------------------------------------------------------------
+    def first_recovery(self, stream: str) -> bool:
+        """True the first time it is asked for ``stream``: pending writes are settled once per run."""
+        if stream in self._recovered_streams:
+            return False
+        self._recovered_streams.add(stream)
+        return True
+
+    @contextlib.contextmanager
+    def busy(self) -> t.Iterator[None]:
+        """Marks writes in progress, so a termination signal waits for them."""
+        with self._busy_lock:
+            self._busy_count += 1
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._busy_count -= 1
+
+    @property
+    def is_busy(self) -> bool:
+        """True while writes are in progress."""
+        return self._busy_count > 0
+
+
+def _quiet_token(client: ClosumClient) -> None:
+    with contextlib.suppress(Exception):
+        client.auth.token()

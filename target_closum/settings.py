@@ -1,0 +1,82 @@
+"""The target's own settings, parsed and checked once, with their defaults written here only.
+
+The ``th.Property`` definitions in :mod:`target_closum.target` take their
+defaults from the constants below, and :meth:`TargetSettings.from_config`
+applies the same constants, so a default is written in one place. The settings
+the tap and the target share (connection, parallel requests) are parsed by
+:class:`closum_api.config.SharedSettings`.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass, field
+
+from target_closum.mapping import ClosumConfigError, StreamMapping, check_load_method, mapping_for
+
+DEFAULT_REJECTS_PATH = "closum-rejects.jsonl"
+DEFAULT_LEDGER_PATH = "closum-ledger.sqlite"
+DEFAULT_DRY_RUN = False
+DEFAULT_LOAD_METHOD = "append-only"
+DEFAULT_BATCH_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """The target's own settings, defaults applied.
+
+    Attributes:
+        rejects_path: the JSON-lines file of records set aside.
+        ledger_path: the SQLite ledger that makes writes exactly-once.
+        dry_run: map and validate only; write nothing anywhere.
+        load_method: ``append-only`` or ``upsert`` (``overwrite`` is refused).
+        resource_map: input stream name → ``{"resource": ..., "action": ...}``.
+        batch_size_rows: records held per stream before they are written.
+    """
+
+    rejects_path: str = DEFAULT_REJECTS_PATH
+    ledger_path: str = DEFAULT_LEDGER_PATH
+    dry_run: bool = DEFAULT_DRY_RUN
+    load_method: str = DEFAULT_LOAD_METHOD
+    resource_map: t.Mapping[str, t.Mapping[str, t.Any]] = field(default_factory=dict)
+    batch_size_rows: int = DEFAULT_BATCH_ROWS
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, t.Any]) -> TargetSettings:
+        """Parse the target's settings; refuse, with one line, settings that can never work.
+
+        Args:
+            config: the target's config.
+
+        Returns:
+            The parsed settings, every stream of ``resource_map`` checked.
+
+        Raises:
+            ClosumConfigError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
+        """
+        load_method = _text(config, "load_method", DEFAULT_LOAD_METHOD)
+        check_load_method(load_method)
+        resource_map = config.get("resource_map") or {}
+        if not isinstance(resource_map, t.Mapping):
+            msg = "resource_map must be an object: stream name → {resource, action}"
+            raise ClosumConfigError(msg)
+        settings = cls(
+            rejects_path=_text(config, "rejects_path", DEFAULT_REJECTS_PATH),
+            ledger_path=_text(config, "ledger_path", DEFAULT_LEDGER_PATH),
+            dry_run=bool(config.get("dry_run") or DEFAULT_DRY_RUN),
+            load_method=load_method,
+            resource_map=dict(resource_map),
+            batch_size_rows=int(config.get("batch_size_rows") or DEFAULT_BATCH_ROWS),
+        )
+        for stream in settings.resource_map:
+            settings.mapping_for(stream)
+        return settings
+
+    def mapping_for(self, stream: str) -> StreamMapping:
+        """The resource and action for a stream, or a :class:`ClosumConfigError` of one line."""
+        return mapping_for(stream, self.resource_map, self.load_method)
+
+
+def _text(config: t.Mapping[str, t.Any], key: str, default: str) -> str:
+    """A text setting; ``default`` when it is absent, null or empty."""
+    return str(config.get(key) or default)
