@@ -118,7 +118,7 @@ async def add_faults(request: Request) -> Response:
         raise ApiError(400, "field faults: must be a list of fault objects")
     try:
         faults = [normalize_fault(e) for e in entries]
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ApiError(400, str(exc)) from None
     sb.faults.scripted.extend(faults)
     return json_response({"success": True, "queued": len(sb.faults.scripted)})

@@ -103,7 +103,7 @@ def _make_list(res: Resource) -> _Handler:
         direction = q.get("direction", "asc").lower()
         if direction not in ("asc", "desc"):
             raise ApiError(400, f"Bad Request: direction must be asc or desc, not {q.get('direction')!r}")
-        data, count = sb.store.page(res.name, sort, direction == "desc", limit, page)
+        data, count = sb.store.page(res.name, sort, limit, page, desc=direction == "desc")
         page_count = max(1, math.ceil(count / limit))
         pagination = {
             "page_count": page_count,
