@@ -27,7 +27,15 @@ from closum_api import schemas
 from closum_api.registry import Resource, Revision, Verb
 from closum_sandbox.admin import router as admin_router
 from closum_sandbox.faults import FaultMiddleware, quiet_dropped_connections
-from closum_sandbox.responses import STATUS_TEXT, ApiError, error_response, json_response, read_json, read_object
+from closum_sandbox.responses import (
+    NOT_AN_OBJECT,
+    STATUS_TEXT,
+    ApiError,
+    error_response,
+    json_response,
+    read_json,
+    read_object,
+)
 from closum_sandbox.settings import Settings
 from closum_sandbox.state import Sandbox, sandbox_of
 
@@ -140,8 +148,15 @@ def _make_retrieve(res: Resource) -> _Handler:
     return retrieve_record
 
 
-def _validate(sb: Sandbox, res: Resource, body: Any) -> None:  # noqa: ANN401  # a body is any JSON
+def _valid_body(sb: Sandbox, res: Resource, body: object) -> dict[str, Any]:
+    """The body of a create or update, once the payload schema and this revision accept it.
+
+    Raises:
+        ApiError: 400 listing every problem found.
+    """
     errors = schemas.payload_errors(res, body)
+    if not isinstance(body, dict):  # the payload schemas refuse it already; this tells the type checker
+        raise ApiError(400, errors[0] if errors else NOT_AN_OBJECT, errors or None)
     if not errors and res.name == "lead":
         if "city_id" in body and Revision.R2019 not in sb.settings.revisions:
             errors.append("unknown field city_id")
@@ -154,6 +169,7 @@ def _validate(sb: Sandbox, res: Resource, body: Any) -> None:  # noqa: ANN401  #
             errors.append("field custom_data: must be a string holding JSON")
     if errors:
         raise ApiError(400, errors[0], errors)
+    return body
 
 
 def _check_refs(sb: Sandbox, body: dict[str, Any], refs: dict[str, str]) -> None:
@@ -214,8 +230,7 @@ def _make_create(res: Resource) -> _Handler:
     async def create_record(request: Request) -> Response:
         sb = sandbox_of(request)
         sb.check_auth(request)
-        body = await read_json(request)
-        _validate(sb, res, body)
+        body = _valid_body(sb, res, await read_json(request))
         _check_refs(sb, body, _REFS.get(res.name, {}))
         if res.name in ("lead", "unqualified_lead"):
             rid = _create_contact(sb, res, body)
@@ -240,9 +255,9 @@ def _make_update(res: Resource) -> _Handler:
     async def update_record(request: Request) -> Response:
         sb = sandbox_of(request)
         sb.check_auth(request)
-        body = await read_json(request)
+        raw_body = await read_json(request)
         rid = _record_id(request, sb, res)
-        _validate(sb, res, body)
+        body = _valid_body(sb, res, raw_body)
         if "id" in body and body["id"] != rid:
             raise ApiError(400, f"field id: {body['id']!r} does not match the id {rid} in the URL")
         values = {k: v for k, v in body.items() if k != "id"}

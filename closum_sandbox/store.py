@@ -115,7 +115,7 @@ class Store:
 
     def _refresh_counters(self) -> None:
         for table in TABLES:
-            top, n = self.conn.execute(f"SELECT max(id), count(*) FROM {table}").fetchone()  # noqa: S608  # names from TABLES and checked fields, values bound
+            top, n = self.conn.execute(f"SELECT max(id), count(*) FROM {table}").fetchone()  # noqa: S608  # identifiers are ours, values bound
             self._next[table] = max((top or 0) + 1, ID_BASE.get(table, 1))
             self._count[table] = n
 
@@ -135,7 +135,7 @@ class Store:
         with self.lock:
             self.conn.execute("BEGIN")
             for table in TABLES:
-                self.conn.execute(f"DELETE FROM {table}")  # noqa: S608  # names from TABLES and checked fields, values bound
+                self.conn.execute(f"DELETE FROM {table}")  # noqa: S608  # identifiers are ours, values bound
             self.conn.execute("DELETE FROM meta WHERE key = 'seeded'")
             self.conn.execute("COMMIT")
             self._refresh_counters()
@@ -166,7 +166,7 @@ class Store:
         with self.lock:
             self.conn.execute("BEGIN")
             try:
-                self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608  # names from TABLES and checked fields, values bound
+                self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608  # identifiers are ours, values bound
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
@@ -178,7 +178,7 @@ class Store:
     def ids(self, table: str) -> list[int]:
         """Every id of ``table``, in order."""
         with self.lock:
-            return [r[0] for r in self.conn.execute(f"SELECT id FROM {table} ORDER BY id")]  # noqa: S608  # names from TABLES and checked fields, values bound
+            return [r[0] for r in self.conn.execute(f"SELECT id FROM {table} ORDER BY id")]  # noqa: S608  # identifiers are ours, values bound
 
     def count(self, table: str) -> int:
         """How many rows ``table`` has."""
@@ -186,7 +186,7 @@ class Store:
 
     def exists(self, table: str, record_id: int) -> bool:
         """Whether ``table`` has a row with id ``record_id``."""
-        sql = f"SELECT 1 FROM {table} WHERE id = ?"  # noqa: S608  # names from TABLES and checked fields, values bound
+        sql = f"SELECT 1 FROM {table} WHERE id = ?"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
             return self.conn.execute(sql, (record_id,)).fetchone() is not None
 
@@ -231,19 +231,19 @@ class Store:
                 col = expr[2:]
                 inner_order = f"{col} {direction}" + ("" if sort == "id" else ", id ASC")
                 sql = (
-                    f"SELECT t.*{_JOIN_COLS if joined else ''} FROM "  # noqa: S608  # names from TABLES and checked fields, values bound
+                    f"SELECT t.*{_JOIN_COLS if joined else ''} FROM "  # noqa: S608  # identifiers are ours, values bound
                     f"(SELECT * FROM {name} ORDER BY {inner_order} LIMIT ? OFFSET ?) t"
                     f"{_JOIN if joined else ''} ORDER BY {order}"
                 )
             else:
-                sql = f"SELECT t.*{_JOIN_COLS} FROM {name} t{_JOIN} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608  # names from TABLES and checked fields, values bound
+                sql = f"SELECT t.*{_JOIN_COLS} FROM {name} t{_JOIN} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608  # identifiers are ours, values bound
             rows = self.conn.execute(sql, (limit, offset)).fetchall()
         return [self.render(name, r, retrieve=False) for r in rows], count
 
     def get(self, name: str, record_id: int) -> dict[str, Any] | None:
         """One record as retrieve serves it, or ``None``."""
         joined = name in _CONTACTS
-        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"  # noqa: S608  # names from TABLES and checked fields, values bound
+        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
             row = self.conn.execute(sql, (record_id,)).fetchone()
         return None if row is None else self.render(name, row, retrieve=True)
@@ -251,7 +251,7 @@ class Store:
     def all(self, name: str, *, retrieve: bool = True) -> list[dict[str, Any]]:
         """Every record of a resource, in id order, shaped as retrieve (or list) serves them."""
         joined = name in _CONTACTS
-        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} ORDER BY t.id"  # noqa: S608  # names from TABLES and checked fields, values bound
+        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} ORDER BY t.id"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
             rows = self.conn.execute(sql).fetchall()
         return [self.render(name, r, retrieve=retrieve) for r in rows]
@@ -310,6 +310,6 @@ class Store:
             return self.exists(table, record_id)
         sets = ", ".join(f"{c} = ?" for c in cols)
         with self.lock:
-            sql = f"UPDATE {table} SET {sets} WHERE id = ?"  # noqa: S608  # names from TABLES and checked fields, values bound
+            sql = f"UPDATE {table} SET {sets} WHERE id = ?"  # noqa: S608  # identifiers are ours, values bound
             cur = self.conn.execute(sql, (*(values[c] for c in cols), record_id))
             return cur.rowcount > 0
