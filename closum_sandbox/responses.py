@@ -83,14 +83,14 @@ def error_response(
     return json_response(body, status, headers)
 
 
-async def read_json(request: Request) -> Any:  # noqa: ANN401  # a request body is any JSON
+async def read_json(request: Request) -> object:
     """The request's body parsed as JSON.
 
     Args:
         request: the request.
 
     Returns:
-        The parsed body.
+        The parsed body: any JSON value.
 
     Raises:
         ApiError: 400 when the body is empty or not JSON.

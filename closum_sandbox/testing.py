@@ -144,7 +144,8 @@ class SandboxAdmin:
         return {"api_url": self.api_url, "api_username": self.username, "api_pw": self.password} | overrides
 
     # ---- admin helpers ------------------------------------------------
-    def _admin(self, method: str, path: str, **kwargs: Any) -> Any:  # noqa: ANN401  # any JSON the admin API answers
+    def _admin(self, method: str, path: str, **kwargs: Any) -> object:
+        """Call the admin API; answers its JSON (raises for an error status)."""
         r = self._http.request(method, f"{self.url}/_admin{path}", timeout=120, **kwargs)
         r.raise_for_status()
         return r.json()
@@ -188,7 +189,8 @@ class SandboxAdmin:
 
     def add_records(self, resource_name: str, count: int) -> list[int]:
         """Generate ``count`` more records of a resource; answers their ids."""
-        return cast("list[int]", self._admin("POST", f"/records/{resource_name}", json={"count": count})["ids"])
+        answer = cast("dict[str, list[int]]", self._admin("POST", f"/records/{resource_name}", json={"count": count}))
+        return answer["ids"]
 
     def records(self, resource_name: str) -> list[dict[str, Any]]:
         """Every stored record of a resource, as retrieve serves it."""
