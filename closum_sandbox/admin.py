@@ -27,50 +27,44 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from closum_api import registry
-from closum_api.registry import Verb
+from closum_api.registry import Resource, Verb
 from closum_sandbox import seed as seeding
-from closum_sandbox.app import ApiError, json_response, read_json
 from closum_sandbox.faults import normalize_fault
+from closum_sandbox.responses import ApiError, json_response, read_object
 from closum_sandbox.settings import RUNTIME_KNOBS
+from closum_sandbox.state import Sandbox, sandbox_of
+
+#: The most records one ``POST /_admin/records/{name}`` generates.
+MAX_GENERATED = 10_000_000
 
 router = APIRouter(prefix="/_admin", tags=["admin"])
 
 
-def _sb(request: Request):
-    return request.app.state.sandbox
-
-
-async def _object(request: Request, allow_empty: bool = True) -> dict:
-    raw = await request.body()
-    if allow_empty and not raw.strip():
-        return {}
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "Bad Request: the body must be a JSON object")
-    return body
-
-
 @router.get("/health")
 async def health() -> Response:
+    """Answer 200 ``{"status": "ok"}`` once the server serves."""
     return json_response({"status": "ok"})
 
 
 @router.get("/requests")
 async def list_requests(request: Request) -> Response:
+    """The recorded ``/api`` calls, those under ``path_prefix`` when given."""
     prefix = request.query_params.get("path_prefix")
-    return json_response(_sb(request).log.list(prefix))
+    return json_response(sandbox_of(request).log.list(prefix))
 
 
 @router.delete("/requests")
 async def clear_requests(request: Request) -> Response:
-    _sb(request).log.clear()
+    """Forget the recorded ``/api`` calls."""
+    sandbox_of(request).log.clear()
     return json_response({"success": True})
 
 
 @router.post("/reset")
 async def reset(request: Request) -> Response:
-    sb = _sb(request)
-    body = await _object(request)
+    """Wipe every record and seed again (``{"seed": N}``, default the server's seed)."""
+    sb = sandbox_of(request)
+    body = await read_object(request, allow_empty=True)
     seed = body.get("seed", sb.settings.seed)
     if seed is None:
         seed = sb.settings.seed
@@ -82,13 +76,15 @@ async def reset(request: Request) -> Response:
 
 @router.get("/config")
 async def get_config(request: Request) -> Response:
-    return json_response(_sb(request).settings.runtime_config())
+    """The server's settings, without the password."""
+    return json_response(sandbox_of(request).settings.runtime_config())
 
 
 @router.patch("/config")
 async def patch_config(request: Request) -> Response:
-    sb = _sb(request)
-    body = await _object(request, allow_empty=False)
+    """Change runtime knobs; answers the new settings."""
+    sb = sandbox_of(request)
+    body = await read_object(request)
     knobs = {**RUNTIME_KNOBS, "fault_seed": (int, 0)}
     for key, value in body.items():
         if key not in knobs:
@@ -108,19 +104,21 @@ async def patch_config(request: Request) -> Response:
 
 @router.get("/faults")
 async def list_faults(request: Request) -> Response:
-    return json_response(_sb(request).faults.scripted)
+    """The queued scripted faults."""
+    return json_response(sandbox_of(request).faults.scripted)
 
 
 @router.post("/faults")
 async def add_faults(request: Request) -> Response:
-    sb = _sb(request)
-    body = await _object(request, allow_empty=False)
+    """Queue scripted faults (``{"faults": [...]}``)."""
+    sb = sandbox_of(request)
+    body = await read_object(request)
     entries = body.get("faults")
     if not isinstance(entries, list):
         raise ApiError(400, "field faults: must be a list of fault objects")
     try:
         faults = [normalize_fault(e) for e in entries]
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ApiError(400, str(exc)) from None
     sb.faults.scripted.extend(faults)
     return json_response({"success": True, "queued": len(sb.faults.scripted)})
@@ -128,17 +126,19 @@ async def add_faults(request: Request) -> Response:
 
 @router.delete("/faults")
 async def clear_faults(request: Request) -> Response:
-    _sb(request).faults.scripted.clear()
+    """Drop every queued scripted fault."""
+    sandbox_of(request).faults.scripted.clear()
     return json_response({"success": True})
 
 
 @router.post("/tokens/revoke")
 async def revoke_tokens(request: Request) -> Response:
-    return json_response({"success": True, "revoked": _sb(request).tokens.revoke_all()})
+    """Invalidate every bearer token issued."""
+    return json_response({"success": True, "revoked": sandbox_of(request).tokens.revoke_all()})
 
 
-def _resource(request: Request, name: str):
-    sb = _sb(request)
+def _resource(request: Request, name: str) -> tuple[Sandbox, Resource]:
+    sb = sandbox_of(request)
     try:
         res = registry.get(name)
     except KeyError:
@@ -150,10 +150,11 @@ def _resource(request: Request, name: str):
 
 @router.post("/records/{resource_name}")
 async def add_records(request: Request, resource_name: str) -> Response:
+    """Generate ``{"count": N}`` more realistic records; answers ``{"ids": [...]}``."""
     sb, res = _resource(request, resource_name)
-    body = await _object(request, allow_empty=False)
+    body = await read_object(request)
     count = body.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000_000:
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_GENERATED:
         raise ApiError(400, f"field count: must be a positive integer, not {count!r}")
     try:
         ids = seeding.add_records(sb.store, res.name, count)
@@ -166,5 +167,6 @@ async def add_records(request: Request, resource_name: str) -> Response:
 
 @router.get("/records/{resource_name}")
 async def all_records(request: Request, resource_name: str) -> Response:
+    """Every stored record as retrieve serves it (list shape without retrieve)."""
     sb, res = _resource(request, resource_name)
     return json_response(sb.store.all(res.name, retrieve=res.has(Verb.RETRIEVE)))

@@ -16,98 +16,40 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from closum_api import registry, schemas
+from closum_api import schemas
 from closum_api.registry import Resource, Revision, Verb
-from closum_sandbox import seed as seeding
-from closum_sandbox.auth import TokenStore
-from closum_sandbox.faults import FaultMiddleware, Faults, RequestLog, quiet_dropped_connections
+from closum_sandbox.admin import router as admin_router
+from closum_sandbox.faults import FaultMiddleware, quiet_dropped_connections
+from closum_sandbox.responses import (
+    NOT_AN_OBJECT,
+    STATUS_TEXT,
+    ApiError,
+    error_response,
+    json_response,
+    read_json,
+    read_object,
+)
 from closum_sandbox.settings import Settings
-from closum_sandbox.store import Store
+from closum_sandbox.state import Sandbox, sandbox_of
 
-_encode = msgspec.json.Encoder().encode
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    _Handler = Callable[[Request], Awaitable[Response]]
+
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: The page size of a list call without ``limit``, as the service has it.
 DEFAULT_LIMIT = 25
 
-_STATUS_TEXT = {
-    400: "Bad Request -- Your request is invalid.",
-    401: "Unauthorized -- Your Bearer Token is wrong.",
-    403: "Forbidden -- You don't have permission to access this request on this server.",
-    404: "Not Found -- The specified record could not be found.",
-    405: "Method Not Allowed -- You tried to access with an invalid method.",
-    500: "Internal Server Error -- We had a problem with our server. Try again later.",
-}
 
-
-class ApiError(Exception):
-    """An error answered in the service's envelope."""
-
-    def __init__(self, status: int, message: str, errors: list[str] | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.errors, self.headers = status, message, errors, headers
-
-
-def json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(_encode(payload), status_code=status, media_type="application/json", headers=headers)
-
-
-def error_response(status: int, message: str, errors: list[str] | None = None, headers: dict | None = None) -> Response:
-    body: dict[str, Any] = {"success": False, "message": message}
-    if errors:
-        body["errors"] = errors
-    return json_response(body, status, headers)
-
-
-class Sandbox:
-    """The state of one sandbox server: settings, store, tokens, faults, log."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = Store(settings.db, settings.revisions)
-        self.tokens = TokenStore()
-        self.faults = Faults(settings)
-        self.log = RequestLog()
-        self.resources = (
-            registry.for_revision(Revision.R2019)
-            if settings.revision == "2019"
-            else (registry.for_revision(Revision.R2021) if settings.revision == "2021" else registry.RESOURCES)
-        )
-        self.served_names = {r.name for r in self.resources}
-        if not self.store.is_seeded():
-            self.reset(settings.seed)
-
-    def reset(self, seed: int) -> None:
-        self.store.wipe()
-        seeding.seed_all(self.store, seed, self.settings.revisions)
-        self.store.mark_seeded(seed)
-
-    def check_auth(self, request: Request) -> None:
-        header = request.headers.get("authorization")
-        if not header:
-            raise ApiError(401, "Unauthorized: missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not self.tokens.valid(token.strip()):
-            raise ApiError(401, "Unauthorized: invalid or expired bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-
-async def read_json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        raise ApiError(400, "Bad Request: the body must be a JSON object")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"Bad Request: malformed JSON body ({exc})") from None
-
-
-def _positive_int(params, name: str, default: int) -> int:
+def _positive_int(params: Mapping[str, str], name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None:
         return default
@@ -125,16 +67,20 @@ def _now() -> str:
 
 
 # ---- handlers ----------------------------------------------------------
-def _sandbox(request: Request) -> Sandbox:
-    return request.app.state.sandbox
-
-
 async def token_endpoint(request: Request) -> Response:
-    """Exchange ``api_username`` and ``api_pw`` for a bearer token."""
-    sb = _sandbox(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "Bad Request: the body must be a JSON object")
+    """Exchange ``api_username`` and ``api_pw`` for a bearer token.
+
+    Args:
+        request: the request; its body is ``{"api_username": ..., "api_pw": ...}``.
+
+    Returns:
+        ``{"success": true, "data": {"token", "expires_in", "expiration_date"}}``.
+
+    Raises:
+        ApiError: 400 for a malformed body, 401 for wrong credentials.
+    """
+    sb = sandbox_of(request)
+    body = await read_object(request)
     for key in ("api_username", "api_pw"):
         if not isinstance(body.get(key), str):
             raise ApiError(400, f"Bad Request: missing required field {key}")
@@ -149,11 +95,11 @@ async def token_endpoint(request: Request) -> Response:
     )
 
 
-def _make_list(res: Resource):
+def _make_list(res: Resource) -> _Handler:
     fields = list(schemas.record_schema(res)["properties"])
 
     async def list_records(request: Request) -> Response:
-        sb = _sandbox(request)
+        sb = sandbox_of(request)
         sb.check_auth(request)
         q = request.query_params
         limit = min(_positive_int(q, "limit", DEFAULT_LIMIT), sb.settings.max_page_size)
@@ -165,7 +111,7 @@ def _make_list(res: Resource):
         direction = q.get("direction", "asc").lower()
         if direction not in ("asc", "desc"):
             raise ApiError(400, f"Bad Request: direction must be asc or desc, not {q.get('direction')!r}")
-        data, count = sb.store.page(res.name, sort, direction == "desc", limit, page)
+        data, count = sb.store.page(res.name, sort, limit, page, desc=direction == "desc")
         page_count = max(1, math.ceil(count / limit))
         pagination = {
             "page_count": page_count,
@@ -188,9 +134,9 @@ def _record_id(request: Request, sb: Sandbox, res: Resource) -> int:
     return int(raw)
 
 
-def _make_retrieve(res: Resource):
+def _make_retrieve(res: Resource) -> _Handler:
     async def retrieve_record(request: Request) -> Response:
-        sb = _sandbox(request)
+        sb = sandbox_of(request)
         sb.check_auth(request)
         raw = request.path_params["record_id"]
         record = sb.store.get(res.name, int(raw)) if raw.isdigit() else None
@@ -202,8 +148,15 @@ def _make_retrieve(res: Resource):
     return retrieve_record
 
 
-def _validate(sb: Sandbox, res: Resource, body: Any) -> None:
+def _valid_body(sb: Sandbox, res: Resource, body: object) -> dict[str, Any]:
+    """The body of a create or update, once the payload schema and this revision accept it.
+
+    Raises:
+        ApiError: 400 listing every problem found.
+    """
     errors = schemas.payload_errors(res, body)
+    if not isinstance(body, dict):  # the payload schemas refuse it already; this tells the type checker
+        raise ApiError(400, errors[0] if errors else NOT_AN_OBJECT, errors or None)
     if not errors and res.name == "lead":
         if "city_id" in body and Revision.R2019 not in sb.settings.revisions:
             errors.append("unknown field city_id")
@@ -216,9 +169,10 @@ def _validate(sb: Sandbox, res: Resource, body: Any) -> None:
             errors.append("field custom_data: must be a string holding JSON")
     if errors:
         raise ApiError(400, errors[0], errors)
+    return body
 
 
-def _check_refs(sb: Sandbox, body: dict, refs: dict[str, str]) -> None:
+def _check_refs(sb: Sandbox, body: dict[str, Any], refs: dict[str, str]) -> None:
     for field, table in refs.items():
         value = body.get(field)
         if value is not None and not sb.store.exists(table, int(value)):
@@ -232,7 +186,7 @@ _REFS = {
 }
 
 
-def _create_contact(sb: Sandbox, res: Resource, body: dict) -> int:
+def _create_contact(sb: Sandbox, res: Resource, body: dict[str, Any]) -> int:
     store = sb.store
     now = _now()
     with store.lock:
@@ -272,12 +226,11 @@ def _create_contact(sb: Sandbox, res: Resource, body: dict) -> int:
         return store.insert(res.name, values)
 
 
-def _make_create(res: Resource):
+def _make_create(res: Resource) -> _Handler:
     async def create_record(request: Request) -> Response:
-        sb = _sandbox(request)
+        sb = sandbox_of(request)
         sb.check_auth(request)
-        body = await read_json(request)
-        _validate(sb, res, body)
+        body = _valid_body(sb, res, await read_json(request))
         _check_refs(sb, body, _REFS.get(res.name, {}))
         if res.name in ("lead", "unqualified_lead"):
             rid = _create_contact(sb, res, body)
@@ -298,13 +251,13 @@ def _make_create(res: Resource):
     return create_record
 
 
-def _make_update(res: Resource):
+def _make_update(res: Resource) -> _Handler:
     async def update_record(request: Request) -> Response:
-        sb = _sandbox(request)
+        sb = sandbox_of(request)
         sb.check_auth(request)
-        body = await read_json(request)
+        raw_body = await read_json(request)
         rid = _record_id(request, sb, res)
-        _validate(sb, res, body)
+        body = _valid_body(sb, res, raw_body)
         if "id" in body and body["id"] != rid:
             raise ApiError(400, f"field id: {body['id']!r} does not match the id {rid} in the URL")
         values = {k: v for k, v in body.items() if k != "id"}
@@ -315,7 +268,7 @@ def _make_update(res: Resource):
     return update_record
 
 
-def _make_not_allowed(allowed: list[str]):
+def _make_not_allowed(allowed: list[str]) -> _Handler:
     allow = ", ".join(allowed) or "none"
 
     async def not_allowed(request: Request) -> Response:
@@ -328,14 +281,19 @@ def _make_not_allowed(allowed: list[str]):
     return not_allowed
 
 
-def _payload_doc(res: Resource) -> dict:
+def _payload_doc(res: Resource) -> dict[str, Any]:
     schema = schemas.payload_schema(res)
     schema.pop("$schema", None)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def add_resource_routes(app: FastAPI, res: Resource) -> None:
-    """Routes of one resource, from its registry entry."""
+    """Add the routes of one resource, from its registry entry.
+
+    Args:
+        app: the application.
+        res: the resource.
+    """
     tag = res.stream_name
     list_paths = [f"/api{res.list_path}"] + ([f"/api/{res.path}"] if res.list_path_suffix else [])
     item_path = f"/api/{res.path}/{{record_id}}"
@@ -368,7 +326,14 @@ def add_resource_routes(app: FastAPI, res: Resource) -> None:
 
 # ---- app ---------------------------------------------------------------
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A ready sandbox application (seeded, unless its database already is)."""
+    """A ready sandbox application (seeded, unless its database already is).
+
+    Args:
+        settings: the server's knobs (default: :class:`Settings` defaults).
+
+    Returns:
+        The application; its :class:`Sandbox` is ``app.state.sandbox``.
+    """
     settings = settings or Settings()
     sandbox = Sandbox(settings)
     app = FastAPI(
@@ -381,20 +346,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sandbox = sandbox
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
+    async def _api_error(_request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.errors, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         message = (
-            _STATUS_TEXT.get(exc.status_code, str(exc.detail))
+            STATUS_TEXT.get(exc.status_code, str(exc.detail))
             if exc.detail in (None, "", "Not Found", "Method Not Allowed")
             else str(exc.detail)
         )
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
         lines = [
             f"field {'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
             for e in exc.errors()
@@ -402,8 +367,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(400, lines[0] if lines else "Bad Request", lines)
 
     @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> Response:
-        return error_response(500, _STATUS_TEXT[500])
+    async def _crash(_request: Request, _exc: Exception) -> Response:
+        return error_response(500, STATUS_TEXT[500])
 
     app.add_api_route(
         "/api/token",
@@ -430,8 +395,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for res in sandbox.resources:
         add_resource_routes(app, res)
-
-    from closum_sandbox.admin import router as admin_router
 
     app.include_router(admin_router)
     app.add_middleware(FaultMiddleware, faults=sandbox.faults, log=sandbox.log)

@@ -29,8 +29,13 @@ import json
 import logging
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from closum_sandbox.settings import Settings
 
 MAINTENANCE_HTML = (
     b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
@@ -50,8 +55,34 @@ FAULT_KEYS = {
     "times": (int,),
 }
 
+_HTTP_STATUSES = range(100, 600)
 
-class DroppedConnection(Exception):
+# Shares of the random failures (each compared with one draw of the fault RNG).
+_FAIL_503 = 0.5  # the others are 500s
+_HTML_503 = 0.5  # 503s with the maintenance page, the others JSON
+_EMPTY_500 = 0.3  # 500s with an empty body, the others JSON
+
+_FAILURE_TEXT = {
+    503: "We're temporarily offline for maintenance. Please try again later.",
+    500: "We had a problem with our server. Try again later.",
+}
+
+
+class Fault(TypedDict):
+    """A scripted fault, with every key (see the module docstring)."""
+
+    method: str | None
+    path: str | None
+    status: int
+    body: str
+    retry_after: float | None
+    after_write: bool
+    drop_connection: bool
+    delay_ms: float
+    times: int
+
+
+class DroppedConnectionError(Exception):
     """Raised after a response head to make the server cut the connection."""
 
 
@@ -59,7 +90,7 @@ class _DropFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         while exc is not None:
-            if isinstance(exc, DroppedConnection):
+            if isinstance(exc, DroppedConnectionError):
                 return False
             exc = exc.__cause__ or exc.__context__
         return True
@@ -72,34 +103,55 @@ def quiet_dropped_connections() -> None:
         logger.addFilter(_DropFilter())
 
 
-def normalize_fault(entry: Any) -> dict[str, Any]:
-    """Validate one scripted fault; answer it with defaults filled in."""
+def normalize_fault(entry: object) -> Fault:
+    """Validate one scripted fault.
+
+    Args:
+        entry: the fault as posted to ``/_admin/faults``.
+
+    Returns:
+        The fault, with the defaults of the keys it left out.
+
+    Raises:
+        TypeError: it is not an object, or a key's value has the wrong type.
+        ValueError: it has an unknown key, or a value out of range.
+    """
     if not isinstance(entry, dict):
-        raise ValueError("each fault must be a JSON object")
+        msg = "each fault must be a JSON object"
+        raise TypeError(msg)
     unknown = set(entry) - set(FAULT_KEYS)
     if unknown:
-        raise ValueError(f"unknown fault field {', '.join(sorted(unknown))}")
+        msg = f"unknown fault field {', '.join(sorted(unknown))}"
+        raise ValueError(msg)
     for key, value in entry.items():
         types = FAULT_KEYS[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ValueError(f"fault field {key}: {value!r} has the wrong type")
-    fault = {
-        "method": None,
-        "path": None,
-        "status": 500,
-        "body": "json",
-        "retry_after": None,
-        "after_write": False,
-        "drop_connection": False,
-        "delay_ms": 0,
-        "times": 1,
-    } | entry
+            msg = f"fault field {key}: {value!r} has the wrong type"
+            raise TypeError(msg)
+    fault = cast(
+        "Fault",
+        {
+            "method": None,
+            "path": None,
+            "status": 500,
+            "body": "json",
+            "retry_after": None,
+            "after_write": False,
+            "drop_connection": False,
+            "delay_ms": 0,
+            "times": 1,
+        }
+        | entry,
+    )
+    problem = None
     if fault["body"] not in ("json", "html", "empty"):
-        raise ValueError("fault field body: must be json, html or empty")
-    if not 100 <= fault["status"] <= 599:
-        raise ValueError("fault field status: must be an HTTP status code")
-    if fault["times"] < 1:
-        raise ValueError("fault field times: must be at least 1")
+        problem = "fault field body: must be json, html or empty"
+    elif fault["status"] not in _HTTP_STATUSES:
+        problem = "fault field status: must be an HTTP status code"
+    elif fault["times"] < 1:
+        problem = "fault field times: must be at least 1"
+    if problem is not None:
+        raise ValueError(problem)
     if fault["method"]:
         fault["method"] = fault["method"].upper()
     return fault
@@ -109,31 +161,52 @@ class RequestLog:
     """The last ``maxlen`` ``/api`` calls, for assertions."""
 
     def __init__(self, maxlen: int = 200_000) -> None:
+        """Keep at most ``maxlen`` calls."""
         self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
 
     def add(self, entry: dict[str, Any]) -> None:
+        """Record one call (the middleware fills in its status later)."""
         self.entries.append(entry)
 
     def list(self, path_prefix: str | None = None) -> list[dict[str, Any]]:
+        """The recorded calls, those whose path starts with ``path_prefix`` when given."""
         return [e for e in self.entries if not path_prefix or e["path"].startswith(path_prefix)]
 
     def clear(self) -> None:
+        """Forget every call."""
         self.entries.clear()
 
 
 class Faults:
-    """The fault knobs and queues shared by the middleware and the admin API."""
+    """The fault knobs and queues shared by the middleware and the admin API.
 
-    def __init__(self, settings) -> None:
+    Attributes:
+        settings: the server's settings (``latency_ms``, ``fail_rate`` and ``rate_limit`` are read live).
+        rng: the RNG drawing the random failures.
+        scripted: the queued scripted faults.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Start with no scripted faults and the RNG seeded by ``settings.fault_seed``."""
         self.settings = settings
-        self.rng = random.Random(settings.fault_seed)
-        self.scripted: list[dict[str, Any]] = []
+        self.rng = random.Random(settings.fault_seed)  # noqa: S311  # reproducible fault draws, not secrets
+        self.scripted: list[Fault] = []
         self._recent: collections.deque[float] = collections.deque()
 
     def reseed(self, seed: int) -> None:
-        self.rng = random.Random(seed)
+        """Seed the random failures' RNG again."""
+        self.rng = random.Random(seed)  # noqa: S311  # reproducible fault draws, not secrets
 
-    def take_scripted(self, method: str, path: str) -> dict[str, Any] | None:
+    def take_scripted(self, method: str, path: str) -> Fault | None:
+        """Consume the first queued fault matching a call, if any.
+
+        Args:
+            method: the call's HTTP method.
+            path: the call's path.
+
+        Returns:
+            The fault (its ``times`` counted down), or ``None``.
+        """
         for i, fault in enumerate(self.scripted):
             if fault["method"] and fault["method"] != method:
                 continue
@@ -146,6 +219,7 @@ class Faults:
         return None
 
     def rate_limited(self) -> bool:
+        """Whether a call now exceeds ``rate_limit`` (calls that pass are counted)."""
         limit = self.settings.rate_limit
         if not limit:
             return False
@@ -159,15 +233,20 @@ class Faults:
         return False
 
     def random_failure(self) -> tuple[int, str] | None:
+        """Draw whether a call fails under ``fail_rate``.
+
+        Returns:
+            The failure's status and body kind (``json``, ``html``, ``empty``), or ``None``.
+        """
         rate = self.settings.fail_rate
         if not rate or self.rng.random() >= rate:
             return None
-        if self.rng.random() < 0.5:
-            return 503, ("html" if self.rng.random() < 0.5 else "json")
-        return 500, ("empty" if self.rng.random() < 0.3 else "json")
+        if self.rng.random() < _FAIL_503:
+            return 503, ("html" if self.rng.random() < _HTML_503 else "json")
+        return 500, ("empty" if self.rng.random() < _EMPTY_500 else "json")
 
 
-def _error_body(status: int, kind: str, message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def _error_body(kind: str, message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     if kind == "html":
         return MAINTENANCE_HTML, [(b"content-type", b"text/html; charset=utf-8")]
     if kind == "empty":
@@ -176,8 +255,8 @@ def _error_body(status: int, kind: str, message: str) -> tuple[bytes, list[tuple
     return body, [(b"content-type", b"application/json")]
 
 
-async def _send_error(send, status: int, kind: str, message: str, retry_after: float | None = None) -> None:
-    body, headers = _error_body(status, kind, message)
+async def _send_error(send: Send, status: int, kind: str, message: str, retry_after: float | None = None) -> None:
+    body, headers = _error_body(kind, message)
     headers.append((b"content-length", str(len(body)).encode()))
     if retry_after is not None:
         headers.append(
@@ -187,7 +266,7 @@ async def _send_error(send, status: int, kind: str, message: str, retry_after: f
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drop(send, status: int) -> None:
+async def _drop(send: Send, status: int) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -196,7 +275,8 @@ async def _drop(send, status: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b'{"success": ', "more_body": True})
-    raise DroppedConnection("scripted drop_connection")
+    msg = "scripted drop_connection"
+    raise DroppedConnectionError(msg)
 
 
 def _is_api(path: str) -> bool:
@@ -206,20 +286,27 @@ def _is_api(path: str) -> bool:
 class FaultMiddleware:
     """ASGI middleware applying the faults and recording ``/api`` calls."""
 
-    def __init__(self, app, faults: Faults, log: RequestLog) -> None:
+    def __init__(self, app: ASGIApp, faults: Faults, log: RequestLog) -> None:
+        """Wrap ``app``.
+
+        Args:
+            app: the application.
+            faults: the faults to apply.
+            log: where to record the calls.
+        """
         self.app = app
         self.faults = faults
         self.log = log
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one call: ``/api`` ones delayed, faulted and recorded, others as they are."""
         if scope["type"] != "http" or not _is_api(scope["path"]):
             await self.app(scope, receive, send)
             return
-        method, path = scope["method"], scope["path"]
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         entry: dict[str, Any] = {
-            "method": method,
-            "path": path,
+            "method": scope["method"],
+            "path": scope["path"],
             "query": query,
             "status": None,
             "after_write_fault": False,
@@ -228,51 +315,50 @@ class FaultMiddleware:
         }
         self.log.add(entry)
 
-        async def send_logged(message) -> None:
+        async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
                 entry["status"] = message["status"]
             await send(message)
 
-        faults = self.faults
-        latency = faults.settings.latency_ms
+        latency = self.faults.settings.latency_ms
         if latency:
             await asyncio.sleep(latency / 1000)
+        if not await self._fault(scope, receive, send_logged, entry):
+            await self.app(scope, receive, send_logged)
 
-        fault = faults.take_scripted(method, path)
+    async def _fault(self, scope: Scope, receive: Receive, send: Send, entry: dict[str, Any]) -> bool:
+        """Answer the call with the fault that applies, if any; answers whether one did."""
+        faults = self.faults
+        fault = faults.take_scripted(scope["method"], scope["path"])
         if fault is not None:
             entry["fault"] = "scripted"
-            if fault["delay_ms"]:
-                await asyncio.sleep(fault["delay_ms"] / 1000)
-            if fault["after_write"]:
-
-                async def swallow(message) -> None:
-                    if message["type"] == "http.response.start":
-                        entry["processed_status"] = message["status"]
-
-                await self.app(scope, receive, swallow)
-                entry["after_write_fault"] = True
-            if fault["drop_connection"]:
-                entry["fault"] = "drop_connection"
-                await _drop(send_logged, fault["status"])
-            msg = f"Scripted fault: HTTP {fault['status']}"
-            await _send_error(send_logged, fault["status"], fault["body"], msg, fault["retry_after"])
-            return
-
+            await self._scripted(fault, scope, receive, send, entry)
+            return True
         if faults.rate_limited():
             entry["fault"] = "rate_limit"
-            await _send_error(send_logged, 429, "json", "Too many requests; retry after 1 second", 1)
-            return
-
+            await _send_error(send, 429, "json", "Too many requests; retry after 1 second", 1)
+            return True
         failure = faults.random_failure()
         if failure is not None:
             entry["fault"] = "fail_rate"
             status, kind = failure
-            text = (
-                "We're temporarily offline for maintenance. Please try again later."
-                if status == 503
-                else ("We had a problem with our server. Try again later.")
-            )
-            await _send_error(send_logged, status, kind, text)
-            return
+            await _send_error(send, status, kind, _FAILURE_TEXT[status])
+            return True
+        return False
 
-        await self.app(scope, receive, send_logged)
+    async def _scripted(self, fault: Fault, scope: Scope, receive: Receive, send: Send, entry: dict[str, Any]) -> None:
+        if fault["delay_ms"]:
+            await asyncio.sleep(fault["delay_ms"] / 1000)
+        if fault["after_write"]:
+
+            async def swallow(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    entry["processed_status"] = message["status"]
+
+            await self.app(scope, receive, swallow)
+            entry["after_write_fault"] = True
+        if fault["drop_connection"]:
+            entry["fault"] = "drop_connection"
+            await _drop(send, fault["status"])
+        msg = f"Scripted fault: HTTP {fault['status']}"
+        await _send_error(send, fault["status"], fault["body"], msg, fault["retry_after"])

@@ -16,8 +16,14 @@ import json
 import random
 import unicodedata
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from closum_api.registry import Revision
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from closum_sandbox.store import Store
 
 CITIES = (
     "Abrantes",
@@ -195,11 +201,18 @@ USER_AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 12_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
 )
 
-#: First id of resources that only the 2021 revision serves: its examples use large ids.
-ID_BASE = {"audience_list": 289701, "lead_audience_list": 913401}
-
 _START = int(datetime(2018, 1, 1, 10, 0, tzinfo=timezone.utc).timestamp())
 _SPAN = 3 * 365 * 86400
+
+# Shares of the generated data (each compared with one draw of the RNG, so the data stays the same).
+_MAIL_FROM = 0.05  # contacts drawing below this have no email...
+_PHONE_BELOW = 0.95  # ...and those drawing at or above this no phone
+_PORTUGUESE_PHONES = 0.85  # the others are North American numbers
+_NO_CUSTOM_DATA = 0.6
+_NEWSLETTER = 0.5
+_NO_OPT_IN = 0.5
+_SMS_OPT_IN = 0.5
+_EMAIL_OPT_IN = 0.8
 
 
 def _ascii(text: str) -> str:
@@ -215,10 +228,6 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), timezone.utc).isoformat()
 
 
-def now_iso() -> str:
-    return iso(datetime.now(timezone.utc).timestamp())
-
-
 def _dates(rng: random.Random, count: int, start: int = _START) -> list[str]:
     """Increasing creation dates: records with larger ids are newer."""
     step = max(60, _SPAN // max(count, 1))
@@ -229,9 +238,11 @@ class _People:
     """Names, email addresses, phones and opt-ins from one RNG."""
 
     def __init__(self, rng: random.Random) -> None:
+        """Draw from ``rng``."""
         self.rng = rng
 
     def person(self, n: int) -> tuple[str, str]:
+        """A full name and an email address made unique by ``n``."""
         rng = self.rng
         f = rng.randrange(len(FIRST_NAMES))
         l1 = rng.randrange(len(LAST_NAMES))
@@ -241,27 +252,32 @@ class _People:
         return name, email
 
     def phone(self) -> tuple[str, str]:
+        """An extension and a phone number (mostly Portuguese mobiles)."""
         rng = self.rng
-        if rng.random() < 0.85:
+        if rng.random() < _PORTUGUESE_PHONES:
             return "351", f"9{rng.choice('1236')}{rng.randrange(10_000_000):07d}"
         return "001", f"{rng.randrange(200, 999)}-{rng.randrange(200, 999)}-{rng.randrange(10_000):04d}"
 
     def custom_data(self) -> str | None:
+        """A lead's ``custom_data`` (JSON text), or ``None``."""
         rng = self.rng
-        if rng.random() < 0.6:
+        if rng.random() < _NO_CUSTOM_DATA:
             return None
-        return json.dumps({"origem": rng.choice(CAMPAIGNS), "newsletter": rng.random() < 0.5}, ensure_ascii=False)
+        return json.dumps(
+            {"origem": rng.choice(CAMPAIGNS), "newsletter": rng.random() < _NEWSLETTER}, ensure_ascii=False
+        )
 
     def opt_in(self, owner_key: str, owner_id: int, date: str) -> str | None:
+        """An opt-in record (JSON text) of the contact ``owner_id``, or ``None``."""
         rng = self.rng
-        if rng.random() < 0.5:
+        if rng.random() < _NO_OPT_IN:
             return None
         return json.dumps(
             {
                 "id": owner_id,
                 owner_key: owner_id,
-                "sms": rng.random() < 0.5,
-                "email": rng.random() < 0.8,
+                "sms": rng.random() < _SMS_OPT_IN,
+                "email": rng.random() < _EMAIL_OPT_IN,
                 "enviroment": {
                     "CONTENT_LENGTH": str(rng.randrange(100, 400)),
                     "HTTP_USER_AGENT": rng.choice(USER_AGENTS),
@@ -278,7 +294,7 @@ class _People:
         )
 
 
-def _contacts(store, rng: random.Random, table: str, count: int) -> list[int]:
+def _contacts(store: Store, rng: random.Random, table: str, count: int) -> list[int]:
     """Insert ``count`` leads or unqualified leads with their emails and phones."""
     if count <= 0:
         return []
@@ -290,13 +306,15 @@ def _contacts(store, rng: random.Random, table: str, count: int) -> list[int]:
     flags = []
     for _ in ids:
         r = rng.random()
-        has_mail, has_phone = (r >= 0.05), (r < 0.95)
+        has_mail, has_phone = (r >= _MAIL_FROM), (r < _PHONE_BELOW)
         flags.append((has_mail, has_phone))
         n_mail += has_mail
         n_phone += has_phone
     mail_id = store.reserve_ids("email", n_mail)
     phone_id = store.reserve_ids("phone", n_phone)
-    emails, phones, rows = [], [], []
+    emails: list[tuple[object, ...]] = []
+    phones: list[tuple[object, ...]] = []
+    rows: list[tuple[object, ...]] = []
     city_ids = store.ids("city")
     if table == "lead":
         stage_ids = store.ids("contact_lifecycle_stage")
@@ -304,7 +322,7 @@ def _contacts(store, rng: random.Random, table: str, count: int) -> list[int]:
     else:
         stage_ids = store.ids("contact_type")
         owner_key = "unqualified_lead_id"
-    for rid, date, (has_mail, has_phone) in zip(ids, dates, flags):
+    for rid, date, (has_mail, has_phone) in zip(ids, dates, flags, strict=True):
         name, address = people.person(rid)
         eid = pid = None
         if has_mail:
@@ -328,7 +346,7 @@ def _contacts(store, rng: random.Random, table: str, count: int) -> list[int]:
     return ids
 
 
-def _labels(store, rng: random.Random, table: str, names: tuple[str, ...], count: int) -> list[int]:
+def _labels(store: Store, rng: random.Random, table: str, names: tuple[str, ...], count: int) -> list[int]:
     if count <= 0:
         return []
     first = store.reserve_ids(table, count)
@@ -343,7 +361,7 @@ def _labels(store, rng: random.Random, table: str, names: tuple[str, ...], count
     return [r[0] for r in rows]
 
 
-def _memberships(store, rng: random.Random, count: int) -> list[int]:
+def _memberships(store: Store, rng: random.Random, count: int) -> list[int]:
     leads, lists = store.ids("lead"), store.ids("audience_list")
     if count <= 0 or not leads or not lists:
         return []
@@ -354,7 +372,7 @@ def _memberships(store, rng: random.Random, count: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _emails(store, rng: random.Random, count: int) -> list[int]:
+def _emails(store: Store, rng: random.Random, count: int) -> list[int]:
     people = _People(rng)
     first = store.reserve_ids("email", count)
     dates = _dates(rng, count)
@@ -363,7 +381,7 @@ def _emails(store, rng: random.Random, count: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _phones(store, rng: random.Random, count: int) -> list[int]:
+def _phones(store: Store, rng: random.Random, count: int) -> list[int]:
     people = _People(rng)
     first = store.reserve_ids("phone", count)
     dates = _dates(rng, count)
@@ -372,7 +390,7 @@ def _phones(store, rng: random.Random, count: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _cities(store, rng: random.Random, count: int) -> list[int]:
+def _cities(store: Store, count: int) -> list[int]:
     first = store.reserve_ids("city", count)
     have = store.count("city")
     rows = []
@@ -383,30 +401,52 @@ def _cities(store, rng: random.Random, count: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def add_records(store, name: str, count: int, rng: random.Random | None = None) -> list[int]:
-    """Generate ``count`` more records of resource ``name``; answer their ids."""
-    rng = rng or random.Random(f"{name}:{store.next_id(name)}:{count}")
-    if name in ("lead", "unqualified_lead"):
-        return _contacts(store, rng, name, count)
-    if name == "contact_type":
-        return _labels(store, rng, name, CONTACT_TYPES, count)
-    if name == "audience_list":
-        return _labels(store, rng, name, AUDIENCE_LISTS, count)
-    if name == "lead_audience_list":
-        return _memberships(store, rng, count)
-    if name == "email":
-        return _emails(store, rng, count)
-    if name == "phone":
-        return _phones(store, rng, count)
-    if name == "city":
-        return _cities(store, rng, count)
-    msg = f"records of {name} cannot be generated"
-    raise ValueError(msg)
+#: Generators of each resource's records: ``(store, rng, count) -> ids``.
+_GENERATORS: dict[str, Callable[[Store, random.Random, int], list[int]]] = {
+    "lead": lambda store, rng, count: _contacts(store, rng, "lead", count),
+    "unqualified_lead": lambda store, rng, count: _contacts(store, rng, "unqualified_lead", count),
+    "contact_type": lambda store, rng, count: _labels(store, rng, "contact_type", CONTACT_TYPES, count),
+    "audience_list": lambda store, rng, count: _labels(store, rng, "audience_list", AUDIENCE_LISTS, count),
+    "lead_audience_list": _memberships,
+    "email": _emails,
+    "phone": _phones,
+    "city": lambda store, _rng, count: _cities(store, count),
+}
 
 
-def seed_all(store, n: int, revisions: frozenset[Revision]) -> None:
-    """Fill an empty store; the same ``n`` always gives the same data."""
-    rng = random.Random(n)
+def add_records(store: Store, name: str, count: int) -> list[int]:
+    """Generate ``count`` more records of a resource.
+
+    The same store contents, name and count always give the same records.
+
+    Args:
+        store: where to add them.
+        name: the resource's name (``lead``, ``email``, ...).
+        count: how many.
+
+    Returns:
+        Their ids; fewer than ``count`` when what they refer to does not exist.
+
+    Raises:
+        ValueError: records of this resource cannot be generated.
+    """
+    generate = _GENERATORS.get(name)
+    if generate is None:
+        msg = f"records of {name} cannot be generated"
+        raise ValueError(msg)
+    rng = random.Random(f"{name}:{store.next_id(name)}:{count}")  # noqa: S311  # reproducible test data, not secrets
+    return generate(store, rng, count)
+
+
+def seed_all(store: Store, n: int, revisions: frozenset[Revision]) -> None:
+    """Fill an empty store; the same ``n`` always gives the same data.
+
+    Args:
+        store: the empty store.
+        n: how many leads (and unqualified leads, memberships) to seed; also the RNG seed.
+        revisions: the revisions served (resources of the others are not seeded).
+    """
+    rng = random.Random(n)  # noqa: S311  # reproducible test data, not secrets
     store.insert_rows("city", [(i + 1, c) for i, c in enumerate(CITIES)])
     store.insert_rows("contact_lifecycle_stage", [(i + 1, s) for i, s in enumerate(LIFECYCLE_STAGES)])
     if Revision.R2019 in revisions:

@@ -1,15 +1,16 @@
-"""The sandbox's knobs, as one dataclass.
+"""The sandbox's knobs, as one dataclass: the only place their defaults are written.
 
-:class:`Settings` is filled by the CLI (:mod:`closum_sandbox.cli`) or by
-:class:`closum_sandbox.testing.SandboxServer`. The runtime knobs
-(:data:`RUNTIME_KNOBS`) can be changed while the server runs through
-``PATCH /_admin/config``.
+:class:`Settings` is filled by the CLI (:mod:`closum_sandbox.cli`, whose option
+defaults are read from it) or by :class:`closum_sandbox.testing.SandboxServer`
+and :class:`~closum_sandbox.testing.SandboxProcess` (whose keyword arguments,
+:class:`Knobs`, default to it too). The runtime knobs (:data:`RUNTIME_KNOBS`)
+can be changed while the server runs through ``PATCH /_admin/config``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from closum_api.registry import Revision
 
@@ -61,16 +62,23 @@ class Settings:
     access_log: bool = False
 
     def __post_init__(self) -> None:
+        """Check the knobs.
+
+        Raises:
+            ValueError: a knob is out of its range.
+        """
+        msg = None
         if str(self.revision) not in REVISION_CHOICES:
             msg = f"revision must be one of {', '.join(REVISION_CHOICES)}, not {self.revision!r}"
+        elif not 0 <= self.fail_rate <= 1:
+            msg = "fail_rate must be between 0 and 1"
+        elif self.max_page_size < 1:
+            msg = "max_page_size must be at least 1"
+        elif self.seed < 0:
+            msg = "seed must be >= 0"
+        if msg is not None:
             raise ValueError(msg)
         self.revision = str(self.revision)
-        if not 0 <= self.fail_rate <= 1:
-            raise ValueError("fail_rate must be between 0 and 1")
-        if self.max_page_size < 1:
-            raise ValueError("max_page_size must be at least 1")
-        if self.seed < 0:
-            raise ValueError("seed must be >= 0")
 
     @property
     def revisions(self) -> frozenset[Revision]:
@@ -84,3 +92,22 @@ class Settings:
         data = asdict(self)
         data.pop("password")
         return data
+
+
+class Knobs(TypedDict, total=False):
+    """Keyword arguments of the test servers (:mod:`closum_sandbox.testing`).
+
+    The :class:`Settings` fields of the same names; those left out keep the
+    :class:`Settings` defaults.
+    """
+
+    seed: int
+    revision: str
+    username: str
+    password: str
+    token_ttl: float
+    latency_ms: float
+    fail_rate: float
+    rate_limit: float
+    max_page_size: int
+    fault_seed: int

@@ -20,12 +20,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from closum_api.registry import Revision
-from closum_sandbox.seed import ID_BASE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 SCHEMA_VERSION = "1"
+
+#: First id of resources that only the 2021 revision serves: its examples use large ids.
+ID_BASE = {"audience_list": 289701, "lead_audience_list": 913401}
 
 TABLES: dict[str, tuple[str, ...]] = {
     "city": ("id", "city_name"),
@@ -72,9 +74,21 @@ _JOIN_COLS = ", e.email AS e_email, p.extension AS p_extension, p.number AS p_nu
 
 
 class Store:
-    """All records of one sandbox, in SQLite."""
+    """All records of one sandbox, in SQLite.
+
+    Attributes:
+        revisions: the API revisions served (they decide the fields of a lead).
+        lock: held around every use of the connection; hold it to make several calls one step.
+        conn: the SQLite connection.
+    """
 
     def __init__(self, path: str | None, revisions: frozenset[Revision]) -> None:
+        """Open (or create) the database and its tables.
+
+        Args:
+            path: the SQLite file; ``None`` keeps the data in memory.
+            revisions: the API revisions served.
+        """
         self.revisions = revisions
         self.lock = threading.RLock()
         self.conn = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None)
@@ -101,29 +115,33 @@ class Store:
 
     def _refresh_counters(self) -> None:
         for table in TABLES:
-            top, n = self.conn.execute(f"SELECT max(id), count(*) FROM {table}").fetchone()
+            top, n = self.conn.execute(f"SELECT max(id), count(*) FROM {table}").fetchone()  # noqa: S608  # identifiers are ours, values bound
             self._next[table] = max((top or 0) + 1, ID_BASE.get(table, 1))
             self._count[table] = n
 
     def is_seeded(self) -> bool:
+        """Whether the database holds seeded data (a new one does not)."""
         with self.lock:
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'seeded'").fetchone()
             return row is not None
 
     def mark_seeded(self, seed: int) -> None:
+        """Note that the database is seeded, with ``seed``."""
         with self.lock:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('seeded', ?)", (str(seed),))
 
     def wipe(self) -> None:
+        """Delete every record."""
         with self.lock:
             self.conn.execute("BEGIN")
             for table in TABLES:
-                self.conn.execute(f"DELETE FROM {table}")
+                self.conn.execute(f"DELETE FROM {table}")  # noqa: S608  # identifiers are ours, values bound
             self.conn.execute("DELETE FROM meta WHERE key = 'seeded'")
             self.conn.execute("COMMIT")
             self._refresh_counters()
 
     def close(self) -> None:
+        """Close the connection."""
         with self.lock:
             self.conn.close()
 
@@ -136,9 +154,11 @@ class Store:
             return first
 
     def next_id(self, table: str) -> int:
+        """The id the next record of ``table`` gets."""
         return self._next[table]
 
-    def insert_rows(self, table: str, rows: Iterable[tuple]) -> None:
+    def insert_rows(self, table: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert whole rows (values in :data:`TABLES` column order) in one transaction."""
         rows = list(rows)
         if not rows:
             return
@@ -146,7 +166,7 @@ class Store:
         with self.lock:
             self.conn.execute("BEGIN")
             try:
-                self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+                self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608  # identifiers are ours, values bound
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
@@ -156,20 +176,24 @@ class Store:
             self._count[table] += len(rows)
 
     def ids(self, table: str) -> list[int]:
+        """Every id of ``table``, in order."""
         with self.lock:
-            return [r[0] for r in self.conn.execute(f"SELECT id FROM {table} ORDER BY id")]
+            return [r[0] for r in self.conn.execute(f"SELECT id FROM {table} ORDER BY id")]  # noqa: S608  # identifiers are ours, values bound
 
     def count(self, table: str) -> int:
+        """How many rows ``table`` has."""
         return self._count[table]
 
     def exists(self, table: str, record_id: int) -> bool:
+        """Whether ``table`` has a row with id ``record_id``."""
+        sql = f"SELECT 1 FROM {table} WHERE id = ?"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
-            return self.conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (record_id,)).fetchone() is not None
+            return self.conn.execute(sql, (record_id,)).fetchone() is not None
 
     # ---- fields -------------------------------------------------------
     def served_fields(self, name: str, schema_fields: Iterable[str]) -> list[str]:
         """The record-schema fields this revision serves (what ``sort`` accepts)."""
-        drop = set()
+        drop: set[str] = set()
         if name == "lead":
             if Revision.R2019 not in self.revisions:
                 drop.add("city_id")
@@ -181,8 +205,19 @@ class Store:
         return _SORT_EXPR.get(name, {}).get(field, f"t.{field}")
 
     # ---- reads --------------------------------------------------------
-    def page(self, name: str, sort: str, desc: bool, limit: int, page: int) -> tuple[list[dict], int]:
-        """One page of list items, and the total count."""
+    def page(self, name: str, sort: str, limit: int, page: int, *, desc: bool) -> tuple[list[dict[str, Any]], int]:
+        """One page of list items, and the total count.
+
+        Args:
+            name: the resource.
+            sort: the record field to sort by (one of :meth:`served_fields`).
+            limit: the page size.
+            page: the page number, from 1.
+            desc: sort in descending order.
+
+        Returns:
+            The page's records as list calls serve them, and the number of records.
+        """
         direction = "DESC" if desc else "ASC"
         expr = self._sort_sql(name, sort)
         offset = (page - 1) * limit
@@ -196,40 +231,42 @@ class Store:
                 col = expr[2:]
                 inner_order = f"{col} {direction}" + ("" if sort == "id" else ", id ASC")
                 sql = (
-                    f"SELECT t.*{_JOIN_COLS if joined else ''} FROM "
+                    f"SELECT t.*{_JOIN_COLS if joined else ''} FROM "  # noqa: S608  # identifiers are ours, values bound
                     f"(SELECT * FROM {name} ORDER BY {inner_order} LIMIT ? OFFSET ?) t"
                     f"{_JOIN if joined else ''} ORDER BY {order}"
                 )
             else:
-                sql = f"SELECT t.*{_JOIN_COLS} FROM {name} t{_JOIN} ORDER BY {order} LIMIT ? OFFSET ?"
+                sql = f"SELECT t.*{_JOIN_COLS} FROM {name} t{_JOIN} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608  # identifiers are ours, values bound
             rows = self.conn.execute(sql, (limit, offset)).fetchall()
         return [self.render(name, r, retrieve=False) for r in rows], count
 
-    def get(self, name: str, record_id: int) -> dict | None:
+    def get(self, name: str, record_id: int) -> dict[str, Any] | None:
         """One record as retrieve serves it, or ``None``."""
         joined = name in _CONTACTS
-        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"
+        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
             row = self.conn.execute(sql, (record_id,)).fetchone()
         return None if row is None else self.render(name, row, retrieve=True)
 
-    def all(self, name: str, retrieve: bool = True) -> list[dict]:
+    def all(self, name: str, *, retrieve: bool = True) -> list[dict[str, Any]]:
+        """Every record of a resource, in id order, shaped as retrieve (or list) serves them."""
         joined = name in _CONTACTS
-        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} ORDER BY t.id"
+        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} ORDER BY t.id"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
             rows = self.conn.execute(sql).fetchall()
         return [self.render(name, r, retrieve=retrieve) for r in rows]
 
     # ---- shaping ------------------------------------------------------
-    def render(self, name: str, r: sqlite3.Row, retrieve: bool) -> dict[str, Any]:
+    def render(self, name: str, r: sqlite3.Row, *, retrieve: bool) -> dict[str, Any]:
+        """A row as the service serves the record: by retrieve, or as a list item."""
         if name in _CONTACTS:
-            return self._render_contact(name, r, retrieve)
+            return self._render_contact(name, r, retrieve=retrieve)
         if name == "contact_type":
             key = "date_add" if retrieve else "creation_date"
             return {"id": r["id"], "label": r["label"], key: r["creation_date"]}
         return dict(r)
 
-    def _render_contact(self, name: str, r: sqlite3.Row, retrieve: bool) -> dict[str, Any]:
+    def _render_contact(self, name: str, r: sqlite3.Row, *, retrieve: bool) -> dict[str, Any]:
         d: dict[str, Any] = {"id": r["id"], "name": r["name"]}
         if name == "lead":
             if Revision.R2019 in self.revisions:
@@ -261,16 +298,18 @@ class Store:
     def insert(self, table: str, values: dict[str, Any]) -> int:
         """Insert one row (missing columns are NULL); answer its id."""
         with self.lock:
-            rid = values.get("id") or self.reserve_ids(table, 1)
+            rid = int(values.get("id") or self.reserve_ids(table, 1))
             row = tuple(rid if c == "id" else values.get(c) for c in TABLES[table])
             self.insert_rows(table, [row])
             return rid
 
     def update(self, table: str, record_id: int, values: dict[str, Any]) -> bool:
+        """Change the given columns of one row (others are ignored); answers whether it exists."""
         cols = [c for c in values if c in TABLES[table] and c != "id"]
         if not cols:
             return self.exists(table, record_id)
         sets = ", ".join(f"{c} = ?" for c in cols)
         with self.lock:
-            cur = self.conn.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*(values[c] for c in cols), record_id))
+            sql = f"UPDATE {table} SET {sets} WHERE id = ?"  # noqa: S608  # identifiers are ours, values bound
+            cur = self.conn.execute(sql, (*(values[c] for c in cols), record_id))
             return cur.rowcount > 0

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import requests
 import uvicorn
@@ -32,18 +32,33 @@ from closum_sandbox.settings import Settings
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+    from types import TracebackType
+
+    from fastapi import FastAPI
+    from typing_extensions import Self, Unpack
+
+    from closum_sandbox.settings import Knobs
+
+#: Where the test servers listen: loopback only.
+LOOPBACK = "127.0.0.1"
 
 
 class _QuickServer(uvicorn.Server):
     """uvicorn, but noticing ``should_exit`` within milliseconds (tests start and stop many)."""
 
     async def main_loop(self) -> None:
+        """Tick every 5 ms until told to exit."""
         counter = 0
         while not await self.on_tick(counter):
             counter = (counter + 1) % 864000
             await asyncio.sleep(0.005)
 
-    async def shutdown(self, sockets=None) -> None:
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the listeners and connections at once; give requests in flight a second.
+
+        Args:
+            sockets: passed on to uvicorn's own shutdown when this is another uvicorn.
+        """
         wait_tasks = getattr(self, "_wait_tasks_to_complete", None)
         if wait_tasks is None:  # another uvicorn: take its own path
             await super().shutdown(sockets)
@@ -61,13 +76,12 @@ class _QuickServer(uvicorn.Server):
 
 
 class SandboxAdmin:
-    """Addresses and admin helpers of a started sandbox (``port``, ``username``,
-    ``password`` and an HTTP session ``_http`` come from the subclass).
+    """Addresses and admin helpers of a started sandbox.
+
+    ``settings``, ``port`` and the HTTP session ``_http`` come from the subclass.
     """
 
-    port: int
-    username: str
-    password: str
+    settings: Settings
     _http: requests.Session
 
     def _wait_until_healthy(self, timeout: float, died: Callable[[], str | None], interval: float) -> None:
@@ -78,7 +92,7 @@ class SandboxAdmin:
             if reason is not None:
                 raise RuntimeError(reason)
             try:
-                if self._http.get(self.url + "/_admin/health", timeout=2).status_code == 200:
+                if self._http.get(self.url + "/_admin/health", timeout=2).ok:
                     return
             except requests.ConnectionError:
                 pass
@@ -89,112 +103,143 @@ class SandboxAdmin:
             time.sleep(interval)
 
     def stop(self) -> None:
+        """Stop the server (the subclass knows how)."""
         raise NotImplementedError
 
     # ---- addresses ----------------------------------------------------
     @property
+    def port(self) -> int:
+        """The port the server listens on (the subclass knows it)."""
+        raise NotImplementedError
+
+    @property
+    def username(self) -> str:
+        """The ``api_username`` the server accepts."""
+        return self.settings.username
+
+    @property
+    def password(self) -> str:
+        """The ``api_pw`` the server accepts."""
+        return self.settings.password
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The server's root URL."""
+        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def api_url(self) -> str:
+        """The API's base URL (``.../api``), as a tap or target config takes it."""
         return self.url + "/api"
 
     def config(self, **overrides: Any) -> dict[str, Any]:
-        """What a tap or target config needs to reach this server."""
+        """What a tap or target config needs to reach this server.
+
+        Args:
+            overrides: more settings of the config.
+
+        Returns:
+            ``api_url``, ``api_username``, ``api_pw`` and the overrides.
+        """
         return {"api_url": self.api_url, "api_username": self.username, "api_pw": self.password} | overrides
 
     # ---- admin helpers ------------------------------------------------
-    def _admin(self, method: str, path: str, **kwargs) -> Any:
+    def _admin(self, method: str, path: str, **kwargs: Any) -> object:
+        """Call the admin API; answers its JSON (raises for an error status)."""
         r = self._http.request(method, f"{self.url}/_admin{path}", timeout=120, **kwargs)
         r.raise_for_status()
         return r.json()
 
     def token(self) -> str:
+        """A fresh bearer token for the server's credentials."""
         r = self._http.post(
             self.api_url + "/token", timeout=30, json={"api_username": self.username, "api_pw": self.password}
         )
         r.raise_for_status()
-        return r.json()["data"]["token"]
+        return cast("str", r.json()["data"]["token"])
 
-    def requests_log(self, path_prefix: str | None = None) -> list[dict]:
-        return self._admin("GET", "/requests", params={"path_prefix": path_prefix} if path_prefix else None)
+    def requests_log(self, path_prefix: str | None = None) -> list[dict[str, Any]]:
+        """The recorded ``/api`` calls, those under ``path_prefix`` when given."""
+        params = {"path_prefix": path_prefix} if path_prefix else None
+        return cast("list[dict[str, Any]]", self._admin("GET", "/requests", params=params))
 
     def clear_log(self) -> None:
+        """Forget the recorded ``/api`` calls."""
         self._admin("DELETE", "/requests")
 
     def reset(self, seed: int | None = None) -> None:
+        """Wipe every record and seed again (``seed`` default: the server's)."""
         self._admin("POST", "/reset", json={} if seed is None else {"seed": seed})
 
-    def configure(self, **knobs: Any) -> dict:
-        return self._admin("PATCH", "/config", json=knobs)
+    def configure(self, **knobs: Any) -> dict[str, Any]:
+        """Change runtime knobs (``latency_ms``, ``fail_rate``, ...); answers the server's settings."""
+        return cast("dict[str, Any]", self._admin("PATCH", "/config", json=knobs))
 
-    def script_faults(self, faults: list[dict]) -> None:
+    def script_faults(self, faults: list[dict[str, Any]]) -> None:
+        """Queue scripted faults (see :mod:`closum_sandbox.faults`)."""
         self._admin("POST", "/faults", json={"faults": list(faults)})
 
     def clear_faults(self) -> None:
+        """Drop every queued scripted fault."""
         self._admin("DELETE", "/faults")
 
     def revoke_tokens(self) -> None:
+        """Invalidate every bearer token issued."""
         self._admin("POST", "/tokens/revoke")
 
     def add_records(self, resource_name: str, count: int) -> list[int]:
-        return self._admin("POST", f"/records/{resource_name}", json={"count": count})["ids"]
+        """Generate ``count`` more records of a resource; answers their ids."""
+        answer = cast("dict[str, list[int]]", self._admin("POST", f"/records/{resource_name}", json={"count": count}))
+        return answer["ids"]
 
-    def records(self, resource_name: str) -> list[dict]:
-        return self._admin("GET", f"/records/{resource_name}")
+    def records(self, resource_name: str) -> list[dict[str, Any]]:
+        """Every stored record of a resource, as retrieve serves it."""
+        return cast("list[dict[str, Any]]", self._admin("GET", f"/records/{resource_name}"))
 
 
 class SandboxServer(SandboxAdmin):
-    """A sandbox served on ``127.0.0.1`` in a background thread."""
+    """A sandbox served on ``127.0.0.1`` in a background thread.
 
-    def __init__(
-        self,
-        seed: int = 25,
-        revision: str = "both",
-        username: str = "sandbox",
-        password: str = "sandbox",
-        token_ttl: float = 3600,
-        latency_ms: float = 0,
-        fail_rate: float = 0.0,
-        rate_limit: float = 0,
-        max_page_size: int = 1000,
-        db: str | None = None,
-        fault_seed: int = 0,
-    ) -> None:
-        self.settings = Settings(
-            host="127.0.0.1",
-            port=0,
-            db=None if db is None else str(db),
-            seed=seed,
-            revision=str(revision),
-            username=username,
-            password=password,
-            token_ttl=token_ttl,
-            latency_ms=latency_ms,
-            fail_rate=fail_rate,
-            rate_limit=rate_limit,
-            max_page_size=max_page_size,
-            fault_seed=fault_seed,
-        )
-        self.app = None
+    Its keyword arguments are :class:`~closum_sandbox.settings.Knobs`: the
+    :class:`~closum_sandbox.settings.Settings` fields of the same names, with
+    their defaults.
+    """
+
+    def __init__(self, *, db: str | Path | None = None, **knobs: Unpack[Knobs]) -> None:
+        """Set the server up; :meth:`start` (or ``with``) starts it.
+
+        Args:
+            db: the SQLite file (default: in memory).
+            knobs: the server's other settings, each defaulting to the :class:`Settings` default.
+        """
+        self.settings = Settings(host=LOOPBACK, port=0, db=None if db is None else str(db), **knobs)
+        self._app: FastAPI | None = None
         self._server: _QuickServer | None = None
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
         self._port: int | None = None
         self._http = requests.Session()
 
     # ---- lifecycle ----------------------------------------------------
-    def start(self, timeout: float = 30) -> SandboxServer:
+    def start(self, timeout: float = 30) -> Self:
+        """Serve in a background thread and wait until the server answers.
+
+        Args:
+            timeout: seconds to wait for the server.
+
+        Returns:
+            This server.
+        """
         if self._thread is not None:
             return self
-        self.app = create_app(self.settings)
+        self._app = create_app(self.settings)
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK, 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app,
+            self._app,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -214,97 +259,101 @@ class SandboxServer(SandboxAdmin):
         return self
 
     def stop(self) -> None:
-        if self._thread is None:
+        """Stop serving and close the store; a stopped server stays stopped."""
+        if self._thread is None or self._server is None or self._sock is None or self._app is None:
             return
         self._http.close()
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
-        self.app.state.sandbox.store.close()
+        self._app.state.sandbox.store.close()
         self._thread = None
 
-    def __enter__(self) -> SandboxServer:
+    def __enter__(self) -> Self:
+        """Start the server."""
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop the server."""
         self.stop()
 
     @property
+    def app(self) -> FastAPI | None:
+        """The application served (``None`` until started)."""
+        return self._app
+
+    @property
     def port(self) -> int:
+        """The port the server listens on.
+
+        Raises:
+            RuntimeError: the server is not started.
+        """
         if self._port is None:
-            raise RuntimeError("the sandbox server is not started")
+            msg = "the sandbox server is not started"
+            raise RuntimeError(msg)
         return self._port
-
-    @property
-    def username(self) -> str:
-        return self.settings.username
-
-    @property
-    def password(self) -> str:
-        return self.settings.password
 
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
 
 class SandboxProcess(SandboxAdmin):
     """``closum-sandbox serve`` as a child process on a free 127.0.0.1 port.
 
-    Args:
-        seed, revision, username, password, latency_ms, token_ttl, max_page_size, db:
-            the ``serve`` options of the same names.
-        port: the port to serve on (default: a free one).
-        log: a file for the server's output (default: discarded).
+    Its keyword arguments are :class:`~closum_sandbox.settings.Knobs`, passed
+    as the ``serve`` options of the same names (those left out keep the
+    :class:`~closum_sandbox.settings.Settings` defaults), plus ``port`` and ``log``.
     """
 
     def __init__(
         self,
         *,
-        seed: int = 25,
-        revision: str = "both",
         port: int | None = None,
-        username: str = "sandbox",
-        password: str = "sandbox",
-        latency_ms: float = 0,
-        token_ttl: float = 3600,
-        max_page_size: int = 1000,
         db: str | Path | None = None,
         log: IO[str] | None = None,
+        **knobs: Unpack[Knobs],
     ) -> None:
-        self.username, self.password = username, password
-        self.port = port or free_port()
-        self._args = [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--seed",
-            str(seed),
-            "--revision",
-            revision,
-            "--username",
-            username,
-            "--password",
-            password,
-            "--latency-ms",
-            str(latency_ms),
-            "--token-ttl",
-            str(token_ttl),
-            "--max-page-size",
-            str(max_page_size),
-            *(["--db", str(db)] if db is not None else []),
-        ]
+        """Set the process up; :meth:`start` (or ``with``) starts it.
+
+        Args:
+            port: the port to serve on (default: a free one).
+            db: the SQLite file (default: in memory).
+            log: a file for the server's output (default: discarded).
+            knobs: the server's other settings, each defaulting to the :class:`Settings` default.
+        """
+        # What serve will run with (Settings checks the knobs here already).
+        self.settings = Settings(host=LOOPBACK, port=port or free_port(), db=None if db is None else str(db), **knobs)
+        self._args = ["serve", "--host", LOOPBACK, "--port", str(self.settings.port)]
+        if db is not None:
+            self._args += ["--db", str(db)]
+        for name, value in knobs.items():
+            self._args += [f"--{name.replace('_', '-')}", str(value)]
         self._log = log
         self._http = requests.Session()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> SandboxProcess:
-        self.proc = subprocess.Popen(
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return self.settings.port
+
+    def start(self, timeout: float = 60) -> Self:
+        """Start ``closum-sandbox serve`` and wait until it answers.
+
+        Args:
+            timeout: seconds to wait for the server.
+
+        Returns:
+            This server.
+        """
+        self.proc = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments, no shell
             [sys.executable, "-m", "closum_sandbox.cli", *self._args],
             stdin=subprocess.DEVNULL,
             stdout=self._log or subprocess.DEVNULL,
@@ -320,6 +369,7 @@ class SandboxProcess(SandboxAdmin):
         return self
 
     def stop(self) -> None:
+        """Stop the process (terminate, then kill after 10 s)."""
         self._http.close()
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -330,8 +380,12 @@ class SandboxProcess(SandboxAdmin):
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> SandboxProcess:
+    def __enter__(self) -> Self:
+        """Start the server."""
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop the server."""
         self.stop()

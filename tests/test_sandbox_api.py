@@ -106,7 +106,7 @@ def test_token_wrong_verb(sandbox):
 
 
 def test_custom_credentials(sandbox_factory):
-    sb = sandbox_factory(username="u1", password="p1", seed=0)
+    sb = sandbox_factory(username="u1", password="p1", seed=0)  # noqa: S106  # a made-up sandbox credential
     ok = requests.post(sb.api_url + "/token", json={"api_username": "u1", "api_pw": "p1"}, timeout=5)
     assert ok.status_code == 200
     bad = requests.post(sb.api_url + "/token", json={"api_username": "sandbox", "api_pw": "sandbox"}, timeout=5)
@@ -195,7 +195,7 @@ def test_lead_list_item_exact_shape(api):
     assert item["creation_date"].endswith("+00:00")
 
 
-def test_lead_retrieve_shape_with_opt_in(api, sandbox):
+def test_lead_retrieve_shape_with_opt_in(api):
     rid = api.post("/lead", json=LEAD).json()["data"]["id"]
     lead = api.get(f"/lead/{rid}").json()["data"]
     assert lead["email"]["email"] == "sylvialhook@closum.com"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 import requests
 
 from closum_sandbox.cli import build_parser
-from closum_sandbox.testing import SandboxProcess
+from closum_sandbox.settings import Knobs, Settings
+from closum_sandbox.testing import SandboxProcess, SandboxServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli_server(tmp_path):
     log = (tmp_path / "serve.log").open("w+")
     server = SandboxProcess(
-        seed=10, revision="2019", username="me", password="s3cret", db=tmp_path / "cli.sqlite", log=log
+        seed=10,
+        revision="2019",
+        username="me",
+        password="s3cret",  # noqa: S106  # a made-up sandbox credential
+        db=tmp_path / "cli.sqlite",
+        log=log,
     )
     try:
         server.start(timeout=20)
@@ -74,6 +81,7 @@ def test_cli_parser_defaults_and_help():
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         capture_output=True,
         text=True,
+        check=True,
     ).stdout
     for flag in (
         "--host",
@@ -97,3 +105,21 @@ def test_cli_parser_defaults_and_help():
 def test_cli_rejects_bad_revision():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--revision", "2020"])
+
+
+def test_defaults_come_from_settings():
+    args = build_parser().parse_args(["serve"])
+    assert {f.name: getattr(args, f.name) for f in fields(Settings)} == asdict(Settings())
+    assert set(Knobs.__annotations__) <= {f.name for f in fields(Settings)}
+    server = SandboxServer(seed=3)
+    assert asdict(server.settings) == asdict(Settings(host="127.0.0.1", port=0, seed=3))
+
+
+def test_process_passes_its_knobs(tmp_path):
+    with (
+        (tmp_path / "serve.log").open("w") as log,
+        SandboxProcess(seed=0, max_page_size=7, token_ttl=5, fail_rate=0.25, log=log) as server,
+    ):
+        config = requests.get(server.url + "/_admin/config", timeout=5).json()
+    assert (config["seed"], config["max_page_size"], config["token_ttl"], config["fail_rate"]) == (0, 7, 5, 0.25)
+    assert (config["revision"], config["username"], config["latency_ms"]) == ("both", "sandbox", 0)
