@@ -33,6 +33,7 @@ import duckdb
 from closum_sandbox.testing import SandboxProcess
 
 if TYPE_CHECKING:
+    import datetime as dt
     from types import FrameType
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def duckdb_counts(path: Path) -> dict[str, int]:
             " where table_catalog = current_database() order by 2, 3"
         ).fetchall()
         return {
-            f"{s}.{t}": con.execute(f'select count(*) from "{c}"."{s}"."{t}"').fetchone()[0]  # noqa: S608  # names from information_schema; identifiers cannot be bound
+            f"{s}.{t}": con.execute(f'select count(*) from "{c}"."{s}"."{t}"').fetchall()[0][0]  # noqa: S608  # names from information_schema; identifiers cannot be bound
             for c, s, t in tables
         }
     finally:
@@ -188,7 +189,7 @@ def leads_file_to_closum(env: dict[str, str], sandbox: SandboxProcess) -> None:
     say(f"   the sandbox now has {count(sandbox, 'lead')} leads")
 
 
-def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batch: Any) -> None:  # noqa: ANN401  # a DuckDB timestamp
+def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batch: dt.datetime | None) -> None:
     """Step 3: the first pipeline again; print what this run added and the leads bookmark."""
     step("3. Closum → DuckDB again: Meltano passes the saved state, only new leads arrive")
     meltano(env, WORK / "run3-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")

@@ -59,11 +59,12 @@ class Example:
         }
 
 
-def clean_json(text: str) -> Any:  # noqa: ANN401  # any JSON value
+def clean_json(text: str) -> object:
     """Parse an example: drop ``{ ... }`` placeholders and trailing commas."""
     text = re.sub(r"\{\s*\.\.\.\s*\}\s*,?", "", text)
     text = re.sub(r",(\s*[\]}])", r"\1", text)
-    return json.loads(text)
+    value: object = json.loads(text)
+    return value
 
 
 def _balanced(lines: list[str], start: int) -> tuple[str, int]:

@@ -241,10 +241,11 @@ def replace_blocks(text: str, blocks: dict[str, str], comment: tuple[str, str], 
         pattern = re.compile(
             rf"(^[ \t]*{re.escape(begin)}[ \t]*\n)(.*?)(^[ \t]*{re.escape(end)}[ \t]*$)", re.DOTALL | re.MULTILINE
         )
-        if len(pattern.findall(text)) != 1:
+        matches = list(pattern.finditer(text))
+        if len(matches) != 1:
             msg = f"{where}: expected exactly one block marked '{begin}' ... '{end}'"
             raise SystemExit(msg)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(3), text)
+        text = text[: matches[0].end(1)] + body + "\n" + text[matches[0].start(3) :]
     return text
 
 
