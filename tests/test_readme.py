@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,23 +142,18 @@ def _curl_session() -> list[tuple[str, str | None]]:
     return steps
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def readme_sandbox(tmp_path):
-    """``closum-sandbox serve --seed 25`` as ``make sandbox`` starts it: port 8080 when free."""
+    """``closum-sandbox serve --seed 25`` as ``make sandbox`` starts it, on a free port.
+
+    Never 8080 itself: another checkout's test session (or a ``make sandbox``)
+    may hold it, and the session would then talk to that server's data.
+    """
     makefile = (ROOT / "Makefile").read_text()
     assert "closum-sandbox serve --port 8080 --seed 25" in makefile, "the docs' session assumes `make sandbox`"
     with (
         (tmp_path / "sandbox.log").open("w") as log,
-        SandboxProcess(seed=25, port=8080 if _free(8080) else None, log=log) as server,
+        SandboxProcess(seed=25, log=log) as server,
     ):
         yield server.port
 
