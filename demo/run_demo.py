@@ -5,7 +5,8 @@
 2. `meltano --environment=dev run tap-closum target-duckdb`, then print every
    DuckDB table with its row count;
 3. `meltano --environment=dev run tap-jsonl target-closum` with demo/leads.jsonl
-   (a few bad rows on purpose), then print created / rejected and why;
+   (a few bad rows on purpose), then print created / rejected (from the
+   target's ``closum_load_summary`` METRIC log line) and why;
 4. run the tap again: Meltano passes the saved state, so only the new leads arrive;
 5. stop the sandbox (also on Ctrl-C or an error).
 
@@ -19,101 +20,221 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import duckdb
 
 from closum_sandbox.testing import SandboxProcess
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from types import FrameType
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORK = ROOT / "output" / "demo"
 SEED = 25
 LEADS_FILE = ROOT / "demo" / "leads.jsonl"
+DUCK = WORK / "warehouse.duckdb"
+REJECTS = WORK / "closum-rejects.jsonl"
 PLUGIN_EXECUTABLES = [
     ".meltano/extractors/tap-closum/venv/bin/tap-closum",
     ".meltano/extractors/tap-jsonl/venv/bin/tap-jsonl",
     ".meltano/loaders/target-closum/venv/bin/target-closum",
     ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
 ]
-SUMMARY = re.compile(
-    r"stream (?P<stream>\S+) → (?P<resource>\S+) \((?P<action>\w+)\): created (?P<created>\d+), "
-    r"updated (?P<updated>\d+), skipped as already loaded (?P<skipped>\d+), rejected (?P<rejected>\d+)"
-)
+#: The metric target-closum logs once per stream at the end of a run: ``METRIC: {"metric": ..., "value": {...}}``.
+SUMMARY_METRIC = "closum_load_summary"
 
 
 def say(text: str = "") -> None:
+    """Print one line of the demo's narration."""
     print(text, flush=True)
 
 
 def step(text: str) -> None:
+    """Announce a step."""
     say(f"\n==> {text}")
 
 
 def count(sandbox: SandboxProcess, resource: str) -> int:
+    """How many records of ``resource`` the sandbox holds."""
     return len(sandbox.records(resource))
 
 
-def meltano(env: dict, log: Path, *args: str) -> str:
-    cmd = [str(BIN / "meltano"), *args]
+def meltano(env: dict[str, str], log: Path, *args: str) -> str:
+    """Run ``meltano *args``, its output in ``log``; stop the demo with its last lines if it fails."""
     say("$ meltano " + " ".join(args))
     started = time.monotonic()
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    proc = subprocess.run(  # noqa: S603  # argv is ours: Meltano from this venv, fixed arguments, no shell
+        [str(BIN / "meltano"), *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
     )
     log.write_text(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-25:])
-        raise SystemExit(
-            f"meltano {' '.join(args)} failed (exit {proc.returncode}); last lines:\n{tail}\nfull log: {log}"
-        )
+        msg = f"meltano {' '.join(args)} failed (exit {proc.returncode}); last lines:\n{tail}\nfull log: {log}"
+        raise SystemExit(msg)
     say(f"   ok in {time.monotonic() - started:.1f} s (log: {log.relative_to(ROOT)})")
     return proc.stdout
 
 
-def duckdb_counts(path: Path) -> dict[str, int]:
-    import duckdb
+def load_summaries(output: str) -> list[dict[str, Any]]:
+    """The value of every ``closum_load_summary`` METRIC line in a run's output, one per stream.
 
+    Meltano prefixes each line of a plugin's log with its own fields; the metric
+    is the JSON object that follows ``METRIC: `` on the line.
+    """
+    decoder = json.JSONDecoder()
+    summaries = []
+    for line in output.splitlines():
+        _, found, rest = line.partition("METRIC: ")
+        if not found:
+            continue
+        try:
+            metric, _ = decoder.raw_decode(rest)
+        except ValueError:
+            continue
+        if isinstance(metric, dict) and metric.get("metric") == SUMMARY_METRIC:
+            summaries.append(metric["value"])
+    return summaries
+
+
+def duckdb_query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one query on the DuckDB file, opened read-only."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def duckdb_counts(path: Path) -> dict[str, int]:
+    """Row count of every table of the DuckDB file, as ``schema.table``."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         tables = con.execute(
             "select table_catalog, table_schema, table_name from information_schema.tables"
             " where table_catalog = current_database() order by 2, 3"
         ).fetchall()
-        return {f"{s}.{t}": con.execute(f'select count(*) from "{c}"."{s}"."{t}"').fetchone()[0] for c, s, t in tables}
+        return {
+            f"{s}.{t}": con.execute(f'select count(*) from "{c}"."{s}"."{t}"').fetchall()[0][0]  # noqa: S608  # names from information_schema; identifiers cannot be bound
+            for c, s, t in tables
+        }
     finally:
         con.close()
 
 
-def duckdb_query(path: Path, sql: str) -> list[tuple]:
-    import duckdb
+def install_plugins() -> None:
+    """``meltano install`` when a plugin of the demo is missing (``make demo`` did it already)."""
+    missing = [p for p in PLUGIN_EXECUTABLES if not (ROOT / p).exists()]
+    if not missing:
+        return
+    step("meltano install (plugins missing: " + ", ".join(Path(p).name for p in missing) + ")")
+    subprocess.run(  # noqa: S603  # argv is ours: Meltano from this venv, no shell
+        [str(BIN / "meltano"), "install"],
+        cwd=ROOT,
+        check=True,
+        env=os.environ | {"MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
+    )
 
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+
+def closum_to_duckdb(env: dict[str, str]) -> dict[str, int]:
+    """Step 1: every Closum stream into DuckDB; print and return the row counts."""
+    step("1. Closum → DuckDB")
+    meltano(env, WORK / "run1-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
+    counts = duckdb_counts(DUCK)
+    say(f"   {DUCK.relative_to(ROOT)}:")
+    for table, n in counts.items():
+        say(f"   {table:<36} {n:>6} rows")
+    return counts
+
+
+def leads_file_to_closum(env: dict[str, str], sandbox: SandboxProcess) -> None:
+    """Step 2: demo/leads.jsonl into Closum; print the target's summary and each reject's reason."""
+    step(f"2. {LEADS_FILE.relative_to(ROOT)} → Closum (target-closum)")
+    with LEADS_FILE.open() as f:
+        say(f"   {sum(1 for line in f if line.strip())} rows in the file")
+    out = meltano(
+        env, WORK / "run2-tap-jsonl-target-closum.log", "--environment=dev", "run", "tap-jsonl", "target-closum"
+    )
+    summaries = load_summaries(out)
+    if not summaries:
+        msg = f"target-closum logged no {SUMMARY_METRIC} metric; see the log above"
+        raise SystemExit(msg)
+    for s in summaries:
+        say(
+            f"   stream {s['stream']} → {s['resource']} ({s['action']}): created {s['created']}, "
+            f"updated {s['updated']}, skipped as already loaded {s['skipped']}, rejected {s['rejected']}"
+        )
+    if REJECTS.exists():
+        say(f"   rejected rows ({REJECTS.relative_to(ROOT)}):")
+        for line in REJECTS.read_text().splitlines():
+            r = json.loads(line)
+            who = r["record"].get("external_id") or r["record"].get("name")
+            status = "before sending" if r["status"] is None else f"HTTP {r['status']}"
+            say(f"     {who}: {status}: {r['message']}")
+    say(f"   the sandbox now has {count(sandbox, 'lead')} leads")
+
+
+def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batch: dt.datetime | None) -> None:
+    """Step 3: the first pipeline again; print what this run added and the leads bookmark."""
+    step("3. Closum → DuckDB again: Meltano passes the saved state, only new leads arrive")
+    meltano(env, WORK / "run3-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
+    second = duckdb_counts(DUCK)
+    new_ids = [
+        row[0]
+        for row in duckdb_query(
+            DUCK, "select id from closum.leads where _sdc_batched_at > ? order by id", (last_batch,)
+        )
+    ]
+    for table, n in second.items():
+        delta = n - first.get(table, 0)
+        say(f"   {table:<36} {n:>6} rows" + (f"  (+{delta})" if delta else ""))
+    ids = f"ids {new_ids[0]}..{new_ids[-1]}" if new_ids else "none"
+    say(
+        f"   leads rows written by this run: {len(new_ids)} ({ids}); the incremental streams "
+        "(leads, unqualified_leads, audience_lists, lead_audience_lists) read only past their bookmark, "
+        "the FULL_TABLE ones are read whole and upserted"
+    )
+    state = subprocess.run(  # noqa: S603  # argv is ours: Meltano from this venv, fixed arguments, no shell
+        [str(BIN / "meltano"), "--environment=dev", "state", "get", "dev:tap-closum-to-target-duckdb"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if state.returncode == 0:
+        try:
+            bookmark = json.loads(state.stdout)["singer_state"]["bookmarks"]["leads"]["replication_key_value"]
+        except (ValueError, KeyError, TypeError):
+            return
+        say(f"   Meltano's state for dev:tap-closum-to-target-duckdb: leads bookmark id {bookmark}")
+
+
+def on_signal(signum: int, _frame: FrameType | None) -> NoReturn:
+    """SIGTERM/SIGHUP end the demo like Ctrl-C: through ``finally``, stopping the sandbox."""
+    raise SystemExit(128 + signum)
 
 
 def main() -> int:
-    missing = [p for p in PLUGIN_EXECUTABLES if not (ROOT / p).exists()]
-    if missing:
-        step("meltano install (plugins missing: " + ", ".join(Path(p).name for p in missing) + ")")
-        subprocess.run(
-            [str(BIN / "meltano"), "install"],
-            cwd=ROOT,
-            check=True,
-            env=os.environ | {"MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
-        )
-
+    """Run the demo; everything it writes goes to output/demo/."""
+    install_plugins()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    duck = WORK / "warehouse.duckdb"
-    rejects = WORK / "closum-rejects.jsonl"
     sandbox_log = (WORK / "sandbox.log").open("w")
     sandbox = SandboxProcess(seed=SEED, db=WORK / "sandbox.sqlite", log=sandbox_log)
     env = os.environ | {
@@ -122,15 +243,11 @@ def main() -> int:
         "MELTANO_DATABASE_URI": f"sqlite:///{WORK / 'meltano.db'}",
         "TAP_CLOSUM_API_URL": f"http://127.0.0.1:{sandbox.port}/api",
         "TARGET_CLOSUM_API_URL": f"http://127.0.0.1:{sandbox.port}/api",
-        "TARGET_DUCKDB_PATH": str(duck),
-        "TARGET_CLOSUM_REJECTS_PATH": str(rejects),
+        "TARGET_DUCKDB_PATH": str(DUCK),
+        "TARGET_CLOSUM_REJECTS_PATH": str(REJECTS),
         "TARGET_CLOSUM_LEDGER_PATH": str(WORK / "closum-ledger.sqlite"),
         "TAP_JSONL_PATH": str(LEADS_FILE),
     }
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     started = time.monotonic()
@@ -138,73 +255,10 @@ def main() -> int:
         step(f"starting closum-sandbox on {sandbox.url} (seed {SEED}, data in {WORK.relative_to(ROOT)}/)")
         sandbox.start()
         say(f"   {count(sandbox, 'lead')} leads, {count(sandbox, 'email')} emails, {count(sandbox, 'phone')} phones")
-
-        step("1. Closum → DuckDB")
-        meltano(
-            env, WORK / "run1-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb"
-        )
-        first = duckdb_counts(duck)
-        say(f"   {duck.relative_to(ROOT)}:")
-        for table, n in first.items():
-            say(f"   {table:<36} {n:>6} rows")
-        last_batch = duckdb_query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
-
-        step(f"2. {LEADS_FILE.relative_to(ROOT)} → Closum (target-closum)")
-        with LEADS_FILE.open() as f:
-            say(f"   {sum(1 for line in f if line.strip())} rows in the file")
-        out = meltano(
-            env, WORK / "run2-tap-jsonl-target-closum.log", "--environment=dev", "run", "tap-jsonl", "target-closum"
-        )
-        summaries = [m.groupdict() for m in SUMMARY.finditer(out)]
-        if not summaries:
-            raise SystemExit("target-closum printed no summary line; see the log above")
-        for s in summaries:
-            say(
-                f"   stream {s['stream']} → {s['resource']} ({s['action']}): created {s['created']}, "
-                f"updated {s['updated']}, skipped as already loaded {s['skipped']}, rejected {s['rejected']}"
-            )
-        if rejects.exists():
-            say(f"   rejected rows ({rejects.relative_to(ROOT)}):")
-            for line in rejects.read_text().splitlines():
-                r = json.loads(line)
-                who = r["record"].get("external_id") or r["record"].get("name")
-                status = "before sending" if r["status"] is None else f"HTTP {r['status']}"
-                say(f"     {who}: {status}: {r['message']}")
-        say(f"   the sandbox now has {count(sandbox, 'lead')} leads")
-
-        step("3. Closum → DuckDB again: Meltano passes the saved state, only new leads arrive")
-        meltano(
-            env, WORK / "run3-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb"
-        )
-        second = duckdb_counts(duck)
-        new_ids = [
-            row[0]
-            for row in duckdb_query(
-                duck, f"select id from closum.leads where _sdc_batched_at > '{last_batch}' order by id"
-            )
-        ]
-        for table, n in second.items():
-            delta = n - first.get(table, 0)
-            say(f"   {table:<36} {n:>6} rows" + (f"  (+{delta})" if delta else ""))
-        ids = f"ids {new_ids[0]}..{new_ids[-1]}" if new_ids else "none"
-        say(
-            f"   leads rows written by this run: {len(new_ids)} ({ids}); the incremental streams "
-            "(leads, unqualified_leads, audience_lists, lead_audience_lists) read only past their bookmark, "
-            "the FULL_TABLE ones are read whole and upserted"
-        )
-        state = subprocess.run(
-            [str(BIN / "meltano"), "--environment=dev", "state", "get", "dev:tap-closum-to-target-duckdb"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if state.returncode == 0:
-            try:
-                bookmark = json.loads(state.stdout)["singer_state"]["bookmarks"]["leads"]["replication_key_value"]
-                say(f"   Meltano's state for dev:tap-closum-to-target-duckdb: leads bookmark id {bookmark}")
-            except (ValueError, KeyError, TypeError):
-                pass
+        first = closum_to_duckdb(env)
+        last_batch = duckdb_query(DUCK, "select max(_sdc_batched_at) from closum.leads")[0][0]
+        leads_file_to_closum(env, sandbox)
+        closum_to_duckdb_again(env, first, last_batch)
     finally:
         sandbox.stop()
         sandbox_log.close()

@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""Regenerate the parts of README.md and meltano.yml that come from the code.
+"""Regenerate the parts of docs/ and meltano.yml that come from the code.
 
     .venv/bin/python scripts/gen_docs.py          # rewrite the generated blocks
     .venv/bin/python scripts/gen_docs.py --check  # exit 1 and show a diff on drift
 
-Generated blocks sit between marker lines and are replaced whole:
+Generated blocks sit between marker lines and are replaced whole; everything
+around them is written by hand:
 
-- README.md ``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``
-  for ``target-section`` (target_closum/README_SECTION.md, the target's own
-  text, while that file exists), ``tap-settings`` and ``target-settings`` (from ``TapClosum.config_jsonschema``
-  and ``TargetClosum.config_jsonschema``), ``streams`` (from ``closum_api.registry``)
-  and ``plugin-definitions`` (the YAML to paste into one's own meltano.yml);
+- docs/tap.md ``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``
+  for ``tap-settings`` (from ``TapClosum.config_jsonschema``), ``streams`` (from
+  ``closum_api.registry``) and ``tap-plugin-definition`` (the YAML to paste into
+  one's own meltano.yml);
+- docs/target.md, the same markers, for ``target-settings`` (from
+  ``TargetClosum.config_jsonschema``) and ``target-plugin-definition``;
 - meltano.yml ``# BEGIN GENERATED: NAME`` ... ``# END GENERATED: NAME`` for
-  ``tap-closum`` and ``target-closum`` (the custom plugin definitions, with every
-  setting that ``--about`` lists, its kind and its description).
+  ``tap-closum`` and ``target-closum`` (this project's plugin definitions).
 
-tests/test_readme.py runs this script with ``--check``.
+A plugin definition lists every setting that ``tap-closum --about --format=json``
+(``target-closum ...``) prints, the SDK's built-in ones included, with its kind
+and description, and the plugin's capabilities; the settings tables hold the
+plugin's own settings. tests/test_readme.py runs this script with ``--check``.
 """
 
 from __future__ import annotations
@@ -25,39 +29,71 @@ import copy
 import difflib
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from closum_api import registry
+from tap_closum.tap import TapClosum
+from target_closum.target import TargetClosum
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-README = ROOT / "README.md"
+TAP_DOC = ROOT / "docs" / "tap.md"
+TARGET_DOC = ROOT / "docs" / "target.md"
 MELTANO_YML = ROOT / "meltano.yml"
 
+#: The plugins: their class (for their own settings) and what their Meltano entry says about them.
+PLUGINS: dict[str, dict[str, Any]] = {
+    "tap-closum": {
+        "cls": TapClosum,
+        "kind": "extractors",
+        "namespace": "tap_closum",
+        "label": "Closum",
+        "description": "Closum lead-management API (tap)",
+    },
+    "target-closum": {
+        "cls": TargetClosum,
+        "kind": "loaders",
+        "namespace": "target_closum",
+        "label": "Closum",
+        "description": "Closum lead-management API (target)",
+    },
+}
+PASTE_PIP_URL = "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone"
 
-# ---- settings ---------------------------------------------------------------
-def _plugin_classes():
-    from tap_closum.tap import TapClosum
-    from target_closum.target import TargetClosum
-
-    return {"tap-closum": TapClosum, "target-closum": TargetClosum}
+Json = dict[str, Any]
 
 
-def own_and_about_settings(cls) -> tuple[dict, dict]:
-    """(the plugin's own config schema, everything ``--about`` lists).
-
-    ``_get_about_info`` merges the SDK's built-in settings into
-    ``config_jsonschema`` in place, so the own schema is copied first.
-    """
-    own = copy.deepcopy(cls.config_jsonschema)
-    about = cls._get_about_info()
-    return own, {
-        "capabilities": [str(c.value if hasattr(c, "value") else c) for c in about.capabilities],
-        "settings": copy.deepcopy(about.settings),
-    }
+# ---- what the plugins say about themselves ------------------------------------
+def own_settings(name: str) -> Json:
+    """The plugin's own config schema (``config_jsonschema``, without the SDK's built-in settings)."""
+    return copy.deepcopy(PLUGINS[name]["cls"].config_jsonschema)
 
 
-def _types(prop: dict) -> list[str]:
+def about(name: str) -> Json:
+    """``<plugin> --about --format=json``, run from the console script beside this interpreter."""
+    executable = shutil.which(name, path=str(Path(sys.executable).parent))
+    if executable is None:
+        msg = f"{name} is not installed beside {sys.executable}: run `make install`"
+        raise SystemExit(msg)
+    proc = subprocess.run(  # noqa: S603  # argv is ours (an installed console script), no shell
+        [executable, "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        msg = f"{name} --about --format=json failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        raise SystemExit(msg)
+    info: Json = json.loads(proc.stdout)
+    return info
+
+
+# ---- tables -------------------------------------------------------------------
+def _types(prop: Json) -> list[str]:
     t = prop.get("type", [])
     types = [t] if isinstance(t, str) else list(t)
     if not types and "anyOf" in prop:
@@ -71,14 +107,18 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def settings_table(schema: dict) -> str:
+def settings_table(schema: Json) -> str:
+    """Markdown table: setting, required, default, description."""
     required = set(schema.get("required", []))
     lines = ["| setting | required | default | description |", "|---|---|---|---|"]
     for name, prop in schema["properties"].items():
         default = prop.get("default")
-        default_cell = (
-            "" if default is None else f"`{json.dumps(default) if not isinstance(default, str) else default}`"
-        )
+        if default is None:
+            default_cell = ""
+        elif isinstance(default, str):
+            default_cell = f"`{default}`"
+        else:
+            default_cell = f"`{json.dumps(default)}`"
         secret = " (secret)" if prop.get("secret") and "secret" not in prop.get("description", "").lower() else ""
         lines.append(
             f"| `{name}` | {'yes' if name in required else 'no'} | {default_cell} | "
@@ -87,22 +127,39 @@ def settings_table(schema: dict) -> str:
     return "\n".join(lines)
 
 
-def meltano_kind(prop: dict) -> str:
+def streams_table() -> str:
+    """Markdown table of the tap's streams, from the registry."""
+    lines = [
+        "| stream | list endpoint | primary key | replication | API revision |",
+        "|---|---|---|---|---|",
+    ]
+    for r in registry.RESOURCES:
+        revs = sorted(v.value for v in r.revisions)
+        rev = "both" if len(revs) == len(registry.Revision) else f"{revs[0]} only"
+        repl = r.replication.value
+        if r.replication is registry.Replication.INCREMENTAL:
+            repl += " on `id`"
+        lines.append(f"| `{r.stream_name}` | `GET {r.list_path}` | `id` | {repl} | {rev} |")
+    return "\n".join(lines)
+
+
+# ---- Meltano plugin definitions -----------------------------------------------
+def meltano_kind(prop: Json) -> str:
+    """The Meltano setting ``kind`` of a JSON schema property."""
     if prop.get("secret"):
         return "password"
     types = _types(prop)
     if "enum" in prop:
         return "options"
-    if "object" in types:
-        return "object"
-    if "array" in types:
-        return "array"
-    if "boolean" in types:
-        return "boolean"
-    if "integer" in types:
-        return "integer"
-    if "number" in types:
-        return "decimal"
+    for json_type, kind in (
+        ("object", "object"),
+        ("array", "array"),
+        ("boolean", "boolean"),
+        ("integer", "integer"),
+        ("number", "decimal"),
+    ):
+        if json_type in types:
+            return kind
     if prop.get("format") in {"date-time", "date"}:
         return "date_iso8601"
     return "string"
@@ -113,20 +170,10 @@ def _q(text: str) -> str:
     return json.dumps(" ".join(str(text).split()), ensure_ascii=False)
 
 
-PLUGIN_META = {
-    "tap-closum": {"namespace": "tap_closum", "label": "Closum", "description": "Closum lead-management API (tap)"},
-    "target-closum": {
-        "namespace": "target_closum",
-        "label": "Closum",
-        "description": "Closum lead-management API (target)",
-    },
-}
-
-
-def plugin_yaml(name: str, cls, pip_url: str, indent: str) -> str:
-    _, about = own_and_about_settings(cls)
-    schema = about["settings"]
-    meta = PLUGIN_META[name]
+def plugin_yaml(name: str, info: Json, pip_url: str, indent: str) -> str:
+    """The Meltano plugin entry of ``name`` (a YAML list item), from its ``--about`` output."""
+    schema = info["settings"]
+    meta = PLUGINS[name]
     out = [
         f"- name: {name}",
         f"  namespace: {meta['namespace']}",
@@ -135,12 +182,11 @@ def plugin_yaml(name: str, cls, pip_url: str, indent: str) -> str:
         f"  pip_url: {pip_url}",
         f"  executable: {name}",
         "  capabilities:",
-        *[f"  - {c}" for c in about["capabilities"]],
+        *[f"  - {c}" for c in info["capabilities"]],
     ]
     required = schema.get("required", [])
     if required:
-        out.append("  settings_group_validation:")
-        out.append("  - [" + ", ".join(required) + "]")
+        out += ["  settings_group_validation:", "  - [" + ", ".join(required) + "]"]
     out.append("  settings:")
     for sname, prop in schema["properties"].items():
         out.append(f"  - name: {sname}")
@@ -149,8 +195,7 @@ def plugin_yaml(name: str, cls, pip_url: str, indent: str) -> str:
         out.append(f"    kind: {meltano_kind(prop)}")
         if "enum" in prop:
             out.append("    options:")
-            for opt in prop["enum"]:
-                out.append(f"    - {{label: {_q(opt)}, value: {_q(opt)}}}")
+            out += [f"    - {{label: {_q(opt)}, value: {_q(opt)}}}" for opt in prop["enum"]]
         if prop.get("description"):
             out.append(f"    description: {_q(prop['description'])}")
         if prop.get("secret"):
@@ -158,136 +203,87 @@ def plugin_yaml(name: str, cls, pip_url: str, indent: str) -> str:
     return "\n".join(indent + line if line else line for line in out)
 
 
-def streams_table() -> str:
-    from closum_api import registry
-
-    lines = [
-        "| stream | list endpoint | primary key | replication | API revision |",
-        "|---|---|---|---|---|",
-    ]
-    for r in registry.RESOURCES:
-        revs = sorted(v.value for v in r.revisions)
-        rev = "both" if len(revs) == 2 else f"{revs[0]} only"
-        repl = r.replication.value
-        if r.replication is registry.Replication.INCREMENTAL:
-            repl += " on `id`"
-        lines.append(f"| `{r.stream_name}` | `GET {r.list_path}` | `id` | {repl} | {rev} |")
-    return "\n".join(lines)
-
-
-PASTE_PIP_URL = "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone"
-
-
-TARGET_SECTION = ROOT / "target_closum" / "README_SECTION.md"
-
-
-def target_section() -> str | None:
-    """target_closum/README_SECTION.md (the target's own README text) with its
-    settings table swapped for the generated one; None once the file is gone.
-    """
-    if not TARGET_SECTION.exists():
-        return None
-    out, lines, i, swapped = [], TARGET_SECTION.read_text(encoding="utf-8").rstrip().splitlines(), 0, False
-    while i < len(lines):
-        if not swapped and lines[i].startswith("| setting | required |"):
-            out += ["<!-- BEGIN GENERATED: target-settings -->", "<!-- END GENERATED: target-settings -->"]
-            while i < len(lines) and lines[i].startswith("|"):
-                i += 1
-            swapped = True
-            continue
-        out.append(lines[i])
-        i += 1
-    if not swapped:
-        raise SystemExit(f"{TARGET_SECTION}: no settings table ('| setting | required | ...') to replace")
-    return "\n".join(out)
-
-
-def readme_blocks() -> dict[str, str]:
-    classes = _plugin_classes()
-    tap_own, _ = own_and_about_settings(classes["tap-closum"])
-    target_own, _ = own_and_about_settings(classes["target-closum"])
-    paste = "\n".join(
+def paste_block(name: str, info: Json) -> str:
+    """A ``plugins:`` fragment holding ``name``'s entry, to paste into one's own meltano.yml."""
+    return "\n".join(
         [
             "```yaml",
             "plugins:",
-            "  extractors:",
-            plugin_yaml("tap-closum", classes["tap-closum"], PASTE_PIP_URL, "  "),
-            "  loaders:",
-            plugin_yaml("target-closum", classes["target-closum"], PASTE_PIP_URL, "  "),
+            f"  {PLUGINS[name]['kind']}:",
+            plugin_yaml(name, info, PASTE_PIP_URL, "  "),
             "```",
         ]
     )
-    blocks = {}
-    section = target_section()
-    if section is not None:  # first: it holds the target-settings markers
-        blocks["target-section"] = section
-    return blocks | {
-        "tap-settings": settings_table(tap_own),
-        "target-settings": settings_table(target_own),
-        "streams": streams_table(),
-        "plugin-definitions": paste,
+
+
+# ---- the files ----------------------------------------------------------------
+def generated_blocks() -> dict[Path, dict[str, str]]:
+    """{file: {block name: generated text}}."""
+    infos = {name: about(name) for name in PLUGINS}
+    return {
+        TAP_DOC: {
+            "tap-settings": settings_table(own_settings("tap-closum")),
+            "streams": streams_table(),
+            "tap-plugin-definition": paste_block("tap-closum", infos["tap-closum"]),
+        },
+        TARGET_DOC: {
+            "target-settings": settings_table(own_settings("target-closum")),
+            "target-plugin-definition": paste_block("target-closum", infos["target-closum"]),
+        },
+        MELTANO_YML: {name: plugin_yaml(name, info, "-e .", "  ") for name, info in infos.items()},
     }
 
 
-def meltano_blocks() -> dict[str, str]:
-    classes = _plugin_classes()
-    return {name: plugin_yaml(name, cls, "-e .", "  ") for name, cls in classes.items()}
-
-
-# ---- splicing ---------------------------------------------------------------
-def splice(text: str, blocks: dict[str, str], begin: str, end: str, where: str) -> str:
+def replace_blocks(text: str, blocks: dict[str, str], comment: tuple[str, str], where: str) -> str:
+    """``text`` with the body of each marked block replaced by its generated text."""
     for name, body in blocks.items():
-        b, e = begin.format(name=name), end.format(name=name)
+        begin, end = (f"{comment[0]}{edge} GENERATED: {name}{comment[1]}" for edge in ("BEGIN", "END"))
         pattern = re.compile(
-            rf"(^[ \t]*{re.escape(b)}[ \t]*\n)(.*?)(^[ \t]*{re.escape(e)}[ \t]*$)", re.DOTALL | re.MULTILINE
+            rf"(^[ \t]*{re.escape(begin)}[ \t]*\n)(.*?)(^[ \t]*{re.escape(end)}[ \t]*$)", re.DOTALL | re.MULTILINE
         )
-        if len(pattern.findall(text)) != 1:
-            raise SystemExit(f"{where}: expected exactly one block marked '{b}' ... '{e}'")
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
+        matches = list(pattern.finditer(text))
+        if len(matches) != 1:
+            msg = f"{where}: expected exactly one block marked '{begin}' ... '{end}'"
+            raise SystemExit(msg)
+        text = text[: matches[0].end(1)] + body + "\n" + text[matches[0].start(3) :]
     return text
 
 
 def render() -> dict[Path, tuple[str, str]]:
     """{file: (current text, generated text)}."""
     out = {}
-    readme = README.read_text(encoding="utf-8")
-    out[README] = (
-        readme,
-        splice(
-            readme, readme_blocks(), "<!-- BEGIN GENERATED: {name} -->", "<!-- END GENERATED: {name} -->", "README.md"
-        ),
-    )
-    myml = MELTANO_YML.read_text(encoding="utf-8")
-    out[MELTANO_YML] = (
-        myml,
-        splice(myml, meltano_blocks(), "# BEGIN GENERATED: {name}", "# END GENERATED: {name}", "meltano.yml"),
-    )
+    for path, blocks in generated_blocks().items():
+        comment = ("# ", "") if path.suffix == ".yml" else ("<!-- ", " -->")
+        current = path.read_text(encoding="utf-8")
+        out[path] = (current, replace_blocks(current, blocks, comment, str(path.relative_to(ROOT))))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Rewrite the generated blocks, or with ``--check`` show how they drifted."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 with a diff if a generated block drifted")
     args = parser.parse_args(argv)
     drift = False
     for path, (current, generated) in render().items():
         if current == generated:
             continue
+        name = str(path.relative_to(ROOT))
         if args.check:
             drift = True
             sys.stdout.writelines(
                 difflib.unified_diff(
-                    current.splitlines(True),
-                    generated.splitlines(True),
-                    f"{path.name} (committed)",
-                    f"{path.name} (generated)",
+                    current.splitlines(keepends=True),
+                    generated.splitlines(keepends=True),
+                    f"{name} (committed)",
+                    f"{name} (generated)",
                 )
             )
         else:
             path.write_text(generated, encoding="utf-8")
-            print(f"updated {path.relative_to(ROOT)}")
+            print(f"updated {name}")
     if drift:
-        print("\nGenerated blocks drifted from the code: run `.venv/bin/python scripts/gen_docs.py`.")
+        print("\nGenerated blocks drifted from the code: run `make docs` (.venv/bin/python scripts/gen_docs.py).")
         return 1
     return 0
 

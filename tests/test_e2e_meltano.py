@@ -56,9 +56,12 @@ BAD_ROWS = {
 }
 
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
 @pytest.fixture(scope="session")
-def meltano_plugins() -> None:
-    """The plugins must be installed (``make test`` does it); fail loudly, never skip."""
+def meltano_plugins() -> Path:
+    """Meltano, with the plugins installed (``make test`` does it); fail loudly, never skip."""
     if not MELTANO.exists():
         pytest.fail(f"meltano is not installed at {MELTANO}: run `make test` (or `make install`)", pytrace=False)
     missing = [name for name, exe in PLUGINS.items() if not (ROOT / exe).exists()]
@@ -68,6 +71,7 @@ def meltano_plugins() -> None:
             "`meltano install` first, or `.venv/bin/meltano install` in the repository root.",
             pytrace=False,
         )
+    return MELTANO
 
 
 def _project_copy(tmp_path: Path) -> Path:
@@ -112,14 +116,15 @@ def meltano(meltano_plugins, sandbox, tmp_path):
         unset: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess:
         run_env = {k: v for k, v in (env | (extra_env or {})).items() if k not in unset}
-        proc = subprocess.run(
-            [str(MELTANO), f"--environment={environment}", *args],
+        proc = subprocess.run(  # noqa: S603  # argv is ours: Meltano and the test's arguments, no shell
+            [str(meltano_plugins), f"--environment={environment}", *args],
             cwd=project,
             env=run_env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=600,
+            check=False,
         )
         if check and proc.returncode != 0:
             pytest.fail(
@@ -148,16 +153,19 @@ def _tables(path: Path) -> dict[str, list[int]]:
             ).fetchall()
         ]
         db = con.execute("select current_database()").fetchone()[0]
-        return {n: sorted(r[0] for r in con.execute(f'select id from "{db}".closum."{n}"').fetchall()) for n in names}
+        return {
+            n: sorted(r[0] for r in con.execute(f'select id from "{db}".closum."{n}"').fetchall())  # noqa: S608  # table names from information_schema; identifiers cannot be bound
+            for n in names
+        }
     finally:
         con.close()
 
 
-def _query(path: Path, sql: str) -> list[tuple]:
+def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
     con = duckdb.connect(str(path), read_only=True)
     try:
         return con.execute(
-            sql.replace("closum.", f'"{con.execute("select current_database()").fetchone()[0]}".closum.')
+            sql.replace("closum.", f'"{con.execute("select current_database()").fetchone()[0]}".closum.'), params
         ).fetchall()
     finally:
         con.close()
@@ -201,7 +209,7 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     meltano.pipeline("tap-closum", "target-duckdb")
 
     # Exactly the 5 new leads moved, and cheaply: newest first, stopping at the bookmark.
-    moved = [r[0] for r in _query(duck, f"select id from closum.leads where _sdc_batched_at > '{first_batch_end}'")]
+    moved = [r[0] for r in _query(duck, "select id from closum.leads where _sdc_batched_at > ?", (first_batch_end,))]
     assert sorted(moved) == sorted(new_ids)
     lead_lists = [r for r in sandbox.requests_log("/api/lead") if r["path"] == "/api/lead" and r["method"] == "GET"]
     assert 1 <= len(lead_lists) <= math.ceil(5 / 100) + 1
@@ -217,7 +225,7 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     # A third run with nothing new moves no lead at all.
     second_batch_end = _query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
     meltano.pipeline("tap-closum", "target-duckdb")
-    assert _query(duck, f"select count(*) from closum.leads where _sdc_batched_at > '{second_batch_end}'")[0][0] == 0
+    assert _query(duck, "select count(*) from closum.leads where _sdc_batched_at > ?", (second_batch_end,))[0][0] == 0
 
 
 def test_leads_file_to_closum_creates_good_rows_and_rejects_bad_ones(meltano, sandbox):
@@ -275,7 +283,7 @@ def test_leads_file_to_closum_creates_good_rows_and_rejects_bad_ones(meltano, sa
     assert len(sandbox.records("lead")) == len(before) + len(good)
 
 
-def test_refused_credentials_fail_the_run_with_one_line(meltano, sandbox):
+def test_refused_credentials_fail_the_run_with_one_line(meltano):
     proc = meltano.pipeline("tap-closum", "target-duckdb", check=False, extra_env={"TAP_CLOSUM_API_PW": "pw-N0t-R1ght"})
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

@@ -3,24 +3,32 @@
 Request bodies (``-d '{...}'``) must validate against the payload schema of
 the resource their curl command calls, response ``data`` (list items and
 retrieved objects) against its record schema, and the token example against
-the token shape. The reference lives in ``shared/`` beside the repository.
+the token shape. The examples are data files under
+``tests/data/reference_examples/``, extracted from the reference once by
+``scripts/extract_reference_examples.py`` (see the README there); the
+reference itself is not needed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
 
 from closum_api import registry, schemas
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REFERENCE = SHARED / "closum-api-reference.txt"
+if TYPE_CHECKING:
+    from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = Path(__file__).resolve().parent / "data" / "reference_examples"
+EXTRACTOR = ROOT / "scripts" / "extract_reference_examples.py"
 
 #: Curl commands in the reference: token 1, lead 3, unqualified lead 3, city 1, email 4, phone 4, contact type 4.
 EXPECTED_COMMANDS = 20
@@ -34,7 +42,6 @@ class Example:
     line: int
     body: Any = None
     response: Any = None
-    raw: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> str:
@@ -49,60 +56,24 @@ class Example:
         return "/" in self.path
 
     def __str__(self) -> str:
-        return f"{self.method} /api/{self.path} (line {self.line})"
+        return f"{self.method} /api/{self.path} (line {self.line} of the reference)"
 
 
-def clean_json(text: str) -> Any:
-    """Parse an example: drop ``{ ... }`` placeholders and trailing commas."""
-    text = re.sub(r"\{\s*\.\.\.\s*\}\s*,?", "", text)
-    text = re.sub(r",(\s*[\]}])", r"\1", text)
-    return json.loads(text)
-
-
-def _balanced(lines: list[str], start: int) -> tuple[str, int]:
-    """The JSON text starting at ``lines[start]``, up to its closing brace."""
-    depth, out = 0, []
-    for i in range(start, len(lines)):
-        line = lines[i]
-        out.append(line)
-        depth += line.count("{") + line.count("[") - line.count("}") - line.count("]")
-        if depth <= 0:
-            return "\n".join(out), i
-    raise AssertionError(f"unbalanced JSON example starting at line {start + 1}")
-
-
-def extract_examples(text: str) -> list[Example]:
-    lines = text.splitlines()
-    examples: list[Example] = []
-    current: Example | None = None
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        m = re.match(r"curl -X (\w+)", line)
-        if m:
-            if current is None or current.url:
-                current = Example(method=m.group(1), url="", line=i + 1)
-                examples.append(current)
-        elif current is not None and line.startswith("https://api.closum.com/api/") and not current.url:
-            current.url = line.rstrip(" \\")
-        elif current is not None and line.startswith("-d '"):
-            lines[i] = lines[i].split("-d '", 1)[1]
-            raw, end = _balanced(lines, i)
-            current.body = clean_json(raw.rstrip().rstrip("'"))
-            i = end
-        elif current is not None and "The above command returns JSON" in line:
-            raw, end = _balanced(lines, i + 1)
-            current.response = clean_json(raw)
-            i = end
-        i += 1
-    return examples
+def load_extractor() -> ModuleType:
+    """scripts/extract_reference_examples.py (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("extract_reference_examples", EXTRACTOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def examples() -> list[Example]:
-    if not REFERENCE.is_file():
-        pytest.fail(f"the Closum API reference is missing: expected {REFERENCE} (shared/ beside the repository)")
-    return extract_examples(REFERENCE.read_text(encoding="utf-8"))
+    files = sorted(EXAMPLES_DIR.glob("*.json"))
+    return [Example(**json.loads(f.read_text(encoding="utf-8"))) for f in files]
 
 
 def record_validator(resource):
@@ -174,7 +145,8 @@ def test_responses_valid(examples):
             record_validator(ex.resource).validate(resp["data"])
             kinds["retrieve"] += 1
         elif ex.method == "POST":
-            assert set(resp["data"]) == {"id"} and isinstance(resp["data"]["id"], int), str(ex)
+            assert set(resp["data"]) == {"id"}, str(ex)
+            assert isinstance(resp["data"]["id"], int), str(ex)
             kinds["create"] += 1
         elif ex.method == "PUT":
             assert resp["data"] == [], str(ex)
@@ -193,4 +165,62 @@ def test_record_schemas_reject_wrong_types(examples):
 
 
 def test_clean_json_handles_placeholders():
+    clean_json = load_extractor().clean_json
     assert clean_json('{"data": [{"id": 1}, {\n...\n},\n], "x": {"a": 1,}}') == {"data": [{"id": 1}], "x": {"a": 1}}
+
+
+REFERENCE_EXCERPT = """\
+List All Cities
+curl -X GET \\
+https://api.closum.com/api/city \\
+-H 'Authorization: Bearer your.bearer.token'
+The above command returns JSON structured like this:
+{
+"success": true,
+"data": [
+{"id": 1, "name": "Lisboa"},
+{
+...
+},
+],
+"pagination": {"page_count": 1}
+}
+Create a City
+curl -X POST \\
+curl -X POST \\
+https://api.closum.com/api/city \\
+-d '{
+"name": "Porto",
+}'
+The above command returns JSON structured like this:
+{
+"success": true,
+"data": {"id": 2}
+}
+"""
+
+
+def test_extractor_reads_commands_bodies_and_responses(tmp_path):
+    """The script that made the data files reads the reference's layout as the files say."""
+    extractor = load_extractor()
+    found = extractor.extract_examples(REFERENCE_EXCERPT)
+    assert [(e.method, e.url, e.line) for e in found] == [
+        ("GET", "https://api.closum.com/api/city", 2),
+        ("POST", "https://api.closum.com/api/city", 17),
+    ]
+    assert found[0].body is None
+    assert found[0].response == {
+        "success": True,
+        "data": [{"id": 1, "name": "Lisboa"}],
+        "pagination": {"page_count": 1},
+    }
+    assert found[1].body == {"name": "Porto"}
+    assert found[1].response == {"success": True, "data": {"id": 2}}
+
+    reference = tmp_path / "reference.txt"
+    reference.write_text(REFERENCE_EXCERPT, encoding="utf-8")
+    assert extractor.main([str(reference), "--out", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
+    assert written == ["01-get-city.json", "02-post-city.json"]
+    loaded = Example(**json.loads((tmp_path / "out" / "02-post-city.json").read_text(encoding="utf-8")))
+    assert (loaded.method, loaded.path, loaded.body) == ("POST", "city", {"name": "Porto"})

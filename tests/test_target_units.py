@@ -164,10 +164,10 @@ def test_ledger_intents_survive_reopening(tmp_path):
 
 
 def test_readme_section_lists_every_setting_with_its_description():
-    text = (Path(__file__).resolve().parents[1] / "target_closum" / "README_SECTION.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "target.md").read_text(encoding="utf-8")
     sdk_generic = {"add_record_metadata", "validate_records", "stream_maps", "stream_map_config", "faker_config"}
     for name, prop in TargetClosum.config_jsonschema["properties"].items():
         if name in sdk_generic or name.startswith(("flattening_", "batch_config", "process_activate")):
             continue  # the SDK's own generic settings, described by --about
         assert prop.get("description"), f"setting {name} has no description"
-        assert f"| `{name}` |" in text, f"setting {name} is missing from README_SECTION.md"
+        assert f"| `{name}` |" in text, f"setting {name} is missing from docs/target.md"
