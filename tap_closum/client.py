@@ -13,13 +13,14 @@ page has told how many there are, and stops early where it can:
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import typing as t
 from functools import cached_property
+from http import HTTPStatus
 
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.pagination import PageNumberPaginator
 from singer_sdk.streams.rest import PageContext
 
 from closum_api.errors import (
@@ -34,21 +35,24 @@ from closum_api.errors import (
 from closum_api.registry import Replication, Resource
 from closum_api.schemas import record_schema
 from tap_closum.paging import Page, ordered_pages
+from tap_closum.runtime import parse_timestamp
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     import requests
     from backoff.types import Details
+    from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context, Record
 
-    from tap_closum.tap import TapClosum
+    from closum_api.auth import ClosumTokenAuth
+    from tap_closum.runtime import Runtime
 
-DOCUMENTED_PAGE_SIZE = 25
 _ENVELOPE = "_closum_envelope"
-
-
-def parse_timestamp(value: str) -> dt.datetime:
-    """An ISO 8601 timestamp as an aware datetime (naive means UTC)."""
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+_T = t.TypeVar("_T")
 
 
 class _Cursor:
@@ -89,7 +93,7 @@ class _Cursor:
             if self.descending and self.bookmark is not None and record_id <= self.bookmark:
                 self.done = True  # everything after this is older still
                 return
-            if self.start_date is not None and self._created_before_start(record):
+            if self.start_date is not None and self._created_before(record, self.start_date):
                 if self.descending:
                     self.done = True
                     return
@@ -97,23 +101,28 @@ class _Cursor:
             self.last_id = record_id
             yield record
 
-    def _created_before_start(self, record: dict[str, t.Any]) -> bool:
+    def _created_before(self, record: dict[str, t.Any], start_date: dt.datetime) -> bool:
         value = record.get(self.created_field or "")
         if not isinstance(value, str):
             return False
         try:
-            return parse_timestamp(value) < t.cast("dt.datetime", self.start_date)
+            return parse_timestamp(value) < start_date
         except ValueError:
             return False
 
 
 class ClosumStream(RESTStream[int]):
-    """A Closum list endpoint as a Singer stream."""
+    """A Closum list endpoint as a Singer stream.
+
+    Args:
+        tap: the tap the stream belongs to.
+        runtime: what every stream of the run shares (settings, session, token, gate, page size).
+    """
 
     resource: t.ClassVar[Resource]
     #: the field holding when a record was created, for ``start_date``
     created_field: t.ClassVar[str | None] = None
-    primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)  # type: ignore[misc]
+    primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)
     # Ids only grow and we emit in a known order, but newest first, so the SDK
     # must keep the bookmark as a progress marker until the stream completes.
     is_sorted = False
@@ -122,8 +131,9 @@ class ClosumStream(RESTStream[int]):
     # Fields the schema does not know are dropped in post_process instead.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
-    def __init__(self, tap: TapClosum) -> None:
-        self._tap_closum = tap
+    def __init__(self, tap: Tap, runtime: Runtime) -> None:
+        """A stream of ``resource``, reading through ``runtime``."""
+        self._runtime = runtime
         super().__init__(
             tap=tap,
             name=self.resource.stream_name,
@@ -138,39 +148,47 @@ class ClosumStream(RESTStream[int]):
 
     # -- where and how to ask -------------------------------------------------
     @property
+    def runtime(self) -> Runtime:
+        """What every stream of the run shares: settings, session, token, pause gate, page size."""
+        return self._runtime
+
+    @property
+    @override
     def url_base(self) -> str:
-        return str(self.config["api_url"]).rstrip("/")
+        return self.runtime.connection.api_url
 
     @property
-    def runtime(self) -> t.Any:  # noqa: ANN401
-        return self._tap_closum.runtime
-
-    @property
-    def authenticator(self) -> requests.auth.AuthBase:  # type: ignore[override]
+    @override
+    def authenticator(self) -> ClosumTokenAuth:
         return self.runtime.auth
 
     @property
+    @override
     def requests_session(self) -> requests.Session:
         return self.runtime.session
 
     @property
+    @override
     def timeout(self) -> int:
-        return int(self.config.get("request_timeout", 60))
+        return int(self.runtime.connection.timeout)
 
     @property
+    @override
     def http_headers(self) -> dict[str, str]:
         return {"Accept": "application/json"}
 
     @cached_property
+    @override
     def user_agent(self) -> str:
-        return str(self.config.get("user_agent") or self.runtime.user_agent)
+        return self.runtime.user_agent
 
     @property
     def descending(self) -> bool:
         """Append-only resources are read newest first."""
         return self.resource.replication is Replication.INCREMENTAL
 
-    def get_url_params(self, context: t.Any, next_page_token: int | None) -> dict[str, t.Any]:  # noqa: ARG002
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, t.Any]:
         return {
             "limit": self.runtime.page_size,
             "page": next_page_token or 1,
@@ -178,14 +196,13 @@ class ClosumStream(RESTStream[int]):
             "direction": "desc" if self.descending else "asc",
         }
 
-    def get_new_paginator(self) -> PageNumberPaginator:
-        return PageNumberPaginator(start_value=1)
-
     # -- answers ---------------------------------------------------------------
+    @override
     def validate_response(self, response: requests.Response) -> None:
         envelope = check_response("GET", self.path, response)
         setattr(response, _ENVELOPE, envelope)
 
+    @override
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
         envelope = getattr(response, _ENVELOPE, None) or check_response("GET", self.path, response)
         data = envelope["data"]
@@ -194,7 +211,8 @@ class ClosumStream(RESTStream[int]):
             raise ClosumBadResponse(msg, response)
         return data
 
-    def post_process(self, row: dict[str, t.Any], context: t.Any = None) -> dict[str, t.Any] | None:  # noqa: ARG002
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         unknown = row.keys() - self._known_fields
         if unknown:
             new = unknown - self._unknown_seen
@@ -205,7 +223,8 @@ class ClosumStream(RESTStream[int]):
                 del row[key]
         return row
 
-    def _increment_stream_state(self, latest_record: dict[str, t.Any], *, context: t.Any = None) -> None:
+    @override
+    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
         """Advance the bookmark only for a record above the highest id seen.
 
         Newest-first reads meet their highest id first; asking the SDK's state
@@ -221,9 +240,12 @@ class ClosumStream(RESTStream[int]):
     def _deselects_properties(self) -> bool:
         return any(not selected for crumb, selected in self.mask.items() if crumb)
 
-    def _generate_record_messages(self, record: dict[str, t.Any]) -> t.Iterator[singer.RecordMessage]:
-        """The SDK's record messages, minus its per-record selection walk when
-        the catalog deselects no property (the walk was the tap's largest CPU cost).
+    @override
+    def _generate_record_messages(self, record: Record) -> t.Generator[singer.RecordMessage, None, None]:
+        """The SDK's record messages, minus its per-record selection walk.
+
+        The walk is skipped when the catalog deselects no property: it was the
+        tap's largest CPU cost.
         """
         if self._deselects_properties:
             yield from super()._generate_record_messages(record)
@@ -238,35 +260,44 @@ class ClosumStream(RESTStream[int]):
                     time_extracted=dt.datetime.now(dt.timezone.utc),
                 )
 
-    def compare_start_date(self, value: t.Any, start_date_value: str) -> t.Any:  # noqa: ANN401, ARG002
+    @override
+    def compare_start_date(self, value: _T, start_date_value: str) -> _T:
         """The bookmark is an id, not a date: ``start_date`` filters records instead."""
         return value
 
     # -- retries ---------------------------------------------------------------
+    @override
     def backoff_wait_generator(self) -> t.Generator[float, None, None]:
-        return retry_waits(float(self.config.get("backoff_base_seconds", 1.0)))  # type: ignore[return-value]
+        return retry_waits(self.runtime.connection.backoff_base)
 
+    @override
     def backoff_max_tries(self) -> int:
-        return int(self.config.get("max_retries", 5)) + 1
+        return self.runtime.connection.max_tries
 
+    @override
     def backoff_jitter(self, value: float) -> float:
         return jitter(value)
 
+    @override
     def backoff_handler(self, details: Details) -> None:
         exc = details.get("exception")
         wait = float(details.get("wait") or 0.0)
-        if isinstance(exc, ClosumRetriableError) and exc.status in {429, 503}:
+        if isinstance(exc, ClosumRetriableError) and exc.status in {
+            HTTPStatus.TOO_MANY_REQUESTS,
+            HTTPStatus.SERVICE_UNAVAILABLE,
+        }:
             # Tell every worker to slow down, not just this one.
             self.runtime.gate.pause(wait)
         reason = str(exc) if isinstance(exc, ClosumRetriableError) else type(exc).__name__
         self.logger.warning("Retrying in %.1f s (try %s): %s", wait, details.get("tries"), reason)
 
-    def _request(self, prepared_request: requests.PreparedRequest, context: t.Any) -> requests.Response:
+    @override
+    def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
         self.runtime.gate.wait()
         return super()._request(prepared_request, context)
 
     # -- reading ---------------------------------------------------------------
-    def _fetch(self, number: int, context: t.Any) -> Page:
+    def _fetch(self, number: int, context: Context | None) -> Page:
         request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
         prepared = self.build_prepared_request(
             method=request.method,
@@ -283,7 +314,7 @@ class ClosumStream(RESTStream[int]):
             page_count = number
         return Page(number, records, bool(pagination.get("has_next_page")), page_count)
 
-    def _first_page(self, context: t.Any) -> Page | None:
+    def _first_page(self, context: Context | None) -> Page | None:
         try:
             return self._fetch(1, context)
         except ClosumNotFoundError as exc:
@@ -294,24 +325,25 @@ class ClosumStream(RESTStream[int]):
             )
             return None
         except ClosumFatalError as exc:
-            if exc.status != 400 or not self.runtime.fall_back_page_size(exc):  # noqa: PLR2004
+            if exc.status != HTTPStatus.BAD_REQUEST or not self.runtime.fall_back_page_size(exc):
                 raise
             return self._fetch(1, context)
 
-    def _bookmark(self, context: t.Any) -> int | None:
+    def _bookmark(self, context: Context | None) -> int | None:
         if self.replication_key is None:
             return None
         value = self.get_starting_replication_key_value(context)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    def request_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
-        self._max_id_seen: int | None = None
+    @override
+    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        self._max_id_seen = None
         bookmark = self._bookmark(context)
-        start = self.config.get("start_date")
+        settings = self.runtime.settings
         cursor = _Cursor(
             descending=self.descending,
             bookmark=bookmark,
-            start_date=parse_timestamp(start) if start else None,
+            start_date=settings.start_date,
             created_field=self.created_field,
         )
         first = self._first_page(context)
@@ -319,7 +351,7 @@ class ClosumStream(RESTStream[int]):
             return
         # Behind a bookmark, only the first few pages are new: read them one
         # by one. Otherwise every page is wanted: read them concurrently.
-        window = 1 if bookmark is not None else int(self.config.get("max_parallel_requests", 8))
+        window = 1 if bookmark is not None else settings.shared.max_parallel_requests
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
@@ -331,6 +363,6 @@ class ClosumStream(RESTStream[int]):
                     if cursor.done:
                         break
             finally:
-                t.cast("t.Generator", pages).close()
+                pages.close()
         if cursor.duplicates:
             self.logger.info("%s: dropped %d records repeated by shifting pages", self.name, cursor.duplicates)

@@ -28,7 +28,7 @@ def ordered_pages(
     fetch: t.Callable[[int], Page],
     *,
     window: int,
-) -> t.Iterator[Page]:
+) -> t.Generator[Page, None, None]:
     """Yield ``first`` and every following page, in order.
 
     Pages are requested up to the last page count any answer announced, and
@@ -58,7 +58,7 @@ def ordered_pages(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _sequential(first: Page, fetch: t.Callable[[int], Page]) -> t.Iterator[Page]:
+def _sequential(first: Page, fetch: t.Callable[[int], Page]) -> t.Generator[Page, None, None]:
     page = first
     while True:
         yield page

@@ -7,6 +7,9 @@ import logging
 import pytest
 from tap_run import run_tap, run_tap_process
 
+from closum_api.client import ClosumClient, Connection
+from closum_api.registry import get
+
 FAST = {"backoff_base_seconds": 0.05, "max_retries": 6}
 
 
@@ -101,10 +104,7 @@ def test_token_renewed_before_expiry_during_a_long_run(sandbox_factory):
 
 
 def test_revoked_token_is_renewed_once_on_401(sandbox):
-    from closum_api.client import ClosumClient, Connection
-    from closum_api.registry import get
-
-    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", backoff_base=0.01))
+    client = ClosumClient(Connection(sandbox.api_url, sandbox.username, sandbox.password, backoff_base=0.01))
     client.list_page(get("email"))
     sandbox.revoke_tokens()
     sandbox.clear_log()
@@ -138,7 +138,7 @@ def test_config_errors_name_the_setting(sandbox, tmp_path, override, setting):
 
 
 def test_secrets_never_reach_the_logs_even_at_debug(sandbox_factory, tmp_path):
-    sandbox = sandbox_factory(seed=10, username="loader", password="s3cret-pw-777")
+    sandbox = sandbox_factory(seed=10, username="loader", password="s3cret-pw-777")  # noqa: S106  # a made-up secret the test hunts for
     token = sandbox.token()
     out = run_tap_process(sandbox.config(**FAST), tmp_path, env={"TAP_CLOSUM_LOG_LEVEL": "DEBUG", "LOGLEVEL": "DEBUG"})
     assert out.returncode == 0, out.stderr[-2000:]

@@ -4,12 +4,14 @@ catalog selection, stream maps, flattening and BATCH messages."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gzip
+import io
 import json
 
 import pytest
 from singer_sdk.testing import get_tap_test_class
-from tap_run import run_tap, run_tap_process
+from tap_run import catalog_selecting, run_tap, run_tap_process
 
 import closum_api
 from closum_api import registry
@@ -66,8 +68,6 @@ def test_catalog_selection_syncs_only_the_selected_streams(sandbox):
 
 
 def test_deselected_properties_are_left_out(sandbox):
-    from tap_run import catalog_selecting
-
     config = sandbox.config()
     catalog = catalog_selecting(config, {"phones"})
     phones = next(s for s in catalog["streams"] if s["tap_stream_id"] == "phones")
@@ -77,9 +77,6 @@ def test_deselected_properties_are_left_out(sandbox):
     tap = TapClosum(config=config, catalog=catalog)
     out = run_tap(config, streams={"phones"})
     assert all("number" in r for r in out.records["phones"])
-    import contextlib
-    import io
-
     buffer = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     with contextlib.redirect_stdout(buffer):
         tap.sync_all()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import signal
+import subprocess
+import time
 
 import pytest
-from tap_run import run_tap
+from tap_run import BIN, TapOutput, catalog_selecting, run_tap
 
 from closum_api import registry
 
@@ -128,13 +132,6 @@ def test_start_date_skips_older_records(sandbox_factory):
 
 
 def test_an_interrupted_run_never_moves_the_bookmark_past_unemitted_records(sandbox_factory, tmp_path):
-    import json
-    import signal
-    import subprocess
-    import time
-
-    from tap_run import BIN, TapOutput, catalog_selecting
-
     sandbox = sandbox_factory(seed=20)
     config = sandbox.config(page_size=2, max_parallel_requests=1)
     first = run_tap(config, streams={"leads"})
@@ -145,7 +142,7 @@ def test_an_interrupted_run_never_moves_the_bookmark_past_unemitted_records(sand
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "state.json").write_text(json.dumps(first.state))
     (tmp_path / "catalog.json").write_text(json.dumps(catalog_selecting(config, {"leads"})))
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603  # argv is ours, no shell
         [
             str(BIN / "tap-closum"),
             "--config",

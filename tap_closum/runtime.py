@@ -1,0 +1,156 @@
+"""What every stream of one run shares: its settings, one session and token, the pause gate, the page size.
+
+The tap builds one :class:`Runtime` and hands it to each stream it creates.
+Settings are parsed once, on first use (discovery needs no credentials), with
+the defaults the settings' ``th.Property`` definitions declare.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import typing as t
+from dataclasses import dataclass
+from functools import cached_property
+
+from closum_api import __version__
+from closum_api.config import SharedSettings
+from closum_api.throttle import PauseGate
+
+if t.TYPE_CHECKING:
+    import logging
+
+    import requests
+
+    from closum_api.auth import ClosumTokenAuth
+    from closum_api.client import ClosumClient
+    from closum_api.connection import Connection
+    from closum_api.errors import ClosumFatalError
+
+#: Records asked for per list request unless ``page_size`` says otherwise.
+DEFAULT_PAGE_SIZE = 100
+#: The page size the API reference documents: the fall-back when a larger one is refused.
+DOCUMENTED_PAGE_SIZE = 25
+#: The User-Agent sent unless ``user_agent`` says otherwise.
+USER_AGENT = f"tap-closum/{__version__}"
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    """An ISO 8601 timestamp as an aware datetime (naive means UTC).
+
+    Args:
+        value: the timestamp, ``Z`` or an offset allowed.
+
+    Returns:
+        The instant, in the timestamp's own offset, or UTC when it has none.
+    """
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class TapSettings:
+    """The tap's settings, parsed once, defaults applied.
+
+    Attributes:
+        shared: the settings the tap shares with the target (connection, parallelism, retries).
+        page_size: records asked for per list request.
+        start_date: records created before this instant are skipped, if set.
+    """
+
+    shared: SharedSettings
+    page_size: int
+    start_date: dt.datetime | None
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, t.Any]) -> TapSettings:
+        """Parse the tap's config.
+
+        Args:
+            config: the tap's config (``api_username`` and ``api_pw`` required).
+
+        Returns:
+            The parsed settings.
+        """
+        page_size = config.get("page_size")
+        start_date = config.get("start_date")
+        return cls(
+            shared=SharedSettings.from_config(config, user_agent=USER_AGENT),
+            page_size=DEFAULT_PAGE_SIZE if page_size is None else int(page_size),
+            start_date=parse_timestamp(str(start_date)) if start_date else None,
+        )
+
+
+class Runtime:
+    """What every stream of one run shares: settings, session, token, pause gate, page size.
+
+    Args:
+        config: the tap's config; parsed on first use.
+        logger: where the page size fall-back is told.
+    """
+
+    def __init__(self, config: t.Mapping[str, t.Any], logger: logging.Logger) -> None:
+        """Nothing is parsed or opened yet: discovery needs no credentials."""
+        self._config = config
+        self._logger = logger
+        #: every worker waits here while a 429 or 503 asked the run to slow down
+        self.gate = PauseGate()
+        self._lock = threading.Lock()
+        self._fell_back = False
+
+    @cached_property
+    def settings(self) -> TapSettings:
+        """The tap's settings, parsed on first use."""
+        return TapSettings.from_config(self._config)
+
+    @cached_property
+    def connection(self) -> Connection:
+        """Where the account is and how patiently to talk to it."""
+        return self.settings.shared.connection
+
+    @cached_property
+    def client(self) -> ClosumClient:
+        """The one client of the run: its session and token serve every stream."""
+        return self.settings.shared.client()
+
+    @property
+    def session(self) -> requests.Session:
+        """The run's HTTP session (one connection pool for every stream)."""
+        return self.client.session
+
+    @property
+    def auth(self) -> ClosumTokenAuth:
+        """The run's token auth: one token, renewed before it expires."""
+        return self.client.auth
+
+    @property
+    def user_agent(self) -> str:
+        """The User-Agent of every request."""
+        return self.connection.user_agent or USER_AGENT
+
+    @cached_property
+    def page_size(self) -> int:
+        """Records asked for per list request; drops to the documented size after a refusal."""
+        return self.settings.page_size
+
+    def fall_back_page_size(self, exc: ClosumFatalError) -> bool:
+        """After a 400 on a first page: drop to the documented page size, once.
+
+        Args:
+            exc: the refusal, for the warning.
+
+        Returns:
+            True when the page size changed and the page is worth asking again.
+        """
+        with self._lock:
+            if self._fell_back or self.page_size == DOCUMENTED_PAGE_SIZE:
+                return False
+            self._logger.warning(
+                "page_size %d was refused (%s); falling back to the documented %d",
+                self.page_size,
+                exc,
+                DOCUMENTED_PAGE_SIZE,
+            )
+            self.page_size = DOCUMENTED_PAGE_SIZE
+            self._fell_back = True
+            return True
