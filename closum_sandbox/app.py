@@ -42,6 +42,8 @@ from closum_sandbox.state import Sandbox, sandbox_of
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from closum_api.schemas import JsonValue
+
     _Handler = Callable[[Request], Awaitable[Response]]
 
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -148,7 +150,7 @@ def _make_retrieve(res: Resource) -> _Handler:
     return retrieve_record
 
 
-def _valid_body(sb: Sandbox, res: Resource, body: object) -> dict[str, Any]:
+def _valid_body(sb: Sandbox, res: Resource, body: JsonValue) -> dict[str, Any]:
     """The body of a create or update, once the payload schema and this revision accept it.
 
     Raises:

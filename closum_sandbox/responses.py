@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from fastapi import Request
 from fastapi.responses import Response
+
+if TYPE_CHECKING:
+    from closum_api.schemas import JsonValue
 
 _encode = msgspec.json.Encoder().encode
 
@@ -83,7 +86,7 @@ def error_response(
     return json_response(body, status, headers)
 
 
-async def read_json(request: Request) -> object:
+async def read_json(request: Request) -> JsonValue:
     """The request's body parsed as JSON.
 
     Args:
@@ -99,9 +102,10 @@ async def read_json(request: Request) -> object:
     if not raw.strip():
         raise ApiError(400, NOT_AN_OBJECT)
     try:
-        return json.loads(raw)
+        value: JsonValue = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"Bad Request: malformed JSON body ({exc})") from None
+    return value
 
 
 async def read_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def meltano(env: dict[str, str], log: Path, *args: str) -> str:
     """Run ``meltano *args``, its output in ``log``; stop the demo with its last lines if it fails."""
     say("$ meltano " + " ".join(args))
     started = time.monotonic()
-    proc = subprocess.run(  # noqa: S603  # argv is ours: Meltano from this venv, fixed arguments, no shell
+    proc = subprocess.run(  # argv is ours: Meltano from this venv, fixed arguments, no shell
         [str(BIN / "meltano"), *args],
         cwd=ROOT,
         env=env,
@@ -143,7 +143,7 @@ def install_plugins() -> None:
     if not missing:
         return
     step("meltano install (plugins missing: " + ", ".join(Path(p).name for p in missing) + ")")
-    subprocess.run(  # noqa: S603  # argv is ours: Meltano from this venv, no shell
+    subprocess.run(  # argv is ours: Meltano from this venv, no shell
         [str(BIN / "meltano"), "install"],
         cwd=ROOT,
         check=True,
@@ -209,7 +209,7 @@ def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batc
         "(leads, unqualified_leads, audience_lists, lead_audience_lists) read only past their bookmark, "
         "the FULL_TABLE ones are read whole and upserted"
     )
-    state = subprocess.run(  # noqa: S603  # argv is ours: Meltano from this venv, fixed arguments, no shell
+    state = subprocess.run(  # argv is ours: Meltano from this venv, fixed arguments, no shell
         [str(BIN / "meltano"), "--environment=dev", "state", "get", "dev:tap-closum-to-target-duckdb"],
         cwd=ROOT,
         env=env,

@@ -78,7 +78,7 @@ def about(name: str) -> Json:
     if executable is None:
         msg = f"{name} is not installed beside {sys.executable}: run `make install`"
         raise SystemExit(msg)
-    proc = subprocess.run(  # noqa: S603  # argv is ours (an installed console script), no shell
+    proc = subprocess.run(  # argv is ours (an installed console script), no shell
         [executable, "--about", "--format=json"],
         capture_output=True,
         text=True,

@@ -81,7 +81,7 @@ def run_tap_process(
         catalog_file = tmp_path / "catalog.json"
         catalog_file.write_text(json.dumps(catalog_selecting(config, streams)))
         extra += ["--catalog", str(catalog_file)]
-    proc = subprocess.run(  # noqa: S603  # argv is ours, no shell
+    proc = subprocess.run(  # argv is ours, no shell
         [str(BIN / "tap-closum"), "--config", str(config_file), *extra],
         capture_output=True,
         text=True,

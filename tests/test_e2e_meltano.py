@@ -116,7 +116,7 @@ def meltano(meltano_plugins, sandbox, tmp_path):
         unset: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess:
         run_env = {k: v for k, v in (env | (extra_env or {})).items() if k not in unset}
-        proc = subprocess.run(  # noqa: S603  # argv is ours: Meltano and the test's arguments, no shell
+        proc = subprocess.run(  # argv is ours: Meltano and the test's arguments, no shell
             [str(meltano_plugins), f"--environment={environment}", *args],
             cwd=project,
             env=run_env,

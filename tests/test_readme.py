@@ -39,7 +39,7 @@ SANDBOX_DOC = DOCS / "sandbox.md"
 
 
 def test_generated_blocks_match_the_code():
-    proc = subprocess.run(  # noqa: S603  # argv is ours: this interpreter and a script of the repository
+    proc = subprocess.run(  # argv is ours: this interpreter and a script of the repository
         [sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],
         cwd=ROOT,
         capture_output=True,
@@ -182,14 +182,14 @@ def test_readme_curl_session_runs_as_written(readme_sandbox):
         script = "set -euo pipefail\n" + "\n".join(env_lines) + "\n" + command + "\n"
         if re.match(r"^[A-Z_]+=\$\(", command):
             name = command.split("=", 1)[0]
-            proc = subprocess.run(  # noqa: S603  # the docs' own command lines, against a local sandbox
+            proc = subprocess.run(  # the docs' own command lines, against a local sandbox
                 [bash, "-c", script + f'printf %s "${name}"'], capture_output=True, text=True, timeout=60, check=False
             )
             assert proc.returncode == 0, f"{command}\n{proc.stderr}"
             assert proc.stdout, f"{command}: printed nothing\n{proc.stderr}"
             env_lines.append(f"{name}={json.dumps(proc.stdout)}")
             continue
-        proc = subprocess.run(  # noqa: S603  # the docs' own command lines, against a local sandbox
+        proc = subprocess.run(  # the docs' own command lines, against a local sandbox
             [bash, "-c", script], capture_output=True, text=True, timeout=60, check=False
         )
         assert proc.returncode == 0, f"{command}\n{proc.stderr}"

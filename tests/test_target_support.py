@@ -106,7 +106,7 @@ def target_process(config: dict[str, t.Any], tmp_path: Path, stdin: t.Any, **kwa
     config_file = tmp_path / "target-config.json"
     config_file.write_text(json.dumps(config))
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    return subprocess.Popen(  # noqa: S603  # argv is ours, no shell
+    return subprocess.Popen(  # argv is ours, no shell
         [str(BIN / "target-closum"), "--config", str(config_file)],
         stdin=stdin,
         stdout=subprocess.PIPE,
