@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest list limit honoured; larger limits are capped silently",
     )
     s.add_argument(
+        "--opt-ins-on-retrieve",
+        action=argparse.BooleanOptionalAction,
+        default=default.opt_ins_on_retrieve,
+        help="serve a lead's opt-in in GET /lead/ID (as the reference's property table has it); "
+        "--no-opt-ins-on-retrieve answers retrieves without opt-ins, as the reference's examples show them",
+    )
+    s.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction if default.access_log else "store_true",
         default=default.access_log,
