@@ -9,7 +9,8 @@ Rules, in order:
    singular or plural registry names, with underscores or hyphens
    (``lead``, ``leads``, ``contact_type``, ``contact-types``...).
 3. Anything else is refused at its SCHEMA message with one line that names the
-   stream and says how to map or deselect it.
+   stream and says how to map or deselect it; the tap's consent streams
+   (``lead_opt_ins``...) are never written on their own.
 """
 
 from __future__ import annotations
@@ -136,7 +137,13 @@ def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
     resource = resource_by_any_name(stream)
     if resource is not None and resource.has(Verb.CREATE):
         return StreamMapping(stream, resource, default_action(resource, load_method))
-    if resource is not None:
+    opt_in = next((o for o in registry.OPT_INS if stream == o.stream_name), None)
+    if opt_in is not None:
+        msg = (
+            f"stream {stream!r} cannot be loaded: Closum takes a {opt_in.parent.name}'s opt-in only inside "
+            f"the {opt_in.parent.name}'s create ({opt_in.name}), never on its own. Deselect the stream in the tap"
+        )
+    elif resource is not None:
         msg = (
             f"stream {stream!r} cannot be loaded: Closum resource {resource.name!r} is read-only "
             f"in the API. Deselect the stream in the tap, or map it to a writable resource "
