@@ -14,6 +14,7 @@ import pytest
 from tap_run import run_tap
 
 from closum_api import registry
+from tap_closum import optins
 from tap_closum.optins import PROBE
 
 FAST = {"backoff_base_seconds": 0.05, "max_retries": 6}
@@ -167,3 +168,27 @@ def test_a_start_date_limits_the_retrieves_to_the_leads_it_lets_through(sandbox)
     start = leads[15]["creation_date"]
     out = run_tap(sandbox.config(start_date=start), streams={"leads", "lead_opt_ins"})
     assert sorted(retrieved(sandbox)) == sorted(out.ids("leads")) == [r["id"] for r in leads[15:]]
+
+
+def test_retrieves_and_list_pages_share_max_parallel_requests(sandbox_factory, monkeypatch):
+    """At most max_parallel_requests requests of the run are in flight, pages and retrieves together.
+
+    Every call takes at least the sandbox's latency, so one request slot cannot start two calls
+    within a window shorter than it: no window may hold more arrivals than there are slots.
+    """
+    latency, window, slots = 0.15, 0.1, 3
+    monkeypatch.setattr(optins, "BATCH", 10)  # hand over while list pages are still being fetched
+    sandbox = sandbox_factory(seed=40, latency_ms=latency * 1000)
+    out = run_tap(sandbox.config(page_size=5, max_parallel_requests=slots), streams={"leads", "lead_opt_ins"})
+    assert len(out.ids("leads")) == 40
+
+    calls = [r for r in sandbox.requests_log("/api/lead") if r["method"] == "GET"]
+    assert len(calls) == 8 + 40  # 8 pages of 5, 40 retrieves
+    times = sorted(r["time"] for r in calls)
+    busiest = max(sum(1 for t in times if start <= t < start + window) for start in times)
+    assert busiest <= slots
+    assert busiest >= 2  # and they do run concurrently
+    # Retrieves started while pages were still being read: the two overlap under the one limit.
+    first_retrieve = min(r["time"] for r in calls if LEAD_RETRIEVE.match(r["path"]))
+    last_page = max(r["time"] for r in calls if r["path"] == "/api/lead")
+    assert first_retrieve < last_page
