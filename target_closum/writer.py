@@ -140,6 +140,9 @@ class StreamWriter:
         self.logger = logger
         self._helpers: dict[str, StreamWriter] = {}
         self._helpers_lock = threading.Lock()
+        # A helper is asked for the same key from several threads at once (two leads join one list):
+        # a key is written by one of them at a time. A stream's own keys are in one group already.
+        self._ledger_key_locks: dict[str, threading.Lock] | None = {} if helper else None
 
     def recover_pending(self) -> None:
         """Settle the creates a killed run left pending for this stream (and for its helpers)."""
@@ -217,8 +220,8 @@ class StreamWriter:
         index = self.load.index(reference, (lookup.key,))
         if index is None:
             msg = (
-                f"stream {self.stream_name}: field {field} needs Closum's {lookup.noun}s, but this account answers "
-                f"404 for GET {reference.list_path} (its API revision has no {lookup.noun}s); drop field {field} "
+                f"stream {self.stream_name}: field {field} needs Closum's {lookup.nouns}, but this account answers "
+                f"404 for GET {reference.list_path} (its API revision has no {lookup.nouns}); drop field {field} "
                 "from the input, or load into an account that has them"
             )
             raise ClosumLookupError(msg)
@@ -337,6 +340,14 @@ class StreamWriter:
             self.tally.add("would_create")
 
     def _write(self, item: Item) -> Outcome:
+        if self._ledger_key_locks is None:
+            return self._write_key(item)
+        with self._helpers_lock:
+            lock = self._ledger_key_locks.setdefault(item.key, threading.Lock())
+        with lock:
+            return self._write_key(item)
+
+    def _write_key(self, item: Item) -> Outcome:
         ledger = self.load.ledger
         entry = ledger.get(self.stream_name, item.key)
         if entry is not None and entry.state == "pending":
