@@ -425,3 +425,16 @@ def test_a_membership_waits_for_the_lead_it_names(sandbox, tmp_path, batch_size_
     order = [e["path"] for e in sandbox.requests_log("/api/lead") if e["method"] == "POST"]
     for k, at in enumerate((i for i, path in enumerate(order) if path == "/api/lead-audience-list"), 1):
         assert order[:at].count("/api/lead") >= k
+
+
+def test_the_index_reads_every_page_when_the_server_serves_fewer_records_than_asked(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(max_page_size=30)
+    sandbox.add_records("lead", 50)  # 75 leads: three pages of (at most) 30
+    leads = sorted(sandbox.records("lead"), key=lambda r: r["id"])
+    last = next(r for r in reversed(leads) if r.get("email"))
+    assert leads.index(last) >= 60  # on the third page
+    before = _by_id(sandbox, "lead")
+    config = target_config(sandbox, tmp_path, **_leads_map(match_on=["email"]))
+    run = run_target(config, singer("leads", [lead(1, email=last["email"]["email"])]))
+    assert _new(sandbox, "lead", before) == []
+    assert run.tally("leads")["matched"] == 1
