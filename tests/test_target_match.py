@@ -438,3 +438,23 @@ def test_the_index_reads_every_page_when_the_server_serves_fewer_records_than_as
     run = run_target(config, singer("leads", [lead(1, email=last["email"]["email"])]))
     assert _new(sandbox, "lead", before) == []
     assert run.tally("leads")["matched"] == 1
+
+
+def test_the_summary_metric_carries_matched_and_references_created(sandbox, tmp_path, caplog):
+    caplog.set_level("INFO")
+    config = target_config(sandbox, tmp_path, create_missing_references=True)
+    run_target(config, singer("leads", [lead(1, audience_lists="VIP;Lista do teste")]))
+    run_target(
+        config | {"ledger_path": str(tmp_path / "second.sqlite")},
+        singer("contact_types", [{"id": 1, "label": "Empresa"}]),
+    )
+    metrics = [
+        json.loads(r.getMessage().removeprefix("METRIC: "))["value"]
+        for r in caplog.records
+        if "closum_load_summary" in r.getMessage()
+    ]
+    by_stream = {m["stream"]: m for m in metrics}
+    assert (by_stream["leads"]["references_created"], by_stream["leads"]["created"]) == (1, 1)
+    assert by_stream["leads.audience_lists"]["created"] == 2
+    assert (by_stream["contact_types"]["matched"], by_stream["contact_types"]["created"]) == (1, 0)
+    assert "matched existing 1, references created 0" in caplog.text
