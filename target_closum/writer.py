@@ -196,13 +196,23 @@ class StreamWriter:
             ClosumLookupError: a lookup needs a list this account does not serve.
         """
         self.load.flush_resources(PARENTS.get(self.resource.name, ()))
-        self.match_index()
         fields = {f for item in items for f in item.names}
         if any(item.lists for item in items):
             fields.add(MEMBERSHIPS)
-            self.helper(MEMBERSHIPS).match_index()
-        for field in sorted(fields):
-            self.reference_index(lookup_for(self.resource.name, field), field)
+        try:
+            self.match_index()
+            if MEMBERSHIPS in fields:
+                self.helper(MEMBERSHIPS).match_index()
+            for field in sorted(fields):
+                self.reference_index(lookup_for(self.resource.name, field), field)
+        except (ClosumAuthError, ClosumLookupError):
+            raise
+        except (ClosumError, *TRANSIENT) as exc:
+            msg = (
+                f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
+                f"names) after retries: {exc}; rerun to finish"
+            )
+            raise ClosumWriteError(msg) from exc
 
     def match_index(self) -> ServerIndex | None:
         """The index this stream's records are matched in; None without match_on (or when not served)."""

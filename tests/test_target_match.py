@@ -458,3 +458,22 @@ def test_the_summary_metric_carries_matched_and_references_created(sandbox, tmp_
     assert by_stream["leads.audience_lists"]["created"] == 2
     assert (by_stream["contact_types"]["matched"], by_stream["contact_types"]["created"]) == (1, 0)
     assert "matched existing 1, references created 0" in caplog.text
+
+
+def test_an_index_that_cannot_be_read_ends_the_run_with_one_line_and_writes_nothing(sandbox, tmp_path):
+    sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 403}])
+    before = len(sandbox.records("lead"))
+    config = target_config(sandbox, tmp_path, **_leads_map(match_on=["email"]))
+    with pytest.raises(ClosumError) as info:
+        run_target(config, singer("leads", [lead(1)], final_state={"bookmarks": {"leads": 1}}))
+    assert str(info.value).startswith("stream leads: could not read what Closum holds")
+    assert "403" in str(info.value)
+    assert len(sandbox.records("lead")) == before
+
+
+def test_a_dry_run_with_lookups_and_match_on_sends_nothing(sandbox, tmp_path):
+    sandbox.clear_log()
+    config = target_config(sandbox, tmp_path, dry_run=True, **_leads_map(match_on=["email"]))
+    run = run_target(config, singer("leads", [lead(1, city="Águeda", audience_lists="VIP"), lead(2, city_id=2)]))
+    assert sandbox.requests_log("/api") == []
+    assert run.tally("leads")["would_create"] == 2
