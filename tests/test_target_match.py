@@ -477,3 +477,21 @@ def test_a_dry_run_with_lookups_and_match_on_sends_nothing(sandbox, tmp_path):
     run = run_target(config, singer("leads", [lead(1, city="Águeda", audience_lists="VIP"), lead(2, city_id=2)]))
     assert sandbox.requests_log("/api") == []
     assert run.tally("leads")["would_create"] == 2
+
+
+def test_a_list_or_contact_type_loaded_in_the_same_run_is_written_before_the_records_naming_it(sandbox, tmp_path):
+    before = {name: _by_id(sandbox, name) for name in ("audience_list", "contact_type", "lead_audience_list")}
+    text = (
+        singer("audience_lists", [{"id": 1, "name": "Lista da feira"}])
+        + singer("contact_types", [{"id": 1, "label": "Expositor"}])
+        + singer("leads", [lead(1, audience_lists="lista DA feira")])
+        + singer("unqualified_leads", [{"id": 1, "name": "U", "email": "u@crm.pt", "contact_type": "expositor"}])
+    )
+    run = run_target(target_config(sandbox, tmp_path), text)  # no create_missing_references: found, not created
+    [new_list] = _new(sandbox, "audience_list", before["audience_list"])
+    [new_type] = _new(sandbox, "contact_type", before["contact_type"])
+    [link] = _new(sandbox, "lead_audience_list", before["lead_audience_list"])
+    assert link["audience_list_id"] == new_list["id"]
+    assert sandbox.records("unqualified_lead")[-1]["contact_type_id"] == new_type["id"]
+    assert run.tally("leads")["references_created"] == 0
+    assert rejects(tmp_path / "rejects.jsonl") == []
