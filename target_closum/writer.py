@@ -275,7 +275,7 @@ class StreamWriter:
         """Create (or find, should another writer have just created it) the reference ``name``."""
         payload = {lookup.key: name}
         item = Item(payload, "name:" + canonical_json([fold_name(name)]), payload, payload_hash(payload), None)
-        return self._write(item)
+        return self.write_one(item)
 
     def _join_lists(self, lead_id: int, list_ids: t.Sequence[int]) -> None:
         """Make the lead a member of each list (matched on the pair: never twice)."""
@@ -283,7 +283,7 @@ class StreamWriter:
         for list_id in list_ids:
             payload = {"lead_id": lead_id, "audience_list_id": list_id}
             key = "pk:" + canonical_json([lead_id, list_id])
-            writer._write(Item(payload, key, payload, payload_hash(payload), None))  # noqa: SLF001  # its twin
+            writer.write_one(Item(payload, key, payload, payload_hash(payload), None))
 
     # -- per batch -----------------------------------------------------------------
     def write_batch(self, items: list[Item]) -> None:
@@ -348,6 +348,10 @@ class StreamWriter:
             self.tally.add("would_update")
         else:
             self.tally.add("would_create")
+
+    def write_one(self, item: Item) -> Outcome:
+        """Write one record (in the calling thread) and say what became of it."""
+        return self._write(item)
 
     def _write(self, item: Item) -> Outcome:
         if self._ledger_key_locks is None:
