@@ -495,3 +495,22 @@ def test_a_list_or_contact_type_loaded_in_the_same_run_is_written_before_the_rec
     assert sandbox.records("unqualified_lead")[-1]["contact_type_id"] == new_type["id"]
     assert run.tally("leads")["references_created"] == 0
     assert rejects(tmp_path / "rejects.jsonl") == []
+
+
+def test_a_membership_left_pending_by_a_killed_run_is_settled_once(sandbox, tmp_path):
+    pairs_before = {(r["lead_id"], r["audience_list_id"]) for r in sandbox.records("lead_audience_list")}
+    lead_ids = [r["id"] for r in sandbox.records("lead")]
+    list_ids = [a["id"] for a in sandbox.records("audience_list")]
+    lead_id, list_id = next((ld, ls) for ld in lead_ids for ls in list_ids if (ld, ls) not in pairs_before)
+    payload = {"lead_id": lead_id, "audience_list_id": list_id}
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.mark_pending(
+        "leads.audience_lists", f"pk:[{lead_id},{list_id}]", "lead_audience_list", json.dumps(payload), "h"
+    )
+    ledger.close()
+    run = run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1)]))
+    pairs = [(r["lead_id"], r["audience_list_id"]) for r in sandbox.records("lead_audience_list")]
+    assert pairs.count((lead_id, list_id)) == 1
+    assert len(pairs) == len(pairs_before) + 1
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
+    assert run.tally("leads.audience_lists")["recovered"] == 1
