@@ -498,7 +498,8 @@ def test_a_list_or_contact_type_loaded_in_the_same_run_is_written_before_the_rec
 
 
 def test_a_membership_left_pending_by_a_killed_run_is_settled_once(sandbox, tmp_path):
-    pairs_before = {(r["lead_id"], r["audience_list_id"]) for r in sandbox.records("lead_audience_list")}
+    links_before = sandbox.records("lead_audience_list")
+    pairs_before = {(r["lead_id"], r["audience_list_id"]) for r in links_before}
     lead_ids = [r["id"] for r in sandbox.records("lead")]
     list_ids = [a["id"] for a in sandbox.records("audience_list")]
     lead_id, list_id = next((ld, ls) for ld in lead_ids for ls in list_ids if (ld, ls) not in pairs_before)
@@ -511,6 +512,6 @@ def test_a_membership_left_pending_by_a_killed_run_is_settled_once(sandbox, tmp_
     run = run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1)]))
     pairs = [(r["lead_id"], r["audience_list_id"]) for r in sandbox.records("lead_audience_list")]
     assert pairs.count((lead_id, list_id)) == 1
-    assert len(pairs) == len(pairs_before) + 1
+    assert len(pairs) == len(links_before) + 1
     assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
     assert run.tally("leads.audience_lists")["recovered"] == 1
