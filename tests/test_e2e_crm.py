@@ -72,6 +72,8 @@ B_NEW_ROWS = [
     "C-1018,Nuno,Valente,nuno.valente@exemplo.pt,918 000 118,Funchal,Empresa,Lead,VIP",
     "C-1019,Olga,Prates,olga.prates@exemplo.pt,,Ovar,Parceiro,,",
 ]
+# tap-closum reads only the contacts in the two-worker test (Meltano's select, from the environment).
+CONTACT_STREAMS = {"TAP_CLOSUM__SELECT": json.dumps(["leads.*", "unqualified_leads.*"])}
 RESOURCES_WRITTEN = ("lead", "unqualified_lead", "lead_audience_list", "contact_type", "audience_list")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -372,8 +374,10 @@ def test_two_workers_share_only_the_s3_state_backend(sandbox, s3_state_backend, 
     # Worker A: loads the export, then copies the account out with tap-closum.
     a = WorkingCopy(tmp_path / "a", sandbox, lines, backend)
     a.load_export()
-    a.run("run", "--no-install", "tap-closum", "target-jsonl")
+    a.run("run", "--no-install", "tap-closum", "target-jsonl", extra_env=CONTACT_STREAMS)
     after_a = server_counts(sandbox)
+    written = {f.name for f in (a.root / "output").glob("*.jsonl")} - {"rejects.jsonl"}
+    assert written == {"leads.jsonl", "unqualified_leads.jsonl"}  # the select held
     leads_seen_by_a = a.jsonl_ids("leads")
     assert leads_seen_by_a == sorted(r["id"] for r in sandbox.records("lead"))
     keys = requests.get(f"{s3_url}/closum-state", params={"list-type": "2"}, timeout=10).text
@@ -400,7 +404,7 @@ def test_two_workers_share_only_the_s3_state_backend(sandbox, s3_state_backend, 
     ids = assert_loaded(sandbox, rows + new_rows)
 
     # B's tap-closum starts from A's bookmark (read from S3): only what B created moves.
-    b.run("run", "--no-install", "tap-closum", "target-jsonl")
+    b.run("run", "--no-install", "tap-closum", "target-jsonl", extra_env=CONTACT_STREAMS)
     assert b.jsonl_ids("leads") == sorted(ids[r["Record ID"]] for r in new_leads)
     assert b.jsonl_ids("unqualified_leads") == sorted(ids[r["Record ID"]] for r in new_unqualified)
     bookmarks = json.loads(b.run("state", "get", "dev:tap-closum-to-target-jsonl").stdout)["singer_state"]["bookmarks"]
