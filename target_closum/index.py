@@ -13,6 +13,7 @@ matching and lookups see the run's own writes without reading again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import typing as t
 import unicodedata
@@ -196,7 +197,7 @@ class Indexes:
         read: reads every record of a resource (see :func:`read_list`).
     """
 
-    def __init__(self, read: t.Callable[[Resource], list[dict[str, t.Any]]]) -> None:
+    def __init__(self, read: t.Callable[[Resource], t.Iterable[dict[str, t.Any]]]) -> None:
         """No index is read yet."""
         self._read = read
         self._built: dict[KeyRule, ServerIndex] = {}
@@ -242,13 +243,14 @@ class Indexes:
 
 def read_list(
     client: ClosumClient, resource: Resource, executor: Executor | None, *, page_size: int = PAGE_SIZE
-) -> list[dict[str, t.Any]]:
+) -> t.Iterator[dict[str, t.Any]]:
     """Every record of ``resource``: page 1 tells the page count, the rest are read on ``executor``.
 
     Pages are read up to the count page 1 announced, then on while the last one
     says it has a next page (a server may serve fewer records than asked for). A
-    refused page size (400) falls back once to the documented 25. Records are
-    deduplicated by id.
+    refused page size (400) falls back once to the documented 25. Records come
+    page by page, in page order, each id once; a page is dropped once its records
+    are taken, so memory holds the pages in flight, not the list.
 
     Raises:
         ClosumNotFoundError: the account does not serve the resource (another API revision).
@@ -260,23 +262,32 @@ def read_list(
             raise
         page_size = DOCUMENTED_PAGE_SIZE
         first = client.list_page(resource, page=1, limit=page_size)
-    pages = [first]
     count = _page_count(first)
+
+    def fetch(number: int) -> dict[str, t.Any]:
+        return client.list_page(resource, page=number, limit=page_size)
+
     rest = range(2, count + 1)
-    if executor is not None and len(rest) > 1:
-        pages += list(executor.map(lambda n: client.list_page(resource, page=n, limit=page_size), rest))
-    else:
-        pages += [client.list_page(resource, page=n, limit=page_size) for n in rest]
-    number = max(1, count)
-    while _has_next(pages[-1]) and pages[-1].get("data"):
+    pages: t.Iterable[dict[str, t.Any]] = (
+        executor.map(fetch, rest) if executor is not None and len(rest) > 1 else map(fetch, rest)
+    )
+    seen: set[int] = set()
+    last = first
+    for page in itertools.chain([first], pages):
+        last = page
+        yield from _new_records(page, seen)
+    number = count
+    while _has_next(last) and last.get("data"):
         number += 1
-        pages.append(client.list_page(resource, page=number, limit=page_size))
-    seen: dict[int, dict[str, t.Any]] = {}
-    for page in pages:
-        for record in page.get("data") or []:
-            if isinstance(record, dict) and isinstance(record.get("id"), int):
-                seen.setdefault(record["id"], record)
-    return list(seen.values())
+        last = fetch(number)
+        yield from _new_records(last, seen)
+
+
+def _new_records(envelope: t.Mapping[str, t.Any], seen: set[int]) -> t.Iterator[dict[str, t.Any]]:
+    for record in envelope.get("data") or []:
+        if isinstance(record, dict) and isinstance(record.get("id"), int) and record["id"] not in seen:
+            seen.add(record["id"])
+            yield record
 
 
 def _page_count(envelope: t.Mapping[str, t.Any]) -> int:

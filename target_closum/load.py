@@ -94,7 +94,7 @@ class LoadContext:
         """The run's indexes of what Closum holds, each read once, on first need."""
         return Indexes(self._read_list)
 
-    def _read_list(self, resource: Resource) -> list[dict[str, t.Any]]:
+    def _read_list(self, resource: Resource) -> t.Iterator[dict[str, t.Any]]:
         """A resource's whole list: its pages on the shared pool, unless asked from one of the pool's own workers."""
         in_pool = threading.current_thread().name.startswith("closum-write")
         return read_list(self.client, resource, None if in_pool else self.executor)

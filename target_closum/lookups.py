@@ -48,7 +48,7 @@ class Lookup:
         reference: the resource the name is looked up in (``city``).
         key: the reference's field the name is compared with (``city_name``).
         creatable: whether ``create_missing_references`` may create a missing one.
-        noun: what a reference is called in messages, plural with an ``s``.
+        noun: what a reference is called in messages.
     """
 
     field: str
@@ -57,6 +57,11 @@ class Lookup:
     key: str
     creatable: bool
     noun: str
+
+    @property
+    def nouns(self) -> str:
+        """The plural of :attr:`noun`."""
+        return self.noun[:-1] + "ies" if self.noun.endswith("y") else self.noun + "s"
 
     def fold(self, name: str) -> str:
         """A name as compared (an email trimmed and case-folded; a name also without accents)."""
@@ -216,7 +221,7 @@ def find(index: ServerIndex, lookup: Lookup, name: str) -> int | None:
     shown = ", ".join(f"{index.label_of(i)} (id {i})" for i in ids[:5])
     more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""  # noqa: PLR2004  # five are shown
     msg = (
-        f"{lookup.field} {name!r} is ambiguous: {len(ids)} {lookup.noun}s in Closum have that name ({shown}{more}); "
+        f"{lookup.field} {name!r} is ambiguous: {len(ids)} {lookup.nouns} in Closum have that name ({shown}{more}); "
         f"rename them in Closum, or give {lookup.target}"
     )
     raise LookupMissError(msg)

@@ -86,8 +86,8 @@ def decide(action: str, entry: Entry | None, item: Item, matched_id: int | None 
       its match key) is matched; any other is created.
     - ``update`` / ``upsert``: a done key with the same payload (and, for update,
       the same id) is skipped. ``update`` updates the record's own id; ``upsert``
-      updates the id the ledger holds, else the record's own id, else the matched
-      id, else creates.
+      updates the id the ledger holds, else the matched id, else the record's
+      own id, else creates.
 
     A ``pending`` entry counts as not written.
 
@@ -119,5 +119,5 @@ def decide(action: str, entry: Entry | None, item: Item, matched_id: int | None 
             msg = "action update needs the record's Closum id in field id"
             raise ValueError(msg)
         return Update(item.record_id)
-    target_id = done.closum_id if done is not None and done.closum_id else item.record_id or matched_id
+    target_id = done.closum_id if done is not None and done.closum_id else matched_id or item.record_id
     return Update(target_id) if target_id else Create()

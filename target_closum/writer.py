@@ -140,6 +140,9 @@ class StreamWriter:
         self.logger = logger
         self._helpers: dict[str, StreamWriter] = {}
         self._helpers_lock = threading.Lock()
+        # A helper is asked for the same key from several threads at once (two leads join one list):
+        # a key is written by one of them at a time. A stream's own keys are in one group already.
+        self._ledger_key_locks: dict[str, threading.Lock] | None = {} if helper else None
 
     def recover_pending(self) -> None:
         """Settle the creates a killed run left pending for this stream (and for its helpers)."""
@@ -193,13 +196,23 @@ class StreamWriter:
             ClosumLookupError: a lookup needs a list this account does not serve.
         """
         self.load.flush_resources(PARENTS.get(self.resource.name, ()))
-        self.match_index()
         fields = {f for item in items for f in item.names}
         if any(item.lists for item in items):
             fields.add(MEMBERSHIPS)
-            self.helper(MEMBERSHIPS).match_index()
-        for field in sorted(fields):
-            self.reference_index(lookup_for(self.resource.name, field), field)
+        try:
+            self.match_index()
+            if MEMBERSHIPS in fields:
+                self.helper(MEMBERSHIPS).match_index()
+            for field in sorted(fields):
+                self.reference_index(lookup_for(self.resource.name, field), field)
+        except (ClosumAuthError, ClosumLookupError):
+            raise
+        except (ClosumError, *TRANSIENT) as exc:
+            msg = (
+                f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
+                f"names) after retries: {exc}; rerun to finish"
+            )
+            raise ClosumWriteError(msg) from exc
 
     def match_index(self) -> ServerIndex | None:
         """The index this stream's records are matched in; None without match_on (or when not served)."""
@@ -217,8 +230,8 @@ class StreamWriter:
         index = self.load.index(reference, (lookup.key,))
         if index is None:
             msg = (
-                f"stream {self.stream_name}: field {field} needs Closum's {lookup.noun}s, but this account answers "
-                f"404 for GET {reference.list_path} (its API revision has no {lookup.noun}s); drop field {field} "
+                f"stream {self.stream_name}: field {field} needs Closum's {lookup.nouns}, but this account answers "
+                f"404 for GET {reference.list_path} (its API revision has no {lookup.nouns}); drop field {field} "
                 "from the input, or load into an account that has them"
             )
             raise ClosumLookupError(msg)
@@ -262,7 +275,7 @@ class StreamWriter:
         """Create (or find, should another writer have just created it) the reference ``name``."""
         payload = {lookup.key: name}
         item = Item(payload, "name:" + canonical_json([fold_name(name)]), payload, payload_hash(payload), None)
-        return self._write(item)
+        return self.write_one(item)
 
     def _join_lists(self, lead_id: int, list_ids: t.Sequence[int]) -> None:
         """Make the lead a member of each list (matched on the pair: never twice)."""
@@ -270,7 +283,7 @@ class StreamWriter:
         for list_id in list_ids:
             payload = {"lead_id": lead_id, "audience_list_id": list_id}
             key = "pk:" + canonical_json([lead_id, list_id])
-            writer._write(Item(payload, key, payload, payload_hash(payload), None))  # noqa: SLF001  # its twin
+            writer.write_one(Item(payload, key, payload, payload_hash(payload), None))
 
     # -- per batch -----------------------------------------------------------------
     def write_batch(self, items: list[Item]) -> None:
@@ -336,7 +349,19 @@ class StreamWriter:
         else:
             self.tally.add("would_create")
 
+    def write_one(self, item: Item) -> Outcome:
+        """Write one record (in the calling thread) and say what became of it."""
+        return self._write(item)
+
     def _write(self, item: Item) -> Outcome:
+        if self._ledger_key_locks is None:
+            return self._write_key(item)
+        with self._helpers_lock:
+            lock = self._ledger_key_locks.setdefault(item.key, threading.Lock())
+        with lock:
+            return self._write_key(item)
+
+    def _write_key(self, item: Item) -> Outcome:
         ledger = self.load.ledger
         entry = ledger.get(self.stream_name, item.key)
         if entry is not None and entry.state == "pending":
