@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import typing as t
 from concurrent.futures import Future, wait
 
@@ -33,6 +32,7 @@ from closum_api.errors import (
     jitter,
     retry_waits,
 )
+from closum_api.stop import STOP, ClosumStopped
 from target_closum.payloads import canonical_json
 from target_closum.plan import Create, Item, Skip, Update, decide
 from target_closum.reconcile import find_created
@@ -125,7 +125,7 @@ class StreamWriter:
 
         def run(group: list[Item]) -> None:
             for item in group:
-                if abort.is_set():
+                if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
                     return
                 try:
                     self._write(item)
@@ -140,6 +140,7 @@ class StreamWriter:
 
         futures: list[Future[None]] = [self.load.executor.submit(run, g) for g in groups]
         wait(futures)
+        STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]
             if isinstance(first, (ClosumAuthError, ClosumWriteError)) or not isinstance(
@@ -216,7 +217,7 @@ class StreamWriter:
         next(waits)
         for attempt in range(client.max_tries):
             if attempt > 0:
-                time.sleep(jitter(waits.send(None)))
+                STOP.sleep(jitter(waits.send(None)))
             if search_first or attempt > 0:
                 found = self._search(resource, payload, key)
                 if found is not None:
@@ -225,7 +226,7 @@ class StreamWriter:
                     self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", key, found)
                     return
             try:
-                new_id = client.create(resource, payload)
+                new_id = self._post(resource, payload, key, maybe_sent=search_first)
             except (ClosumOutcomeUnknown, ClosumBadResponse) as exc:
                 self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
                 search_first = True
@@ -252,6 +253,15 @@ class StreamWriter:
         msg = f"key {key} of stream {self.stream_name}"
         raise _UnresolvedError(msg)
 
+    def _post(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str, *, maybe_sent: bool) -> int:
+        """POST the create; stopped before any try of it can have reached the server, forget its intent."""
+        try:
+            return self.load.client.create(resource, payload)
+        except ClosumStopped:
+            if not maybe_sent:
+                self.load.ledger.forget(self.stream_name, key)
+            raise
+
     def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
         try:
             return find_created(
@@ -260,7 +270,7 @@ class StreamWriter:
                 payload,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
-        except ClosumAuthError:
+        except (ClosumAuthError, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
