@@ -32,6 +32,7 @@ from closum_api.errors import (
     jitter,
     retry_waits,
 )
+from closum_api.failure import describe
 from closum_api.stop import STOP, ClosumStopped
 from target_closum.payloads import canonical_json
 from target_closum.plan import Create, Item, Skip, Update, decide
@@ -147,7 +148,7 @@ class StreamWriter:
                 first, (ClosumError, *TRANSIENT)
             ):
                 raise first
-            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({first}); rerun to finish"
+            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
             raise ClosumWriteError(msg) from first
         if unresolved:
             msg = (
