@@ -23,6 +23,7 @@ from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
 from target_closum.reader import BadInputError, ClosumReader
 from target_closum.settings import (
     DEFAULT_BATCH_ROWS,
+    DEFAULT_CREATE_MISSING_REFERENCES,
     DEFAULT_DRY_RUN,
     DEFAULT_LEDGER_PATH,
     DEFAULT_LOAD_METHOD,
@@ -100,14 +101,32 @@ class TargetClosum(Target):
                         description="create (POST), update (PUT by the record's id) or upsert "
                         "(PUT when the id is given or known from the ledger, else POST).",
                     ),
+                    th.Property(
+                        "match_on",
+                        th.ArrayType(th.StringType),
+                        description="Fields that identify a record already in Closum, which is then not created "
+                        "again (counted 'matched existing'; upsert updates it): leads and unqualified leads email "
+                        "and/or phone, emails email, phones number (+ extension). Contact types (label), audience "
+                        "lists (name) and lead audience lists (lead_id + audience_list_id) are always matched. "
+                        "Costs one read of the resource's list per run.",
+                    ),
                     additional_properties=False,
                 ),
             ),
             title="Resource map",
             description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
-            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert}. '
+            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert, '
+            '"match_on": [fields]}. '
             "Streams not listed map by name (leads, lead, contact-types...) with action create. "
             "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
+        ),
+        th.Property(
+            "create_missing_references",
+            th.BooleanType,
+            default=DEFAULT_CREATE_MISSING_REFERENCES,
+            title="Create missing references",
+            description="Create the contact types (a record's contact_type) and audience lists (audience_lists, "
+            "audience_list) that a record names and Closum does not have; otherwise such a record is rejected.",
         ),
         th.Property(
             "rejects_path",

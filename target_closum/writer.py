@@ -11,14 +11,27 @@ A create is written ahead in the ledger as ``pending`` before its POST; an
 answer lost on the way (500/502/504, timeout, dropped connection) is followed by
 a search of the server before any new POST, and a ``pending`` intent a killed
 run left behind is settled the same way before the stream's first write.
+
+Before a batch is written, the streams it refers to are written first (see
+:data:`target_closum.lookups.PARENTS`) and the indexes it needs are read (each
+once per run, on the pool). Each record's lookups are then resolved, its ids
+translated, and its match key looked up in the index while the key is held, so
+two writers never create the same key twice. A lead's ``audience_lists`` become
+memberships once the lead is written, through a helper writer of the stream
+``<stream>.audience_lists``; a missing contact type or audience list is created
+(``create_missing_references``) through a helper writer of ``<stream>.<resource>``.
+Both keep their writes in the ledger like any stream.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import threading
 import typing as t
 from concurrent.futures import Future, wait
+from dataclasses import dataclass
 
 from closum_api import registry
 from closum_api.client import CONNECTION_FAILURES
@@ -34,17 +47,32 @@ from closum_api.errors import (
 )
 from closum_api.failure import describe
 from closum_api.stop import STOP, ClosumStopped
-from target_closum.payloads import canonical_json
-from target_closum.plan import Create, Item, Skip, Update, decide
+from target_closum.index import DEFAULT_MATCH_ON, fold_name
+from target_closum.lookups import (
+    AUDIENCE_LIST,
+    MEMBERSHIPS,
+    PARENTS,
+    TRANSLATED,
+    ClosumLookupError,
+    Lookup,
+    LookupMissError,
+    find,
+    lookup_for,
+    not_found,
+)
+from target_closum.mapping import StreamMapping
+from target_closum.payloads import canonical_json, payload_hash
+from target_closum.plan import Create, Item, Match, Skip, Update, decide
 from target_closum.reconcile import find_created
+from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
     import logging
 
     from closum_api.registry import Resource
+    from target_closum.index import ServerIndex
     from target_closum.ledger import Entry
     from target_closum.load import LoadContext
-    from target_closum.mapping import StreamMapping
 
 MAX_WAIT_SECONDS = 30.0
 TRANSIENT = (ClosumRetriableError, *CONNECTION_FAILURES)
@@ -58,6 +86,21 @@ class _UnresolvedError(Exception):
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one record.
+
+    Attributes:
+        closum_id: the id it has in Closum (None when rejected).
+        kind: created, matched, updated, skipped or rejected.
+        message: why it was rejected.
+    """
+
+    closum_id: int | None
+    kind: str
+    message: str = ""
+
+
 class StreamWriter:
     """Writes one stream's records to its Closum resource, through the run's shared parts.
 
@@ -67,19 +110,46 @@ class StreamWriter:
         logger: where the stream's messages go.
     """
 
-    def __init__(self, load: LoadContext, mapping: StreamMapping, logger: logging.Logger) -> None:
-        """Take the stream's tally from the run's context."""
+    def __init__(
+        self,
+        load: LoadContext,
+        mapping: StreamMapping,
+        logger: logging.Logger,
+        *,
+        tally: Tally | None = None,
+        helper: bool = False,
+    ) -> None:
+        """Take the stream's tally from the run's context.
+
+        Args:
+            load: what all streams of the run share.
+            mapping: the stream's resource, action and match key.
+            logger: where the stream's messages go.
+            tally: a tally of its own (a helper that creates references), instead of the stream's.
+            helper: a helper writer of another stream's memberships or references: its ids are this
+                account's own, never translated, and a helper with its own tally writes no rejects.
+        """
         self.load = load
         self.mapping = mapping
         self.stream_name = mapping.stream
         self.resource: Resource = mapping.resource
         self.action = mapping.action
         self.dry_run = load.dry_run
-        self.tally = load.tally_for(mapping)
+        self.tally = tally if tally is not None else load.tally_for(mapping)
+        self.writes_rejects = tally is None
+        self.translates = not helper
         self.logger = logger
+        self._helpers: dict[str, StreamWriter] = {}
+        self._helpers_lock = threading.Lock()
+        # A helper is asked for the same key from several threads at once (two leads join one list):
+        # a key is written by one of them at a time. A stream's own keys are in one group already.
+        self._ledger_key_locks: dict[str, threading.Lock] | None = {} if helper else None
 
     def recover_pending(self) -> None:
-        """Settle the creates a killed run left pending for this stream."""
+        """Settle the creates a killed run left pending for this stream (and for its helpers)."""
+        for kind in (MEMBERSHIPS, "contact_type", "audience_list"):
+            if self.load.ledger.pending(f"{self.stream_name}.{kind}"):
+                self.helper(kind).recover_pending()
         entries = self.load.ledger.pending(self.stream_name)
         if not entries:
             return
@@ -95,13 +165,126 @@ class StreamWriter:
     # -- per record: the SDK's checks become rejects, not crashes ----------------
     def reject(
         self, record: t.Mapping[str, t.Any], payload: t.Mapping[str, t.Any] | None, status: int | None, message: str
-    ) -> None:
+    ) -> Outcome:
         """Count a record as rejected and, unless in a dry run, append it to the rejects file."""
         self.tally.add("rejected")
         if self.dry_run:
             self.logger.warning("Would reject a record of stream %s: %s", self.stream_name, message)
-            return
-        self.load.rejects.write(stream=self.stream_name, record=record, payload=payload, status=status, message=message)
+        elif self.writes_rejects:
+            self.load.rejects.write(
+                stream=self.stream_name, record=record, payload=payload, status=status, message=message
+            )
+        return Outcome(None, "rejected", message)
+
+    # -- helpers: memberships and created references -------------------------------
+    def helper(self, kind: str) -> StreamWriter:
+        """The writer of this stream's memberships (``audience_lists``) or of the references it creates."""
+        with self._helpers_lock:
+            if kind not in self._helpers:
+                resource = registry.get("lead_audience_list" if kind == MEMBERSHIPS else kind)
+                mapping = StreamMapping(
+                    f"{self.stream_name}.{kind}", resource, "create", DEFAULT_MATCH_ON.get(resource.name, ())
+                )
+                own = None if kind == MEMBERSHIPS else Tally(mapping.stream, resource.name, "create")
+                self._helpers[kind] = StreamWriter(self.load, mapping, self.logger, tally=own, helper=True)
+            return self._helpers[kind]
+
+    # -- before a batch: parents written, indexes read --------------------------------
+    def prepare(self, items: t.Sequence[Item]) -> None:
+        """Write the streams this batch refers to, and read the indexes it needs (in the calling thread).
+
+        Raises:
+            ClosumLookupError: a lookup needs a list this account does not serve.
+        """
+        self.load.flush_resources(PARENTS.get(self.resource.name, ()))
+        fields = {f for item in items for f in item.names}
+        if any(item.lists for item in items):
+            fields.add(MEMBERSHIPS)
+        try:
+            self.match_index()
+            if MEMBERSHIPS in fields:
+                self.helper(MEMBERSHIPS).match_index()
+            for field in sorted(fields):
+                self.reference_index(lookup_for(self.resource.name, field), field)
+        except (ClosumAuthError, ClosumLookupError, ClosumStopped):
+            raise
+        except (ClosumError, *TRANSIENT) as exc:
+            msg = (
+                f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
+                f"names) after retries: {describe(exc)}; rerun to finish"
+            )
+            raise ClosumWriteError(msg) from exc
+
+    def match_index(self) -> ServerIndex | None:
+        """The index this stream's records are matched in; None without match_on (or when not served)."""
+        if not self.mapping.match_on:
+            return None
+        return self.load.index(self.resource, self.mapping.match_on)
+
+    def reference_index(self, lookup: Lookup, field: str) -> ServerIndex:
+        """The index a lookup resolves names in.
+
+        Raises:
+            ClosumLookupError: this account does not serve the list (another API revision).
+        """
+        reference = registry.get(lookup.reference)
+        index = self.load.index(reference, (lookup.key,))
+        if index is None:
+            msg = (
+                f"stream {self.stream_name}: field {field} needs Closum's {lookup.nouns}, but this account answers "
+                f"404 for GET {reference.list_path} (its API revision has no {lookup.nouns}); drop field {field} "
+                "from the input, or load into an account that has them"
+            )
+            raise ClosumLookupError(msg)
+        return index
+
+    def _resolve(self, item: Item) -> tuple[dict[str, t.Any], list[int]]:
+        """The item's payload with its names resolved and its ids translated, and the lists it joins.
+
+        Raises:
+            LookupMissError: a name resolves to nothing (that may be created) or to several records.
+        """
+        payload = dict(item.payload)
+        for field, name in sorted(item.names.items()):
+            lookup = lookup_for(self.resource.name, field)
+            payload[lookup.target] = self._resolve_name(lookup, name, field)
+        if self.translates:
+            by_name = {lookup_for(self.resource.name, f).target for f in item.names}
+            for field, reference in TRANSLATED.get(self.resource.name, {}).items():
+                value = payload.get(field)
+                if field not in by_name and isinstance(value, int) and not isinstance(value, bool):
+                    payload[field] = self.load.ledger.loaded_id(reference, value) or value
+        lists = [self._resolve_name(AUDIENCE_LIST, name, MEMBERSHIPS) for name in item.lists]
+        return payload, lists
+
+    def _resolve_name(self, lookup: Lookup, name: str, field: str) -> int:
+        index = self.reference_index(lookup, field)
+        found = find(index, lookup, name)
+        if found is not None:
+            return found
+        if lookup.creatable and self.load.settings.create_missing_references:
+            created = self.helper(lookup.reference).write_reference(lookup, name)
+            if created.closum_id is not None:
+                if created.kind == "created":
+                    self.tally.add("references_created")
+                return created.closum_id
+            msg = f"{field}: {lookup.noun} {name!r} could not be created in Closum: {created.message}"
+            raise LookupMissError(msg)
+        raise LookupMissError(not_found(index, lookup, name, field))
+
+    def write_reference(self, lookup: Lookup, name: str) -> Outcome:
+        """Create (or find, should another writer have just created it) the reference ``name``."""
+        payload = {lookup.key: name}
+        item = Item(payload, "name:" + canonical_json([fold_name(name)]), payload, payload_hash(payload), None)
+        return self.write_one(item)
+
+    def _join_lists(self, lead_id: int, list_ids: t.Sequence[int]) -> None:
+        """Make the lead a member of each list (matched on the pair: never twice)."""
+        writer = self.helper(MEMBERSHIPS)
+        for list_id in list_ids:
+            payload = {"lead_id": lead_id, "audience_list_id": list_id}
+            key = "pk:" + canonical_json([lead_id, list_id])
+            writer.write_one(Item(payload, key, payload, payload_hash(payload), None))
 
     # -- per batch -----------------------------------------------------------------
     def write_batch(self, items: list[Item]) -> None:
@@ -115,6 +298,7 @@ class StreamWriter:
                     self._plan(item)
             return
         with self.load.busy():
+            self.prepare(items)
             self._write_groups(list(groups.values()))
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
@@ -167,48 +351,86 @@ class StreamWriter:
         else:
             self.tally.add("would_create")
 
-    def _write(self, item: Item) -> None:
+    def write_one(self, item: Item) -> Outcome:
+        """Write one record (in the calling thread) and say what became of it."""
+        return self._write(item)
+
+    def _write(self, item: Item) -> Outcome:
+        if self._ledger_key_locks is None:
+            return self._write_key(item)
+        with self._helpers_lock:
+            lock = self._ledger_key_locks.setdefault(item.key, threading.Lock())
+        with lock:
+            return self._write_key(item)
+
+    def _write_key(self, item: Item) -> Outcome:
         ledger = self.load.ledger
         entry = ledger.get(self.stream_name, item.key)
         if entry is not None and entry.state == "pending":
             # An earlier create of this key lost its answer: settle it before anything else.
             self._settle_pending(entry, self.resource)
             entry = ledger.get(self.stream_name, item.key)
-        decision = decide(self.action, entry, item)
+        try:
+            payload, list_ids = self._resolve(item)
+        except LookupMissError as exc:
+            return self.reject(item.record, item.payload, None, str(exc))
+        item = dataclasses.replace(item, payload=payload)
+        index = self.match_index()
+        key = index.rule.key(payload) if index is not None else None
+        with index.key_lock(key) if index is not None else contextlib.nullcontext():
+            matches = index.ids(key) if index is not None and key is not None else []
+            outcome = self._carry_out(decide(self.action, entry, item, matches[0] if matches else None), item, entry)
+        if outcome.closum_id is not None and list_ids:
+            self._join_lists(outcome.closum_id, list_ids)
+        return outcome
+
+    def _carry_out(self, decision: Skip | Create | Update | Match, item: Item, entry: Entry | None) -> Outcome:
         if isinstance(decision, Skip):
             self.tally.add("skipped")
             if decision.changed:
                 self.tally.add("changed_but_skipped")
-        elif isinstance(decision, Create):
-            self._create(item)
-        else:
-            self._update(item, decision.closum_id)
+            return Outcome(entry.closum_id if entry is not None else None, "skipped")
+        if isinstance(decision, Match):
+            self.load.ledger.mark_done(
+                self.stream_name, item.key, self.resource.name, decision.closum_id, item.payload_hash, "match"
+            )
+            self.tally.add("matched")
+            return Outcome(decision.closum_id, "matched")
+        if isinstance(decision, Create):
+            return self._create(item)
+        return self._update(item, decision.closum_id)
 
-    def _update(self, item: Item, target_id: int) -> None:
+    def _update(self, item: Item, target_id: int) -> Outcome:
         try:
             self.load.client.update(self.resource, target_id, item.payload)
         except ClosumAuthError:
             raise
         except ClosumFatalError as exc:
-            self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-            return
+            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
         self.load.ledger.mark_done(
             self.stream_name, item.key, self.resource.name, target_id, item.payload_hash, "update"
         )
+        self.load.note_written(self.resource, item.payload, target_id)
         self.tally.add("updated")
+        return Outcome(target_id, "updated")
 
-    def _create(self, item: Item) -> None:
+    def _create(self, item: Item) -> Outcome:
         self.load.ledger.mark_pending(
             self.stream_name, item.key, self.resource.name, canonical_json(item.payload), item.payload_hash
         )
-        self._create_with_intent(item, self.resource)
+        return self._create_with_intent(item, self.resource)
 
-    def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> None:
+    def _done(self, item: Item, resource: Resource, closum_id: int) -> None:
+        """A create settled: the ledger and the run's indexes know its id."""
+        self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, "create")
+        self.load.note_written(resource, item.payload, closum_id)
+
+    def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
         """POST behind a pending intent; on a lost answer, search before trying again.
 
         A pending intent being settled (``recovering``) is searched for before the first POST.
         """
-        key, payload, p_hash = item.key, item.payload, item.payload_hash
+        key, payload = item.key, item.payload
         search_first = recovering
         ledger = self.load.ledger
         client = self.load.client
@@ -222,10 +444,10 @@ class StreamWriter:
             if search_first or attempt > 0:
                 found = self._search(resource, payload, key)
                 if found is not None:
-                    ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
+                    self._done(item, resource, found)
                     self._count_created(recovering=recovering, reconciled=True)
                     self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", key, found)
-                    return
+                    return Outcome(found, "created")
             try:
                 new_id = self._post(resource, payload, key, maybe_sent=search_first)
             except (ClosumOutcomeUnknown, ClosumBadResponse) as exc:
@@ -237,20 +459,19 @@ class StreamWriter:
                 raise
             except ClosumFatalError as exc:
                 ledger.forget(self.stream_name, key)
-                self.reject(item.record, payload, exc.status, exc.server_message or str(exc))
-                return
+                return self.reject(item.record, payload, exc.status, exc.server_message or str(exc))
             except TRANSIENT:
                 ledger.forget(self.stream_name, key)  # 429/503/refused: surely not written
                 raise
-            ledger.mark_done(self.stream_name, key, resource.name, new_id, p_hash, "create")
+            self._done(item, resource, new_id)
             self._count_created(recovering=recovering, reconciled=False)
-            return
+            return Outcome(new_id, "created")
         # The last attempt's answer was lost too: one more look, else leave it pending.
         found = self._search(resource, payload, key)
         if found is not None:
-            ledger.mark_done(self.stream_name, key, resource.name, found, p_hash, "create")
+            self._done(item, resource, found)
             self._count_created(recovering=recovering, reconciled=True)
-            return
+            return Outcome(found, "created")
         msg = f"key {key} of stream {self.stream_name}"
         raise _UnresolvedError(msg)
 
@@ -285,12 +506,12 @@ class StreamWriter:
         if reconciled:
             self.tally.add("reconciled")
 
-    def _settle_pending(self, entry: Entry, resource: Resource) -> None:
+    def _settle_pending(self, entry: Entry, resource: Resource) -> Outcome:
         """Settle a pending create of the ledger: find it on the server, else create it."""
         payload = json.loads(entry.payload or "{}")
         # Not one of this run's records: a reject shows the payload in place of the record.
         item = Item(payload, entry.record_key, payload, entry.payload_hash, None)
-        self._create_with_intent(item, resource, recovering=True)
+        return self._create_with_intent(item, resource, recovering=True)
 
     def recover(self, entries: list[Entry]) -> int:
         """Settle the pending intents a killed run left for this stream; the number settled.

@@ -115,20 +115,26 @@ def test_tap_closum_into_target_closum_copies_one_account_into_another(sandbox_f
     assert {m["stream"] for m in tapped.messages if m["type"] == "RECORD"} == streams
     text = "".join(json.dumps(m) + "\n" for m in tapped.messages)
     before = {name: len(dest.records(name)) for name in ("lead", "email", "phone", "contact_type")}
+    labels_before = {r["label"] for r in dest.records("contact_type")}
     run = run_target(target_config(dest, tmp_path), text)
     src = {name: source.records(name) for name in ("lead", "email", "phone", "contact_type")}
     after = {name: dest.records(name) for name in ("lead", "email", "phone", "contact_type")}
     assert len(after["lead"]) - before["lead"] == len(src["lead"])
-    assert len(after["contact_type"]) - before["contact_type"] == len(src["contact_type"])
+    # Contact types are matched on their label: those the destination has already are not created again.
+    missing = [r["label"] for r in src["contact_type"] if r["label"] not in labels_before]
+    assert 0 < len(missing) < len(src["contact_type"])
+    assert len(after["contact_type"]) - before["contact_type"] == len(missing)
+    assert (run.tally("contact_types")["created"], run.tally("contact_types")["matched"]) == (
+        len(missing),
+        len(src["contact_type"]) - len(missing),
+    )
     lead_emails = sum(1 for r in src["lead"] if r.get("email"))
     lead_phones = sum(1 for r in src["lead"] if r.get("phone"))
     assert len(after["email"]) - before["email"] == len(src["email"]) + lead_emails
     assert len(after["phone"]) - before["phone"] == len(src["phone"]) + lead_phones
     copied = sorted((r["name"], (r.get("email") or {}).get("email")) for r in after["lead"][before["lead"] :])
     assert copied == sorted((r["name"], (r.get("email") or {}).get("email")) for r in src["lead"])
-    assert sorted(r["label"] for r in after["contact_type"][before["contact_type"] :]) == sorted(
-        r["label"] for r in src["contact_type"]
-    )
+    assert sorted(r["label"] for r in after["contact_type"][before["contact_type"] :]) == sorted(missing)
     assert all(run.tally(s)["rejected"] == 0 for s in streams), [run.tally(s) for s in streams]
     assert run.states
     assert run.states[-1] == tapped.state
