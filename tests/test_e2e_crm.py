@@ -169,7 +169,7 @@ class WorkingCopy:
 
     def run(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """``meltano --environment=dev <args>`` in this copy (a failed test when it fails)."""
-        proc = subprocess.run(  # noqa: S603  # argv is ours: Meltano and the test's arguments, no shell
+        proc = subprocess.run(  # argv is ours: Meltano and the test's arguments, no shell
             [str(MELTANO), "--environment=dev", *args],
             cwd=self.root,
             env=self.env | (extra_env or {}),
@@ -324,7 +324,7 @@ def s3_state_backend(tmp_path):
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     with (tmp_path / "moto.log").open("w") as log:
-        proc = subprocess.Popen(  # noqa: S603  # our own moto_server, loopback, no shell
+        proc = subprocess.Popen(  # our own moto_server, loopback, no shell
             [str(BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
             stdin=subprocess.DEVNULL,
             stdout=log,
