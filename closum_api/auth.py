@@ -24,8 +24,8 @@ from closum_api.errors import (
     ClosumBadResponse,
     ClosumRetriableError,
     check_response,
-    with_retries,
 )
+from closum_api.retry import with_retries
 
 if t.TYPE_CHECKING:
     from backoff.types import Details

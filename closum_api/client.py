@@ -26,8 +26,8 @@ from closum_api.errors import (
     ClosumOutcomeUnknown,
     ClosumRetriableError,
     check_response,
-    with_retries,
 )
+from closum_api.retry import with_retries
 
 if t.TYPE_CHECKING:
     from backoff.types import Details

@@ -17,18 +17,13 @@ import time
 import typing as t
 from http import HTTPStatus
 
-import backoff
 import msgspec
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Generator
 
     import requests
-    from backoff.types import Details
-
-P = t.ParamSpec("P")
-R = t.TypeVar("R")
 
 # 429 is not documented; services of this kind send it with Retry-After and
 # the notes say to treat it like 503.
@@ -253,33 +248,3 @@ def jitter(value: float) -> float:
         The wait, lengthened by 0 to 25 %.
     """
     return value + random.uniform(0, value / 4)  # noqa: S311  # spreading waits, not cryptography
-
-
-def with_retries(
-    func: Callable[P, R],
-    *,
-    retry_on: tuple[type[Exception], ...],
-    max_tries: int,
-    backoff_base: float,
-    on_backoff: Callable[[Details], None],
-) -> Callable[P, R]:
-    """``func`` retried on ``retry_on`` with :func:`retry_waits` and :func:`jitter`.
-
-    Args:
-        func: the call to retry.
-        retry_on: the exceptions that earn another try.
-        max_tries: tries in all (1 = no retry).
-        backoff_base: the first wait, in seconds.
-        on_backoff: called before each wait, with ``backoff``'s details.
-
-    Returns:
-        ``func`` wrapped; after the last try its exception propagates.
-    """
-    return backoff.on_exception(
-        lambda: retry_waits(backoff_base),
-        retry_on,
-        max_tries=max_tries,
-        jitter=jitter,
-        logger=None,
-        on_backoff=on_backoff,
-    )(func)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+from closum_api.stop import STOP
+
 
 class PauseGate:
     """Shared pause: ``pause(s)`` closes it for ``s`` seconds, ``wait()`` blocks while closed."""
@@ -29,7 +31,7 @@ class PauseGate:
             self._until = max(self._until, time.monotonic() + max(0.0, seconds))
 
     def wait(self) -> float:
-        """Sleep until the gate opens.
+        """Sleep until the gate opens; a stop ends the wait (``ClosumStopped``).
 
         Returns:
             The seconds slept.
@@ -40,5 +42,5 @@ class PauseGate:
                 remaining = self._until - time.monotonic()
             if remaining <= 0:
                 return slept
-            time.sleep(remaining)
+            STOP.sleep(remaining)
             slept += remaining

@@ -18,8 +18,10 @@ import typing as t
 from functools import cached_property
 from http import HTTPStatus
 
+import requests
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
+from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.streams.rest import PageContext
 
@@ -33,6 +35,7 @@ from closum_api.errors import (
     retry_waits,
 )
 from closum_api.registry import Replication, Resource
+from closum_api.retry import with_retries
 from closum_api.schemas import record_schema
 from tap_closum.paging import Page, ordered_pages
 from tap_closum.runtime import parse_timestamp
@@ -43,7 +46,6 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    import requests
     from backoff.types import Details
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
@@ -52,6 +54,15 @@ if t.TYPE_CHECKING:
     from tap_closum.runtime import Runtime
 
 _ENVELOPE = "_closum_envelope"
+# What the SDK's request loop retries (RESTStream.request_decorator).
+_RETRY_ON = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 _T = t.TypeVar("_T")
 
 
@@ -315,6 +326,17 @@ class ClosumStream(RESTStream[int]):
             self.runtime.gate.pause(wait)
         reason = str(exc) if isinstance(exc, ClosumRetriableError) else type(exc).__name__
         self.logger.warning("Retrying in %.1f s (try %s): %s", wait, details.get("tries"), reason)
+
+    @override
+    def request_decorator(self, func: t.Callable[..., _T]) -> t.Callable[..., _T]:
+        """The SDK's retries (same exceptions, waits and handler), with waits a stop interrupts."""
+        return with_retries(
+            func,
+            retry_on=_RETRY_ON,
+            max_tries=self.backoff_max_tries(),
+            backoff_base=self.runtime.connection.backoff_base,
+            on_backoff=self.backoff_handler,
+        )
 
     @override
     def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:

@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import json
 import threading
-import time
 import typing as t
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from closum_api.errors import (
     jitter,
     retry_waits,
 )
+from closum_api.failure import describe
+from closum_api.stop import STOP, ClosumStopped
 from target_closum.index import DEFAULT_MATCH_ON, fold_name
 from target_closum.lookups import (
     AUDIENCE_LIST,
@@ -205,12 +206,12 @@ class StreamWriter:
                 self.helper(MEMBERSHIPS).match_index()
             for field in sorted(fields):
                 self.reference_index(lookup_for(self.resource.name, field), field)
-        except (ClosumAuthError, ClosumLookupError):
+        except (ClosumAuthError, ClosumLookupError, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = (
                 f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
-                f"names) after retries: {exc}; rerun to finish"
+                f"names) after retries: {describe(exc)}; rerun to finish"
             )
             raise ClosumWriteError(msg) from exc
 
@@ -309,7 +310,7 @@ class StreamWriter:
 
         def run(group: list[Item]) -> None:
             for item in group:
-                if abort.is_set():
+                if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
                     return
                 try:
                     self._write(item)
@@ -324,13 +325,14 @@ class StreamWriter:
 
         futures: list[Future[None]] = [self.load.executor.submit(run, g) for g in groups]
         wait(futures)
+        STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]
             if isinstance(first, (ClosumAuthError, ClosumWriteError)) or not isinstance(
                 first, (ClosumError, *TRANSIENT)
             ):
                 raise first
-            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({first}); rerun to finish"
+            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
             raise ClosumWriteError(msg) from first
         if unresolved:
             msg = (
@@ -438,7 +440,7 @@ class StreamWriter:
         next(waits)
         for attempt in range(client.max_tries):
             if attempt > 0:
-                time.sleep(jitter(waits.send(None)))
+                STOP.sleep(jitter(waits.send(None)))
             if search_first or attempt > 0:
                 found = self._search(resource, payload, key)
                 if found is not None:
@@ -447,7 +449,7 @@ class StreamWriter:
                     self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", key, found)
                     return Outcome(found, "created")
             try:
-                new_id = client.create(resource, payload)
+                new_id = self._post(resource, payload, key, maybe_sent=search_first)
             except (ClosumOutcomeUnknown, ClosumBadResponse) as exc:
                 self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
                 search_first = True
@@ -473,6 +475,15 @@ class StreamWriter:
         msg = f"key {key} of stream {self.stream_name}"
         raise _UnresolvedError(msg)
 
+    def _post(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str, *, maybe_sent: bool) -> int:
+        """POST the create; stopped before any try of it can have reached the server, forget its intent."""
+        try:
+            return self.load.client.create(resource, payload)
+        except ClosumStopped:
+            if not maybe_sent:
+                self.load.ledger.forget(self.stream_name, key)
+            raise
+
     def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
         try:
             return find_created(
@@ -481,7 +492,7 @@ class StreamWriter:
                 payload,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
-        except ClosumAuthError:
+        except (ClosumAuthError, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
