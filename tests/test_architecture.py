@@ -134,7 +134,8 @@ def test_code_map_lists_every_module():
     listed = _code_map()
     for package in PACKAGES:
         present = {p.name for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}
-        assert listed.get(package) == present, (
+        shown = listed.get(package, set())
+        assert shown == present, (
             f"docs/development.md's code map of {package}/ is out of date: "
-            f"missing {sorted(present - listed.get(package, set()))}, gone {sorted(listed.get(package, set()) - present)}"
+            f"missing {sorted(present - shown)}, gone {sorted(shown - present)}"
         )
