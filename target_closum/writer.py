@@ -214,6 +214,25 @@ class StreamWriter:
                 f"names) after retries: {describe(exc)}; rerun to finish"
             )
             raise ClosumWriteError(msg) from exc
+        self._create_missing_references(items)
+
+    def _create_missing_references(self, items: t.Sequence[Item]) -> None:
+        """Create the references the batch names but Closum lacks, one by one in input order.
+
+        Done before the concurrent writes, so the first spelling in the input
+        (``Feira 2026`` before ``FEIRA 2026``) is the one created, whatever the
+        threads' timing.
+        """
+        if not self.load.settings.create_missing_references:
+            return
+        for item in items:
+            wanted = [(lookup_for(self.resource.name, f), name, f) for f, name in sorted(item.names.items())]
+            wanted += [(AUDIENCE_LIST, name, MEMBERSHIPS) for name in item.lists]
+            for lookup, name, field in wanted:
+                if lookup.creatable:
+                    # A name that cannot be created is rejected by its record's own write, with the reason.
+                    with contextlib.suppress(LookupMissError):
+                        self._resolve_name(lookup, name, field)
 
     def match_index(self) -> ServerIndex | None:
         """The index this stream's records are matched in; None without match_on (or when not served)."""
