@@ -30,31 +30,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench_common import BIN, PASSWORD, REPO, USER, add_leads, tap_cmd, write_config
+
 from closum_sandbox.testing import SandboxProcess
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-USER = "bench"
-PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandbox this script starts
 PAGE_SIZE = 100
 PARALLEL = 8
-
-
-def add_leads(server: SandboxProcess, count: int) -> None:
-    """Add ``count`` generated leads to the sandbox, in batches it accepts."""
-    while count > 0:
-        batch = min(count, 50_000)
-        server.add_records("lead", batch)
-        count -= batch
 
 
 def input_leads(existing: list[str], count: int, tag: str) -> list[dict[str, Any]]:
@@ -106,54 +94,18 @@ def run_process(cmd: list[str], workdir: Path, stdin_path: Path | None = None) -
     return wall
 
 
-def tap_cmd(workdir: Path, api_url: str) -> list[str]:
-    """Write the tap's config and a catalog selecting only ``leads``; the command line that runs it."""
-    config = workdir / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "api_url": api_url,
-                "api_username": USER,
-                "api_pw": PASSWORD,
-                "page_size": PAGE_SIZE,
-                "max_parallel_requests": PARALLEL,
-            }
-        )
-    )
-    catalog = json.loads(
-        subprocess.run(
-            [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
-    (workdir / "catalog.json").write_text(json.dumps(catalog))
-    return [str(BIN / "tap-closum"), "--config", str(config), "--catalog", str(workdir / "catalog.json")]
-
-
 def target_cmd(workdir: Path, api_url: str, *, match: bool) -> list[str]:
     """Write the target's config (a fresh ledger); the command line that runs it."""
     entry: dict[str, Any] = {"resource": "lead", "action": "create"}
     if match:
         entry["match_on"] = ["email"]
-    config = workdir / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "api_url": api_url,
-                "api_username": USER,
-                "api_pw": PASSWORD,
-                "max_parallel_requests": PARALLEL,
-                "ledger_path": str(workdir / "ledger.sqlite"),
-                "rejects_path": str(workdir / "rejects.jsonl"),
-                "resource_map": {"leads": entry},
-            }
-        )
+    config = write_config(
+        workdir,
+        api_url,
+        max_parallel_requests=PARALLEL,
+        ledger_path=str(workdir / "ledger.sqlite"),
+        rejects_path=str(workdir / "rejects.jsonl"),
+        resource_map={"leads": entry},
     )
     return [str(BIN / "target-closum"), "--config", str(config)]
 
@@ -229,7 +181,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-match-") as tmp_name:
             tmp = Path(tmp_name)
             (tmp / "tap").mkdir()
-            tap = tap_cmd(tmp / "tap", server.api_url)
+            tap = tap_cmd(tmp / "tap", server.api_url, page_size=PAGE_SIZE, max_parallel_requests=PARALLEL)
             server.clear_log()
             tap_wall = run_process(tap, tmp / "tap")
             report["tap_read"] = {"wall_s": round(tap_wall, 2), **list_read(server.requests_log(), args.latency_ms)}

@@ -21,18 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench_common import PASSWORD, USER, add_leads, tap_cmd
+
 from closum_sandbox.testing import SandboxProcess
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-USER = "bench"
-PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandbox this script starts
 
 
 def measured(cmd: list[str]) -> dict[str, float]:
@@ -56,44 +54,6 @@ def measured(cmd: list[str]) -> dict[str, float]:
     return result
 
 
-def add_leads(server: SandboxProcess, count: int) -> None:
-    """Add ``count`` generated leads to the sandbox, in batches it accepts."""
-    while count > 0:
-        batch = min(count, 50_000)
-        server.add_records("lead", batch)
-        count -= batch
-
-
-def tap_cmd(workdir: Path, api_url: str) -> list[str]:
-    """Write the tap's config and a catalog selecting only ``leads``; the command line that runs it."""
-    config = workdir / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "api_url": api_url,
-                "api_username": USER,
-                "api_pw": PASSWORD,
-                "page_size": 100,
-                "max_parallel_requests": 8,
-            }
-        )
-    )
-    catalog = json.loads(
-        subprocess.run(
-            [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
-    (workdir / "catalog.json").write_text(json.dumps(catalog))
-    return [str(BIN / "tap-closum"), "--config", str(config), "--catalog", str(workdir / "catalog.json")]
-
-
 def main() -> None:
     """Run the three measurements and print them as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,7 +70,7 @@ def main() -> None:
         add_leads(sandbox, args.leads)
         api_url = sandbox.api_url
         with tempfile.TemporaryDirectory() as tmp:
-            tap = tap_cmd(Path(tmp), api_url)
+            tap = tap_cmd(Path(tmp), api_url, page_size=100, max_parallel_requests=8)
             baseline = [sys.executable, str(HERE / "baseline_read_loop.py"), api_url, USER, PASSWORD, "/lead", "100"]
 
             base_slow = measured(baseline)

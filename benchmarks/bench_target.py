@@ -26,22 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
+from bench_common import BIN, PASSWORD, REPO, USER, write_config
 
 from closum_sandbox.testing import SandboxProcess
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-USER = "bench"
-PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandboxes this script starts
 
 
 @dataclass(frozen=True)
@@ -113,15 +107,8 @@ def write_input(path: Path, count: int, tag: str) -> None:
 
 def run_target(api_url: str, workdir: Path, input_path: Path, **settings: object) -> TargetRun:
     """The target as a process; wall seconds, peak RSS (MiB) of that process, exit code."""
-    config = {
-        "api_url": api_url,
-        "api_username": USER,
-        "api_pw": PASSWORD,
-        "ledger_path": str(workdir / "ledger.sqlite"),
-        "rejects_path": str(workdir / "rejects.jsonl"),
-    } | settings
-    config_path = workdir / "config.json"
-    config_path.write_text(json.dumps(config))
+    files = {"ledger_path": str(workdir / "ledger.sqlite"), "rejects_path": str(workdir / "rejects.jsonl")}
+    config_path = write_config(workdir, api_url, **(files | settings))
     start = time.perf_counter()
     with input_path.open() as stdin, (workdir / "stderr.log").open("w") as stderr:
         proc = subprocess.Popen(

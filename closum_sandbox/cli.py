@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from dataclasses import fields
+from typing import Any
 
 import uvicorn
 
@@ -23,7 +24,7 @@ logger = logging.getLogger("closum_sandbox")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``closum-sandbox`` command line; option defaults come from :class:`Settings`.
+    """The ``closum-sandbox`` command line; each option is a :class:`Settings` field, with the field's default.
 
     Returns:
         The parser.
@@ -31,94 +32,63 @@ def build_parser() -> argparse.ArgumentParser:
     default = Settings()
     parser = argparse.ArgumentParser(prog="closum-sandbox", description="A local Closum-compatible API server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser(
+    serve = sub.add_parser(
         "serve", help="serve the sandbox API over HTTP", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    s.add_argument("--host", default=default.host, help="address to listen on")
-    s.add_argument("--port", type=int, default=default.port, help="port to listen on (0 = any free port)")
-    s.add_argument(
-        "--db",
-        default=default.db,
-        metavar="PATH",
-        help="SQLite file keeping the data across restarts (seeded only when new); omitted = in memory",
+
+    def knob(name: str, help_text: str, **kwargs: Any) -> None:
+        """``--<name>`` (dashes for underscores) sets the field ``name``; its default is the field's."""
+        serve.add_argument(f"--{name.replace('_', '-')}", default=getattr(default, name), help=help_text, **kwargs)
+
+    knob("host", "address to listen on")
+    knob("port", "port to listen on (0 = any free port)", type=int)
+    knob(
+        "db", "SQLite file keeping the data across restarts (seeded only when new); omitted = in memory", metavar="PATH"
     )
-    s.add_argument(
-        "--seed",
-        type=int,
-        default=default.seed,
-        metavar="N",
-        help="records to seed per resource (also the data RNG seed); 0 = reference data only",
+    knob(
+        "seed", "records to seed per resource (also the data RNG seed); 0 = reference data only", type=int, metavar="N"
     )
-    s.add_argument(
-        "--revision",
-        choices=REVISION_CHOICES,
-        default=default.revision,
-        help="API revision to answer as; resources of the other one answer 404",
-    )
-    s.add_argument(
-        "--username", default=default.username, metavar="U", help="api_username that POST /api/token accepts"
-    )
-    s.add_argument("--password", default=default.password, metavar="P", help="api_pw that POST /api/token accepts")
-    s.add_argument(
-        "--token-ttl", type=float, default=default.token_ttl, metavar="SECONDS", help="bearer token lifetime"
-    )
-    s.add_argument(
-        "--latency-ms", type=float, default=default.latency_ms, metavar="MS", help="delay added to every /api call"
-    )
-    s.add_argument(
-        "--fail-rate",
+    knob("revision", "API revision to answer as; resources of the other one answer 404", choices=REVISION_CHOICES)
+    knob("username", "api_username that POST /api/token accepts", metavar="U")
+    knob("password", "api_pw that POST /api/token accepts", metavar="P")
+    knob("token_ttl", "bearer token lifetime", type=float, metavar="SECONDS")
+    knob("latency_ms", "delay added to every /api call", type=float, metavar="MS")
+    knob(
+        "fail_rate",
+        "fraction (0..1) of /api calls answered 500/503 (some with HTML or empty bodies)",
         type=float,
-        default=default.fail_rate,
         metavar="F",
-        help="fraction (0..1) of /api calls answered 500/503 (some with HTML or empty bodies)",
     )
-    s.add_argument(
-        "--fault-seed",
-        type=int,
-        default=default.fault_seed,
-        metavar="N",
-        help="seed of the RNG drawing --fail-rate failures",
-    )
-    s.add_argument(
-        "--rate-limit",
+    knob("fault_seed", "seed of the RNG drawing --fail-rate failures", type=int, metavar="N")
+    knob(
+        "rate_limit",
+        "/api calls allowed per second, else 429 with Retry-After: 1 (0 = off)",
         type=float,
-        default=default.rate_limit,
         metavar="PER_SECOND",
-        help="/api calls allowed per second, else 429 with Retry-After: 1 (0 = off)",
     )
-    s.add_argument(
-        "--max-page-size",
-        type=int,
-        default=default.max_page_size,
-        metavar="N",
-        help="largest list limit honoured; larger limits are capped silently",
-    )
-    s.add_argument(
-        "--opt-ins-on-retrieve",
-        action=argparse.BooleanOptionalAction,
-        default=default.opt_ins_on_retrieve,
-        help="serve a lead's opt-in in GET /lead/ID (as the reference's property table has it); "
+    knob("max_page_size", "largest list limit honoured; larger limits are capped silently", type=int, metavar="N")
+    knob(
+        "opt_ins_on_retrieve",
+        "serve a lead's opt-in in GET /lead/ID (as the reference's property table has it); "
         "--no-opt-ins-on-retrieve answers retrieves without opt-ins, as the reference's examples show them",
+        action=argparse.BooleanOptionalAction,
     )
-    s.add_argument(
-        "--max-body-bytes",
+    knob(
+        "max_body_bytes",
+        "largest request body accepted on any route; a larger one is answered 413 before it is read",
         type=int,
-        default=default.max_body_bytes,
         metavar="N",
-        help="largest request body accepted on any route; a larger one is answered 413 before it is read",
     )
-    s.add_argument(
-        "--admin-token",
-        default=default.admin_token,
-        metavar="TOKEN",
-        help="require TOKEN on every /_admin route but /_admin/health "
+    knob(
+        "admin_token",
+        "require TOKEN on every /_admin route but /_admin/health "
         "(Authorization: Bearer TOKEN or X-Admin-Token: TOKEN); default: admin routes open",
+        metavar="TOKEN",
     )
-    s.add_argument(
-        "--access-log",
+    knob(
+        "access_log",
+        "log one line per request",
         action=argparse.BooleanOptionalAction if default.access_log else "store_true",
-        default=default.access_log,
-        help="log one line per request",
     )
     return parser
 

@@ -43,10 +43,14 @@ class Example:
     body: Any = None
     response: Any = None
 
+    @property
+    def path(self) -> str:
+        """The URL's path below ``/api/``, e.g. ``lead/1``."""
+        return self.url.split("/api/", 1)[1].strip("/")
+
     def file_name(self, index: int) -> str:
         """``NN-<method>-<path>.json``, e.g. ``04-get-lead-1.json``."""
-        path = self.url.split("/api/", 1)[1].strip("/").replace("/", "-")
-        return f"{index:02d}-{self.method.lower()}-{path}.json"
+        return f"{index:02d}-{self.method.lower()}-{self.path.replace('/', '-')}.json"
 
     def as_dict(self) -> dict[str, Any]:
         """What the data file holds."""

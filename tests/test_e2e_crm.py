@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,19 +32,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from meltano_project import OWN_SETTINGS, ROOT, meltano_env, project_copy, require_plugins, run_meltano
 
 from closum_sandbox.testing import LOOPBACK, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MELTANO = BIN / "meltano"
 EXPORT = ROOT / "demo" / "crm_contacts.csv"
-PLUGINS = {
-    "tap-spreadsheets": ".meltano/extractors/tap-spreadsheets/venv/bin/tap-spreadsheets",
-    "target-closum": ".meltano/loaders/target-closum/venv/bin/target-closum",
-    "tap-closum": ".meltano/extractors/tap-closum/venv/bin/tap-closum",
-    "target-jsonl": ".meltano/loaders/target-jsonl/venv/bin/target-jsonl",
-}
+PLUGINS = ("tap-spreadsheets", "target-closum", "tap-closum", "target-jsonl")
 SUMMARY_METRIC = "closum_load_summary"
 MEMBERSHIPS_STREAM = "crm_leads.audience_lists"
 # Rows of the export the seeded sandbox (seed 25) already holds: record id → (resource, its id there).
@@ -124,15 +116,7 @@ def server_counts(sandbox) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def plugins_installed() -> None:
     """Meltano and the plugins this file runs (``make test`` installs them); fail loudly, never skip."""
-    if not MELTANO.exists():
-        pytest.fail(f"meltano is not installed at {MELTANO}: run `make test` (or `make install`)", pytrace=False)
-    missing = [name for name, exe in PLUGINS.items() if not (ROOT / exe).exists()]
-    if missing:
-        pytest.fail(
-            f"Meltano plugins not installed: {', '.join(missing)}. Run `make test`, which runs "
-            "`meltano install` first, or `.venv/bin/meltano install` in the repository root.",
-            pytrace=False,
-        )
+    require_plugins(*PLUGINS)
 
 
 class WorkingCopy:
@@ -144,23 +128,12 @@ class WorkingCopy:
     """
 
     def __init__(self, folder: Path, sandbox, export_lines: list[str], extra_env: dict[str, str] | None = None):
-        self.root = folder
-        (folder / ".meltano").mkdir(parents=True)
+        self.root = project_copy(folder)
         (folder / "demo").mkdir()
         (folder / "output").mkdir()
-        shutil.copy(ROOT / "meltano.yml", folder / "meltano.yml")
         (folder / "demo" / "crm_contacts.csv").write_text("\n".join(export_lines) + "\n", encoding="utf-8")
-        for kind in ("extractors", "loaders"):
-            (folder / ".meltano" / kind).symlink_to(ROOT / ".meltano" / kind, target_is_directory=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_", "TARGET_", "MELTANO_", "AWS_"))}
-        self.env = env | {
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-            # Every plugin is fully defined in meltano.yml: a MeltanoHub lookup would fail here.
-            "MELTANO_HUB_URL": "http://127.0.0.1:9",
-            "MELTANO_HUB_API_ROOT": "http://127.0.0.1:9/meltano/api/v1",
-            "MELTANO_DATABASE_URI": f"sqlite:///{folder / '.meltano' / 'meltano.db'}",
-            "TAP_CLOSUM_API_URL": sandbox.api_url,
-            "TARGET_CLOSUM_API_URL": sandbox.api_url,
+        database = folder / ".meltano" / "meltano.db"
+        self.env = meltano_env(sandbox, database, drop=(*OWN_SETTINGS, "AWS_")) | {
             "TARGET_CLOSUM_LEDGER_PATH": str(folder / "output" / "ledger.sqlite"),
             "TARGET_CLOSUM_REJECTS_PATH": str(folder / "output" / "rejects.jsonl"),
             "TARGET_JSONL_DESTINATION_PATH": str(folder / "output"),
@@ -169,22 +142,7 @@ class WorkingCopy:
 
     def run(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """``meltano --environment=dev <args>`` in this copy (a failed test when it fails)."""
-        proc = subprocess.run(  # argv is ours: Meltano and the test's arguments, no shell
-            [str(MELTANO), "--environment=dev", *args],
-            cwd=self.root,
-            env=self.env | (extra_env or {}),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.fail(
-                f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}",
-                pytrace=False,
-            )
-        return proc
+        return run_meltano(self.root, args, self.env | (extra_env or {}))
 
     def load_export(self, *args: str, extra_env: dict[str, str] | None = None) -> dict[str, dict]:
         """``meltano run tap-spreadsheets target-closum``; the target's summary per stream."""

@@ -24,26 +24,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
+from meltano_project import ROOT, meltano_env, project_copy, require_plugins, run_meltano
 
 from closum_api import registry
 
-ROOT = Path(__file__).resolve().parents[1]
-MELTANO = Path(sys.executable).parent / "meltano"
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
 DEMO_LEADS = ROOT / "demo" / "leads.jsonl"
-PLUGINS = {
-    "tap-closum": ".meltano/extractors/tap-closum/venv/bin/tap-closum",
-    "tap-jsonl": ".meltano/extractors/tap-jsonl/venv/bin/tap-jsonl",
-    "target-closum": ".meltano/loaders/target-closum/venv/bin/target-closum",
-    "target-duckdb": ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
-}
+PLUGINS = ("tap-closum", "tap-jsonl", "target-closum", "target-duckdb")
 SUMMARY = re.compile(
     r"stream leads → lead \(create\): created (?P<created>\d+), updated (?P<updated>\d+), "
     r"skipped as already loaded (?P<skipped>\d+), rejected (?P<rejected>\d+)"
@@ -61,49 +56,15 @@ BAD_ROWS = {
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture(scope="session")
-def meltano_plugins() -> Path:
-    """Meltano, with the plugins installed (``make test`` does it); fail loudly, never skip."""
-    if not MELTANO.exists():
-        pytest.fail(f"meltano is not installed at {MELTANO}: run `make test` (or `make install`)", pytrace=False)
-    missing = [name for name, exe in PLUGINS.items() if not (ROOT / exe).exists()]
-    if missing:
-        pytest.fail(
-            f"Meltano plugins not installed: {', '.join(missing)}. Run `make test`, which runs "
-            "`meltano install` first, or `.venv/bin/meltano install` in the repository root.",
-            pytrace=False,
-        )
-    return MELTANO
-
-
-def _project_copy(tmp_path: Path) -> Path:
-    """meltano.yml in a folder of its own, sharing the installed plugin venvs.
-
-    Meltano keeps per-plugin run files (catalog cache, generated config) in
-    ``.meltano/run/``; a copy per test keeps concurrent runs (another checkout's
-    test session, a `make demo`) from overwriting each other's.
-    """
-    project = tmp_path / "project"
-    (project / ".meltano").mkdir(parents=True)
-    (project / "meltano.yml").write_text((ROOT / "meltano.yml").read_text())
-    for kind in ("extractors", "loaders"):
-        (project / ".meltano" / kind).symlink_to(ROOT / ".meltano" / kind, target_is_directory=True)
-    return project
-
-
 @pytest.fixture
-def meltano(meltano_plugins, sandbox, tmp_path):
-    """Run ``meltano <args>`` in a copy of the project, against ``sandbox``, with state in ``tmp_path``."""
-    project = _project_copy(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_", "TARGET_", "MELTANO_"))}
-    env |= {
-        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-        # Every plugin is fully defined in meltano.yml: a MeltanoHub lookup would fail here.
-        "MELTANO_HUB_URL": "http://127.0.0.1:9",
-        "MELTANO_HUB_API_ROOT": "http://127.0.0.1:9/meltano/api/v1",
-        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-        "TAP_CLOSUM_API_URL": sandbox.api_url,
-        "TARGET_CLOSUM_API_URL": sandbox.api_url,
+def meltano(sandbox, tmp_path):
+    """Run ``meltano <args>`` in a copy of the project, against ``sandbox``, with state in ``tmp_path``.
+
+    Meltano and the plugins must be installed (``make test`` does it): else the test fails, never skips.
+    """
+    require_plugins(*PLUGINS)
+    project = project_copy(tmp_path / "project")
+    env = meltano_env(sandbox, tmp_path / "meltano.db") | {
         "TARGET_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "TARGET_CLOSUM_REJECTS_PATH": str(tmp_path / "rejects.jsonl"),
         "TARGET_CLOSUM_LEDGER_PATH": str(tmp_path / "ledger.sqlite"),
@@ -118,22 +79,7 @@ def meltano(meltano_plugins, sandbox, tmp_path):
         unset: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess:
         run_env = {k: v for k, v in (env | (extra_env or {})).items() if k not in unset}
-        proc = subprocess.run(  # argv is ours: Meltano and the test's arguments, no shell
-            [str(meltano_plugins), f"--environment={environment}", *args],
-            cwd=project,
-            env=run_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            pytest.fail(
-                f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}",
-                pytrace=False,
-            )
-        return proc
+        return run_meltano(project, args, run_env, environment=environment, check=check)
 
     def run_pipeline(*blocks: str, **kwargs) -> subprocess.CompletedProcess:
         # --no-install: a missing plugin fails here, it is never fetched mid-test.

@@ -62,6 +62,28 @@ def run(program: str, *args: str, cwd: Path, stdin: str = "", env: dict[str, str
     return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
+def start(program: str, config: dict[str, t.Any], *args: str, cwd: Path, stdin: t.Any = None) -> subprocess.Popen:
+    """``program --config <config> <args>`` as a process in ``cwd``, its output piped."""
+    return subprocess.Popen(  # argv is ours, no shell
+        [str(BIN / program), "--config", write_json(cwd / "c.json", config), *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def assert_fails_with_one_line(ended: Ended, program: str, needles: tuple[str, ...]) -> None:
+    """Exit status 1, one failure line holding every needle, no password of the cases in the output."""
+    assert ended.code == 1, ended.err[-3000:]
+    line = ended.line(program)
+    for needle in needles:
+        assert needle in line, line
+    assert "Wr0ng-pw" not in ended.err
+    assert "secret-Pw-1" not in ended.err
+
+
 def write_json(path: Path, value: t.Any) -> str:
     path.write_text(json.dumps(value))
     return str(path)
@@ -126,25 +148,14 @@ def _text(path: Path, text: str) -> Path:
 def test_tap_failure_is_one_line(sandbox, tmp_path, case):
     args, needles = TAP_CASES[case]
     ended = run("tap-closum", *args(tmp_path, sandbox), cwd=tmp_path)
-    assert ended.code == 1, ended.err[-3000:]
-    line = ended.line("tap-closum")
-    for needle in needles:
-        assert needle in line, line
-    assert "Wr0ng-pw" not in ended.err
-    assert "secret-Pw-1" not in ended.err
+    assert_fails_with_one_line(ended, "tap-closum", needles)
 
 
 def test_tap_api_going_away_mid_sync_is_one_line(sandbox_factory, tmp_path):
     sandbox = sandbox_factory(seed=300, latency_ms=150)
     config = sandbox.config(page_size=10, max_parallel_requests=2, max_retries=2, backoff_base_seconds=0.05)
     catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads"}))
-    proc = subprocess.Popen(  # argv is ours, no shell
-        [str(BIN / "tap-closum"), "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = start("tap-closum", config, "--catalog", catalog, cwd=tmp_path)
     deadline = time.monotonic() + 30
     while len(sandbox.requests_log("/api/lead")) < 3:
         assert time.monotonic() < deadline, "the tap never read a page"
@@ -283,12 +294,7 @@ def test_target_failure_is_one_line(sandbox, tmp_path, case):
     make, needles = TARGET_CASES[case]
     args, stdin = make(tmp_path, sandbox)
     ended = run("target-closum", *args, cwd=tmp_path, stdin=stdin)
-    assert ended.code == 1, ended.err[-3000:]
-    line = ended.line("target-closum")
-    for needle in needles:
-        assert needle in line, line
-    assert "Wr0ng-pw" not in ended.err
-    assert "secret-Pw-1" not in ended.err
+    assert_fails_with_one_line(ended, "target-closum", needles)
 
 
 # -- a line that is not a Singer message, mid-stream --------------------------------------------
@@ -329,11 +335,16 @@ def _wait_for(predicate: t.Callable[[], bool], what: str, proc: subprocess.Popen
         time.sleep(0.02)
 
 
-def _stop(proc: subprocess.Popen, sig: signal.Signals) -> Ended:
-    start = time.monotonic()
+def _stop(proc: subprocess.Popen, sig: signal.Signals, program: str) -> Ended:
+    """Send ``sig``; asserts the program ended within STOP_SECONDS, 128 + the signal, one line saying so."""
+    began = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    return Ended(proc.returncode, out, err, time.monotonic() - start)
+    ended = Ended(proc.returncode, out, err, time.monotonic() - began)
+    assert ended.seconds < STOP_SECONDS
+    assert ended.code == 128 + sig
+    assert "stopped by " + sig.name in ended.line(program)
+    return ended
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -341,19 +352,10 @@ def test_tap_stops_mid_backoff_within_seconds_with_128_plus_signal(sandbox, tmp_
     config = sandbox.config(page_size=25)
     sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 503, "retry_after": 30, "times": 20}])
     catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads"}))
-    proc = subprocess.Popen(  # argv is ours, no shell
-        [str(BIN / "tap-closum"), "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = start("tap-closum", config, "--catalog", catalog, cwd=tmp_path)
     _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 1, "asked for a page", proc)
     time.sleep(0.5)  # in the 30 s backoff now
-    ended = _stop(proc, sig)
-    assert ended.seconds < STOP_SECONDS
-    assert ended.code == 128 + sig
-    assert "stopped by " + sig.name in ended.line("tap-closum")
+    ended = _stop(proc, sig, "tap-closum")
     assert any(json.loads(x)["type"] == "STATE" for x in ended.out.splitlines())
 
 
@@ -363,20 +365,10 @@ def test_target_stops_mid_backoff_within_seconds_and_leaves_nothing_pending(sand
     config = target_config(sandbox, tmp_path, backoff_base_seconds=1)
     (tmp_path / "in.jsonl").write_text(singer("leads", [lead(i) for i in range(3)]))
     with (tmp_path / "in.jsonl").open() as fh:
-        proc = subprocess.Popen(  # argv is ours, no shell
-            [str(BIN / "target-closum"), "--config", write_json(tmp_path / "c.json", config)],
-            stdin=fh,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
-        )
+        proc = start("target-closum", config, cwd=tmp_path, stdin=fh)
         _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 3, "sent its creates", proc)
         time.sleep(0.5)  # in the 30 s backoff now
-        ended = _stop(proc, sig)
-    assert ended.seconds < STOP_SECONDS
-    assert ended.code == 128 + sig
-    assert "stopped by " + sig.name in ended.line("target-closum")
+        ended = _stop(proc, sig, "target-closum")
     assert ended.out == ""  # no STATE: nothing was written
     # A 503 means the create was not made: no write is left pending for the next run.
     with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
@@ -385,14 +377,7 @@ def test_target_stops_mid_backoff_within_seconds_and_leaves_nothing_pending(sand
 
 def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_written(sandbox, tmp_path):
     config = target_config(sandbox, tmp_path, batch_size_rows=2)
-    proc = subprocess.Popen(  # argv is ours, no shell
-        [str(BIN / "target-closum"), "--config", write_json(tmp_path / "c.json", config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = start("target-closum", config, cwd=tmp_path, stdin=subprocess.PIPE)
     assert proc.stdin is not None
     before = len(sandbox.records("lead"))
     proc.stdin.write(singer("leads", [lead(1), lead(2)], final_state={"bookmarks": {"leads": 2}}))
@@ -400,9 +385,6 @@ def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_w
     proc.stdin.flush()  # the input stays open: the target waits for more
     _wait_for(lambda: len(sandbox.records("lead")) - before >= 2, "wrote the first batch", proc)
     time.sleep(0.3)
-    ended = _stop(proc, signal.SIGTERM)
-    assert ended.seconds < STOP_SECONDS
-    assert ended.code == 128 + signal.SIGTERM
-    ended.line("target-closum")
+    ended = _stop(proc, signal.SIGTERM, "target-closum")
     assert [json.loads(x) for x in ended.out.splitlines()] == [{"bookmarks": {"leads": 2}}]
     assert len(sandbox.records("lead")) - before == 2  # lead 3 was read, not written: no STATE covers it

@@ -14,9 +14,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jsonschema
 import pytest
@@ -35,17 +34,22 @@ EXPECTED_COMMANDS = 20
 EXPECTED_BODIES = 9
 
 
-@dataclass
-class Example:
-    method: str
-    url: str
-    line: int
-    body: Any = None
-    response: Any = None
+def load_extractor() -> ModuleType:
+    """scripts/extract_reference_examples.py (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("extract_reference_examples", EXTRACTOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
-    @property
-    def path(self) -> str:
-        return self.url.split("/api/", 1)[1].strip("/")
+
+extractor = load_extractor()
+
+
+class Example(extractor.Example):
+    """One data file: the script's example (method, url, line, body, response, path), as the tests look at it."""
 
     @property
     def resource(self):
@@ -57,17 +61,6 @@ class Example:
 
     def __str__(self) -> str:
         return f"{self.method} /api/{self.path} (line {self.line} of the reference)"
-
-
-def load_extractor() -> ModuleType:
-    """scripts/extract_reference_examples.py (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("extract_reference_examples", EXTRACTOR)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +158,7 @@ def test_record_schemas_reject_wrong_types(examples):
 
 
 def test_clean_json_handles_placeholders():
-    clean_json = load_extractor().clean_json
+    clean_json = extractor.clean_json
     assert clean_json('{"data": [{"id": 1}, {\n...\n},\n], "x": {"a": 1,}}') == {"data": [{"id": 1}], "x": {"a": 1}}
 
 
@@ -202,7 +195,6 @@ The above command returns JSON structured like this:
 
 def test_extractor_reads_commands_bodies_and_responses(tmp_path):
     """The script that made the data files reads the reference's layout as the files say."""
-    extractor = load_extractor()
     found = extractor.extract_examples(REFERENCE_EXCERPT)
     assert [(e.method, e.url, e.line) for e in found] == [
         ("GET", "https://api.closum.com/api/city", 2),

@@ -47,26 +47,25 @@ def test_resource_map_wins_and_load_method_upsert_only_defaults_updatable_resour
     assert TargetSettings.from_config(config).mapping_for("phones").action == "upsert"
 
 
-@pytest.mark.parametrize("stream", ["cities", "contact_lifecycle_stages", "orders"])
-def test_unwritable_streams_are_refused_with_one_line_naming_the_stream(stream):
+def refusal_of(stream: str) -> str:
+    """The config error for a stream the target does not write: one line naming it and saying to deselect it."""
     with pytest.raises(ClosumConfigError) as info:
         TargetSettings.from_config({}).mapping_for(stream)
     message = str(info.value)
     assert "\n" not in message
     assert repr(stream) in message
-    assert "resource_map" in message
     assert "deselect" in message.lower()
+    return message
+
+
+@pytest.mark.parametrize("stream", ["cities", "contact_lifecycle_stages", "orders"])
+def test_unwritable_streams_are_refused_with_one_line_naming_the_stream(stream):
+    assert "resource_map" in refusal_of(stream)
 
 
 @pytest.mark.parametrize("stream", ["lead_opt_ins", "unqualified_lead_opt_ins"])
 def test_the_taps_consent_streams_are_never_written_on_their_own(stream):
-    with pytest.raises(ClosumConfigError) as info:
-        TargetSettings.from_config({}).mapping_for(stream)
-    message = str(info.value)
-    assert "\n" not in message
-    assert repr(stream) in message
-    assert "opt-in only inside" in message
-    assert "deselect" in message.lower()
+    assert "opt-in only inside" in refusal_of(stream)
 
 
 @pytest.mark.parametrize("resource", ["lead", "unqualified_lead", "audience_list", "lead_audience_list"])

@@ -1,0 +1,93 @@
+"""Meltano projects of their own for the end-to-end tests, and running ``meltano`` in them.
+
+A project copy is meltano.yml in a folder of its own that shares the plugin
+venvs ``make test`` installed in the repository's ``.meltano/`` (symlinked:
+nothing is installed during a test). Meltano keeps per-plugin run files
+(catalog cache, generated config) in ``.meltano/run/``; a copy per test keeps
+concurrent runs (another checkout's test session, a `make demo`) from
+overwriting each other's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MELTANO = Path(sys.executable).parent / "meltano"
+#: The prefixes of the settings a test sets itself: none of the machine's own is passed on.
+OWN_SETTINGS = ("TAP_", "TARGET_", "MELTANO_")
+
+
+def plugin_executable(name: str) -> Path:
+    """Where ``meltano install`` put the plugin ``name``'s executable (``tap-...``: an extractor, else a loader)."""
+    kind = "extractors" if name.startswith("tap-") else "loaders"
+    return ROOT / ".meltano" / kind / name / "venv" / "bin" / name
+
+
+def require_plugins(*names: str) -> None:
+    """Fail loudly, never skip, unless Meltano and the plugins ``names`` are installed."""
+    if not MELTANO.exists():
+        pytest.fail(f"meltano is not installed at {MELTANO}: run `make test` (or `make install`)", pytrace=False)
+    missing = [name for name in names if not plugin_executable(name).exists()]
+    if missing:
+        pytest.fail(
+            f"Meltano plugins not installed: {', '.join(missing)}. Run `make test`, which runs "
+            "`meltano install` first, or `.venv/bin/meltano install` in the repository root.",
+            pytrace=False,
+        )
+
+
+def project_copy(folder: Path) -> Path:
+    """meltano.yml in ``folder`` (created), sharing the installed plugin venvs; the folder."""
+    (folder / ".meltano").mkdir(parents=True)
+    shutil.copy(ROOT / "meltano.yml", folder / "meltano.yml")
+    for kind in ("extractors", "loaders"):
+        (folder / ".meltano" / kind).symlink_to(ROOT / ".meltano" / kind, target_is_directory=True)
+    return folder
+
+
+def meltano_env(sandbox, database: Path, drop: tuple[str, ...] = OWN_SETTINGS) -> dict[str, str]:
+    """The environment of a Meltano run: the process's own but the variables starting with ``drop``.
+
+    Meltano offline (no usage stats, no MeltanoHub), its system database (runs,
+    and state unless a state backend says otherwise) in ``database``, and
+    tap-closum and target-closum pointed at ``sandbox``.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return env | {
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # Every plugin is fully defined in meltano.yml: a MeltanoHub lookup would fail here.
+        "MELTANO_HUB_URL": "http://127.0.0.1:9",
+        "MELTANO_HUB_API_ROOT": "http://127.0.0.1:9/meltano/api/v1",
+        "MELTANO_DATABASE_URI": f"sqlite:///{database}",
+        "TAP_CLOSUM_API_URL": sandbox.api_url,
+        "TARGET_CLOSUM_API_URL": sandbox.api_url,
+    }
+
+
+def run_meltano(
+    project: Path, args: tuple[str, ...], env: dict[str, str], *, environment: str = "dev", check: bool = True
+) -> subprocess.CompletedProcess:
+    """``meltano --environment=<environment> <args>`` in ``project`` (with ``check``, a failed test when it fails)."""
+    proc = subprocess.run(  # argv is ours: Meltano and the test's arguments, no shell
+        [str(MELTANO), f"--environment={environment}", *args],
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
+    return proc
