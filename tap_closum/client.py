@@ -1,8 +1,11 @@
 """The one base stream every Closum stream derives from.
 
 It reads a Closum list page by page through the Singer SDK's request loop
-(authenticator, backoff, metrics), fetches pages concurrently once the first
-page has told how many there are, and stops early where it can:
+(authenticator, metrics), fetches pages concurrently once the first page has
+told how many there are, and stops early where it can. Each page is one
+operation of the run's client (:meth:`closum_api.client.ClosumClient.retrying`):
+its retries and the token fetch it may need share one budget, and every try
+takes a slot of the run's pace:
 
 - append-only resources are read newest first (``sort=id&direction=desc``)
   and the read stops at the bookmark, so an hourly run costs what changed;
@@ -27,10 +30,8 @@ from closum_api.errors import (
     ClosumBadResponse,
     ClosumFatalError,
     ClosumNotFoundError,
-    ClosumRetriableError,
     check_response,
-    jitter,
-    retry_waits,
+    retry_after_seconds,
 )
 from closum_api.registry import Replication, Resource
 from closum_api.schemas import record_schema
@@ -44,7 +45,6 @@ else:
 
 if t.TYPE_CHECKING:
     import requests
-    from backoff.types import Details
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
 
@@ -53,6 +53,7 @@ if t.TYPE_CHECKING:
 
 _ENVELOPE = "_closum_envelope"
 _T = t.TypeVar("_T")
+_P = t.ParamSpec("_P")
 
 
 class _Cursor:
@@ -116,7 +117,7 @@ class ClosumStream(RESTStream[int]):
 
     Args:
         tap: the tap the stream belongs to.
-        runtime: what every stream of the run shares (settings, session, token, gate, page size).
+        runtime: what every stream of the run shares (settings, client, page size).
     """
 
     resource: t.ClassVar[Resource]
@@ -149,7 +150,7 @@ class ClosumStream(RESTStream[int]):
     # -- where and how to ask -------------------------------------------------
     @property
     def runtime(self) -> Runtime:
-        """What every stream of the run shares: settings, session, token, pause gate, page size."""
+        """What every stream of the run shares: settings, client (session, token, pace), page size."""
         return self._runtime
 
     @property
@@ -199,6 +200,7 @@ class ClosumStream(RESTStream[int]):
     # -- answers ---------------------------------------------------------------
     @override
     def validate_response(self, response: requests.Response) -> None:
+        self.runtime.client.pace.observe(response.status_code, retry_after_seconds(response))
         envelope = check_response("GET", self.path, response)
         setattr(response, _ENVELOPE, envelope)
 
@@ -267,37 +269,21 @@ class ClosumStream(RESTStream[int]):
 
     # -- retries ---------------------------------------------------------------
     @override
-    def backoff_wait_generator(self) -> t.Generator[float, None, None]:
-        return retry_waits(self.runtime.connection.backoff_base)
-
-    @override
-    def backoff_max_tries(self) -> int:
-        return self.runtime.connection.max_tries
-
-    @override
-    def backoff_jitter(self, value: float) -> float:
-        return jitter(value)
-
-    @override
-    def backoff_handler(self, details: Details) -> None:
-        exc = details.get("exception")
-        wait = float(details.get("wait") or 0.0)
-        if isinstance(exc, ClosumRetriableError) and exc.status in {
-            HTTPStatus.TOO_MANY_REQUESTS,
-            HTTPStatus.SERVICE_UNAVAILABLE,
-        }:
-            # Tell every worker to slow down, not just this one.
-            self.runtime.gate.pause(wait)
-        reason = str(exc) if isinstance(exc, ClosumRetriableError) else type(exc).__name__
-        self.logger.warning("Retrying in %.1f s (try %s): %s", wait, details.get("tries"), reason)
+    def request_decorator(self, func: t.Callable[_P, _T]) -> t.Callable[_P, _T]:
+        """Retries within one budget of the run's client, instead of the SDK's backoff."""
+        return self.runtime.client.retrying(func, f"GET {self.path}")
 
     @override
     def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
-        self.runtime.gate.wait()
+        self.runtime.client.pace.acquire()
         return super()._request(prepared_request, context)
 
     # -- reading ---------------------------------------------------------------
     def _fetch(self, number: int, context: Context | None) -> Page:
+        """Page ``number``: one budget for its tries and the token they may need."""
+        return self.request_decorator(self._fetch_once)(number, context)
+
+    def _fetch_once(self, number: int, context: Context | None) -> Page:
         request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
         prepared = self.build_prepared_request(
             method=request.method,
@@ -305,7 +291,7 @@ class ClosumStream(RESTStream[int]):
             params=request.encode_params(),
             headers=request.headers,
         )
-        response = self.request_decorator(self._request)(prepared, context)
+        response = self._request(prepared, context)
         records = list(self.parse_response(response))
         pagination = getattr(response, _ENVELOPE).get("pagination") or {}
         try:

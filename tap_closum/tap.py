@@ -74,6 +74,7 @@ class TapClosum(Tap):
             super().sync_all()
         finally:
             self.writer.flush()
+            self.runtime.report_budget(self.metrics_logger)
 
     @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:

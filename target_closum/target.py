@@ -250,6 +250,7 @@ class TargetClosum(Target):
                     separators=(",", ":"),
                 ),
             )
+        self.load.report_budget(self.logger, self.metrics_logger)
         self.load.close()
 
     @classmethod
