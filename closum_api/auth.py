@@ -178,7 +178,7 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         if conn.user_agent:
             headers["User-Agent"] = conn.user_agent
         if self.pace is not None:
-            self.pace.acquire()
+            self.pace.acquire(windowed=False)
         response = self._session.post(
             conn.api_url + AUTH_PATH,
             json={"api_username": conn.username, "api_pw": conn.password},

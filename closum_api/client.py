@@ -254,9 +254,9 @@ class ClosumClient:
             requests.Request(method, self.api_url + path, params=call.params, json=call.json, auth=self.auth)
         )
         self.pace.acquire()
-        if on_sending is not None:
-            on_sending()
         try:
+            if on_sending is not None:
+                on_sending()
             settings = self.session.merge_environment_settings(request.url, {}, None, None, None)
             response = self.session.send(request, timeout=self.timeout, **settings)
         except CONNECTION_FAILURES as exc:
@@ -264,6 +264,8 @@ class ClosumClient:
                 raise
             msg = f"{method} {path}: the connection failed after sending ({retry.connection_reason(exc)})"
             raise ClosumOutcomeUnknown(msg) from None
+        finally:
+            self.pace.release()
         self.pace.observe(response.status_code, retry_after_seconds(response))
         try:
             return check_response(method, path, response)

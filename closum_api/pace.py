@@ -7,8 +7,11 @@ One :class:`Pace` per run: every request takes a send slot from
   whatever the concurrency, a shade under ``R`` (:data:`FIXED_HEADROOM`) so that
   the network's jitter never puts ``R + 1`` requests in the server's second.
   A 429 still lowers the rate below ``R``.
-- **adaptive** (not set): no pacing until the server first answers 429 (or a
-  burst of 503s), so a run against an unlimited server is never slowed. Then
+- **adaptive** (not set): no rate until the server first answers 429 (or a
+  burst of 503s), so a run against an unlimited server is not slowed; only a
+  slow start, as TCP's: at most :data:`START_WINDOW` requests in flight at
+  first, one more for each answer, so the concurrency doubles every round trip
+  and a limit is first met with a few requests in flight, not all of them. Then
   the rate drops to :data:`DROP_FACTOR` times the answers of the last second,
   that rate is remembered as the ceiling, and it is probed upward gently:
   back towards the ceiling quickly, past it by a percent of it every
@@ -32,8 +35,14 @@ from http import HTTPStatus
 
 from closum_api import stop
 
+#: the adaptive pace starts with this many requests in flight at most, one more per answer
+START_WINDOW = 2
+#: the slow start ends (no window any more) once this many may be in flight
+WINDOW_OPEN = 64
+#: seconds between two looks at the stop event while waiting for a place in the window
+WINDOW_POLL = 0.05
 #: fixed mode sends at this fraction of ``max_requests_per_second``
-FIXED_HEADROOM = 0.97
+FIXED_HEADROOM = 0.93
 #: after a 429 the rate drops to this fraction of the answers of the last second
 DROP_FACTOR = 0.9
 #: the lowest rate the adaptive pace drops to, in requests per second
@@ -136,6 +145,10 @@ class Pace:
         self._dropped = False
         self._first: float | None = None
         self._last: float | None = None
+        # The slow start's window (None: no window), and the requests in flight.
+        self._window: int | None = None if max_rps else START_WINDOW
+        self._in_flight = 0
+        self._room = threading.Condition(self._lock)
         self.requests = 0
         self.http_429 = 0
         self.http_503 = 0
@@ -146,8 +159,13 @@ class Pace:
         """The requests per second allowed now; None while unpaced."""
         return self._rate
 
-    def acquire(self) -> float:
-        """Block until this thread may send; every request of the run calls it first.
+    def acquire(self, *, windowed: bool = True) -> float:
+        """Block until this thread may send; every request of the run calls it first, :meth:`release` after.
+
+        Args:
+            windowed: take a place in the slow start's window (and :meth:`release`
+                it after). The token request does not: it may be needed by a
+                request that holds a place already.
 
         Returns:
             The seconds waited.
@@ -156,6 +174,12 @@ class Pace:
             ClosumStopped: the run was asked to stop during the wait.
         """
         with self._lock:
+            while windowed and self._window is not None and self._in_flight >= self._window:
+                self._room.wait(WINDOW_POLL)
+                if stop.stopping():
+                    raise stop.ClosumStopped(stop.signum())
+            if windowed:
+                self._in_flight += 1
             now = self._clock()
             if self._first is None:
                 self._first = now
@@ -167,8 +191,19 @@ class Pace:
             wait = slot - now
             self.seconds_waited += wait
         if wait > 0:
-            self._sleep(wait)
+            try:
+                self._sleep(wait)
+            except BaseException:
+                if windowed:
+                    self.release()
+                raise
         return wait
+
+    def release(self) -> None:
+        """The request that took a slot is over (answered or failed)."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._room.notify()
 
     def observe(self, status: int, retry_after: float | None = None) -> None:
         """Count an answer, and slow down when it says so.
@@ -183,37 +218,54 @@ class Pace:
             self._last = now
             if self._first is None:
                 self._first = now
+            dropped = False
             if status == HTTPStatus.TOO_MANY_REQUESTS:
                 self.http_429 += 1
-                self._slow_down(now)
+                dropped = self._slow_down(now)
             elif status == HTTPStatus.SERVICE_UNAVAILABLE:
                 self.http_503 += 1
                 self._recent_503.append(now)
                 while self._recent_503 and self._recent_503[0] <= now - BURST_SECONDS:
                     self._recent_503.popleft()
                 if len(self._recent_503) >= BURST_503:
-                    self._slow_down(now)
+                    dropped = self._slow_down(now)
             else:
                 self._answers.append(now)
+                if self._window is not None:
+                    self._window += 1
+                    if self._window >= WINDOW_OPEN:
+                        self._window = None
+                    self._room.notify()
             while self._answers and self._answers[0] <= now - 1.0:
                 self._answers.popleft()
-            if retry_after is not None and (retry_after > PAUSE_ALL_AFTER or status == HTTPStatus.SERVICE_UNAVAILABLE):
+            if retry_after is not None and (
+                dropped or retry_after > PAUSE_ALL_AFTER or status == HTTPStatus.SERVICE_UNAVAILABLE
+            ):
+                # The server's window is full: every worker waits, not only the one told.
                 self._pause_until = max(self._pause_until, now + min(retry_after, MAX_PAUSE))
+                self._next_slot = max(self._next_slot, self._pause_until)
 
-    def _slow_down(self, now: float) -> None:
-        """A 429 (or a 503 burst): drop the rate, once per burst. Called with the lock held."""
+    def _slow_down(self, now: float) -> bool:
+        """A 429 (or a 503 burst): drop the rate, once per burst; whether it dropped. Lock held."""
         if self._last_drop is not None and now - self._last_drop < BURST_SECONDS:
-            return
+            return False
         answered = float(len(self._answers))  # answers of the last second, 429s not included
-        new_rate = max(MIN_RATE, DROP_FACTOR * answered)
-        if self._rate is not None:
-            new_rate = min(new_rate, DROP_FACTOR * self._rate) if answered == 0 else min(new_rate, self._rate)
-        self._ceiling = max(answered, new_rate)
+        if self.max_rps:  # fixed: the limit is known, only a little lower
+            new_rate = max(MIN_RATE, DROP_FACTOR * (self._rate or self.max_rps))
+            self._ceiling = self.max_rps * FIXED_HEADROOM
+        else:
+            new_rate = max(MIN_RATE, DROP_FACTOR * answered)
+            if self._rate is not None:
+                new_rate = min(new_rate, DROP_FACTOR * self._rate) if answered == 0 else min(new_rate, self._rate)
+            self._ceiling = max(answered, new_rate)
         self._rate = new_rate
+        self._window = None  # the rate rules from now on
+        self._room.notify_all()
         self._dropped = True
         self._last_drop = now
         self._last_probe = now
         self._next_slot = max(self._next_slot, now + 1.0 / new_rate)
+        return True
 
     def _probe(self, now: float) -> None:
         """Raise the rate a little after each quiet stretch. Called with the lock held."""

@@ -17,6 +17,7 @@ import random
 import threading
 import typing as t
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import requests
 import urllib3
@@ -108,8 +109,9 @@ class Attempts:
             what: the request, for the give-up line (``GET /lead``).
 
         Returns:
-            The wait: exponential from ``backoff_base``, never shorter than a
-            ``Retry-After``, plus up to a quarter at random.
+            The wait: a 429's ``Retry-After`` as asked (the pace spreads the
+            retries); otherwise exponential from ``backoff_base`` plus up to a
+            quarter at random, never shorter than a ``Retry-After``.
 
         Raises:
             ClosumGaveUp: the budget is spent.
@@ -119,12 +121,16 @@ class Attempts:
             failures = self.failures
         if failures >= self.policy.max_tries:
             raise ClosumGaveUp(give_up_line(self.policy, exc, what, failures), exc, failures) from None
-        delay = min(self.policy.cap, self.policy.backoff_base * float(2 ** (failures - 1)))
         asked = getattr(exc, "retry_after", None)
+        if asked is not None and getattr(exc, "status", None) == HTTPStatus.TOO_MANY_REQUESTS:
+            # The server said when: the pace spreads the retries, no backoff on top.
+            return min(float(asked), self.policy.cap)
+        delay = min(self.policy.cap, self.policy.backoff_base * float(2 ** (failures - 1)))
+        spread: float = random.uniform(0, delay / 4)  # noqa: S311  # spreading waits, not cryptography
+        delay += spread
         if asked is not None:
             delay = max(delay, min(float(asked), self.policy.cap))
-        spread: float = random.uniform(0, delay / 4)  # noqa: S311  # spreading waits, not cryptography
-        return delay + spread
+        return delay
 
 
 def give_up_line(policy: RetryPolicy, exc: BaseException, what: str, tries: int) -> str:

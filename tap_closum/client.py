@@ -275,8 +275,12 @@ class ClosumStream(RESTStream[int]):
 
     @override
     def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
-        self.runtime.client.pace.acquire()
-        return super()._request(prepared_request, context)
+        pace = self.runtime.client.pace
+        pace.acquire()
+        try:
+            return super()._request(prepared_request, context)
+        finally:
+            pace.release()
 
     # -- reading ---------------------------------------------------------------
     def _fetch(self, number: int, context: Context | None) -> Page:
