@@ -71,7 +71,8 @@ def connection_properties() -> list[th.Property]:
             title="Max retries",
             description="Retries of a request after a transient failure "
             "(429, 5xx, timeout, dropped connection), with exponential backoff "
-            "and jitter, honouring Retry-After.",
+            "and jitter, honouring Retry-After. One budget per request: the token request it needs "
+            "and, for a create, the check after a lost answer draw from the same tries.",
         ),
         th.Property(
             "backoff_base_seconds",
