@@ -53,6 +53,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tap.py
 	$(BIN)/python benchmarks/bench_target.py
+	$(BIN)/python benchmarks/bench_match.py
 
 sandbox: $(STAMP)
 	$(BIN)/closum-sandbox serve --port 8080 --seed 25

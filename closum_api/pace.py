@@ -176,8 +176,7 @@ class Pace:
         with self._lock:
             while windowed and self._window is not None and self._in_flight >= self._window:
                 self._room.wait(WINDOW_POLL)
-                if stop.stopping():
-                    raise stop.ClosumStopped(stop.signum())
+                stop.STOP.check()
             if windowed:
                 self._in_flight += 1
             now = self._clock()

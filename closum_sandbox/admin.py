@@ -1,4 +1,8 @@
-"""Admin routes of the sandbox, under ``/_admin`` (no auth, never faulted).
+"""Admin routes of the sandbox, under ``/_admin`` (never faulted).
+
+Open unless the server has an ``admin_token`` (``--admin-token``): then every
+route but ``/_admin/health`` wants ``Authorization: Bearer <token>`` or
+``X-Admin-Token: <token>`` and answers 401 without it.
 
 - ``GET /_admin/health``: 200 ``{"status": "ok"}``.
 - ``GET /_admin/requests[?path_prefix=/api/lead]``: the recorded ``/api``
@@ -23,13 +27,14 @@ Errors use the API's envelope ``{"success": false, "message": ...}``.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from closum_api import registry
 from closum_api.registry import Resource, Verb
 from closum_sandbox import seed as seeding
 from closum_sandbox.faults import normalize_fault
+from closum_sandbox.guard import require_admin_token
 from closum_sandbox.responses import ApiError, json_response, read_object
 from closum_sandbox.settings import RUNTIME_KNOBS
 from closum_sandbox.state import Sandbox, sandbox_of
@@ -37,7 +42,7 @@ from closum_sandbox.state import Sandbox, sandbox_of
 #: The most records one ``POST /_admin/records/{name}`` generates.
 MAX_GENERATED = 10_000_000
 
-router = APIRouter(prefix="/_admin", tags=["admin"])
+router = APIRouter(prefix="/_admin", tags=["admin"], dependencies=[Depends(require_admin_token)])
 
 
 @router.get("/health")

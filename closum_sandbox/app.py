@@ -27,6 +27,7 @@ from closum_api import schemas
 from closum_api.registry import Resource, Revision, Verb
 from closum_sandbox.admin import router as admin_router
 from closum_sandbox.faults import FaultMiddleware, quiet_dropped_connections
+from closum_sandbox.guard import BodyLimitMiddleware
 from closum_sandbox.responses import (
     NOT_AN_OBJECT,
     STATUS_TEXT,
@@ -400,5 +401,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(admin_router)
     app.add_middleware(FaultMiddleware, faults=sandbox.faults, log=sandbox.log)
+    # Added last, so outermost: a body too large is refused before any other work.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     quiet_dropped_connections()
     return app

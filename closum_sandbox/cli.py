@@ -16,6 +16,7 @@ from dataclasses import fields
 import uvicorn
 
 from closum_sandbox.app import create_app
+from closum_sandbox.guard import is_loopback
 from closum_sandbox.settings import REVISION_CHOICES, Settings
 
 logger = logging.getLogger("closum_sandbox")
@@ -93,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest list limit honoured; larger limits are capped silently",
     )
     s.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=default.max_body_bytes,
+        metavar="N",
+        help="largest request body accepted on any route; a larger one is answered 413 before it is read",
+    )
+    s.add_argument(
+        "--admin-token",
+        default=default.admin_token,
+        metavar="TOKEN",
+        help="require TOKEN on every /_admin route but /_admin/health "
+        "(Authorization: Bearer TOKEN or X-Admin-Token: TOKEN); default: admin routes open",
+    )
+    s.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction if default.access_log else "store_true",
         default=default.access_log,
@@ -117,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"closum-sandbox: {exc}\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not is_loopback(settings.host):
+        logger.warning(
+            "closum-sandbox: WARNING: listening on %s, reachable from other machines: its credentials are public%s",
+            settings.host,
+            " (admin routes need --admin-token)"
+            if settings.admin_token
+            else " and its /_admin routes (reset, faults, every record) are open; set --admin-token",
+        )
     app = create_app(settings)
     logger.info(
         "closum-sandbox: serving revision %s at http://%s:%s/api (docs at /docs)",

@@ -44,6 +44,10 @@ class Settings:
         max_page_size: largest ``limit`` honoured; larger ones are capped.
         fault_seed: seed of the RNG that draws the random failures.
         access_log: let uvicorn log one line per request.
+        max_body_bytes: the largest request body accepted; a larger one is
+            answered 413 before it is read (every route, ``/api/token`` too).
+        admin_token: when set, every ``/_admin`` route but ``/_admin/health``
+            requires it (``Authorization: Bearer`` or ``X-Admin-Token``).
     """
 
     host: str = "127.0.0.1"
@@ -60,6 +64,8 @@ class Settings:
     max_page_size: int = 1000
     fault_seed: int = 0
     access_log: bool = False
+    max_body_bytes: int = 1024 * 1024
+    admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         """Check the knobs.
@@ -76,6 +82,10 @@ class Settings:
             msg = "max_page_size must be at least 1"
         elif self.seed < 0:
             msg = "seed must be >= 0"
+        elif self.max_body_bytes < 1:
+            msg = "max_body_bytes must be at least 1"
+        elif self.admin_token is not None and not self.admin_token.strip():
+            msg = "admin_token must not be empty"
         if msg is not None:
             raise ValueError(msg)
         self.revision = str(self.revision)
@@ -88,9 +98,10 @@ class Settings:
         return frozenset({Revision(self.revision)})
 
     def runtime_config(self) -> dict[str, Any]:
-        """The knobs ``GET /_admin/config`` shows (never the password)."""
+        """The knobs ``GET /_admin/config`` shows (never the password or the admin token)."""
         data = asdict(self)
         data.pop("password")
+        data.pop("admin_token")
         return data
 
 
@@ -111,3 +122,5 @@ class Knobs(TypedDict, total=False):
     rate_limit: float
     max_page_size: int
     fault_seed: int
+    max_body_bytes: int
+    admin_token: str

@@ -27,6 +27,7 @@ import requests
 import uvicorn
 
 from closum_sandbox.app import create_app
+from closum_sandbox.guard import ADMIN_HEADER
 from closum_sandbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -146,6 +147,8 @@ class SandboxAdmin:
     # ---- admin helpers ------------------------------------------------
     def _admin(self, method: str, path: str, **kwargs: Any) -> object:
         """Call the admin API; answers its JSON (raises for an error status)."""
+        if self.settings.admin_token:
+            kwargs["headers"] = {ADMIN_HEADER: self.settings.admin_token} | kwargs.get("headers", {})
         r = self._http.request(method, f"{self.url}/_admin{path}", timeout=120, **kwargs)
         r.raise_for_status()
         return r.json()

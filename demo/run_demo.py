@@ -8,7 +8,13 @@
    (a few bad rows on purpose), then print created / rejected (from the
    target's ``closum_load_summary`` METRIC log line) and why;
 4. run the tap again: Meltano passes the saved state, so only the new leads arrive;
-5. stop the sandbox (also on Ctrl-C or an error).
+5. `meltano --environment=dev run tap-spreadsheets target-closum` with
+   demo/crm_contacts.csv, a CRM export (names, not ids; a few contacts the
+   sandbox already holds; a few bad rows), shaped by the SDK stream maps of
+   meltano.yml: print created / matched existing / rejected per stream and why;
+6. the same export again with another ledger file, as a second machine would:
+   everything matches, nothing is created;
+7. stop the sandbox (also on Ctrl-C or an error).
 
 Everything the demo writes lives in output/demo/ (sandbox SQLite file, DuckDB
 file, target ledger and rejects, Meltano's own system database holding the
@@ -41,11 +47,13 @@ BIN = Path(sys.executable).parent
 WORK = ROOT / "output" / "demo"
 SEED = 25
 LEADS_FILE = ROOT / "demo" / "leads.jsonl"
+CRM_EXPORT = ROOT / "demo" / "crm_contacts.csv"
 DUCK = WORK / "warehouse.duckdb"
 REJECTS = WORK / "closum-rejects.jsonl"
 PLUGIN_EXECUTABLES = [
     ".meltano/extractors/tap-closum/venv/bin/tap-closum",
     ".meltano/extractors/tap-jsonl/venv/bin/tap-jsonl",
+    ".meltano/extractors/tap-spreadsheets/venv/bin/tap-spreadsheets",
     ".meltano/loaders/target-closum/venv/bin/target-closum",
     ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
 ]
@@ -225,6 +233,71 @@ def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batc
         say(f"   Meltano's state for dev:tap-closum-to-target-duckdb: leads bookmark id {bookmark}")
 
 
+def print_crm_summaries(summaries: list[dict[str, Any]]) -> None:
+    """One line per stream of a CRM load: created, matched existing, rejected, references created."""
+    for s in summaries:
+        say(
+            f"   stream {s['stream']} → {s['resource']}: created {s['created']}, matched existing {s['matched']}, "
+            f"rejected {s['rejected']}, references created {s['references_created']}"
+        )
+
+
+def crm_export_to_closum(env: dict[str, str], sandbox: SandboxProcess) -> None:
+    """Step 4: the CRM export into Closum through tap-spreadsheets and stream maps; print counts and reasons."""
+    step(f"4. {CRM_EXPORT.relative_to(ROOT)} → Closum (tap-spreadsheets, stream maps, target-closum matching on email)")
+    with CRM_EXPORT.open(encoding="utf-8") as f:
+        say(f"   {sum(1 for line in f if line.strip()) - 1} rows in the export (city, stage, type and lists by name)")
+    out = meltano(
+        env,
+        WORK / "run4-tap-spreadsheets-target-closum.log",
+        "--environment=dev",
+        "run",
+        "tap-spreadsheets",
+        "target-closum",
+    )
+    summaries = load_summaries(out)
+    if not summaries:
+        msg = f"target-closum logged no {SUMMARY_METRIC} metric; see the log above"
+        raise SystemExit(msg)
+    print_crm_summaries(summaries)
+    crm_rejects = [r for r in map(json.loads, REJECTS.read_text().splitlines()) if r["stream"].startswith("crm_")]
+    if crm_rejects:
+        say(f"   rejected rows ({REJECTS.relative_to(ROOT)}):")
+        for r in crm_rejects:
+            say(f"     {r['record']['record_id']}: {r['message']}")
+    say(
+        f"   the sandbox now has {count(sandbox, 'lead')} leads, {count(sandbox, 'unqualified_lead')} unqualified "
+        f"leads, {count(sandbox, 'lead_audience_list')} list memberships"
+    )
+
+
+def crm_export_again(env: dict[str, str], sandbox: SandboxProcess) -> None:
+    """Step 5: the same export with a fresh ledger, as another machine would load it: nothing is created."""
+    step("5. the same export again, with another ledger file (a second machine): everything matches, nothing is new")
+    before = {name: count(sandbox, name) for name in ("lead", "unqualified_lead", "lead_audience_list")}
+    out = meltano(
+        env
+        | {
+            "TARGET_CLOSUM_LEDGER_PATH": str(WORK / "closum-ledger-second-machine.sqlite"),
+            "TARGET_CLOSUM_REJECTS_PATH": str(WORK / "closum-rejects-second-machine.jsonl"),
+        },
+        WORK / "run5-tap-spreadsheets-target-closum.log",
+        "--environment=dev",
+        "run",
+        "--full-refresh",
+        "tap-spreadsheets",
+        "target-closum",
+    )
+    summaries = load_summaries(out)
+    print_crm_summaries(summaries)
+    after = {name: count(sandbox, name) for name in before}
+    created = sum(s["created"] for s in summaries)
+    if created or after != before:
+        msg = f"the second load created {created} records (sandbox before {before}, after {after})"
+        raise SystemExit(msg)
+    say("   created nothing: the ledger was new, the matches were found on the server")
+
+
 def on_signal(signum: int, _frame: FrameType | None) -> NoReturn:
     """SIGTERM/SIGHUP end the demo like Ctrl-C: through ``finally``, stopping the sandbox."""
     raise SystemExit(128 + signum)
@@ -259,6 +332,8 @@ def main() -> int:
         last_batch = duckdb_query(DUCK, "select max(_sdc_batched_at) from closum.leads")[0][0]
         leads_file_to_closum(env, sandbox)
         closum_to_duckdb_again(env, first, last_batch)
+        crm_export_to_closum(env, sandbox)
+        crm_export_again(env, sandbox)
     finally:
         sandbox.stop()
         sandbox_log.close()

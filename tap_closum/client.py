@@ -21,6 +21,7 @@ import typing as t
 from functools import cached_property
 from http import HTTPStatus
 
+import requests
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
 from singer_sdk.helpers.conform import TypeConformanceLevel

@@ -6,13 +6,16 @@ import sys
 import typing as t
 from functools import cached_property
 
+import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 
 from closum_api import DISTRIBUTION
 from closum_api.config import connection_properties
-from closum_api.errors import ClosumError
-from tap_closum.runtime import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Runtime
+from closum_api.failure import ClosumSettingsError, check_config_files, fail, read_json_argument
+from closum_api.stop import STOP, ClosumStopped, signal_name
+from tap_closum.runtime import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Runtime, parse_timestamp
 from tap_closum.streams import STREAM_TYPES
 from tap_closum.writer import ChunkedWriter
 
@@ -24,7 +27,30 @@ else:
 if t.TYPE_CHECKING:
     from types import FrameType
 
+    from singer_sdk.plugin_base import _ConfigInput
+
     from tap_closum.client import ClosumStream
+
+
+def setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """What the settings' JSON Schema cannot check: each problem named by its setting.
+
+    Args:
+        config: the tap's config.
+
+    Returns:
+        One message per setting that cannot be used.
+    """
+    errors = []
+    start_date = config.get("start_date")
+    if start_date is not None:
+        try:
+            parse_timestamp(str(start_date))
+        except ValueError:
+            errors.append(
+                f"start_date: {start_date!r} is not an ISO 8601 date-time (such as 2024-01-31 or 2024-01-31T00:00:00Z)"
+            )
+    return errors
 
 
 class TapClosum(Tap):
@@ -57,6 +83,19 @@ class TapClosum(Tap):
         """The tap's Singer writer (:attr:`message_writer_class`)."""
         return t.cast("ChunkedWriter", self.message_writer)
 
+    @override
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's checks against the settings' JSON Schema, then :func:`setting_errors`."""
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            errors = list(exc.errors)
+        errors += setting_errors(self._config)
+        if errors and raise_errors:
+            msg = "Config validation failed"
+            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
+        return errors
+
     @cached_property
     def runtime(self) -> Runtime:
         """What every stream of the run shares; streams get it when they are created."""
@@ -71,26 +110,88 @@ class TapClosum(Tap):
     @override  # type: ignore[misc]  # sync_all is final in the SDK: no other place to flush after a failure
     def sync_all(self) -> None:
         try:
-            super().sync_all()
-        finally:
-            self.writer.flush()
-            self.runtime.report_budget(self.metrics_logger)
+            try:
+                super().sync_all()
+            finally:
+                self.writer.flush()
+                self.runtime.report_budget(self.metrics_logger)
+        except ClosumStopped:
+            # The records emitted so far are out; the state goes after them
+            # (a bookmark moves only when its stream completed).
+            self.state_writer.write_state(self.state)
+            raise
 
     @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM/SIGINT: the SDK writes the state and exits, once the chunk being written is out."""
-        if not self.writer.defer_if_writing(lambda: super(TapClosum, self)._handle_termination(signum, frame)):
-            super()._handle_termination(signum, frame)
+        """SIGTERM/SIGINT: stop now, once the chunk being written is out; every wait ends at once.
+
+        :meth:`sync_all` then writes the state, and :meth:`invoke` exits with 128 + ``signum``.
+        """
+        _ = frame  # where the signal interrupted: not needed
+        if STOP.stopping():
+            return  # a second signal: the stop is already under way
+        STOP.request_stop(signum)
+        self.logger.warning(
+            "Received %s: stopping; the records read so far and the state go out first", signal_name(signum)
+        )
+
+        def stop() -> None:
+            raise ClosumStopped(signum)
+
+        if not self.writer.defer_if_writing(stop):
+            stop()
+
+    # -- the command line: every failure ends the run with one line ------------------
+    @classmethod
+    @override
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command; ``--catalog`` and ``--state`` are read by :meth:`invoke`, which names a bad file."""
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name in {"catalog", "state"}:
+                param.type = click.STRING
+        return command
 
     @classmethod
     @override
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
-        """Run the tap; a Closum failure ends it with one line, not a traceback."""
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> _ConfigInput:
+        """The SDK's ``--config`` reading; a missing or invalid file ends the run with one line."""
         try:
-            super().invoke(*args, **kwargs)
-        except ClosumError as exc:
-            cls.logger.error("tap-closum failed: %s", exc)  # noqa: TRY400  # one line without a traceback is the point
-            sys.exit(1)
+            check_config_files(value)
+        except ClosumSettingsError as exc:
+            fail(cls.logger, cls.name, exc)
+        return super().cb_config(ctx, param, value)
+
+    @classmethod
+    @override
+    def invoke(  # type: ignore[override]  # --catalog and --state arrive as paths (get_singer_command)
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: _ConfigInput | None = None,
+        state: str | None = None,
+        catalog: str | None = None,
+    ) -> None:
+        """Run the tap; any failure ends it with one line (a traceback only at log level DEBUG).
+
+        Args:
+            about: print the tap's metadata and settings.
+            about_format: the format of ``--about``.
+            config: the settings read from ``--config``.
+            state: the ``--state`` file.
+            catalog: the ``--catalog`` file.
+        """
+        try:
+            super().invoke(
+                about=about,
+                about_format=about_format,
+                config=config,
+                state=read_json_argument("state", state),
+                catalog=read_json_argument("catalog", catalog, list_key="streams"),
+            )
+        except Exception as exc:  # noqa: BLE001  # every failure ends the run with one line
+            fail(cls.logger, cls.name, exc)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 - :mod:`target_closum.plan`: the one decision per record: skip, create or update.
 - :mod:`target_closum.mapping`: which Closum resource and action a stream goes to.
 - :mod:`target_closum.payloads`: record → request body, per resource.
+- :mod:`target_closum.index`: what Closum holds, by natural key (``match_on``), read once per run.
+- :mod:`target_closum.lookups`: names instead of ids (``city``, ``audience_lists``...), ids translated via the ledger.
 - :mod:`target_closum.ledger`: the SQLite ledger that makes writes exactly-once.
 - :mod:`target_closum.rejects`: the JSON-lines file of records set aside.
 - :mod:`target_closum.reconcile`: finding a create whose answer was lost.

@@ -11,6 +11,7 @@ Closum id as soon as the answer arrives; each step is committed on its own
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import threading
 import typing as t
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS writes (
 );
 CREATE INDEX IF NOT EXISTS writes_by_closum_id ON writes (resource, closum_id);
 CREATE INDEX IF NOT EXISTS writes_by_state ON writes (stream, state);
+CREATE INDEX IF NOT EXISTS writes_by_key ON writes (resource, record_key);
 """
 _INSERT = (
     "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
@@ -130,6 +132,20 @@ class Ledger:
             (resource, closum_id),
         )
         return bool(rows)
+
+    def loaded_id(self, resource: str, source_id: int) -> int | None:
+        """The Closum id this ledger wrote for the record whose primary key was ``[source_id]``, if any.
+
+        That is how an id copied from another account (``contact_type_id: 7``
+        in a ``tap-closum | target-closum`` copy) is translated: the record 7 of
+        the source was loaded as the id answered. The latest write wins.
+        """
+        rows = self._query(
+            "SELECT closum_id FROM writes WHERE resource = ? AND record_key = ? AND state = 'done' "
+            "AND closum_id IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
+            (resource, "pk:" + json.dumps([source_id])),
+        )
+        return int(rows[0][0]) if rows else None
 
     def count(self, state: str | None = None) -> int:
         """The number of rows, or of rows in ``state``."""

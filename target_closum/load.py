@@ -20,6 +20,8 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
+from closum_api.errors import ClosumNotFoundError
+from target_closum.index import Indexes, read_list
 from target_closum.ledger import Ledger
 from target_closum.rejects import RejectsFile
 from target_closum.summary import Tally
@@ -29,6 +31,8 @@ if t.TYPE_CHECKING:
 
     from closum_api.client import ClosumClient
     from closum_api.config import SharedSettings
+    from closum_api.registry import Resource
+    from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
     from target_closum.settings import TargetSettings
 
@@ -51,6 +55,9 @@ class LoadContext:
         self._busy_lock = threading.Lock()
         self._recovered_streams: set[str] = set()
         self._opened = False
+        self._unserved: set[str] = set()
+        self._flushes: dict[str, list[t.Callable[[], None]]] = {}
+        self._flush_lock = threading.Lock()
 
     @property
     def dry_run(self) -> bool:
@@ -85,6 +92,43 @@ class LoadContext:
         """The thread pool of writes shared by all streams (``max_parallel_requests`` workers)."""
         return ThreadPoolExecutor(max_workers=self.shared.max_parallel_requests, thread_name_prefix="closum-write")
 
+    @cached_property
+    def indexes(self) -> Indexes:
+        """The run's indexes of what Closum holds, each read once, on first need."""
+        return Indexes(self._read_list)
+
+    def _read_list(self, resource: Resource) -> t.Iterator[dict[str, t.Any]]:
+        """A resource's whole list: its pages on the shared pool, unless asked from one of the pool's own workers."""
+        in_pool = threading.current_thread().name.startswith("closum-write")
+        return read_list(self.client, resource, None if in_pool else self.executor)
+
+    def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
+        """The index of ``resource`` by ``fields``; None when this account does not serve the resource (404)."""
+        if resource.name in self._unserved:
+            return None
+        try:
+            return self.indexes.get(resource, fields)
+        except ClosumNotFoundError:
+            self._unserved.add(resource.name)
+            return None
+
+    def note_written(self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
+        """A record the run created or matched: the indexes of its resource know it from now on."""
+        self.indexes.note(resource.name, payload, closum_id)
+
+    # -- parents before children --------------------------------------------------
+    def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
+        """A sink of ``resource_name`` says how to write what it holds."""
+        with self._flush_lock:
+            self._flushes.setdefault(resource_name, []).append(flush)
+
+    def flush_resources(self, resource_names: t.Iterable[str]) -> None:
+        """Write what the sinks of these resources hold, and return once it is written."""
+        with self._flush_lock:
+            flushes = [f for name in resource_names for f in self._flushes.get(name, ())]
+        for flush in flushes:
+            flush()
+
     def open(self) -> None:
         """Create the shared objects in the main thread, before any worker needs them. Idempotent.
 
@@ -94,7 +138,7 @@ class LoadContext:
         if self._opened:
             return
         self._opened = True
-        _ = self.ledger, self.rejects
+        _ = self.ledger, self.rejects, self.indexes
         if not self.dry_run:
             self.executor.submit(_quiet_token, self.client)
 

@@ -10,6 +10,11 @@ Rules, in order:
    (``lead``, ``leads``, ``contact_type``, ``contact-types``...).
 3. Anything else is refused at its SCHEMA message with one line that names the
    stream and says how to map or deselect it.
+
+``resource_map[stream].match_on`` names the fields that identify a record on
+the server (see :data:`target_closum.index.MATCH_FIELDS`); contact types,
+audience lists and lead audience lists are matched on their name (the pair of
+ids) whether it is set or not.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from closum_api import registry
 from closum_api.errors import ClosumError
 from closum_api.registry import Resource, Verb
+from target_closum.index import DEFAULT_MATCH_ON, MATCH_FIELDS
 
 ACTIONS = ("create", "update", "upsert")
 LOAD_METHODS = ("append-only", "upsert", "overwrite")
@@ -37,10 +43,12 @@ class StreamMapping:
     stream: str
     resource: Resource
     action: str
+    match_on: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """``stream → resource (action)``, as the logs show it."""
-        return f"{self.stream} → {self.resource.name} ({self.action})"
+        """``stream → resource (action)``, as the logs show it, with the fields it is matched on."""
+        matched = f", matched on {', '.join(self.match_on)}" if self.match_on else ""
+        return f"{self.stream} → {self.resource.name} ({self.action}{matched})"
 
 
 def writable_resources() -> tuple[Resource, ...]:
@@ -128,14 +136,15 @@ def mapping_for(stream: str, resource_map: t.Mapping[str, t.Any], load_method: s
             f"{resource.name!r} is create-only (no update endpoint); use action 'create'"
         )
         raise ClosumConfigError(msg)
-    return StreamMapping(stream, resource, action)
+    return StreamMapping(stream, resource, action, check_match_on(stream, resource, entry.get("match_on")))
 
 
 def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
     """A stream not in ``resource_map``: the writable resource it is named like."""
     resource = resource_by_any_name(stream)
     if resource is not None and resource.has(Verb.CREATE):
-        return StreamMapping(stream, resource, default_action(resource, load_method))
+        match_on = DEFAULT_MATCH_ON.get(resource.name, ())
+        return StreamMapping(stream, resource, default_action(resource, load_method), match_on)
     if resource is not None:
         msg = (
             f"stream {stream!r} cannot be loaded: Closum resource {resource.name!r} is read-only "
@@ -148,3 +157,41 @@ def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
             f"{_example(stream)} (resources: {_writable_names()}), or deselect it in the tap"
         )
     raise ClosumConfigError(msg)
+
+
+def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str, ...]:
+    """The fields a stream's records are matched on, in key order; refuse, with one line, a ``match_on`` that cannot be.
+
+    Args:
+        stream: the input stream's name.
+        resource: the resource it is written to.
+        value: ``resource_map[stream].match_on`` (None when not set).
+
+    Returns:
+        The fields (the resource's default when not set; none for leads, emails and phones).
+
+    Raises:
+        ClosumConfigError: not a list of the resource's key fields, or not the fixed key of a resource matched always.
+    """
+    default = DEFAULT_MATCH_ON.get(resource.name, ())
+    if value is None:
+        return default
+    allowed = MATCH_FIELDS.get(resource.name, ())
+    where = f"resource_map[{stream!r}].match_on"
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        msg = f"{where} must be a non-empty list of field names, one of {', '.join(allowed)}"
+        raise ClosumConfigError(msg)
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        msg = f"{where}: {', '.join(map(repr, unknown))} cannot identify a {resource.name}; use {', '.join(allowed)}"
+        raise ClosumConfigError(msg)
+    fields = tuple(f for f in allowed if f in value)
+    if default and fields != default:
+        msg = f"{where}: a {resource.name} is always matched on {' and '.join(default)}; drop match_on"
+        raise ClosumConfigError(msg)
+    if resource.name == "phone" and "number" not in fields:
+        msg = f"{where}: a phone is matched on its number (and extension); add 'number'"
+        raise ClosumConfigError(msg)
+    return fields

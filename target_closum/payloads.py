@@ -9,6 +9,8 @@ What happens to a record, in order:
   inside ``email``/``phone``/opt-ins; the opt-in's ``lead_id`` /
   ``unqualified_lead_id`` / ``creation_date``.
 - Null values are dropped (a null is the same as an absent field to Closum).
+- Surrounding whitespace of an email address is trimmed (before validation,
+  matching and sending): a CRM export's " Ana@Example.com " is valid.
 - Nested ``email`` / ``phone`` / ``lead_opt_in`` / ``unqualified_lead_opt_in``
   are shaped as the API wants: a plain string ``email`` becomes
   ``{"email": ...}`` (and a plain ``phone`` ``{"number": ...}``); a JSON string
@@ -92,11 +94,17 @@ def _drop_nulls(obj: dict[str, t.Any]) -> dict[str, t.Any]:
     return {k: v for k, v in obj.items() if v is not None}
 
 
+def _trimmed(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
 def _email_object(value: object) -> object:
     if isinstance(value, str):
-        return {"email": value}
+        return {"email": value.strip()}
     if isinstance(value, t.Mapping):
         obj = _drop_nulls({k: v for k, v in value.items() if k != "id"})
+        if "email" in obj:
+            obj["email"] = _trimmed(obj["email"])
         return obj or None
     return value
 
@@ -181,7 +189,9 @@ def _shape_email(_resource: Resource, payload: dict[str, t.Any]) -> None:
     """An email given as ``{"email": ...}`` (a lead's nested shape) becomes the plain address."""
     value = payload.get("email")
     if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:
-        payload["email"] = value["email"]
+        value = value["email"]
+    if "email" in payload:
+        payload["email"] = _trimmed(value)
 
 
 def _shape_phone(_resource: Resource, payload: dict[str, t.Any]) -> None:

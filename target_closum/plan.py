@@ -8,7 +8,7 @@ write carries them out, so the two can never disagree.
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 if t.TYPE_CHECKING:
     from target_closum.ledger import Entry
@@ -22,8 +22,10 @@ class Item:
         record: the record as received.
         key: its ledger key.
         payload: the request body built from it.
-        payload_hash: the hash of ``payload``.
+        payload_hash: the hash of ``payload`` (and of the names its lookups hold, before they are resolved).
         record_id: the Closum id the record names, if any.
+        names: lookup field → the name to resolve before the write (``city`` → ``Águeda``).
+        lists: the audience lists a lead joins once written.
     """
 
     record: dict[str, t.Any]
@@ -31,6 +33,8 @@ class Item:
     payload: dict[str, t.Any]
     payload_hash: str
     record_id: int | None
+    names: dict[str, str] = field(default_factory=dict)
+    lists: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,30 @@ class Update:
     closum_id: int
 
 
-Decision: t.TypeAlias = Skip | Create | Update
+@dataclass(frozen=True)
+class Match:
+    """Nothing to send: the server already holds the record (found by its match key) under this id.
+
+    Attributes:
+        closum_id: the id of the record found.
+    """
+
+    closum_id: int
 
 
-def decide(action: str, entry: Entry | None, item: Item) -> Decision:
+Decision: t.TypeAlias = Skip | Create | Update | Match
+
+
+def decide(action: str, entry: Entry | None, item: Item, matched_id: int | None = None) -> Decision:
     """What writing ``item`` takes under ``action``, given the ledger's ``entry`` for its key.
 
     - ``create``: a key the ledger holds as done is skipped (even when its payload
-      changed since); any other is created.
+      changed since); a record the server holds already (``matched_id``, found by
+      its match key) is matched; any other is created.
     - ``update`` / ``upsert``: a done key with the same payload (and, for update,
       the same id) is skipped. ``update`` updates the record's own id; ``upsert``
-      updates the id the ledger holds, else the record's own id, else creates.
+      updates the id the ledger holds, else the matched id, else the record's
+      own id, else creates.
 
     A ``pending`` entry counts as not written.
 
@@ -78,6 +95,7 @@ def decide(action: str, entry: Entry | None, item: Item) -> Decision:
         action: the stream's action (create, update or upsert).
         entry: the ledger's row for the item's key, if any.
         item: the record to write.
+        matched_id: the id of the record the server holds with the item's match key, if any.
 
     Returns:
         The decision.
@@ -87,9 +105,9 @@ def decide(action: str, entry: Entry | None, item: Item) -> Decision:
     """
     done = entry if entry is not None and entry.state == "done" else None
     if action == "create":
-        if done is None:
-            return Create()
-        return Skip(changed=done.payload_hash != item.payload_hash)
+        if done is not None:
+            return Skip(changed=done.payload_hash != item.payload_hash)
+        return Match(matched_id) if matched_id else Create()
     if (
         done is not None
         and done.payload_hash == item.payload_hash
@@ -101,5 +119,5 @@ def decide(action: str, entry: Entry | None, item: Item) -> Decision:
             msg = "action update needs the record's Closum id in field id"
             raise ValueError(msg)
         return Update(item.record_id)
-    target_id = done.closum_id if done is not None and done.closum_id else item.record_id
+    target_id = done.closum_id if done is not None and done.closum_id else matched_id or item.record_id
     return Update(target_id) if target_id else Create()

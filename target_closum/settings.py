@@ -19,6 +19,7 @@ DEFAULT_LEDGER_PATH = "closum-ledger.sqlite"
 DEFAULT_DRY_RUN = False
 DEFAULT_LOAD_METHOD = "append-only"
 DEFAULT_BATCH_ROWS = 1000
+DEFAULT_CREATE_MISSING_REFERENCES = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TargetSettings:
         load_method: ``append-only`` or ``upsert`` (``overwrite`` is refused).
         resource_map: input stream name → ``{"resource": ..., "action": ...}``.
         batch_size_rows: records held per stream before they are written.
+        create_missing_references: create the contact types and audience lists a record names that do not exist.
     """
 
     rejects_path: str = DEFAULT_REJECTS_PATH
@@ -40,6 +42,7 @@ class TargetSettings:
     load_method: str = DEFAULT_LOAD_METHOD
     resource_map: t.Mapping[str, t.Mapping[str, t.Any]] = field(default_factory=dict)
     batch_size_rows: int = DEFAULT_BATCH_ROWS
+    create_missing_references: bool = DEFAULT_CREATE_MISSING_REFERENCES
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TargetSettings:
@@ -67,6 +70,9 @@ class TargetSettings:
             load_method=load_method,
             resource_map=dict(resource_map),
             batch_size_rows=int(config.get("batch_size_rows") or DEFAULT_BATCH_ROWS),
+            create_missing_references=bool(
+                config.get("create_missing_references") or DEFAULT_CREATE_MISSING_REFERENCES
+            ),
         )
         for stream in settings.resource_map:
             settings.mapping_for(stream)

@@ -1,10 +1,17 @@
 """The sink: the SDK's per-stream reader of records, a bounded batch at a time.
 
 Records are turned into payloads and validated as they arrive (refused ones go
-to the rejects file at once); valid ones wait in the batch. When the batch is
-drained, the stream's :class:`StreamWriter` writes it and returns only when
-every record is written, skipped or rejected, so the SDK emits the tap's STATE
-only after the records before it are safe.
+to the rejects file at once); their lookup fields (``city``, ``audience_lists``...)
+are taken out and validated as the ids they will become. Valid records wait in
+the sink's queue. When the batch is drained, the stream's :class:`StreamWriter`
+writes it and returns only when every record is written, skipped or rejected,
+so the SDK emits the tap's STATE only after the records before it are safe.
+
+Parents before children: each sink registers its flush with the run's
+:class:`LoadContext`, and a writer has the sinks of the resources its records
+refer to flushed before it writes (a membership waits for its lead and list).
+The queue is the sink's own, under a lock, so a batch taken out for writing is
+written before a child's flush returns, whichever thread drains it.
 
 A sink reaches everything it shares with other streams (client, ledger,
 rejects file, thread pool, tallies) through the :class:`LoadContext` the target
@@ -13,11 +20,13 @@ hands it; it never calls the target.
 
 from __future__ import annotations
 
+import threading
 import typing as t
 
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
+from target_closum.lookups import extract, with_placeholders
 from target_closum.payloads import build_payload, canonical_json, payload_hash, record_id, validation_message
 from target_closum.plan import Item
 from target_closum.writer import StreamWriter
@@ -57,6 +66,9 @@ class ClosumSink(BatchSink):
         self.action = self.mapping.action
         self.dry_run = load.dry_run
         self._invalid_reason: str | None = None
+        self._queue: list[Item] = []
+        self._queue_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         super().__init__(target, stream_name, schema, key_properties)
         self.writer = StreamWriter(load, self.mapping, self.logger)
 
@@ -71,6 +83,7 @@ class ClosumSink(BatchSink):
         super().setup()
         self.logger.info("Loading stream %s", self.mapping.describe() + (" [dry run]" if self.dry_run else ""))
         self.load.open()
+        self.load.register_flush(self.resource.name, self.flush)
         if not self.dry_run and self.load.first_recovery(self.stream_name):
             self.writer.recover_pending()
 
@@ -105,8 +118,13 @@ class ClosumSink(BatchSink):
             reason, self._invalid_reason = self._invalid_reason, None
             self.writer.reject(record, None, None, reason)
             return
-        payload = build_payload(self.resource, record, self.key_properties)
-        problem = validation_message(self.resource, payload)
+        _ = context  # the batch is the sink's own queue
+        extracted = extract(self.resource.name, record)
+        if extracted.problem:
+            self.writer.reject(record, None, None, extracted.problem)
+            return
+        payload = build_payload(self.resource, extracted.record, self.key_properties)
+        problem = validation_message(self.resource, with_placeholders(self.resource.name, payload, extracted.names))
         if problem:
             self.writer.reject(record, payload, None, problem)
             return
@@ -114,13 +132,22 @@ class ClosumSink(BatchSink):
         if self.action == "update" and rid is None:
             self.writer.reject(record, payload, None, "action update needs the record's Closum id in field id")
             return
-        p_hash = payload_hash(payload)
-        item = Item(record, self.record_key(record, p_hash), payload, p_hash, rid)
-        context.setdefault("records", []).append(item)
+        lookups = dict(extracted.names) | ({"audience_lists": list(extracted.lists)} if extracted.lists else {})
+        p_hash = payload_hash(payload | {"_lookups": lookups} if lookups else payload)
+        item = Item(record, self.record_key(record, p_hash), payload, p_hash, rid, extracted.names, extracted.lists)
+        with self._queue_lock:
+            self._queue.append(item)
 
     # -- per batch -----------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
         """Write the batch; return once every record is written, skipped or rejected."""
-        items: list[Item] = context.pop("records", [])
-        if items:
-            self.writer.write_batch(items)
+        _ = context  # the batch is the sink's own queue
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what the queue holds; return once it is written (also when another stream asks, see the module)."""
+        with self._flush_lock:
+            with self._queue_lock:
+                items, self._queue = self._queue, []
+            if items:
+                self.writer.write_batch(items)

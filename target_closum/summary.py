@@ -5,7 +5,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-FIELDS = ("created", "updated", "skipped", "rejected", "reconciled", "recovered", "would_create", "would_update")
+FIELDS = (
+    "created",
+    "updated",
+    "skipped",
+    "rejected",
+    "reconciled",
+    "recovered",
+    "would_create",
+    "would_update",
+    "matched",
+    "references_created",
+)
 
 
 @dataclass
@@ -24,6 +35,8 @@ class Tally:
     recovered: int = 0  # writes left pending by an earlier run, settled before this run's
     would_create: int = 0
     would_update: int = 0
+    matched: int = 0  # found on the server by match_on (or a default match): not created again
+    references_created: int = 0  # contact types / audience lists created for a lookup (create_missing_references)
     changed_but_skipped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -54,7 +67,8 @@ class Tally:
         else:
             body = (
                 f"created {self.created}, updated {self.updated}, skipped as already loaded {self.skipped}, "
-                f"rejected {self.rejected}"
+                f"rejected {self.rejected}, matched existing {self.matched}, "
+                f"references created {self.references_created}"
             )
             if self.reconciled:
                 body += f" ({self.reconciled} of the created found on the server after a lost answer)"

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import sqlite3
 import sys
 import typing as t
+from pathlib import Path
 
+import click
 from singer_sdk import Target
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.io_base import SingerReader
-from singer_sdk.singerlib.exceptions import InvalidInputLine, SingerReadError
-from singer_sdk.singerlib.json import deserialize_json
 
 from closum_api import DISTRIBUTION, __version__
 from closum_api.config import SharedSettings, connection_properties
-from closum_api.errors import ClosumError
+from closum_api.failure import ClosumSettingsError, check_config_files, fail
+from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.load import LoadContext
 from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
+from target_closum.reader import BadInputError, ClosumReader
 from target_closum.settings import (
     DEFAULT_BATCH_ROWS,
+    DEFAULT_CREATE_MISSING_REFERENCES,
     DEFAULT_DRY_RUN,
     DEFAULT_LEDGER_PATH,
     DEFAULT_LOAD_METHOD,
@@ -28,9 +32,15 @@ from target_closum.settings import (
 )
 from target_closum.sinks import ClosumSink
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 if t.TYPE_CHECKING:
     from types import FrameType
 
+    from singer_sdk.plugin_base import _ConfigInput
     from singer_sdk.sinks import Sink
 
     from closum_api.client import ClosumClient
@@ -39,16 +49,28 @@ if t.TYPE_CHECKING:
 USER_AGENT = f"target-closum/{__version__}"
 
 
-class _QuietReader(SingerReader):
-    """The SDK's reader, minus the traceback it logs for a line that is not JSON."""
+def path_problem(path: str) -> str | None:
+    """Why a file the target appends to cannot be written there, if that can be told before writing.
 
-    def deserialize_json(self, line: str) -> dict:
-        try:
-            return deserialize_json(line)
-        except ValueError:
-            shown = line.strip()[:120]
-            msg = f"line is not JSON: {shown!r}"
-            raise InvalidInputLine(msg) from None
+    Args:
+        path: the file (created with its directories when first written).
+
+    Returns:
+        The reason, or ``None`` when it looks writable.
+    """
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory"
+    if target.exists():
+        return None if os.access(target, os.W_OK) else "permission denied"
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"permission denied in {parent}"
+    return None
 
 
 class TargetClosum(Target):
@@ -57,7 +79,7 @@ class TargetClosum(Target):
     name = "target-closum"
     package_name = DISTRIBUTION
     default_sink_class = ClosumSink
-    message_reader_class = _QuietReader
+    message_reader_class = ClosumReader
 
     config_jsonschema = th.PropertiesList(
         *connection_properties(),
@@ -79,14 +101,32 @@ class TargetClosum(Target):
                         description="create (POST), update (PUT by the record's id) or upsert "
                         "(PUT when the id is given or known from the ledger, else POST).",
                     ),
+                    th.Property(
+                        "match_on",
+                        th.ArrayType(th.StringType),
+                        description="Fields that identify a record already in Closum, which is then not created "
+                        "again (counted 'matched existing'; upsert updates it): leads and unqualified leads email "
+                        "and/or phone, emails email, phones number (+ extension). Contact types (label), audience "
+                        "lists (name) and lead audience lists (lead_id + audience_list_id) are always matched. "
+                        "Costs one read of the resource's list per run.",
+                    ),
                     additional_properties=False,
                 ),
             ),
             title="Resource map",
             description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
-            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert}. '
+            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert, '
+            '"match_on": [fields]}. '
             "Streams not listed map by name (leads, lead, contact-types...) with action create. "
             "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
+        ),
+        th.Property(
+            "create_missing_references",
+            th.BooleanType,
+            default=DEFAULT_CREATE_MISSING_REFERENCES,
+            title="Create missing references",
+            description="Create the contact types (a record's contact_type) and audience lists (audience_lists, "
+            "audience_list) that a record names and Closum does not have; otherwise such a record is rejected.",
         ),
         th.Property(
             "rejects_path",
@@ -133,13 +173,33 @@ class TargetClosum(Target):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Build the target; settings that can never work are refused here, with one line."""
-        self._stop_signal: int | None = None
+        """Build the target; settings that can never work are refused here, with one line.
+
+        Raises:
+            ClosumSettingsError: the rejects or ledger file cannot be written where the settings say.
+        """
         self._finished = False
+        #: the last STATE read at a moment every record read so far was written
+        self._safe_state: dict | None = None
+        self._emitted_state: dict | None = None
         super().__init__(*args, **kwargs)
         self.settings = TargetSettings.from_config(self.config)
+        if not self.settings.dry_run:
+            for name, path in (
+                ("rejects_path", self.settings.rejects_path),
+                ("ledger_path", self.settings.ledger_path),
+            ):
+                problem = path_problem(path)
+                if problem:
+                    msg = f"{name} {path!r} cannot be written: {problem}"
+                    raise ClosumSettingsError(msg)
         self.max_parallelism = 4
         self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
+
+    @property
+    def reader(self) -> ClosumReader:
+        """The target's Singer reader (:attr:`message_reader_class`)."""
+        return t.cast("ClosumReader", self.message_reader)
 
     @property
     def client(self) -> ClosumClient:
@@ -190,6 +250,9 @@ class TargetClosum(Target):
         )
         try:
             sink.setup()
+        except sqlite3.Error as exc:
+            msg = f"ledger_path {self.settings.ledger_path!r} cannot be used: {exc}"
+            raise ClosumSettingsError(msg) from None
         except Exception:
             # As the SDK's add_sink says it; the run's one-line failure follows.
             self.logger.error("Error initializing target sink '%s'", self.name)  # noqa: TRY400  # no traceback
@@ -198,36 +261,84 @@ class TargetClosum(Target):
         return sink
 
     # -- run lifecycle ---------------------------------------------------------------
+    def _note_safe_state(self) -> None:
+        """Remember the latest STATE when every record read so far is written (no sink holds any)."""
+        if (
+            self._latest_state
+            and not self._sinks_to_clear
+            and all(sink.current_size == 0 for sink in self._sinks_active.values())
+        ):
+            self._safe_state = self._latest_state
+
+    @override
     def _process_record_message(self, message_dict: dict) -> None:
-        try:
-            super()._process_record_message(message_dict)
-        except BaseException:
-            self.finish()  # a failed mid-stream drain: still one summary line per stream
-            raise
-        if self._stop_signal is not None:
-            self._stop_now()
+        super()._process_record_message(message_dict)
+        self._note_safe_state()  # a full batch was just written, perhaps
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
-        """SIGTERM/SIGINT: write what was read, emit STATE, stop; never mid-batch."""
+    @override
+    def _process_state_message(self, message_dict: dict) -> None:
+        super()._process_state_message(message_dict)
+        self._note_safe_state()
+
+    @override
+    def _write_state_message(self, state: dict) -> None:
+        super()._write_state_message(state)
+        self._emitted_state = state
+
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: no new write starts, every wait ends; the writes in flight finish or stay pending.
+
+        Blocked on its input, the target stops at once; otherwise the reader
+        or the writer raises ``ClosumStopped`` at its next step, :meth:`listen`
+        emits the last STATE whose records are all written, and :meth:`invoke`
+        exits with 128 + ``signum``.
+        """
         _ = frame  # where the signal interrupted: not needed
-        if self.load.is_busy:
-            if self._stop_signal is None:
-                self.logger.info("Received signal %d during writes; stopping once the writes in flight end", signum)
-            self._stop_signal = signum
-            return
-        self._stop_signal = signum
-        self._stop_now()
+        if STOP.stopping():
+            return  # a second signal: the stop is already under way
+        STOP.request_stop(signum)
+        self.logger.warning(
+            "Received %s: stopping; no new write starts, the writes in flight finish", signal_name(signum)
+        )
+        if self.reader.waiting_for_input:
+            raise ClosumStopped(signum)
 
-    def _stop_now(self) -> None:
-        self.logger.info("Stopping on signal %s: writing the records read so far", self._stop_signal)
-        self.process_endofpipe()
-        sys.exit(0)
+    # The SDK offers no hook around the whole run but this method.
+    @override  # type: ignore[misc]  # listen is final in the SDK: no other place to wind down after a failure
+    def listen(self, file_input: t.IO[str] | None = None) -> None:
+        """Read and write everything; on a failure, first finish or record what can be.
+
+        - a stop: the STATE of what is written goes out (writes already sent are done or pending);
+        - a line that is not a Singer message: what came before it is written, rejected and
+          its STATE emitted, then the run ends naming the line;
+        - anything else: the summary lines, and the resources are released.
+        """
+        try:
+            super().listen(file_input)
+        except ClosumStopped:
+            self._emit_safe_state()
+            raise
+        except BadInputError:
+            try:
+                self.process_endofpipe()
+            except ClosumStopped:
+                self._emit_safe_state()
+                raise
+            raise
+        finally:
+            self.finish()
+
+    def _emit_safe_state(self) -> None:
+        """After a stop: emit the last STATE whose records are all written, unless it is out already."""
+        state = self._safe_state
+        if state is not None and state != self._emitted_state:
+            self._write_state_message(copy.deepcopy(state))
 
     def process_endofpipe(self) -> None:
-        """Write what is left (writes in progress hold off a termination signal), then finish."""
+        """Write what is left and emit the last STATE, then finish."""
         try:
-            with self.load.busy():
-                super().process_endofpipe()
+            super().process_endofpipe()
         finally:
             self.finish()
 
@@ -253,23 +364,58 @@ class TargetClosum(Target):
         self.load.report_budget(self.logger, self.metrics_logger)
         self.load.close()
 
+    # -- the command line: every failure ends the run with one line ------------------
     @classmethod
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
-        """Run the target; a failure of the run ends it with one line, not a traceback."""
-        try:
-            super().invoke(*args, **kwargs)
-        except ConfigValidationError as exc:
-            cls._fail("invalid settings: " + ("; ".join(getattr(exc, "errors", []) or []) or str(exc)))
-        except ClosumError as exc:
-            cls._fail(str(exc))
-        except SingerReadError as exc:
-            cls._fail(f"the input is not Singer messages: {exc}")
+    @override
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command; ``--input`` is opened by :meth:`invoke`, which names a file it cannot read."""
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name == "file_input":
+                param.type = click.STRING
+        return command
 
     @classmethod
-    def _fail(cls, message: str) -> t.NoReturn:
-        """End the run with one line (no traceback) and exit code 1."""
-        cls.logger.error("target-closum failed: %s", message)
-        sys.exit(1)
+    @override
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> _ConfigInput:
+        """The SDK's ``--config`` reading; a missing or invalid file ends the run with one line."""
+        try:
+            check_config_files(value)
+        except ClosumSettingsError as exc:
+            fail(cls.logger, cls.name, exc)
+        return super().cb_config(ctx, param, value)
+
+    @classmethod
+    @override
+    def invoke(  # type: ignore[override]  # --input arrives as a path (get_singer_command)
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: _ConfigInput | None = None,
+        file_input: str | None = None,
+    ) -> None:
+        """Run the target; any failure ends it with one line (a traceback only at log level DEBUG).
+
+        Args:
+            about: print the target's metadata and settings.
+            about_format: the format of ``--about``.
+            config: the settings read from ``--config``.
+            file_input: a file to read instead of standard input.
+        """
+        try:
+            if file_input is None:
+                super().invoke(about=about, about_format=about_format, config=config)
+                return
+            try:
+                handle = Path(file_input).open(encoding="utf-8")  # noqa: SIM115  # closed below, after the run
+            except OSError as exc:
+                msg = f"cannot read the --input file {file_input!r}: {exc.strerror or exc}"
+                raise ClosumSettingsError(msg) from None
+            with handle:
+                super().invoke(about=about, about_format=about_format, config=config, file_input=handle)
+        except Exception as exc:  # noqa: BLE001  # every failure ends the run with one line
+            fail(cls.logger, cls.name, exc)
 
 
 if __name__ == "__main__":

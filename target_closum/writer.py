@@ -15,16 +15,29 @@ connection) is followed by a search of the server before any new POST, and a
 stream's first write. A create, its retries, the token it needs and its
 searches draw from one retry budget. A 2xx that is not the envelope ends the
 run at once, the intent left pending for the next run to settle.
+
+Before a batch is written, the streams it refers to are written first (see
+:data:`target_closum.lookups.PARENTS`) and the indexes it needs are read (each
+once per run, on the pool). Each record's lookups are then resolved, its ids
+translated, and its match key looked up in the index while the key is held, so
+two writers never create the same key twice. A lead's ``audience_lists`` become
+memberships once the lead is written, through a helper writer of the stream
+``<stream>.audience_lists``; a missing contact type or audience list is created
+(``create_missing_references``) through a helper writer of ``<stream>.<resource>``.
+Both keep their writes in the ledger like any stream.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import threading
 import typing as t
 from concurrent.futures import Future, wait
+from dataclasses import dataclass
 
-from closum_api import registry, retry, stop
+from closum_api import registry, retry
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -32,21 +45,38 @@ from closum_api.errors import (
     ClosumFatalError,
     ClosumOutcomeUnknown,
 )
+from closum_api.failure import describe
 from closum_api.retry import TRANSIENT, ClosumGaveUp
-from target_closum.payloads import canonical_json
-from target_closum.plan import Create, Item, Skip, Update, decide
+from closum_api.stop import STOP, ClosumStopped
+from target_closum.index import DEFAULT_MATCH_ON, fold_name
+from target_closum.lookups import (
+    AUDIENCE_LIST,
+    MEMBERSHIPS,
+    PARENTS,
+    TRANSLATED,
+    ClosumLookupError,
+    Lookup,
+    LookupMissError,
+    find,
+    lookup_for,
+    not_found,
+)
+from target_closum.mapping import StreamMapping
+from target_closum.payloads import canonical_json, payload_hash
+from target_closum.plan import Create, Item, Match, Skip, Update, decide
 from target_closum.reconcile import find_created
+from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
     import logging
 
     from closum_api.registry import Resource
+    from target_closum.index import ServerIndex
     from target_closum.ledger import Entry
     from target_closum.load import LoadContext
-    from target_closum.mapping import StreamMapping
 
-# Failures that end the run as they are: their line already says what to fix.
-_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, stop.ClosumStopped)
+# Failures that end the run as they are: their one line already says what to fix.
+_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped)
 
 
 class ClosumWriteError(ClosumError):
@@ -55,6 +85,18 @@ class ClosumWriteError(ClosumError):
 
 class _UnresolvedError(Exception):
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
+
+
+class _Settled(Exception):  # noqa: N818  # a signal inside the writer, not an error
+    """The last look after a spent budget found the record: the create is settled.
+
+    Attributes:
+        closum_id: the record's id.
+    """
+
+    def __init__(self, closum_id: int) -> None:
+        super().__init__(closum_id)
+        self.closum_id = closum_id
 
 
 class _CreateOp:
@@ -75,8 +117,19 @@ class _CreateOp:
         self.search_first = recovering
 
 
-class _Settled(Exception):  # noqa: N818  # a signal inside the writer, not an error
-    """The last look after a spent budget found the record: the create is settled."""
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one record.
+
+    Attributes:
+        closum_id: the id it has in Closum (None when rejected).
+        kind: created, matched, updated, skipped or rejected.
+        message: why it was rejected.
+    """
+
+    closum_id: int | None
+    kind: str
+    message: str = ""
 
 
 class StreamWriter:
@@ -88,19 +141,46 @@ class StreamWriter:
         logger: where the stream's messages go.
     """
 
-    def __init__(self, load: LoadContext, mapping: StreamMapping, logger: logging.Logger) -> None:
-        """Take the stream's tally from the run's context."""
+    def __init__(
+        self,
+        load: LoadContext,
+        mapping: StreamMapping,
+        logger: logging.Logger,
+        *,
+        tally: Tally | None = None,
+        helper: bool = False,
+    ) -> None:
+        """Take the stream's tally from the run's context.
+
+        Args:
+            load: what all streams of the run share.
+            mapping: the stream's resource, action and match key.
+            logger: where the stream's messages go.
+            tally: a tally of its own (a helper that creates references), instead of the stream's.
+            helper: a helper writer of another stream's memberships or references: its ids are this
+                account's own, never translated, and a helper with its own tally writes no rejects.
+        """
         self.load = load
         self.mapping = mapping
         self.stream_name = mapping.stream
         self.resource: Resource = mapping.resource
         self.action = mapping.action
         self.dry_run = load.dry_run
-        self.tally = load.tally_for(mapping)
+        self.tally = tally if tally is not None else load.tally_for(mapping)
+        self.writes_rejects = tally is None
+        self.translates = not helper
         self.logger = logger
+        self._helpers: dict[str, StreamWriter] = {}
+        self._helpers_lock = threading.Lock()
+        # A helper is asked for the same key from several threads at once (two leads join one list):
+        # a key is written by one of them at a time. A stream's own keys are in one group already.
+        self._ledger_key_locks: dict[str, threading.Lock] | None = {} if helper else None
 
     def recover_pending(self) -> None:
-        """Settle the creates a killed run left pending for this stream."""
+        """Settle the creates a killed run left pending for this stream (and for its helpers)."""
+        for kind in (MEMBERSHIPS, "contact_type", "audience_list"):
+            if self.load.ledger.pending(f"{self.stream_name}.{kind}"):
+                self.helper(kind).recover_pending()
         entries = self.load.ledger.pending(self.stream_name)
         if not entries:
             return
@@ -116,13 +196,126 @@ class StreamWriter:
     # -- per record: the SDK's checks become rejects, not crashes ----------------
     def reject(
         self, record: t.Mapping[str, t.Any], payload: t.Mapping[str, t.Any] | None, status: int | None, message: str
-    ) -> None:
+    ) -> Outcome:
         """Count a record as rejected and, unless in a dry run, append it to the rejects file."""
         self.tally.add("rejected")
         if self.dry_run:
             self.logger.warning("Would reject a record of stream %s: %s", self.stream_name, message)
-            return
-        self.load.rejects.write(stream=self.stream_name, record=record, payload=payload, status=status, message=message)
+        elif self.writes_rejects:
+            self.load.rejects.write(
+                stream=self.stream_name, record=record, payload=payload, status=status, message=message
+            )
+        return Outcome(None, "rejected", message)
+
+    # -- helpers: memberships and created references -------------------------------
+    def helper(self, kind: str) -> StreamWriter:
+        """The writer of this stream's memberships (``audience_lists``) or of the references it creates."""
+        with self._helpers_lock:
+            if kind not in self._helpers:
+                resource = registry.get("lead_audience_list" if kind == MEMBERSHIPS else kind)
+                mapping = StreamMapping(
+                    f"{self.stream_name}.{kind}", resource, "create", DEFAULT_MATCH_ON.get(resource.name, ())
+                )
+                own = None if kind == MEMBERSHIPS else Tally(mapping.stream, resource.name, "create")
+                self._helpers[kind] = StreamWriter(self.load, mapping, self.logger, tally=own, helper=True)
+            return self._helpers[kind]
+
+    # -- before a batch: parents written, indexes read --------------------------------
+    def prepare(self, items: t.Sequence[Item]) -> None:
+        """Write the streams this batch refers to, and read the indexes it needs (in the calling thread).
+
+        Raises:
+            ClosumLookupError: a lookup needs a list this account does not serve.
+        """
+        self.load.flush_resources(PARENTS.get(self.resource.name, ()))
+        fields = {f for item in items for f in item.names}
+        if any(item.lists for item in items):
+            fields.add(MEMBERSHIPS)
+        try:
+            self.match_index()
+            if MEMBERSHIPS in fields:
+                self.helper(MEMBERSHIPS).match_index()
+            for field in sorted(fields):
+                self.reference_index(lookup_for(self.resource.name, field), field)
+        except (ClosumLookupError, *_AS_THEY_ARE):
+            raise
+        except (ClosumError, *TRANSIENT) as exc:
+            msg = (
+                f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
+                f"names) after retries: {describe(exc)}; rerun to finish"
+            )
+            raise ClosumWriteError(msg) from exc
+
+    def match_index(self) -> ServerIndex | None:
+        """The index this stream's records are matched in; None without match_on (or when not served)."""
+        if not self.mapping.match_on:
+            return None
+        return self.load.index(self.resource, self.mapping.match_on)
+
+    def reference_index(self, lookup: Lookup, field: str) -> ServerIndex:
+        """The index a lookup resolves names in.
+
+        Raises:
+            ClosumLookupError: this account does not serve the list (another API revision).
+        """
+        reference = registry.get(lookup.reference)
+        index = self.load.index(reference, (lookup.key,))
+        if index is None:
+            msg = (
+                f"stream {self.stream_name}: field {field} needs Closum's {lookup.nouns}, but this account answers "
+                f"404 for GET {reference.list_path} (its API revision has no {lookup.nouns}); drop field {field} "
+                "from the input, or load into an account that has them"
+            )
+            raise ClosumLookupError(msg)
+        return index
+
+    def _resolve(self, item: Item) -> tuple[dict[str, t.Any], list[int]]:
+        """The item's payload with its names resolved and its ids translated, and the lists it joins.
+
+        Raises:
+            LookupMissError: a name resolves to nothing (that may be created) or to several records.
+        """
+        payload = dict(item.payload)
+        for field, name in sorted(item.names.items()):
+            lookup = lookup_for(self.resource.name, field)
+            payload[lookup.target] = self._resolve_name(lookup, name, field)
+        if self.translates:
+            by_name = {lookup_for(self.resource.name, f).target for f in item.names}
+            for field, reference in TRANSLATED.get(self.resource.name, {}).items():
+                value = payload.get(field)
+                if field not in by_name and isinstance(value, int) and not isinstance(value, bool):
+                    payload[field] = self.load.ledger.loaded_id(reference, value) or value
+        lists = [self._resolve_name(AUDIENCE_LIST, name, MEMBERSHIPS) for name in item.lists]
+        return payload, lists
+
+    def _resolve_name(self, lookup: Lookup, name: str, field: str) -> int:
+        index = self.reference_index(lookup, field)
+        found = find(index, lookup, name)
+        if found is not None:
+            return found
+        if lookup.creatable and self.load.settings.create_missing_references:
+            created = self.helper(lookup.reference).write_reference(lookup, name)
+            if created.closum_id is not None:
+                if created.kind == "created":
+                    self.tally.add("references_created")
+                return created.closum_id
+            msg = f"{field}: {lookup.noun} {name!r} could not be created in Closum: {created.message}"
+            raise LookupMissError(msg)
+        raise LookupMissError(not_found(index, lookup, name, field))
+
+    def write_reference(self, lookup: Lookup, name: str) -> Outcome:
+        """Create (or find, should another writer have just created it) the reference ``name``."""
+        payload = {lookup.key: name}
+        item = Item(payload, "name:" + canonical_json([fold_name(name)]), payload, payload_hash(payload), None)
+        return self.write_one(item)
+
+    def _join_lists(self, lead_id: int, list_ids: t.Sequence[int]) -> None:
+        """Make the lead a member of each list (matched on the pair: never twice)."""
+        writer = self.helper(MEMBERSHIPS)
+        for list_id in list_ids:
+            payload = {"lead_id": lead_id, "audience_list_id": list_id}
+            key = "pk:" + canonical_json([lead_id, list_id])
+            writer.write_one(Item(payload, key, payload, payload_hash(payload), None))
 
     # -- per batch -----------------------------------------------------------------
     def write_batch(self, items: list[Item]) -> None:
@@ -136,6 +329,7 @@ class StreamWriter:
                     self._plan(item)
             return
         with self.load.busy():
+            self.prepare(items)
             self._write_groups(list(groups.values()))
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
@@ -147,7 +341,7 @@ class StreamWriter:
 
         def run(group: list[Item]) -> None:
             for item in group:
-                if abort.is_set():
+                if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
                     return
                 try:
                     self._write(item)
@@ -162,11 +356,12 @@ class StreamWriter:
 
         futures: list[Future[None]] = [self.load.executor.submit(run, g) for g in groups]
         wait(futures)
+        STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]
             if isinstance(first, (ClosumWriteError, *_AS_THEY_ARE)) or not isinstance(first, (ClosumError, *TRANSIENT)):
                 raise first
-            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({first}); rerun to finish"
+            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
             raise ClosumWriteError(msg) from first
         if unresolved:
             msg = (
@@ -185,40 +380,78 @@ class StreamWriter:
         else:
             self.tally.add("would_create")
 
-    def _write(self, item: Item) -> None:
+    def write_one(self, item: Item) -> Outcome:
+        """Write one record (in the calling thread) and say what became of it."""
+        return self._write(item)
+
+    def _write(self, item: Item) -> Outcome:
+        if self._ledger_key_locks is None:
+            return self._write_key(item)
+        with self._helpers_lock:
+            lock = self._ledger_key_locks.setdefault(item.key, threading.Lock())
+        with lock:
+            return self._write_key(item)
+
+    def _write_key(self, item: Item) -> Outcome:
         ledger = self.load.ledger
         entry = ledger.get(self.stream_name, item.key)
         if entry is not None and entry.state == "pending":
             # An earlier create of this key lost its answer: settle it before anything else.
             self._settle_pending(entry, self.resource)
             entry = ledger.get(self.stream_name, item.key)
-        decision = decide(self.action, entry, item)
+        try:
+            payload, list_ids = self._resolve(item)
+        except LookupMissError as exc:
+            return self.reject(item.record, item.payload, None, str(exc))
+        item = dataclasses.replace(item, payload=payload)
+        index = self.match_index()
+        key = index.rule.key(payload) if index is not None else None
+        with index.key_lock(key) if index is not None else contextlib.nullcontext():
+            matches = index.ids(key) if index is not None and key is not None else []
+            outcome = self._carry_out(decide(self.action, entry, item, matches[0] if matches else None), item, entry)
+        if outcome.closum_id is not None and list_ids:
+            self._join_lists(outcome.closum_id, list_ids)
+        return outcome
+
+    def _carry_out(self, decision: Skip | Create | Update | Match, item: Item, entry: Entry | None) -> Outcome:
         if isinstance(decision, Skip):
             self.tally.add("skipped")
             if decision.changed:
                 self.tally.add("changed_but_skipped")
-        elif isinstance(decision, Create):
-            self._create(item)
-        else:
-            self._update(item, decision.closum_id)
+            return Outcome(entry.closum_id if entry is not None else None, "skipped")
+        if isinstance(decision, Match):
+            self.load.ledger.mark_done(
+                self.stream_name, item.key, self.resource.name, decision.closum_id, item.payload_hash, "match"
+            )
+            self.tally.add("matched")
+            return Outcome(decision.closum_id, "matched")
+        if isinstance(decision, Create):
+            return self._create(item)
+        return self._update(item, decision.closum_id)
 
-    def _update(self, item: Item, target_id: int) -> None:
+    def _update(self, item: Item, target_id: int) -> Outcome:
         try:
             self.load.client.update(self.resource, target_id, item.payload)
         except ClosumAuthError:
             raise
         except ClosumFatalError as exc:
-            self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-            return
+            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
         self.load.ledger.mark_done(
             self.stream_name, item.key, self.resource.name, target_id, item.payload_hash, "update"
         )
+        self.load.note_written(self.resource, item.payload, target_id)
         self.tally.add("updated")
+        return Outcome(target_id, "updated")
 
-    def _create(self, item: Item) -> None:
-        self._create_with_intent(item, self.resource)
+    def _create(self, item: Item) -> Outcome:
+        return self._create_with_intent(item, self.resource)
 
-    def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> None:
+    def _done(self, item: Item, resource: Resource, closum_id: int) -> None:
+        """A create settled: the ledger and the run's indexes know its id."""
+        self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, "create")
+        self.load.note_written(resource, item.payload, closum_id)
+
+    def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
         """POST behind a pending intent; on a lost answer, search before trying again; one budget for all.
 
         The intent is marked pending just before the first POST goes out. A pending
@@ -228,27 +461,29 @@ class StreamWriter:
         op = _CreateOp(item, resource, recovering=recovering)
         try:
             with retry.using(attempts):
-                while not self._create_round(op, attempts):
-                    pass
-        except _Settled:
-            return
+                while True:
+                    outcome = self._create_round(op, attempts)
+                    if outcome is not None:
+                        return outcome
+        except _Settled as settled:
+            return Outcome(settled.closum_id, "created")
         except BaseException:
             if not op.maybe_written:
                 self.load.ledger.forget(self.stream_name, item.key)  # never sent, or refused: not written
             raise
 
-    def _create_round(self, op: _CreateOp, attempts: retry.Attempts) -> bool:
-        """One search (when due) and one POST; True once the create is settled."""
+    def _create_round(self, op: _CreateOp, attempts: retry.Attempts) -> Outcome | None:
+        """One search (when due) and one POST; the outcome once the create is settled."""
         item, resource, ledger = op.item, op.resource, self.load.ledger
         if op.search_first:
             found = self._search(resource, item.payload, item.key)
             if found is not None:
-                ledger.mark_done(self.stream_name, item.key, resource.name, found, item.payload_hash, "create")
+                self._done(item, resource, found)
                 self._count_created(recovering=op.recovering, reconciled=True)
                 self.logger.info(
                     "Found the record of key %s on the server (id %d) after a lost answer", item.key, found
                 )
-                return True
+                return Outcome(found, "created")
             op.maybe_written = False
 
         def mark_pending() -> None:
@@ -270,35 +505,31 @@ class StreamWriter:
                 raise ClosumWriteError(msg) from None
             self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
             op.search_first = True
-            self._wait_after_unknown(attempts, exc, resource, item, recovering=op.recovering)
-            return False
+            self._wait_after_unknown(attempts, exc, op)
+            return None
         except ClosumFatalError as exc:
             if isinstance(exc, ClosumAuthError):
                 raise
             ledger.forget(self.stream_name, item.key)
-            self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-            return True
-        ledger.mark_done(self.stream_name, item.key, resource.name, new_id, item.payload_hash, "create")
+            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
+        self._done(item, resource, new_id)
         self._count_created(recovering=op.recovering, reconciled=False)
-        return True
+        return Outcome(new_id, "created")
 
-    def _wait_after_unknown(
-        self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, resource: Resource, item: Item, *, recovering: bool
-    ) -> None:
+    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> None:
         """Wait before the search that follows a lost answer; when the budget is spent, one last look."""
+        item, resource = op.item, op.resource
         try:
             pause = attempts.next_wait(exc, f"POST /{resource.path}")
         except ClosumGaveUp:
             found = self._search(resource, item.payload, item.key)
             if found is not None:
-                self.load.ledger.mark_done(
-                    self.stream_name, item.key, resource.name, found, item.payload_hash, "create"
-                )
-                self._count_created(recovering=recovering, reconciled=True)
-                raise _Settled from None
+                self._done(item, resource, found)
+                self._count_created(recovering=op.recovering, reconciled=True)
+                raise _Settled(found) from None
             msg = f"key {item.key} of stream {self.stream_name}"
             raise _UnresolvedError(msg) from None
-        stop.sleep(pause)
+        STOP.sleep(pause)
 
     def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
         """Look for the record of a lost answer, within the create's budget (the thread's current one)."""
@@ -309,7 +540,7 @@ class StreamWriter:
                 payload,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
-        except (ClosumAuthError, ClosumBadResponse, stop.ClosumStopped):
+        except (ClosumAuthError, ClosumBadResponse, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
@@ -323,12 +554,12 @@ class StreamWriter:
         if reconciled:
             self.tally.add("reconciled")
 
-    def _settle_pending(self, entry: Entry, resource: Resource) -> None:
+    def _settle_pending(self, entry: Entry, resource: Resource) -> Outcome:
         """Settle a pending create of the ledger: find it on the server, else create it."""
         payload = json.loads(entry.payload or "{}")
         # Not one of this run's records: a reject shows the payload in place of the record.
         item = Item(payload, entry.record_key, payload, entry.payload_hash, None)
-        self._create_with_intent(item, resource, recovering=True)
+        return self._create_with_intent(item, resource, recovering=True)
 
     def recover(self, entries: list[Entry]) -> int:
         """Settle the pending intents a killed run left for this stream; the number settled.

@@ -156,7 +156,7 @@ def test_a_stop_ends_a_pace_wait_at_once():
             pace.acquire()
     finally:
         timer.cancel()
-        stop.reset()
+        stop.STOP.clear()
     assert time.monotonic() - start < 2
     assert stopped.value.signum == 15
 

@@ -1,0 +1,180 @@
+"""How a run of the tap or the target ends on a failure: one line that says what to fix.
+
+Every path that ends a run goes through :func:`fail`: it logs
+``<program> failed: <what to fix>`` (the traceback only when the log level is
+DEBUG) and exits with :func:`exit_status`: 128 + the signal's number after a
+termination signal (143 for SIGTERM, 130 for SIGINT, as a shell reports it),
+else 1.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import sys
+import typing as t
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from singer_sdk.exceptions import ConfigValidationError
+
+from closum_api.errors import ClosumError
+from closum_api.stop import ClosumStopped
+
+#: Settings whose value never appears in a message.
+SECRET_SETTINGS = ("api_pw",)
+_SPACE = re.compile(r"\s+")
+_MAX = 500
+
+
+class ClosumSettingsError(ClosumError):
+    """A setting, a file named on the command line, or the input cannot be used as given."""
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status a run ended by ``exc`` reports.
+
+    Args:
+        exc: what ended the run.
+
+    Returns:
+        128 + the signal's number for a stop, else 1.
+    """
+    if isinstance(exc, ClosumStopped):
+        return 128 + exc.signum
+    return 1
+
+
+def settings_errors(exc: ConfigValidationError) -> str:
+    """The errors of a settings validation as one line, secrets never shown.
+
+    Args:
+        exc: the SDK's validation error.
+
+    Returns:
+        ``invalid settings: <error>; <error>``.
+    """
+    shown = []
+    for error in exc.errors or [str(exc)]:
+        secret = next((name for name in SECRET_SETTINGS if f"'{name}'" in error), None)
+        shown.append(
+            f"{secret} is not valid (a non-empty string is needed; the value is not shown)" if secret else error
+        )
+    return "invalid settings: " + "; ".join(shown)
+
+
+def _where(request: t.Any) -> str:  # noqa: ANN401  # a requests request or None
+    url = getattr(request, "url", None)
+    if not isinstance(url, str):
+        return "the Closum API"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _reason(exc: requests.RequestException) -> str:
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "no answer within request_timeout"
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the server closed the connection"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what ended the run and, where it can, what to fix.
+
+    Args:
+        exc: what ended the run.
+
+    Returns:
+        The line, without the program's name.
+    """
+    if isinstance(exc, ConfigValidationError):
+        text = settings_errors(exc)
+    elif isinstance(exc, ClosumError):
+        text = str(exc)
+    elif isinstance(exc, requests.exceptions.RequestException):
+        text = f"cannot reach {_where(exc.request)}: {_reason(exc)}; check api_url and that the server is up"
+    elif isinstance(exc, PermissionError):
+        text = f"permission denied: {exc.filename or exc}"
+    elif isinstance(exc, OSError) and exc.filename:
+        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (run with log level DEBUG for the traceback)"
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= _MAX else text[: _MAX - 1] + "…"
+
+
+def read_json_argument(kind: str, path: str | None, *, list_key: str | None = None) -> io.StringIO | None:
+    """Read a JSON file named on the command line (a catalog, a state), or say in one line why not.
+
+    Args:
+        kind: what the file is, for the message (``catalog``, ``state``).
+        path: the file, or ``None`` when the option was not given.
+        list_key: a key whose value must be a list (``streams`` for a catalog).
+
+    Returns:
+        The file's text, to be read again, or ``None``.
+
+    Raises:
+        ClosumSettingsError: the file cannot be read, is not JSON or has the wrong shape.
+    """
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read the {kind} file {path!r}: {getattr(exc, 'strerror', None) or exc}"
+        raise ClosumSettingsError(msg) from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        msg = f"the {kind} file {path!r} is not valid JSON: {exc}"
+        raise ClosumSettingsError(msg) from None
+    if not isinstance(value, dict) or (list_key is not None and not isinstance(value.get(list_key), list)):
+        shape = f"an object with a list '{list_key}'" if list_key else "an object"
+        msg = f"the {kind} file {path!r} is not a Singer {kind} ({shape})"
+        raise ClosumSettingsError(msg)
+    return io.StringIO(text)
+
+
+def check_config_files(paths: t.Iterable[str]) -> None:
+    """Check that each ``--config`` file (``ENV`` aside) is a readable JSON object.
+
+    Args:
+        paths: the ``--config`` values.
+
+    Raises:
+        ClosumSettingsError: one cannot be read or is not a JSON object.
+    """
+    for path in paths:
+        if path != "ENV":
+            read_json_argument("config", path)
+
+
+def fail(logger: logging.Logger, program: str, exc: BaseException) -> t.NoReturn:
+    """End the run: one line (the traceback only at DEBUG), then the exit status.
+
+    Args:
+        logger: the program's logger.
+        program: ``tap-closum`` or ``target-closum``.
+        exc: what ended the run.
+    """
+    logger.error(
+        "%s failed: %s",
+        program,
+        describe(exc),
+        exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+    )
+    sys.exit(exit_status(exc))

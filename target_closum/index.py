@@ -1,0 +1,303 @@
+"""What Closum already holds, by natural key: read once per run, kept current with the run's own writes.
+
+A :class:`KeyRule` says which fields identify a record of a resource and how
+they compare: emails case-folded and trimmed, phone numbers on their digits,
+names and labels case-, accent- and whitespace-insensitive (Unicode NFKD),
+ids as integers. A :class:`ServerIndex` maps each key to the ids that carry it;
+:class:`Indexes` builds each index once per run by reading the resource's whole
+list (page 1 tells the page count, the other pages are read on the run's pool),
+and adds every record the run itself creates to the indexes already built, so
+matching and lookups see the run's own writes without reading again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import typing as t
+import unicodedata
+from dataclasses import dataclass
+
+from closum_api.errors import ClosumFatalError
+
+if t.TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from closum_api.client import ClosumClient
+    from closum_api.registry import Resource
+
+PAGE_SIZE = 100  # as the tap reads
+DOCUMENTED_PAGE_SIZE = 25  # the fallback when a server refuses PAGE_SIZE
+
+Key: t.TypeAlias = tuple[object, ...]
+
+
+def fold_name(value: object) -> str:
+    """A name as compared: accents dropped (NFKD), case folded, whitespace collapsed ("  Águeda " → "agueda")."""
+    text = unicodedata.normalize("NFKD", str(value))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return " ".join(text.casefold().split())
+
+
+def fold_email(value: object) -> str:
+    """An email as compared: surrounding whitespace trimmed, case folded."""
+    return str(value).strip().casefold()
+
+
+def phone_digits(value: object) -> str:
+    """A phone number (or extension) as compared: its digits only ("517-388 1452" → "5173881452")."""
+    return "".join(ch for ch in str(value) if ch.isdigit())
+
+
+def _as_id(value: object) -> object:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _nested(record: t.Mapping[str, t.Any], name: str, part: str) -> object:
+    value = record.get(name)
+    if isinstance(value, t.Mapping):
+        return value.get(part)
+    return value if part == name else None
+
+
+# How each key field is read from a payload or a served record, and how it compares.
+_FOLD: dict[str, t.Callable[[object], object]] = {
+    "email": fold_email,
+    "phone": phone_digits,
+    "number": phone_digits,
+    "extension": phone_digits,
+    "label": fold_name,
+    "name": fold_name,
+    "city_name": fold_name,
+    "lead_id": _as_id,
+    "audience_list_id": _as_id,
+}
+_LEAD_LIKE = frozenset({"lead", "unqualified_lead"})
+
+#: The fields ``match_on`` may name, per resource; None: matching only when asked.
+MATCH_FIELDS: dict[str, tuple[str, ...]] = {
+    "lead": ("email", "phone"),
+    "unqualified_lead": ("email", "phone"),
+    "email": ("email",),
+    "phone": ("number", "extension"),
+    "contact_type": ("label",),
+    "audience_list": ("name",),
+    "lead_audience_list": ("lead_id", "audience_list_id"),
+}
+#: Resources matched even when ``match_on`` is not set: a duplicate of one is never wanted.
+DEFAULT_MATCH_ON: dict[str, tuple[str, ...]] = {
+    "contact_type": ("label",),
+    "audience_list": ("name",),
+    "lead_audience_list": ("lead_id", "audience_list_id"),
+}
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """The fields that identify a record of one resource.
+
+    Attributes:
+        resource: the resource's name.
+        fields: the key fields, in key order.
+    """
+
+    resource: str
+    fields: tuple[str, ...]
+
+    def _raw(self, record: t.Mapping[str, t.Any], field: str) -> object:
+        if self.resource in _LEAD_LIKE:
+            return _nested(record, field, "email" if field == "email" else "number")
+        return record.get(field)
+
+    def key(self, record: t.Mapping[str, t.Any]) -> Key | None:
+        """The key of a payload or a served record (they share their shape); None when it has none of the fields."""
+        values: list[object] = []
+        for field in self.fields:
+            raw = self._raw(record, field)
+            folded = None if raw is None else _FOLD[field](raw)
+            values.append(folded if folded not in {"", None} else None)
+        return tuple(values) if any(v is not None for v in values) else None
+
+    def label(self, record: t.Mapping[str, t.Any]) -> str:
+        """The key's values as a person reads them (``Águeda``), for messages."""
+        parts = [self._raw(record, f) for f in self.fields]
+        return " ".join(str(p).strip() for p in parts if p is not None)
+
+
+class ServerIndex:
+    """Ids by key for one resource and one :class:`KeyRule`. Thread-safe.
+
+    Args:
+        rule: what the keys are made of.
+    """
+
+    def __init__(self, rule: KeyRule) -> None:
+        """An empty index."""
+        self.rule = rule
+        self._ids: dict[Key, list[int]] = {}
+        self._labels: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._key_locks: dict[Key, threading.Lock] = {}
+
+    def add(self, record: t.Mapping[str, t.Any], closum_id: int) -> None:
+        """Index a record (served, or just written by the run) under its key."""
+        key = self.rule.key(record)
+        if key is None:
+            return
+        with self._lock:
+            ids = self._ids.setdefault(key, [])
+            if closum_id not in ids:
+                ids.append(closum_id)
+                ids.sort()
+            self._labels[closum_id] = self.rule.label(record)
+
+    def ids(self, key: Key) -> list[int]:
+        """The ids carrying ``key``, oldest first."""
+        with self._lock:
+            return list(self._ids.get(key, ()))
+
+    def label_of(self, closum_id: int) -> str:
+        """How the record of ``closum_id`` is named, as served."""
+        with self._lock:
+            return self._labels.get(closum_id, str(closum_id))
+
+    def labels(self) -> list[str]:
+        """Every name held, as served (for suggestions)."""
+        with self._lock:
+            return sorted(set(self._labels.values()))
+
+    def __len__(self) -> int:
+        """The number of records indexed."""
+        with self._lock:
+            return len(self._labels)
+
+    @contextlib.contextmanager
+    def key_lock(self, key: Key | None) -> t.Iterator[None]:
+        """Hold the key while a record with it is looked up and written, so two writers never create it twice."""
+        if key is None:
+            yield
+            return
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+
+class Indexes:
+    """The run's indexes, each built once, on first need, by reading the resource's list.
+
+    Args:
+        read: reads every record of a resource (see :func:`read_list`).
+    """
+
+    def __init__(self, read: t.Callable[[Resource], t.Iterable[dict[str, t.Any]]]) -> None:
+        """No index is read yet."""
+        self._read = read
+        self._built: dict[KeyRule, ServerIndex] = {}
+        self._build_locks: dict[KeyRule, threading.Lock] = {}
+        self._written: dict[str, list[tuple[dict[str, t.Any], int]]] = {}
+        self._lock = threading.Lock()
+
+    def built(self, rule: KeyRule) -> ServerIndex | None:
+        """The index of ``rule`` if it was read already."""
+        with self._lock:
+            return self._built.get(rule)
+
+    def get(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex:
+        """The index of ``resource`` by ``fields``, read from the server the first time it is asked for."""
+        rule = KeyRule(resource.name, tuple(fields))
+        with self._lock:
+            if rule in self._built:
+                return self._built[rule]
+            build_lock = self._build_locks.setdefault(rule, threading.Lock())
+        with build_lock:
+            with self._lock:
+                if rule in self._built:
+                    return self._built[rule]
+            index = ServerIndex(rule)
+            for record in self._read(resource):
+                rid = record.get("id")
+                if isinstance(rid, int):
+                    index.add(record, rid)
+            with self._lock:
+                for payload, rid in self._written.get(resource.name, ()):
+                    index.add(payload, rid)
+                self._built[rule] = index
+            return index
+
+    def note(self, resource_name: str, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
+        """A record the run wrote: added to this resource's indexes, those built and those built later."""
+        with self._lock:
+            self._written.setdefault(resource_name, []).append((dict(payload), closum_id))
+            indexes = [index for rule, index in self._built.items() if rule.resource == resource_name]
+        for index in indexes:
+            index.add(payload, closum_id)
+
+
+def read_list(
+    client: ClosumClient, resource: Resource, executor: Executor | None, *, page_size: int = PAGE_SIZE
+) -> t.Iterator[dict[str, t.Any]]:
+    """Every record of ``resource``: page 1 tells the page count, the rest are read on ``executor``.
+
+    Pages are read up to the count page 1 announced, then on while the last one
+    says it has a next page (a server may serve fewer records than asked for). A
+    refused page size (400) falls back once to the documented 25. Records come
+    page by page, in page order, each id once; a page is dropped once its records
+    are taken, so memory holds the pages in flight, not the list.
+
+    Raises:
+        ClosumNotFoundError: the account does not serve the resource (another API revision).
+    """
+    try:
+        first = client.list_page(resource, page=1, limit=page_size)
+    except ClosumFatalError as exc:
+        if exc.status != 400 or page_size == DOCUMENTED_PAGE_SIZE:  # noqa: PLR2004  # 400: the size is refused
+            raise
+        page_size = DOCUMENTED_PAGE_SIZE
+        first = client.list_page(resource, page=1, limit=page_size)
+    count = _page_count(first)
+
+    def fetch(number: int) -> dict[str, t.Any]:
+        return client.list_page(resource, page=number, limit=page_size)
+
+    rest = range(2, count + 1)
+    pages: t.Iterable[dict[str, t.Any]] = (
+        executor.map(fetch, rest) if executor is not None and len(rest) > 1 else map(fetch, rest)
+    )
+    seen: set[int] = set()
+    last = first
+    for page in itertools.chain([first], pages):
+        last = page
+        yield from _new_records(page, seen)
+    number = count
+    while _has_next(last) and last.get("data"):
+        number += 1
+        last = fetch(number)
+        yield from _new_records(last, seen)
+
+
+def _new_records(envelope: t.Mapping[str, t.Any], seen: set[int]) -> t.Iterator[dict[str, t.Any]]:
+    for record in envelope.get("data") or []:
+        if isinstance(record, dict) and isinstance(record.get("id"), int) and record["id"] not in seen:
+            seen.add(record["id"])
+            yield record
+
+
+def _page_count(envelope: t.Mapping[str, t.Any]) -> int:
+    pagination = envelope.get("pagination") or {}
+    try:
+        return max(1, int(pagination.get("page_count") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _has_next(envelope: t.Mapping[str, t.Any]) -> bool:
+    pagination = envelope.get("pagination") or {}
+    return bool(pagination.get("has_next_page"))

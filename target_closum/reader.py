@@ -1,0 +1,157 @@
+"""Reading Singer messages: line numbers, a stop between two lines, one-line complaints.
+
+The SDK's reader, with three differences:
+
+- a line that is not a Singer message (not JSON, not an object, no ``type``,
+  an unknown type, a missing field, a RECORD before its SCHEMA, a BATCH whose
+  files cannot be read) raises :class:`BadInputError`, which names the line
+  number, instead of logging a traceback;
+- a stop (:mod:`closum_api.stop`) is honoured between two lines;
+- :attr:`ClosumReader.waiting_for_input` tells a signal handler that the
+  reader is blocked on its input, where stopping at once loses nothing.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections import Counter
+
+from singer_sdk.exceptions import RecordsWithoutSchemaException
+from singer_sdk.io_base import SingerMessageType, SingerReader
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+from singer_sdk.singerlib.json import deserialize_json
+
+from closum_api.errors import ClosumError
+from closum_api.stop import STOP
+
+#: characters of a bad line shown in the message
+SHOWN = 120
+
+
+class BadInputError(ClosumError):
+    """A line of the input is not a Singer message the target can use.
+
+    Attributes:
+        lineno: the line's number, from 1.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, lineno: int, reason: str) -> None:
+        """Name the line.
+
+        Args:
+            lineno: the line's number, from 1.
+            reason: what is wrong with it.
+        """
+        super().__init__(
+            f"the input is not Singer messages: line {lineno} {reason}; the lines before it were loaded, "
+            "fix the input and rerun"
+        )
+        self.lineno = lineno
+        self.reason = reason
+
+
+class RecordBeforeSchemaError(BadInputError, RecordsWithoutSchemaException):
+    """A RECORD before any SCHEMA of its stream (still the SDK's exception, for its callers)."""
+
+
+class ClosumReader(SingerReader):
+    """The SDK's Singer reader, counting lines, stoppable, without tracebacks.
+
+    Attributes:
+        waiting_for_input: True while blocked reading the next line.
+        lineno: the number of the line being handled (0 before the first).
+    """
+
+    def __init__(self) -> None:
+        """Nothing read yet."""
+        super().__init__()
+        self.waiting_for_input = False
+        self.lineno = 0
+
+    def deserialize_json(self, line: str) -> dict:
+        """Decode one line.
+
+        Raises:
+            InvalidInputLine: the line is not a JSON object.
+        """
+        try:
+            message = deserialize_json(line)
+        except ValueError:
+            msg = f"is not JSON: {line.strip()[:SHOWN]!r}"
+            raise InvalidInputLine(msg) from None
+        if not isinstance(message, dict):
+            msg = f"is not a JSON object: {line.strip()[:SHOWN]!r}"
+            raise InvalidInputLine(msg)
+        return message
+
+    def _next_line(self, lines: t.Iterator[str]) -> str | None:
+        self.waiting_for_input = True
+        try:
+            return next(lines, None)
+        finally:
+            self.waiting_for_input = False
+
+    def _parse(
+        self, line: str, callbacks: dict[str, t.Callable[[dict], None]]
+    ) -> tuple[dict, str, t.Callable[[dict], None]]:
+        """The line's message, its type and the type's callback.
+
+        Raises:
+            BadInputError: the line is not a Singer message of a known type.
+        """
+        try:
+            message = self.deserialize_json(line)
+        except InvalidInputLine as exc:
+            raise BadInputError(self.lineno, str(exc)) from None
+        if "type" not in message:
+            raise BadInputError(self.lineno, "has no 'type'")
+        kind = message["type"]
+        callback = callbacks.get(kind)
+        if callback is None:
+            raise BadInputError(self.lineno, f"has an unknown message type {str(kind)[:SHOWN]!r}")
+        return message, kind, callback
+
+    def process_lines(
+        self,
+        file_input: t.IO[str] | None,
+        callbacks: dict[str, t.Callable[[dict], None]],
+    ) -> t.Counter[str]:
+        """Hand each line to the callback of its type; stop between lines when asked.
+
+        Args:
+            file_input: the input (default: standard input).
+            callbacks: the handler of each message type.
+
+        Returns:
+            How many messages of each type were handled.
+
+        Raises:
+            BadInputError: a line is not a usable Singer message.
+        """
+        stats: Counter[str] = Counter()
+        lines = iter(file_input or self.default_input)
+        while (line := self._next_line(lines)) is not None:
+            self.lineno += 1
+            STOP.check()
+            self._current_message = line
+            message, kind, callback = self._parse(line, callbacks)
+            try:
+                callback(message)
+            except RecordsWithoutSchemaException:
+                reason = f"is a RECORD of stream {message.get('stream')!r} before any SCHEMA of that stream"
+                raise RecordBeforeSchemaError(self.lineno, reason) from None
+            except InvalidInputLine as exc:
+                raise BadInputError(self.lineno, f"is incomplete ({_one_line(str(exc))})") from None
+            except (OSError, ValueError, EOFError) as exc:
+                if kind != SingerMessageType.BATCH:
+                    raise
+                reason = f"is a BATCH whose files cannot be read ({type(exc).__name__}: {_one_line(str(exc))})"
+                raise BadInputError(self.lineno, reason) from None
+            stats[kind] += 1
+        return stats
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 2 * SHOWN else text[: 2 * SHOWN - 1] + "…"

@@ -1,0 +1,115 @@
+"""The house's layout holds: one-way imports between packages, no import cycle between modules.
+
+``closum_api`` is the bottom layer; ``tap_closum``, ``target_closum`` and
+``closum_sandbox`` sit on it and never import one another. Within the four
+packages no module imports one that imports it back, directly or through
+others (imports under ``if TYPE_CHECKING:`` count too: a cycle hidden from
+the interpreter is still a cycle for the reader).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("closum_api", "tap_closum", "target_closum", "closum_sandbox")
+#: what each package may import from the others
+ALLOWED = {
+    "closum_api": set(),
+    "tap_closum": {"closum_api"},
+    "target_closum": {"closum_api"},
+    "closum_sandbox": {"closum_api"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules a file imports (``from pkg import mod`` counts as ``pkg.mod`` when it is one)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+        else:
+            continue
+        for imported in names:
+            name = imported
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name:
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        # A package's __init__ is imported with each of its modules: an edge from a module
+        # to its own package's __init__ is no cycle.
+        graph[name] = {m for m in _imports(path, modules) if m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_graph_sees_every_module():
+    graph = _graph()
+    assert {"closum_api.registry", "tap_closum.tap", "target_closum.sinks", "closum_sandbox.app"} <= set(graph)
+    assert "closum_api.registry" in graph["tap_closum.streams"]
+
+
+def test_no_import_cycle_between_modules():
+    assert _cycle(_graph()) is None, " → ".join(_cycle(_graph()) or [])
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_packages_import_only_the_layers_below(package):
+    graph = _graph()
+    crossing = {
+        (mod, dep)
+        for mod, deps in graph.items()
+        if mod.split(".")[0] == package
+        for dep in deps
+        if dep.split(".")[0] not in {package, *ALLOWED[package]}
+    }
+    assert not crossing, f"{package} imports across layers: {sorted(crossing)}"

@@ -1,0 +1,408 @@
+"""Every path that ends a run of tap-closum or target-closum: one line that says what to fix, the exit status.
+
+Each case runs the console script as a process, as an orchestrator would, and
+asserts exactly one ``<program> failed: ...`` line naming the problem, no
+traceback, and the exit status (1, or 128 + the signal's number after a
+termination signal). Also: a line that is not a Singer message first lets the
+target finish what came before it, and a signal stops tap and target within
+10 s even in the middle of a backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from tap_run import catalog_selecting
+from test_target_support import lead, singer, target_config
+
+from closum_sandbox.testing import free_port
+
+BIN = Path(sys.executable).parent
+#: api_url of a loopback port nobody listens on: connections are refused
+CLOSED = "http://127.0.0.1:{port}/api"
+#: the longest a stop may take, from the signal to the exit
+STOP_SECONDS = 10
+
+
+class Ended(t.NamedTuple):
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    def line(self, program: str) -> str:
+        """The one failure line; asserts there is exactly one and no traceback."""
+        assert "Traceback" not in self.err, self.err[-3000:]
+        lines = [line for line in self.err.splitlines() if f"{program} failed: " in line]
+        assert len(lines) == 1, self.err[-3000:]
+        return lines[0].split(f"{program} failed: ", 1)[1]
+
+
+def run(program: str, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None) -> Ended:
+    start = time.monotonic()
+    proc = subprocess.run(  # argv is ours, no shell
+        [str(BIN / program), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=os.environ | (env or {}),
+        check=False,
+    )
+    return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+
+def write_json(path: Path, value: t.Any) -> str:
+    path.write_text(json.dumps(value))
+    return str(path)
+
+
+def closed_config(**overrides: t.Any) -> dict[str, t.Any]:
+    quick = {"max_retries": 1, "backoff_base_seconds": 0.05, "request_timeout": 5}
+    return (
+        {"api_url": CLOSED.format(port=free_port()), "api_username": "u", "api_pw": "secret-Pw-1"} | quick | overrides
+    )
+
+
+# -- tap-closum ------------------------------------------------------------------------------
+TAP_CASES: dict[str, tuple[t.Callable[[Path, t.Any], list[str]], tuple[str, ...]]] = {
+    "config file missing": (lambda d, _sb: ["--config", str(d / "nope.json")], ("config file", "nope.json")),
+    "config file not JSON": (
+        lambda d, _sb: ["--config", str(_text(d / "c.json", "{api_username: x"))],
+        ("config file", "not valid JSON"),
+    ),
+    "config not an object": (lambda d, _sb: ["--config", write_json(d / "c.json", [1])], ("config file", "object")),
+    "start_date does not parse": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(start_date="yesterday"))],
+        ("start_date", "'yesterday'", "ISO 8601"),
+    ),
+    "page_size not a number": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(page_size="many"))],
+        ("invalid settings", "page_size"),
+    ),
+    "api_pw missing": (
+        lambda d, sb: ["--config", write_json(d / "c.json", {"api_url": sb.api_url, "api_username": "u"})],
+        ("invalid settings", "api_pw"),
+    ),
+    "catalog not JSON": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config()), "--catalog", str(_text(d / "k.json", "{"))],
+        ("catalog file", "not valid JSON"),
+    ),
+    "catalog not a catalog": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config()), "--catalog", write_json(d / "k.json", [])],
+        ("catalog file", "'streams'"),
+    ),
+    "state file missing": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config()), "--state", str(d / "state.json")],
+        ("state file", "state.json"),
+    ),
+    "server unreachable": (
+        lambda d, _sb: ["--config", write_json(d / "c.json", closed_config())],
+        ("cannot reach http://127.0.0.1:", "connection refused"),
+    ),
+    "credentials refused": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(api_pw="Wr0ng-pw"))],
+        ("api_username", "api_pw"),
+    ),
+}
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", list(TAP_CASES))
+def test_tap_failure_is_one_line(sandbox, tmp_path, case):
+    args, needles = TAP_CASES[case]
+    ended = run("tap-closum", *args(tmp_path, sandbox), cwd=tmp_path)
+    assert ended.code == 1, ended.err[-3000:]
+    line = ended.line("tap-closum")
+    for needle in needles:
+        assert needle in line, line
+    assert "Wr0ng-pw" not in ended.err
+    assert "secret-Pw-1" not in ended.err
+
+
+def test_tap_api_going_away_mid_sync_is_one_line(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(seed=300, latency_ms=150)
+    config = sandbox.config(page_size=10, max_parallel_requests=2, max_retries=2, backoff_base_seconds=0.05)
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads"}))
+    proc = subprocess.Popen(  # argv is ours, no shell
+        [str(BIN / "tap-closum"), "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 30
+    while len(sandbox.requests_log("/api/lead")) < 3:
+        assert time.monotonic() < deadline, "the tap never read a page"
+        time.sleep(0.02)
+    sandbox.stop()  # the API goes away in the middle of the sync
+    out, err = proc.communicate(timeout=60)
+    ended = Ended(proc.returncode, out, err, 0)
+    assert ended.code == 1
+    line = ended.line("tap-closum")
+    assert "cannot reach http://127.0.0.1:" in line
+    assert any(json.loads(x)["type"] == "RECORD" for x in out.splitlines()), "the records read were not written"
+
+
+def test_a_traceback_is_shown_at_log_level_debug(tmp_path):
+    ended = run(
+        "tap-closum",
+        "--config",
+        write_json(tmp_path / "c.json", closed_config()),
+        cwd=tmp_path,
+        env={"TAP_CLOSUM_LOGLEVEL": "DEBUG"},
+    )
+    assert ended.code == 1
+    assert "tap-closum failed: cannot reach" in ended.err
+    assert "Traceback" in ended.err
+
+
+# -- target-closum ---------------------------------------------------------------------------
+BATCH_MISSING = {
+    "type": "BATCH",
+    "stream": "leads",
+    "encoding": {"format": "jsonl", "compression": "gzip"},
+    "manifest": ["file:///nonexistent/closum/batch-1.jsonl.gz"],
+}
+TARGET_CASES: dict[str, tuple[t.Callable[[Path, t.Any], tuple[list[str], str]], tuple[str, ...]]] = {
+    "config file missing": (lambda d, _sb: (["--config", str(d / "nope.json")], ""), ("config file", "nope.json")),
+    "config file not JSON": (
+        lambda d, _sb: (["--config", str(_text(d / "c.json", "{"))], ""),
+        ("config file", "not valid JSON"),
+    ),
+    "a setting of the wrong type": (
+        lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, batch_size_rows="x"))], ""),
+        ("invalid settings", "batch_size_rows"),
+    ),
+    "load_method overwrite": (
+        lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, load_method="overwrite"))], ""),
+        ("overwrite",),
+    ),
+    "unknown stream": (
+        lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d))], singer("orders", [{"id": 1}])),
+        ("'orders'", "resource_map"),
+    ),
+    "record before its schema": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d))],
+            json.dumps({"type": "RECORD", "stream": "leads", "record": lead(1)}) + "\n",
+        ),
+        ("line 1", "RECORD of stream 'leads' before any SCHEMA"),
+    ),
+    "BATCH file missing": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d))],
+            singer("leads", []) + json.dumps(BATCH_MISSING) + "\n",
+        ),
+        ("line 2", "BATCH", "batch-1.jsonl.gz"),
+    ),
+    "BATCH file not gzip": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d))],
+            singer("leads", [])
+            + json.dumps(BATCH_MISSING | {"manifest": [(_text(d / "b.jsonl.gz", "plain")).as_uri()]})
+            + "\n",
+        ),
+        ("line 2", "BATCH"),
+    ),
+    "unknown message type": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d))],
+            singer("leads", []) + '{"type": "RECORDS", "stream": "leads"}\n',
+        ),
+        ("line 2", "unknown message type 'RECORDS'"),
+    ),
+    "a RECORD without its record": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d))],
+            singer("leads", []) + '{"type": "RECORD", "stream": "leads"}\n',
+        ),
+        ("line 2", "record"),
+    ),
+    "server unreachable": (
+        lambda d, _sb: (
+            ["--config", write_json(d / "c.json", closed_config(ledger_path=str(d / "l.sqlite")))],
+            singer("leads", [lead(1)]),
+        ),
+        ("cannot reach http://127.0.0.1:", "connection refused"),
+    ),
+    "credentials refused": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d, api_pw="Wr0ng-pw"))],
+            singer("leads", [lead(1)]),
+        ),
+        ("api_username", "api_pw"),
+    ),
+    "rejects_path cannot be written": (
+        lambda d, sb: (
+            [
+                "--config",
+                write_json(d / "c.json", target_config(sb, d, rejects_path=str(_text(d / "f", "")) + "/r.jsonl")),
+            ],
+            "",
+        ),
+        ("rejects_path", "not a directory"),
+    ),
+    "ledger_path is a directory": (
+        lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, ledger_path=str(d)))], ""),
+        ("ledger_path", "directory"),
+    ),
+    "ledger_path is not a ledger": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d, ledger_path=str(_text(d / "l.db", "x" * 200))))],
+            singer("leads", [lead(1)]),
+        ),
+        ("ledger_path", "l.db"),
+    ),
+    "--input file missing": (
+        lambda d, sb: (
+            ["--config", write_json(d / "c.json", target_config(sb, d)), "--input", str(d / "in.jsonl")],
+            "",
+        ),
+        ("--input", "in.jsonl"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TARGET_CASES))
+def test_target_failure_is_one_line(sandbox, tmp_path, case):
+    make, needles = TARGET_CASES[case]
+    args, stdin = make(tmp_path, sandbox)
+    ended = run("target-closum", *args, cwd=tmp_path, stdin=stdin)
+    assert ended.code == 1, ended.err[-3000:]
+    line = ended.line("target-closum")
+    for needle in needles:
+        assert needle in line, line
+    assert "Wr0ng-pw" not in ended.err
+    assert "secret-Pw-1" not in ended.err
+
+
+# -- a line that is not a Singer message, mid-stream --------------------------------------------
+@pytest.mark.parametrize(
+    "bad", ['{"type": "RECORD", "stream": "leads", "record": {', "[1, 2]", '{"stream": "leads"}'], ids=str
+)
+def test_a_bad_line_mid_stream_first_finishes_what_came_before_it(sandbox, tmp_path, bad):
+    before = len(sandbox.records("lead"))
+    good = [lead(i, email={"email": f"bad-line-{i}@example.com"}) for i in range(10)]
+    after = [lead(100 + i) for i in range(5)]
+    text = singer("leads", good, state_every=5) + bad + "\n" + singer("leads", after)
+    config = target_config(sandbox, tmp_path, batch_size_rows=3)
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert ended.code == 1
+    bad_lineno = 1 + len(good) + len(good) // 5 + 1  # SCHEMA, RECORDs, STATEs, then the bad line
+    assert f"line {bad_lineno} " in ended.line("target-closum")
+    # Every record before the bad line is written, none after it, and the last STATE before it is out.
+    assert len(sandbox.records("lead")) - before == len(good)
+    assert [json.loads(x) for x in ended.out.splitlines()][-1] == {"bookmarks": {"leads": {"done": 10}}}
+
+
+def test_a_bad_line_records_the_rejects_before_it(sandbox, tmp_path):
+    text = singer("leads", [lead(1), {"id": 2, "name": "no email or phone"}]) + "not json\n"
+    config = target_config(sandbox, tmp_path)
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert ended.code == 1
+    assert "line 4 is not JSON" in ended.line("target-closum")
+    rejected = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["record"]["id"] for r in rejected] == [2]
+
+
+# -- signals ------------------------------------------------------------------------------------
+def _wait_for(predicate: t.Callable[[], bool], what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while not predicate():
+        assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen, sig: signal.Signals) -> Ended:
+    start = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return Ended(proc.returncode, out, err, time.monotonic() - start)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_tap_stops_mid_backoff_within_seconds_with_128_plus_signal(sandbox, tmp_path, sig):
+    config = sandbox.config(page_size=25)
+    sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 503, "retry_after": 30, "times": 20}])
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads"}))
+    proc = subprocess.Popen(  # argv is ours, no shell
+        [str(BIN / "tap-closum"), "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 1, "asked for a page", proc)
+    time.sleep(0.5)  # in the 30 s backoff now
+    ended = _stop(proc, sig)
+    assert ended.seconds < STOP_SECONDS
+    assert ended.code == 128 + sig
+    assert "stopped by " + sig.name in ended.line("tap-closum")
+    assert any(json.loads(x)["type"] == "STATE" for x in ended.out.splitlines())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_target_stops_mid_backoff_within_seconds_and_leaves_nothing_pending(sandbox, tmp_path, sig):
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 503, "retry_after": 30, "times": 20}])
+    config = target_config(sandbox, tmp_path, backoff_base_seconds=1)
+    (tmp_path / "in.jsonl").write_text(singer("leads", [lead(i) for i in range(3)]))
+    with (tmp_path / "in.jsonl").open() as fh:
+        proc = subprocess.Popen(  # argv is ours, no shell
+            [str(BIN / "target-closum"), "--config", write_json(tmp_path / "c.json", config)],
+            stdin=fh,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 3, "sent its creates", proc)
+        time.sleep(0.5)  # in the 30 s backoff now
+        ended = _stop(proc, sig)
+    assert ended.seconds < STOP_SECONDS
+    assert ended.code == 128 + sig
+    assert "stopped by " + sig.name in ended.line("target-closum")
+    assert ended.out == ""  # no STATE: nothing was written
+    # A 503 means the create was not made: no write is left pending for the next run.
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (0,)
+
+
+def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_written(sandbox, tmp_path):
+    config = target_config(sandbox, tmp_path, batch_size_rows=2)
+    proc = subprocess.Popen(  # argv is ours, no shell
+        [str(BIN / "target-closum"), "--config", write_json(tmp_path / "c.json", config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdin is not None
+    before = len(sandbox.records("lead"))
+    proc.stdin.write(singer("leads", [lead(1), lead(2)], final_state={"bookmarks": {"leads": 2}}))
+    proc.stdin.write(json.dumps({"type": "RECORD", "stream": "leads", "record": lead(3)}) + "\n")
+    proc.stdin.flush()  # the input stays open: the target waits for more
+    _wait_for(lambda: len(sandbox.records("lead")) - before >= 2, "wrote the first batch", proc)
+    time.sleep(0.3)
+    ended = _stop(proc, signal.SIGTERM)
+    assert ended.seconds < STOP_SECONDS
+    assert ended.code == 128 + signal.SIGTERM
+    ended.line("target-closum")
+    assert [json.loads(x) for x in ended.out.splitlines()] == [{"bookmarks": {"leads": 2}}]
+    assert len(sandbox.records("lead")) - before == 2  # lead 3 was read, not written: no STATE covers it
