@@ -195,9 +195,50 @@ RESOURCES: tuple[Resource, ...] = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class OptIn:
+    """A contact's marketing consent: a nested object of its parent's retrieve, not a resource.
+
+    The API serves a lead's opt-in only inside ``GET /lead/ID`` (as
+    ``lead_opt_in``; never in lists), so it has no path, no verb and no
+    revision of its own: the tap reads it as a child stream of the parent's
+    stream, the target never writes it on its own (it is part of the parent's
+    payload) and the sandbox serves it only inside the parent's retrieve.
+
+    Attributes:
+        parent: the resource whose retrieve carries the opt-in.
+    """
+
+    parent: Resource
+
+    @property
+    def name(self) -> str:
+        """The field of the parent's retrieve holding it (``lead_opt_in``), and its schema's name."""
+        return f"{self.parent.name}_opt_in"
+
+    @property
+    def stream_name(self) -> str:
+        """The Singer stream name (``lead_opt_ins``)."""
+        return f"{self.name}s"
+
+    @property
+    def key(self) -> str:
+        """The field holding the parent's id (``lead_id``): the record's key."""
+        return f"{self.parent.name}_id"
+
+    @property
+    def record_schema_file(self) -> str:
+        """Schema of a record of the stream, relative to ``schemas/``."""
+        return f"records/{self.name}.json"
+
+
 BY_NAME: dict[str, Resource] = {r.name: r for r in RESOURCES}
 BY_STREAM: dict[str, Resource] = {r.stream_name: r for r in RESOURCES}
 BY_PATH: dict[str, Resource] = {r.path: r for r in RESOURCES}
+
+#: The opt-ins, one per resource whose retrieve carries one.
+OPT_INS: tuple[OptIn, ...] = (OptIn(BY_NAME["lead"]), OptIn(BY_NAME["unqualified_lead"]))
 
 
 def get(name: str) -> Resource:

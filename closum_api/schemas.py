@@ -17,7 +17,7 @@ import jsonschema
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from closum_api.registry import Resource
+    from closum_api.registry import OptIn, Resource
 
 #: any JSON value, as ``json.loads`` gives it
 JsonValue: TypeAlias = "str | int | float | bool | Mapping[str, JsonValue] | Sequence[JsonValue] | None"
@@ -45,11 +45,11 @@ def _load(relative: str) -> dict[str, Any]:
     return schema
 
 
-def record_schema(resource: Resource) -> dict[str, Any]:
+def record_schema(resource: Resource | OptIn) -> dict[str, Any]:
     """A fresh copy of the schema of records as the API serves them.
 
     Args:
-        resource: the resource.
+        resource: the resource, or the opt-in.
 
     Returns:
         Its record schema, free for the caller to change.

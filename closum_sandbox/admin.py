@@ -12,7 +12,8 @@ route but ``/_admin/health`` wants ``Authorization: Bearer <token>`` or
   seed): wipe every record and seed again. Tokens, knobs and faults stay.
 - ``GET /_admin/config``; ``PATCH /_admin/config`` with any of
   ``latency_ms``, ``fail_rate``, ``rate_limit``, ``max_page_size``,
-  ``token_ttl``, ``fault_seed``: change runtime knobs; answers the config.
+  ``token_ttl``, ``fault_seed`` (numbers) and ``opt_ins_on_retrieve``
+  (boolean): change runtime knobs; answers the config.
 - ``GET /_admin/faults``: queued scripted faults; ``POST /_admin/faults``
   ``{"faults": [...]}`` appends (see :mod:`closum_sandbox.faults`);
   ``DELETE /_admin/faults`` clears.
@@ -20,7 +21,8 @@ route but ``/_admin/health`` wants ``Authorization: Bearer <token>`` or
 - ``POST /_admin/records/{resource_name}`` ``{"count": N}``: generate N more
   realistic records; answers ``{"ids": [...]}``.
 - ``GET /_admin/records/{resource_name}``: every stored record as retrieve
-  serves it (list shape for resources without retrieve).
+  serves it (list shape for resources without retrieve), opt-ins included
+  even while ``opt_ins_on_retrieve`` is off.
 
 Errors use the API's envelope ``{"success": false, "message": ...}``.
 """
@@ -36,7 +38,7 @@ from closum_sandbox import seed as seeding
 from closum_sandbox.faults import normalize_fault
 from closum_sandbox.guard import require_admin_token
 from closum_sandbox.responses import ApiError, json_response, read_object
-from closum_sandbox.settings import RUNTIME_KNOBS
+from closum_sandbox.settings import RUNTIME_KNOBS, RUNTIME_SWITCHES
 from closum_sandbox.state import Sandbox, sandbox_of
 
 #: The most records one ``POST /_admin/records/{name}`` generates.
@@ -92,14 +94,21 @@ async def patch_config(request: Request) -> Response:
     body = await read_object(request)
     knobs = {**RUNTIME_KNOBS, "fault_seed": (int, 0)}
     for key, value in body.items():
+        if key in RUNTIME_SWITCHES:
+            if not isinstance(value, bool):
+                raise ApiError(400, f"field {key}: {value!r} is not true or false")
+            continue
         if key not in knobs:
-            raise ApiError(400, f"unknown field {key}; changeable: {', '.join(knobs)}")
+            raise ApiError(400, f"unknown field {key}; changeable: {', '.join([*knobs, *sorted(RUNTIME_SWITCHES)])}")
         kind, low = knobs[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
             raise ApiError(400, f"field {key}: {value!r} is not a number")
         if value < low or (key == "fail_rate" and value > 1):
             raise ApiError(400, f"field {key}: {value!r} is out of range")
     for key, value in body.items():
+        if key in RUNTIME_SWITCHES:
+            setattr(sb.settings, key, value)
+            continue
         kind = knobs[key][0]
         setattr(sb.settings, key, kind(value))
         if key == "fault_seed":

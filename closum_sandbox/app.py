@@ -142,7 +142,7 @@ def _make_retrieve(res: Resource) -> _Handler:
         sb = sandbox_of(request)
         sb.check_auth(request)
         raw = request.path_params["record_id"]
-        record = sb.store.get(res.name, int(raw)) if raw.isdigit() else None
+        record = sb.store.get(res.name, int(raw), opt_in=sb.settings.opt_ins_on_retrieve) if raw.isdigit() else None
         if record is None:
             raise ApiError(404, f"Not Found: no {res.name} with id {raw}")
         return json_response({"success": True, "data": record})

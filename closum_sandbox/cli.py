@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest list limit honoured; larger limits are capped silently",
     )
     s.add_argument(
+        "--opt-ins-on-retrieve",
+        action=argparse.BooleanOptionalAction,
+        default=default.opt_ins_on_retrieve,
+        help="serve a lead's opt-in in GET /lead/ID (as the reference's property table has it); "
+        "--no-opt-ins-on-retrieve answers retrieves without opt-ins, as the reference's examples show them",
+    )
+    s.add_argument(
         "--max-body-bytes",
         type=int,
         default=default.max_body_bytes,

@@ -24,6 +24,8 @@ RUNTIME_KNOBS: dict[str, tuple[type, float]] = {
     "max_page_size": (int, 1),
     "token_ttl": (float, 0),
 }
+#: On/off knobs ``PATCH /_admin/config`` may change (JSON booleans).
+RUNTIME_SWITCHES: frozenset[str] = frozenset({"opt_ins_on_retrieve"})
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Settings:
         rate_limit: ``/api`` calls allowed per second (0 = unlimited).
         max_page_size: largest ``limit`` honoured; larger ones are capped.
         fault_seed: seed of the RNG that draws the random failures.
+        opt_ins_on_retrieve: serve a lead's (unqualified lead's) opt-in in its
+            retrieve, as the reference's property table has it; off, retrieves
+            carry none, as the reference's retrieve examples show them.
         access_log: let uvicorn log one line per request.
         max_body_bytes: the largest request body accepted; a larger one is
             answered 413 before it is read (every route, ``/api/token`` too).
@@ -63,6 +68,7 @@ class Settings:
     rate_limit: float = 0
     max_page_size: int = 1000
     fault_seed: int = 0
+    opt_ins_on_retrieve: bool = True
     access_log: bool = False
     max_body_bytes: int = 1024 * 1024
     admin_token: str | None = field(default=None, repr=False)
@@ -122,5 +128,6 @@ class Knobs(TypedDict, total=False):
     rate_limit: float
     max_page_size: int
     fault_seed: int
+    opt_ins_on_retrieve: bool
     max_body_bytes: int
     admin_token: str

@@ -240,13 +240,18 @@ class Store:
             rows = self.conn.execute(sql, (limit, offset)).fetchall()
         return [self.render(name, r, retrieve=False) for r in rows], count
 
-    def get(self, name: str, record_id: int) -> dict[str, Any] | None:
-        """One record as retrieve serves it, or ``None``."""
+    def get(self, name: str, record_id: int, *, opt_in: bool = True) -> dict[str, Any] | None:
+        """One record as retrieve serves it (without its opt-in unless ``opt_in``), or ``None``."""
         joined = name in _CONTACTS
         sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"  # noqa: S608  # identifiers are ours, values bound
         with self.lock:
             row = self.conn.execute(sql, (record_id,)).fetchone()
-        return None if row is None else self.render(name, row, retrieve=True)
+        if row is None:
+            return None
+        record = self.render(name, row, retrieve=True)
+        if not opt_in:
+            record.pop(f"{name}_opt_in", None)
+        return record
 
     def all(self, name: str, *, retrieve: bool = True) -> list[dict[str, Any]]:
         """Every record of a resource, in id order, shaped as retrieve (or list) serves them."""

@@ -337,7 +337,11 @@ class SandboxProcess(SandboxAdmin):
         if db is not None:
             self._args += ["--db", str(db)]
         for name, value in knobs.items():
-            self._args += [f"--{name.replace('_', '-')}", str(value)]
+            flag = name.replace("_", "-")
+            if isinstance(value, bool):  # an on/off option: --name / --no-name
+                self._args.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                self._args += [f"--{flag}", str(value)]
         self._log = log
         self._http = requests.Session()
         self.proc: subprocess.Popen[bytes] | None = None

@@ -215,6 +215,7 @@ def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batc
     say(
         f"   leads rows written by this run: {len(new_ids)} ({ids}); the incremental streams "
         "(leads, unqualified_leads, audience_lists, lead_audience_lists) read only past their bookmark, "
+        "the consent ones (lead_opt_ins, unqualified_lead_opt_ins) retrieve only the leads read, "
         "the FULL_TABLE ones are read whole and upserted"
     )
     state = subprocess.run(  # argv is ours: Meltano from this venv, fixed arguments, no shell

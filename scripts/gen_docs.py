@@ -127,19 +127,26 @@ def settings_table(schema: Json) -> str:
     return "\n".join(lines)
 
 
+def _revisions(resource: registry.Resource) -> str:
+    revs = sorted(v.value for v in resource.revisions)
+    return "both" if len(revs) == len(registry.Revision) else f"{revs[0]} only"
+
+
 def streams_table() -> str:
-    """Markdown table of the tap's streams, from the registry."""
+    """Markdown table of the tap's streams, from the registry (resources, then opt-ins)."""
     lines = [
-        "| stream | list endpoint | primary key | replication | API revision |",
+        "| stream | endpoint | primary key | replication | API revision |",
         "|---|---|---|---|---|",
     ]
     for r in registry.RESOURCES:
-        revs = sorted(v.value for v in r.revisions)
-        rev = "both" if len(revs) == len(registry.Revision) else f"{revs[0]} only"
         repl = r.replication.value
         if r.replication is registry.Replication.INCREMENTAL:
             repl += " on `id`"
-        lines.append(f"| `{r.stream_name}` | `GET {r.list_path}` | `id` | {repl} | {rev} |")
+        lines.append(f"| `{r.stream_name}` | `GET {r.list_path}` | `id` | {repl} | {_revisions(r)} |")
+    for o in registry.OPT_INS:
+        endpoint = f"`GET {o.parent.item_path('ID')}` per record `{o.parent.stream_name}` emits"
+        repl = f"INCREMENTAL on `{o.key}` (child of `{o.parent.stream_name}`)"
+        lines.append(f"| `{o.stream_name}` | {endpoint} | `{o.key}` | {repl} | {_revisions(o.parent)} |")
     return "\n".join(lines)
 
 

@@ -136,17 +136,18 @@ class ClosumStream(RESTStream[int]):
     def __init__(self, tap: Tap, runtime: Runtime) -> None:
         """A stream of ``resource``, reading through ``runtime``."""
         self._runtime = runtime
-        super().__init__(
-            tap=tap,
-            name=self.resource.stream_name,
-            schema=record_schema(self.resource),
-            path=self.resource.list_path,
-        )
+        name, schema, path = self.declaration()
+        super().__init__(tap=tap, name=name, schema=schema, path=path)
         if self.resource.replication is Replication.INCREMENTAL:
             self.replication_key = "id"
         self._known_fields = frozenset(self.schema["properties"])
         self._unknown_seen: set[str] = set()
         self._max_id_seen: int | None = None
+
+    @classmethod
+    def declaration(cls) -> tuple[str, dict[str, t.Any], str]:
+        """The stream's name, record schema and path: its resource's list, unless a subclass reads elsewhere."""
+        return cls.resource.stream_name, record_schema(cls.resource), cls.resource.list_path
 
     # -- where and how to ask -------------------------------------------------
     @property
@@ -199,16 +200,40 @@ class ClosumStream(RESTStream[int]):
         }
 
     # -- answers ---------------------------------------------------------------
+    def api_path(self, response: requests.Response) -> str:  # noqa: ARG002  # a subclass reading many paths needs it
+        """The API path an answer came from, for messages (``/lead``); the stream's path here.
+
+        Args:
+            response: the answer.
+
+        Returns:
+            The path below the API base, never a full URL.
+        """
+        return self.path
+
     @override
     def validate_response(self, response: requests.Response) -> None:
         self.runtime.client.pace.observe(response.status_code, retry_after_seconds(response))
-        envelope = check_response("GET", self.path, response)
+        envelope = check_response("GET", self.api_path(response), response)
         setattr(response, _ENVELOPE, envelope)
+
+    def envelope(self, response: requests.Response) -> dict[str, t.Any]:
+        """The checked envelope of an answer (``validate_response`` keeps it on the response).
+
+        Args:
+            response: an answer of this stream's endpoint.
+
+        Returns:
+            The envelope: ``{"success": true, "data": ...}``.
+        """
+        envelope: dict[str, t.Any] = getattr(response, _ENVELOPE, None) or check_response(
+            "GET", self.api_path(response), response
+        )
+        return envelope
 
     @override
     def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
-        envelope = getattr(response, _ENVELOPE, None) or check_response("GET", self.path, response)
-        data = envelope["data"]
+        data = self.envelope(response)["data"]
         if not isinstance(data, list):
             msg = f"GET {self.path} answered a list whose data is not a list: {str(data)[:200]}"
             raise ClosumBadResponse(msg, response)
@@ -233,7 +258,7 @@ class ClosumStream(RESTStream[int]):
         Newest-first reads meet their highest id first; asking the SDK's state
         machinery about every later, smaller id cost more than emitting it.
         """
-        record_id = latest_record.get("id")
+        record_id = latest_record.get(self.replication_key or "id")
         if isinstance(record_id, int) and self._max_id_seen is not None and record_id <= self._max_id_seen:
             return
         self._max_id_seen = record_id if isinstance(record_id, int) else self._max_id_seen
@@ -276,12 +301,15 @@ class ClosumStream(RESTStream[int]):
 
     @override
     def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
+        # Every request of the run (list pages, retrieves) takes one of max_parallel_requests slots,
+        # then a send slot of the run's pace.
         pace = self.runtime.client.pace
-        pace.acquire()
-        try:
-            return super()._request(prepared_request, context)
-        finally:
-            pace.release()
+        with self.runtime.request_slots:
+            pace.acquire()
+            try:
+                return super()._request(prepared_request, context)
+            finally:
+                pace.release()
 
     # -- reading ---------------------------------------------------------------
     def _fetch(self, number: int, context: Context | None) -> Page:

@@ -102,6 +102,11 @@ class Runtime:
         return TapSettings.from_config(self._config)
 
     @cached_property
+    def request_slots(self) -> threading.BoundedSemaphore:
+        """``max_parallel_requests`` slots: every request of the run holds one while it is sent."""
+        return threading.BoundedSemaphore(self.settings.shared.max_parallel_requests)
+
+    @cached_property
     def connection(self) -> Connection:
         """Where the account is and how patiently to talk to it."""
         return self.settings.shared.connection

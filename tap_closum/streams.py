@@ -1,19 +1,20 @@
-"""One stream per Closum resource; everything else lives in the base stream."""
+"""One stream per Closum resource, and one per opt-in; everything else lives in the base streams."""
 
 from __future__ import annotations
 
 from closum_api import registry
 from tap_closum.client import ClosumStream
+from tap_closum.optins import OptInParent, OptInStream
 
 
-class LeadsStream(ClosumStream):
+class LeadsStream(OptInParent):
     """Leads."""
 
     resource = registry.get("lead")
     created_field = "creation_date"
 
 
-class UnqualifiedLeadsStream(ClosumStream):
+class UnqualifiedLeadsStream(OptInParent):
     """Unqualified leads."""
 
     resource = registry.get("unqualified_lead")
@@ -67,7 +68,35 @@ class LeadAudienceListsStream(ClosumStream):
     created_field = "creation_date"
 
 
-#: Every stream of the tap, in the order the catalog lists them.
+class LeadOptInsStream(OptInStream):
+    """Leads' opt-ins, from each new lead's retrieve."""
+
+    opt_in = registry.OPT_INS[0]
+    parent_stream_type = LeadsStream
+
+
+class UnqualifiedLeadOptInsStream(OptInStream):
+    """Unqualified leads' opt-ins, from each new unqualified lead's retrieve."""
+
+    opt_in = registry.OPT_INS[1]
+    parent_stream_type = UnqualifiedLeadsStream
+
+
+def _stream_classes(base: type[ClosumStream]) -> dict[str, type[ClosumStream]]:
+    """The stream classes of this module below ``base``, by stream name."""
+    found: dict[str, type[ClosumStream]] = {}
+    for cls in base.__subclasses__():
+        if cls.__module__ == __name__:
+            found[cls.opt_in.stream_name if issubclass(cls, OptInStream) else cls.resource.stream_name] = cls
+        found |= _stream_classes(cls)
+    return found
+
+
+_BY_NAME = _stream_classes(ClosumStream)
+
+#: Every stream of the tap, in the order the catalog lists them: the registry's resources, then its opt-ins.
+#: (A resource or opt-in without its class here fails at import, with its stream name.)
 STREAM_TYPES: tuple[type[ClosumStream], ...] = tuple(
-    cls for cls in ClosumStream.__subclasses__() if cls.__module__ == __name__
+    _BY_NAME[name]
+    for name in [*(r.stream_name for r in registry.RESOURCES), *(o.stream_name for o in registry.OPT_INS)]
 )

@@ -9,7 +9,8 @@ Rules, in order:
    singular or plural registry names, with underscores or hyphens
    (``lead``, ``leads``, ``contact_type``, ``contact-types``...).
 3. Anything else is refused at its SCHEMA message with one line that names the
-   stream and says how to map or deselect it.
+   stream and says how to map or deselect it; the tap's consent streams
+   (``lead_opt_ins``...) are never written on their own.
 
 ``resource_map[stream].match_on`` names the fields that identify a record on
 the server (see :data:`target_closum.index.MATCH_FIELDS`); contact types,
@@ -145,7 +146,13 @@ def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
     if resource is not None and resource.has(Verb.CREATE):
         match_on = DEFAULT_MATCH_ON.get(resource.name, ())
         return StreamMapping(stream, resource, default_action(resource, load_method), match_on)
-    if resource is not None:
+    opt_in = next((o for o in registry.OPT_INS if stream == o.stream_name), None)
+    if opt_in is not None:
+        msg = (
+            f"stream {stream!r} cannot be loaded: Closum takes a {opt_in.parent.name}'s opt-in only inside "
+            f"the {opt_in.parent.name}'s create ({opt_in.name}), never on its own. Deselect the stream in the tap"
+        )
+    elif resource is not None:
         msg = (
             f"stream {stream!r} cannot be loaded: Closum resource {resource.name!r} is read-only "
             f"in the API. Deselect the stream in the tap, or map it to a writable resource "

@@ -3,21 +3,29 @@
 The SDK's reader, with three differences:
 
 - a line that is not a Singer message (not JSON, not an object, no ``type``,
-  an unknown type, a missing field, a RECORD before its SCHEMA, a BATCH whose
-  files cannot be read) raises :class:`BadInputError`, which names the line
+  an unknown type, a missing field, a RECORD or BATCH before its SCHEMA, a BATCH
+  whose files cannot be read) raises :class:`BadInputError`, which names the line
   number, instead of logging a traceback;
 - a stop (:mod:`closum_api.stop`) is honoured between two lines;
 - :attr:`ClosumReader.waiting_for_input` tells a signal handler that the
   reader is blocked on its input, where stopping at once loses nothing.
+
+:func:`batch_records` reads the files of a BATCH message as the SDK's
+``Sink.process_batch_files`` does (JSON lines, gzipped or not, from the
+message's URL or the ``batch_config`` storage); the target hands each record
+on as a RECORD message.
 """
 
 from __future__ import annotations
 
+import gzip
 import typing as t
+import zlib
 from collections import Counter
 
 from singer_sdk.exceptions import RecordsWithoutSchemaException
-from singer_sdk.io_base import SingerMessageType, SingerReader
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
+from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.singerlib.json import deserialize_json
 
@@ -52,7 +60,76 @@ class BadInputError(ClosumError):
 
 
 class RecordBeforeSchemaError(BadInputError, RecordsWithoutSchemaException):
-    """A RECORD before any SCHEMA of its stream (still the SDK's exception, for its callers)."""
+    """A RECORD (or BATCH) before any SCHEMA of its stream (still the SDK's exception, for its callers)."""
+
+
+class BatchFileError(ClosumError):
+    """A BATCH message whose files cannot be read (the reader names its line)."""
+
+
+#: what reading a BATCH file can raise: no such file or storage, not gzip, cut short, not JSON
+_READ_ERRORS = (OSError, ValueError, EOFError, zlib.error)
+
+
+def batch_records(
+    encoding: object, manifest: object, storage: StorageTarget | None
+) -> t.Iterator[list[dict[str, t.Any]]]:
+    """The records of a BATCH message's files, one list per file, each file read whole before it is handed on.
+
+    Args:
+        encoding: the message's ``encoding`` (``{"format": "jsonl", "compression": "gzip" | "none"}``).
+        manifest: the message's ``manifest``, the files' URLs.
+        storage: the ``batch_config`` storage the files are read from, else the storage their URL names.
+
+    Yields:
+        The records of each file, in the manifest's order.
+
+    Raises:
+        BatchFileError: the encoding is not JSON lines (gzipped or not), or a file cannot be read
+            or holds a line that is not a JSON object.
+    """
+    try:
+        spec = BaseBatchFileEncoding.from_dict(encoding) if isinstance(encoding, dict) else None
+    except TypeError:
+        spec = None
+    if spec is None:
+        msg = f"encoding {_one_line(repr(encoding))} is not a BATCH encoding"
+        raise BatchFileError(msg)
+    if spec.format != BatchFileFormat.JSONL or spec.compression not in {"gzip", "none", None}:
+        msg = f"encoding {_one_line(repr(encoding))} is not supported: JSON lines (jsonl), gzipped or not"
+        raise BatchFileError(msg)
+    if not isinstance(manifest, list) or not all(isinstance(url, str) for url in manifest):
+        msg = "the manifest is not a list of file URLs"
+        raise BatchFileError(msg)
+    for url in manifest:
+        yield _read_jsonl(url, gzipped=spec.compression == "gzip", storage=storage)
+
+
+def _read_jsonl(url: str, *, gzipped: bool, storage: StorageTarget | None) -> list[dict[str, t.Any]]:
+    try:
+        head, tail = StorageTarget.split_url(url)
+        with (storage or StorageTarget.from_url(head)).open(tail, mode="rb") as raw:
+            if gzipped:
+                with gzip.GzipFile(fileobj=raw) as unzipped:
+                    lines = unzipped.readlines()
+            else:
+                lines = raw.readlines()
+    except _READ_ERRORS as exc:
+        msg = f"{url}: {type(exc).__name__}: {_one_line(str(exc))}"
+        raise BatchFileError(msg) from None
+    records: list[dict[str, t.Any]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = deserialize_json(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            msg = f"{url}: line {number} is not a JSON object: {line.strip()[:SHOWN]!r}"
+            raise BatchFileError(msg)
+        records.append(record)
+    return records
 
 
 class ClosumReader(SingerReader):
@@ -139,14 +216,12 @@ class ClosumReader(SingerReader):
             try:
                 callback(message)
             except RecordsWithoutSchemaException:
-                reason = f"is a RECORD of stream {message.get('stream')!r} before any SCHEMA of that stream"
+                reason = f"is a {kind} of stream {message.get('stream')!r} before any SCHEMA of that stream"
                 raise RecordBeforeSchemaError(self.lineno, reason) from None
             except InvalidInputLine as exc:
                 raise BadInputError(self.lineno, f"is incomplete ({_one_line(str(exc))})") from None
-            except (OSError, ValueError, EOFError) as exc:
-                if kind != SingerMessageType.BATCH:
-                    raise
-                reason = f"is a BATCH whose files cannot be read ({type(exc).__name__}: {_one_line(str(exc))})"
+            except BatchFileError as exc:
+                reason = f"is a BATCH whose files cannot be read ({exc})"
                 raise BadInputError(self.lineno, reason) from None
             stats[kind] += 1
         return stats

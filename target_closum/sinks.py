@@ -6,6 +6,9 @@ are taken out and validated as the ids they will become. Valid records wait in
 the sink's queue. When the batch is drained, the stream's :class:`StreamWriter`
 writes it and returns only when every record is written, skipped or rejected,
 so the SDK emits the tap's STATE only after the records before it are safe.
+The records of BATCH files arrive here one by one too (the target hands each on
+as a RECORD message): the SDK's ``process_batch_files`` is never used, and the
+batch context never carries ``records``.
 
 Parents before children: each sink registers its flush with the run's
 :class:`LoadContext`, and a writer has the sinks of the resources its records

@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.helpers._batch import StorageTarget
+from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from closum_api import DISTRIBUTION, __version__
 from closum_api.config import SharedSettings, connection_properties
@@ -20,7 +22,7 @@ from closum_api.failure import ClosumSettingsError, check_config_files, fail
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.load import LoadContext
 from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
-from target_closum.reader import BadInputError, ClosumReader
+from target_closum.reader import BadInputError, ClosumReader, batch_records
 from target_closum.settings import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_CREATE_MISSING_REFERENCES,
@@ -40,6 +42,7 @@ else:
 if t.TYPE_CHECKING:
     from types import FrameType
 
+    from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.plugin_base import _ConfigInput
     from singer_sdk.sinks import Sink
 
@@ -73,6 +76,31 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def batch_storage(config: t.Mapping[str, t.Any]) -> StorageTarget | None:
+    """Where BATCH files are read from: ``batch_config.storage``, else (``None``) the URL each file names.
+
+    Args:
+        config: the target's settings.
+
+    Returns:
+        The storage, or ``None``.
+
+    Raises:
+        ClosumSettingsError: ``batch_config.storage`` has no ``root``, or fields a storage does not have.
+    """
+    storage = (config.get("batch_config") or {}).get("storage")
+    if not storage:
+        return None
+    if not storage.get("root"):
+        msg = "batch_config.storage needs a root (the URL the BATCH files are read from)"
+        raise ClosumSettingsError(msg)
+    try:
+        return StorageTarget.from_dict(storage)
+    except TypeError:
+        msg = f"batch_config.storage takes root, prefix and params, not {sorted(storage)}"
+        raise ClosumSettingsError(msg) from None
+
+
 class TargetClosum(Target):
     """Singer target for Closum."""
 
@@ -80,6 +108,8 @@ class TargetClosum(Target):
     package_name = DISTRIBUTION
     default_sink_class = ClosumSink
     message_reader_class = ClosumReader
+    #: the SDK's, and BATCH messages (their records go the way of RECORD messages)
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [*Target.capabilities, PluginCapabilities.BATCH]
 
     config_jsonschema = th.PropertiesList(
         *connection_properties(),
@@ -176,7 +206,8 @@ class TargetClosum(Target):
         """Build the target; settings that can never work are refused here, with one line.
 
         Raises:
-            ClosumSettingsError: the rejects or ledger file cannot be written where the settings say.
+            ClosumSettingsError: the rejects or ledger file cannot be written where the settings say
+                (or ``batch_config.storage`` has no root).
         """
         self._finished = False
         #: the last STATE read at a moment every record read so far was written
@@ -193,6 +224,7 @@ class TargetClosum(Target):
                 if problem:
                     msg = f"{name} {path!r} cannot be written: {problem}"
                     raise ClosumSettingsError(msg)
+        self.batch_storage = batch_storage(self.config)
         self.max_parallelism = 4
         self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
 
@@ -274,6 +306,25 @@ class TargetClosum(Target):
     def _process_record_message(self, message_dict: dict) -> None:
         super()._process_record_message(message_dict)
         self._note_safe_state()  # a full batch was just written, perhaps
+
+    @override
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """A BATCH message: each record of its files goes on as a RECORD message of its stream would.
+
+        So a record read from a file meets the same schema check, payload, rejects,
+        ledger key, lookups, matching and bounded batches as one read from a RECORD
+        line, and the STATE after the BATCH waits for it like any other.
+        (The SDK's own way, ``Sink.process_batch_files``, hands a sink a whole file
+        as one batch of raw records, bypassing all of that.)
+        """
+        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        stream_name = message_dict["stream"]
+        if stream_name not in self.mapper.stream_maps:
+            self._assert_sink_exists(stream_name)
+        for records in batch_records(message_dict["encoding"], message_dict["manifest"], self.batch_storage):
+            for record in records:
+                STOP.check()  # as between two lines
+                self._process_record_message({"type": "RECORD", "stream": stream_name, "record": record})
 
     @override
     def _process_state_message(self, message_dict: dict) -> None:

@@ -113,3 +113,29 @@ def test_packages_import_only_the_layers_below(package):
         if dep.split(".")[0] not in {package, *ALLOWED[package]}
     }
     assert not crossing, f"{package} imports across layers: {sorted(crossing)}"
+
+
+def _code_map() -> dict[str, set[str]]:
+    """The modules docs/development.md's code map lists, per package."""
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    block = text.split("## Code map", 1)[1].split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    package = None
+    for line in block.splitlines():
+        if not line.startswith(" ") and line.split("/")[0] in PACKAGES:
+            package = line.split("/")[0]
+            listed[package] = set()
+        elif package and line.startswith("  ") and line.split()[0].endswith(".py"):
+            listed[package].add(line.split()[0])
+    return listed
+
+
+def test_code_map_lists_every_module():
+    listed = _code_map()
+    for package in PACKAGES:
+        present = {p.name for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}
+        shown = listed.get(package, set())
+        assert shown == present, (
+            f"docs/development.md's code map of {package}/ is out of date: "
+            f"missing {sorted(present - shown)}, gone {sorted(shown - present)}"
+        )

@@ -7,9 +7,11 @@ through environment variables (``TAP_CLOSUM_API_URL``...), with its own Meltano
 system database (``MELTANO_DATABASE_URI``) so the state Meltano keeps between
 runs belongs to the test alone.
 
-- tap-closum → target-duckdb: every table matches the sandbox row for row;
-  after ``sandbox.add_records("lead", 5)`` the second run moves exactly those
-  5 leads (Meltano passed the saved state) with at most 2 list requests.
+- tap-closum → target-duckdb: every table matches the sandbox row for row,
+  the consent tables (``lead_opt_ins``...) included; after
+  ``sandbox.add_records("lead", 5)`` the second run moves exactly those 5
+  leads (Meltano passed the saved state) with at most 2 list requests and
+  exactly 5 retrieves (their opt-ins).
 - tap-jsonl → target-closum with the shipped demo/leads.jsonl: the good rows
   are created in the sandbox, the bad rows land in the rejects file with their
   reasons; a full-refresh rerun writes nothing twice (the ledger).
@@ -142,6 +144,18 @@ def meltano(meltano_plugins, sandbox, tmp_path):
     return run
 
 
+#: The key of each table: ``id``, but the consent tables' is their lead's id.
+KEYS = {o.stream_name: o.key for o in registry.OPT_INS}
+
+
+def _expected_keys(sandbox) -> dict[str, list[int]]:
+    """What each table must hold, by key, from the sandbox's records."""
+    expected = {r.stream_name: sorted(rec["id"] for rec in sandbox.records(r.name)) for r in registry.RESOURCES}
+    for o in registry.OPT_INS:
+        expected[o.stream_name] = sorted(rec["id"] for rec in sandbox.records(o.parent.name) if rec.get(o.name))
+    return expected
+
+
 def _tables(path: Path) -> dict[str, list[int]]:
     con = duckdb.connect(str(path), read_only=True)
     try:
@@ -154,7 +168,7 @@ def _tables(path: Path) -> dict[str, list[int]]:
         ]
         db = con.execute("select current_database()").fetchone()[0]
         return {
-            n: sorted(r[0] for r in con.execute(f'select id from "{db}".closum."{n}"').fetchall())  # noqa: S608  # table names from information_schema; identifiers cannot be bound
+            n: sorted(r[0] for r in con.execute(f'select {KEYS.get(n, "id")} from "{db}".closum."{n}"').fetchall())  # noqa: S608  # table names from information_schema; identifiers cannot be bound
             for n in names
         }
     finally:
@@ -180,12 +194,10 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     duck = meltano.tmp / "warehouse.duckdb"
     meltano.pipeline("tap-closum", "target-duckdb")
 
-    # Every stream of the registry is a table holding exactly the sandbox's records.
+    # Every stream of the registry (resources and opt-ins) is a table holding exactly the sandbox's records.
     tables = _tables(duck)
-    assert set(tables) == {r.stream_name for r in registry.RESOURCES}
-    for resource in registry.RESOURCES:
-        expected = sorted(rec["id"] for rec in sandbox.records(resource.name))
-        assert tables[resource.stream_name] == expected, resource.stream_name
+    assert tables == _expected_keys(sandbox)
+    assert tables["lead_opt_ins"], "the sandbox serves opt-ins: the consent table is not empty"
     leads_before = tables["leads"]
     assert len(leads_before) == 25
 
@@ -214,17 +226,19 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     lead_lists = [r for r in sandbox.requests_log("/api/lead") if r["path"] == "/api/lead" and r["method"] == "GET"]
     assert 1 <= len(lead_lists) <= math.ceil(5 / 100) + 1
     assert all(r["query"].get("sort") == "id" and r["query"].get("direction") == "desc" for r in lead_lists)
-    tables = _tables(duck)
-    for resource in registry.RESOURCES:
-        expected = sorted(rec["id"] for rec in sandbox.records(resource.name))
-        assert tables[resource.stream_name] == expected, resource.stream_name
+    # One retrieve per new lead, for its opt-in; none for the history.
+    retrieves = [r["path"] for r in sandbox.requests_log("/api/lead/") if r["method"] == "GET"]
+    assert sorted(retrieves) == sorted(f"/api/lead/{i}" for i in new_ids)
+    assert _tables(duck) == _expected_keys(sandbox)
     assert _state(meltano, "dev:tap-closum-to-target-duckdb")["bookmarks"]["leads"]["replication_key_value"] == max(
         new_ids
     )
 
     # A third run with nothing new moves no lead at all.
     second_batch_end = _query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
+    sandbox.clear_log()
     meltano.pipeline("tap-closum", "target-duckdb")
+    assert sandbox.requests_log("/api/lead/") == []
     assert _query(duck, "select count(*) from closum.leads where _sdc_batched_at > ?", (second_batch_end,))[0][0] == 0
 
 
@@ -311,8 +325,6 @@ def test_closum_to_jsonl_files(meltano, sandbox):
     out = meltano.tmp / "jsonl"
     out.mkdir()
     meltano.pipeline("tap-closum", "target-jsonl", extra_env={"TARGET_JSONL_DESTINATION_PATH": str(out)})
-    for resource in registry.RESOURCES:
-        lines = (out / f"{resource.stream_name}.jsonl").read_text().splitlines()
-        assert sorted(json.loads(line)["id"] for line in lines) == sorted(
-            rec["id"] for rec in sandbox.records(resource.name)
-        ), resource.stream_name
+    for name, expected in _expected_keys(sandbox).items():
+        lines = (out / f"{name}.jsonl").read_text().splitlines()
+        assert sorted(json.loads(line)[KEYS.get(name, "id")] for line in lines) == expected, name

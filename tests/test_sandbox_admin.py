@@ -69,6 +69,27 @@ def test_config_get_patch(sandbox):
         assert r.json()["success"] is False
 
 
+def test_opt_ins_on_retrieve_switch(sandbox):
+    h = {"Authorization": f"Bearer {sandbox.token()}"}
+    with_opt_in = next(r for r in sandbox.records("lead") if r.get("lead_opt_in"))
+    url = f"{sandbox.api_url}/lead/{with_opt_in['id']}"
+    assert requests.get(url, headers=h, timeout=5).json()["data"]["lead_opt_in"] == with_opt_in["lead_opt_in"]
+
+    assert sandbox.configure(opt_ins_on_retrieve=False)["opt_ins_on_retrieve"] is False
+    served = requests.get(url, headers=h, timeout=5).json()["data"]
+    assert "lead_opt_in" not in served
+    assert served == {k: v for k, v in with_opt_in.items() if k != "lead_opt_in"}
+    # The admin view still shows what is stored.
+    assert any(r.get("lead_opt_in") for r in sandbox.records("lead"))
+    for bad in ({"opt_ins_on_retrieve": 0}, {"opt_ins_on_retrieve": "no"}, {"opt_ins_on_retrieve": None}):
+        r = requests.patch(sandbox.url + "/_admin/config", json=bad, timeout=5)
+        assert r.status_code == 400
+        assert "opt_ins_on_retrieve" in r.json()["message"]
+
+    sandbox.configure(opt_ins_on_retrieve=True)
+    assert requests.get(url, headers=h, timeout=5).json()["data"]["lead_opt_in"] == with_opt_in["lead_opt_in"]
+
+
 def test_revoke_tokens(sandbox):
     h = {"Authorization": f"Bearer {sandbox.token()}"}
     sandbox.revoke_tokens()

@@ -75,6 +75,8 @@ def test_cli_parser_defaults_and_help():
     assert (args.username, args.password, args.token_ttl) == ("sandbox", "sandbox", 3600)
     assert (args.latency_ms, args.fail_rate, args.rate_limit, args.max_page_size, args.fault_seed) == (0, 0, 0, 1000, 0)
     assert args.access_log is False
+    assert args.opt_ins_on_retrieve is True
+    assert build_parser().parse_args(["serve", "--no-opt-ins-on-retrieve"]).opt_ins_on_retrieve is False
     help_text = subprocess.run(
         [sys.executable, "-m", "closum_sandbox.cli", "serve", "--help"],
         cwd=ROOT,
@@ -98,6 +100,7 @@ def test_cli_parser_defaults_and_help():
         "--max-page-size",
         "--fault-seed",
         "--access-log",
+        "--no-opt-ins-on-retrieve",
     ):
         assert flag in help_text
 
@@ -118,8 +121,11 @@ def test_defaults_come_from_settings():
 def test_process_passes_its_knobs(tmp_path):
     with (
         (tmp_path / "serve.log").open("w") as log,
-        SandboxProcess(seed=0, max_page_size=7, token_ttl=5, fail_rate=0.25, log=log) as server,
+        SandboxProcess(
+            seed=0, max_page_size=7, token_ttl=5, fail_rate=0.25, opt_ins_on_retrieve=False, log=log
+        ) as server,
     ):
         config = requests.get(server.url + "/_admin/config", timeout=5).json()
+    assert config["opt_ins_on_retrieve"] is False
     assert (config["seed"], config["max_page_size"], config["token_ttl"], config["fail_rate"]) == (0, 7, 5, 0.25)
     assert (config["revision"], config["username"], config["latency_ms"]) == ("both", "sandbox", 0)

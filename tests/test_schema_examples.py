@@ -224,3 +224,29 @@ def test_extractor_reads_commands_bodies_and_responses(tmp_path):
     assert written == ["01-get-city.json", "02-post-city.json"]
     loaded = Example(**json.loads((tmp_path / "out" / "02-post-city.json").read_text(encoding="utf-8")))
     assert (loaded.method, loaded.path, loaded.body) == ("POST", "city", {"name": "Porto"})
+
+
+@pytest.mark.parametrize("opt_in", registry.OPT_INS, ids=lambda o: o.name)
+def test_the_reference_opt_ins_are_records_of_the_consent_streams(examples, opt_in):
+    """The opt-in objects of the reference's create examples, keyed by their contact, are valid records."""
+    bodies = [e.body for e in examples if e.method == "POST" and e.resource is opt_in.parent]
+    opt_ins = [b[opt_in.name] for b in bodies if isinstance(b, dict) and opt_in.name in b]
+    assert opt_ins, f"no {opt_in.name} in the reference's examples"
+    validator = record_validator(opt_in)
+    for served in opt_ins:
+        record = served | {opt_in.key: 1}
+        assert not list(validator.iter_errors(record)), record
+        assert isinstance(record["enviroment"], dict)
+    assert not validator.is_valid({"sms": True}), f"a record without {opt_in.key} must be refused"
+    assert not validator.is_valid({opt_in.key: 1, "enviroment": "not an object"})
+
+
+@pytest.mark.parametrize("opt_in", registry.OPT_INS, ids=lambda o: o.name)
+def test_the_consent_streams_carry_the_fields_of_the_nested_opt_in(opt_in):
+    """lead_opt_in.json and lead.json's nested lead_opt_in describe the same fields, the key aside."""
+    nested = schemas.record_schema(opt_in.parent)["properties"][opt_in.name]["properties"]
+    own = schemas.record_schema(opt_in)["properties"]
+    assert set(own) - {opt_in.key} == set(nested) - {"lead_id", "unqualified_lead_id"}
+    for field in ("id", "sms", "email", "creation_date"):
+        assert own[field] == nested[field], field
+    assert own["enviroment"]["properties"] == nested["enviroment"]["properties"]

@@ -31,8 +31,16 @@ def test_discover_lists_every_registry_resource_with_key_and_replication(sandbox
     assert out.returncode == 0, out.stderr[-2000:]
     catalog = json.loads(out.stdout)
     streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
-    assert set(streams) == set(registry.BY_STREAM)
+    opt_ins = {o.stream_name: o for o in registry.OPT_INS}
+    assert set(streams) == set(registry.BY_STREAM) | set(opt_ins)
+    for name, opt_in in opt_ins.items():
+        top = next(m["metadata"] for m in streams[name]["metadata"] if m["breadcrumb"] == [])
+        assert top["table-key-properties"] == [opt_in.key]
+        assert top["valid-replication-keys"] == [opt_in.key]
+        assert streams[name]["replication_method"] == "INCREMENTAL"
     for name, stream in streams.items():
+        if name in opt_ins:
+            continue
         resource = registry.BY_STREAM[name]
         top = next(m["metadata"] for m in stream["metadata"] if m["breadcrumb"] == [])
         assert top["table-key-properties"] == ["id"]

@@ -58,6 +58,17 @@ def test_unwritable_streams_are_refused_with_one_line_naming_the_stream(stream):
     assert "deselect" in message.lower()
 
 
+@pytest.mark.parametrize("stream", ["lead_opt_ins", "unqualified_lead_opt_ins"])
+def test_the_taps_consent_streams_are_never_written_on_their_own(stream):
+    with pytest.raises(ClosumConfigError) as info:
+        TargetSettings.from_config({}).mapping_for(stream)
+    message = str(info.value)
+    assert "\n" not in message
+    assert repr(stream) in message
+    assert "opt-in only inside" in message
+    assert "deselect" in message.lower()
+
+
 @pytest.mark.parametrize("resource", ["lead", "unqualified_lead", "audience_list", "lead_audience_list"])
 @pytest.mark.parametrize("action", ["update", "upsert"])
 def test_update_on_a_create_only_resource_is_a_config_error(resource, action):
