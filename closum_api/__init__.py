@@ -4,10 +4,12 @@
 - :mod:`closum_api.schemas`: loading and validating the JSON Schemas in ``schemas/``.
 - :mod:`closum_api.connection`: where an account is and how patiently to talk to it.
 - :mod:`closum_api.config`: the settings the tap and the target share.
-- :mod:`closum_api.throttle`: the pause every worker honours after a 429.
+- :mod:`closum_api.stop`: the stop event a signal sets; every wait ends on it.
+- :mod:`closum_api.pace`: the request rate of the run (fixed or adaptive).
+- :mod:`closum_api.retry`: one retry budget per operation.
 - :mod:`closum_api.auth`: the bearer-token authenticator.
 - :mod:`closum_api.errors`: decoding responses and classifying failures.
-- :mod:`closum_api.client`: a small retrying client for writes (used by the target).
+- :mod:`closum_api.client`: the client: session, token, pace, retries (the tap reads through its parts).
 """
 
 from importlib import metadata as _metadata

@@ -5,10 +5,18 @@
 renews it shortly before it expires, and renews it once and resends the
 request when the server answers 401 (a token revoked early). It is safe to
 share between threads, so one token serves every stream of a run.
+
+A token fetch takes its tries from the budget of the request that needs the
+token (:data:`closum_api.retry.current`), never a budget of its own on top, and
+its ``POST /token`` goes through the run's pace like every other request. An
+answer that can never succeed (credentials refused, a 200 that is not the
+envelope) is kept: every later request fails with the same line at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -19,18 +27,18 @@ from http import HTTPStatus
 
 import requests
 
+from closum_api import retry, stop
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
-    ClosumRetriableError,
+    ClosumError,
     check_response,
+    retry_after_seconds,
 )
-from closum_api.retry import with_retries
 
 if t.TYPE_CHECKING:
-    from backoff.types import Details
-
     from closum_api.connection import Connection
+    from closum_api.pace import Pace
 
 LOGGER = logging.getLogger("closum_api.auth")
 #: the endpoint that trades the credentials for a token
@@ -47,13 +55,19 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         tokens_issued: tokens fetched so far.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, pace: Pace | None = None) -> None:
         """Hold no token yet: the first request fetches one.
 
         Args:
             connection: the account; its password is never logged or shown.
+            pace: the run's request rate, which ``POST /token`` follows too.
         """
         self.connection = connection
+        self.pace = pace
+        self.policy = retry.RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
+        self._fatal: ClosumError | None = None
+        self._last_failure: ClosumError | None = None
+        self._fetches = 0
         # A session of its own: a shared one may carry this very auth object.
         self._session = requests.Session()
         self._lock = threading.Lock()
@@ -87,11 +101,36 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         Returns:
             The bearer token.
         """
+        seen = self._fetches
         with self._lock:
             token = self._token
             if token is None or time.monotonic() >= self._renew_at:
-                token = self._fetch()
+                if self._fetches != seen and self._last_failure is not None:
+                    # A fetch ran and failed while this thread waited: its budget is
+                    # spent for everyone, no second round of tries on top.
+                    raise self._last_failure
+                token = self._fetch_counted()
             return token
+
+    def prefetch(self) -> None:
+        """Fetch the token ahead of the first request, with one try; a failure is left for that request."""
+        once = retry.Attempts(dataclasses.replace(self.policy, max_tries=1))
+        with self._lock, retry.using(once), contextlib.suppress(Exception):
+            if self._token is None:
+                self._fetch()
+
+    def _fetch_counted(self) -> str:
+        """:meth:`_fetch`, remembering its failure for the threads that waited on it."""
+        try:
+            token = self._fetch()
+        except ClosumError as exc:
+            self._last_failure = exc
+            raise
+        else:
+            self._last_failure = None
+            return token
+        finally:
+            self._fetches += 1
 
     def invalidate(self, token: str | None = None) -> None:
         """Forget the token, so the next request fetches a new one.
@@ -106,17 +145,25 @@ class ClosumTokenAuth(requests.auth.AuthBase):
 
     def _fetch(self) -> str:
         """Fetch a new token and hold it; called with the lock held."""
-        envelope = with_retries(
-            self._post_token,
-            retry_on=(ClosumRetriableError, requests.exceptions.ConnectionError, requests.exceptions.Timeout),
-            max_tries=self.connection.max_tries,
-            backoff_base=self.connection.backoff_base,
-            on_backoff=self._log_backoff,
-        )()
+        if self._fatal is not None:
+            raise self._fatal
+        attempts = retry.current.get() or self.policy.attempts()
+        while True:
+            try:
+                envelope = self._post_token()
+                break
+            except (ClosumAuthError, ClosumBadResponse) as exc:
+                self._fatal = exc  # it will never work: every request gets this line at once
+                raise
+            except retry.TRANSIENT as exc:
+                wait = attempts.next_wait(exc, f"POST {AUTH_PATH}")
+                LOGGER.warning("POST %s failed (%s); retrying in %.1f s", AUTH_PATH, _reason(exc), wait)
+                stop.sleep(wait)
         data = envelope.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not data["token"]:
-            msg = "POST /token answered without data.token; is api_url a Closum API?"
-            raise ClosumBadResponse(msg)
+            msg = "POST /token answered without data.token — is api_url a Closum API?"
+            self._fatal = ClosumBadResponse(msg)
+            raise self._fatal
         lifetime = _lifetime_seconds(data)
         token: str = data["token"]
         self._token = token
@@ -130,12 +177,16 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         headers = {"Accept": "application/json"}
         if conn.user_agent:
             headers["User-Agent"] = conn.user_agent
+        if self.pace is not None:
+            self.pace.acquire(windowed=False)
         response = self._session.post(
             conn.api_url + AUTH_PATH,
             json={"api_username": conn.username, "api_pw": conn.password},
             headers=headers,
             timeout=conn.timeout,
         )
+        if self.pace is not None:
+            self.pace.observe(response.status_code, retry_after_seconds(response))
         if response.status_code in {400, 401, 403}:
             msg = (
                 f"Closum refused the credentials of api_username {conn.username!r} "
@@ -143,14 +194,6 @@ class ClosumTokenAuth(requests.auth.AuthBase):
             )
             raise ClosumAuthError(msg, response)
         return check_response("POST", AUTH_PATH, response)
-
-    @staticmethod
-    def _log_backoff(details: Details) -> None:
-        LOGGER.warning(
-            "POST /token failed (%s); retrying in %.1f s",
-            details.get("exception"),
-            details.get("wait", 0.0),
-        )
 
     def _renew_on_401(self, response: requests.Response, **kwargs: t.Any) -> requests.Response:
         """Response hook: on a 401, renew the token once and resend."""
@@ -171,6 +214,13 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         new.history.append(response)
         new.request = retry
         return new
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure as a short phrase, never with the request body."""
+    if isinstance(exc, retry.CONNECTION_FAILURES):
+        return retry.connection_reason(exc)
+    return str(exc)
 
 
 def _lifetime_seconds(data: t.Mapping[str, t.Any]) -> float:

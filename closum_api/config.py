@@ -9,6 +9,7 @@ from singer_sdk import typing as th
 
 from closum_api.client import ClosumClient
 from closum_api.connection import DEFAULT_API_URL, Connection
+from closum_api.pace import Pace
 
 #: Defaults of the shared settings: the one place they are written. The
 #: ``th.Property`` definitions below and :meth:`SharedSettings.from_config`
@@ -70,7 +71,8 @@ def connection_properties() -> list[th.Property]:
             title="Max retries",
             description="Retries of a request after a transient failure "
             "(429, 5xx, timeout, dropped connection), with exponential backoff "
-            "and jitter, honouring Retry-After.",
+            "and jitter, honouring Retry-After. One budget per request: the token request it needs "
+            "and, for a create, the check after a lost answer draw from the same tries.",
         ),
         th.Property(
             "backoff_base_seconds",
@@ -78,6 +80,14 @@ def connection_properties() -> list[th.Property]:
             default=DEFAULT_BACKOFF_BASE,
             title="Backoff base",
             description="Wait before the first retry, in seconds; it doubles with each retry.",
+        ),
+        th.Property(
+            "max_requests_per_second",
+            th.NumberType(exclusive_minimum=0),
+            title="Max requests per second",
+            description="Pace every request of the run (token requests included, whatever "
+            "max_parallel_requests is) to at most this many per second; set it to the account's quota. "
+            "Unset: the pace adapts, unpaced until Closum answers 429, then just under the rate it allowed.",
         ),
         th.Property(
             "user_agent",
@@ -96,11 +106,13 @@ class SharedSettings:
         connection: the account and how patiently to talk to it.
         max_parallel_requests: most requests in flight at once.
         max_retries: retries after a transient failure (``connection.max_tries`` - 1).
+        max_requests_per_second: the fixed pace of the run; None for the adaptive pace.
     """
 
     connection: Connection
     max_parallel_requests: int
     max_retries: int
+    max_requests_per_second: float | None = None
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any], *, user_agent: str) -> SharedSettings:
@@ -127,15 +139,18 @@ class SharedSettings:
             connection=connection,
             max_parallel_requests=_integer(config, "max_parallel_requests", DEFAULT_PARALLEL_REQUESTS),
             max_retries=max_retries,
+            max_requests_per_second=_optional_number(config, "max_requests_per_second"),
         )
 
     def client(self) -> ClosumClient:
-        """A client for these settings.
+        """A client for these settings, with the run's one pace.
 
         Returns:
             A :class:`ClosumClient` whose pool holds ``max_parallel_requests`` connections.
         """
-        return ClosumClient(self.connection, pool_size=self.max_parallel_requests)
+        return ClosumClient(
+            self.connection, pool_size=self.max_parallel_requests, pace=Pace(self.max_requests_per_second)
+        )
 
 
 def _integer(config: t.Mapping[str, t.Any], key: str, default: int) -> int:
@@ -148,6 +163,12 @@ def _number(config: t.Mapping[str, t.Any], key: str, default: float) -> float:
     """A numeric setting; ``default`` when it is absent or null."""
     value = config.get(key)
     return default if value is None else float(value)
+
+
+def _optional_number(config: t.Mapping[str, t.Any], key: str) -> float | None:
+    """A numeric setting without a default; None when it is absent or null."""
+    value = config.get(key)
+    return None if value is None else float(value)
 
 
 def client_from_config(config: t.Mapping[str, t.Any], *, user_agent: str) -> ClosumClient:

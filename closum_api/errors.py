@@ -11,7 +11,6 @@ from __future__ import annotations
 import email.utils
 import html
 import json
-import random
 import re
 import time
 import typing as t
@@ -21,8 +20,6 @@ import msgspec
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator
-
     import requests
 
 # 429 is not documented; services of this kind send it with Retry-After and
@@ -31,6 +28,8 @@ RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Answers after which a write may or may not have happened.
 UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
 MAX_MESSAGE = 300
+# The end of the line for a 2xx that is not JSON: something else answers at api_url.
+NOT_CLOSUM = " — is api_url a Closum API?"
 
 
 class ClosumError(Exception):
@@ -87,8 +86,26 @@ class ClosumNotFoundError(ClosumFatalError):
     """404: the record, or the whole endpoint (other API revision), is absent."""
 
 
-class ClosumBadResponse(ClosumRetriableError):  # noqa: N818  # public name used by the tap, the target and tests
-    """A 2xx answer that is not the documented envelope (HTML, bad JSON, no data)."""
+class ClosumBadResponse(ClosumError):  # noqa: N818  # public name used by the tap, the target and tests
+    """A 2xx answer that is not the documented envelope (HTML, bad JSON, no data).
+
+    It can never succeed on retry (a proxy, a maintenance page, a URL that is
+    not a Closum API): it is fatal at once, and its one line names the
+    endpoint and what came back.
+
+    Attributes:
+        status: the HTTP status of the answer, if there was one.
+    """
+
+    def __init__(self, msg: str, response: requests.Response | None = None) -> None:
+        """Keep the answer's status.
+
+        Args:
+            msg: one line for the user.
+            response: the answer, if there was one.
+        """
+        super().__init__(msg)
+        self.status = response.status_code if response is not None else None
 
 
 class ClosumOutcomeUnknown(ClosumError):  # noqa: N818  # public name used by the target and tests
@@ -96,17 +113,22 @@ class ClosumOutcomeUnknown(ClosumError):  # noqa: N818  # public name used by th
 
     Attributes:
         status: the HTTP status of the answer, if one came back.
+        final: the answer was a 2xx that is not the envelope: checking the
+            server will not settle it (something else answers at api_url), so
+            the run ends and the intent stays pending for the next run.
     """
 
-    def __init__(self, msg: str, status: int | None = None) -> None:
+    def __init__(self, msg: str, status: int | None = None, *, final: bool = False) -> None:
         """Keep the status, if any.
 
         Args:
             msg: one line for the user.
             status: the HTTP status of the answer, if one came back.
+            final: the run cannot settle it now (see the class).
         """
         super().__init__(msg)
         self.status = status
+        self.final = final
 
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
@@ -194,7 +216,7 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
     try:
         envelope = _decode(response.content)
     except msgspec.DecodeError:
-        msg = f"{method} {path} answered {status} with {server_message(response)}"
+        msg = f"{method} {path} answered {status} with {server_message(response)}{NOT_CLOSUM}"
         raise ClosumBadResponse(msg, response) from None
     if not isinstance(envelope, dict):
         msg = f"{method} {path} answered {status} with JSON that is not an object: {_one_line(str(envelope))}"
@@ -209,42 +231,3 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
 
 
 _decode = msgspec.json.Decoder().decode
-
-
-def retry_waits(base: float = 1.0, cap: float = 60.0) -> Generator[float, BaseException | None, None]:
-    """A ``backoff`` wait generator: exponential, honouring ``Retry-After``.
-
-    Like ``backoff``'s own generators, it first yields a wait that is thrown
-    away (``backoff`` primes it with ``send(None)``). Then ``backoff`` sends
-    each exception in, so a 429's or 503's ``Retry-After`` is read from it;
-    the wait is never shorter than asked. Pair it with :func:`jitter`, which
-    only ever adds.
-
-    Args:
-        base: the first wait, in seconds; it doubles with each retry.
-        cap: no wait is longer than this, in seconds.
-
-    Yields:
-        The seconds to wait before the next try.
-    """
-    attempt = 0
-    exc = yield 0.0  # the priming value, never waited
-    while True:
-        delay = min(cap, base * (2**attempt))
-        asked = getattr(exc, "retry_after", None)
-        if asked is not None:
-            delay = max(delay, min(float(asked), cap))
-        attempt += 1
-        exc = yield delay
-
-
-def jitter(value: float) -> float:
-    """Add up to a quarter of the wait at random, so workers spread out.
-
-    Args:
-        value: the wait, in seconds.
-
-    Returns:
-        The wait, lengthened by 0 to 25 %.
-    """
-    return value + random.uniform(0, value / 4)  # noqa: S311  # spreading waits, not cryptography

@@ -2,7 +2,7 @@
 
 The tap and the target install signal handlers that call
 :meth:`StopEvent.request_stop`; every wait in :mod:`closum_api` (backoff
-sleeps, pace waits, the :class:`~closum_api.throttle.PauseGate`) goes through
+sleeps, the :class:`~closum_api.pace.Pace`'s waits) goes through
 :meth:`StopEvent.sleep`, which returns within milliseconds of a stop and then
 raises :class:`ClosumStopped`. The program turns that into exit status
 128 + the signal's number, as a shell reports a process ended by a signal.

@@ -1,8 +1,11 @@
 """The one base stream every Closum stream derives from.
 
 It reads a Closum list page by page through the Singer SDK's request loop
-(authenticator, backoff, metrics), fetches pages concurrently once the first
-page has told how many there are, and stops early where it can:
+(authenticator, metrics), fetches pages concurrently once the first page has
+told how many there are, and stops early where it can. Each page is one
+operation of the run's client (:meth:`closum_api.client.ClosumClient.retrying`):
+its retries and the token fetch it may need share one budget, and every try
+takes a slot of the run's pace:
 
 - append-only resources are read newest first (``sort=id&direction=desc``)
   and the read stops at the bookmark, so an hourly run costs what changed;
@@ -21,7 +24,6 @@ from http import HTTPStatus
 import requests
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
-from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.streams.rest import PageContext
 
@@ -29,13 +31,10 @@ from closum_api.errors import (
     ClosumBadResponse,
     ClosumFatalError,
     ClosumNotFoundError,
-    ClosumRetriableError,
     check_response,
-    jitter,
-    retry_waits,
+    retry_after_seconds,
 )
 from closum_api.registry import Replication, Resource
-from closum_api.retry import with_retries
 from closum_api.schemas import record_schema
 from tap_closum.paging import Page, ordered_pages
 from tap_closum.runtime import parse_timestamp
@@ -46,7 +45,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from backoff.types import Details
+    import requests
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
 
@@ -54,16 +53,8 @@ if t.TYPE_CHECKING:
     from tap_closum.runtime import Runtime
 
 _ENVELOPE = "_closum_envelope"
-# What the SDK's request loop retries (RESTStream.request_decorator).
-_RETRY_ON = (
-    ConnectionResetError,
-    RetriableAPIError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
 _T = t.TypeVar("_T")
+_P = t.ParamSpec("_P")
 
 
 class _Cursor:
@@ -127,7 +118,7 @@ class ClosumStream(RESTStream[int]):
 
     Args:
         tap: the tap the stream belongs to.
-        runtime: what every stream of the run shares (settings, session, token, gate, page size).
+        runtime: what every stream of the run shares (settings, client, page size).
     """
 
     resource: t.ClassVar[Resource]
@@ -161,7 +152,7 @@ class ClosumStream(RESTStream[int]):
     # -- where and how to ask -------------------------------------------------
     @property
     def runtime(self) -> Runtime:
-        """What every stream of the run shares: settings, session, token, pause gate, page size."""
+        """What every stream of the run shares: settings, client (session, token, pace), page size."""
         return self._runtime
 
     @property
@@ -222,6 +213,7 @@ class ClosumStream(RESTStream[int]):
 
     @override
     def validate_response(self, response: requests.Response) -> None:
+        self.runtime.client.pace.observe(response.status_code, retry_after_seconds(response))
         envelope = check_response("GET", self.api_path(response), response)
         setattr(response, _ENVELOPE, envelope)
 
@@ -303,50 +295,28 @@ class ClosumStream(RESTStream[int]):
 
     # -- retries ---------------------------------------------------------------
     @override
-    def backoff_wait_generator(self) -> t.Generator[float, None, None]:
-        return retry_waits(self.runtime.connection.backoff_base)
-
-    @override
-    def backoff_max_tries(self) -> int:
-        return self.runtime.connection.max_tries
-
-    @override
-    def backoff_jitter(self, value: float) -> float:
-        return jitter(value)
-
-    @override
-    def backoff_handler(self, details: Details) -> None:
-        exc = details.get("exception")
-        wait = float(details.get("wait") or 0.0)
-        if isinstance(exc, ClosumRetriableError) and exc.status in {
-            HTTPStatus.TOO_MANY_REQUESTS,
-            HTTPStatus.SERVICE_UNAVAILABLE,
-        }:
-            # Tell every worker to slow down, not just this one.
-            self.runtime.gate.pause(wait)
-        reason = str(exc) if isinstance(exc, ClosumRetriableError) else type(exc).__name__
-        self.logger.warning("Retrying in %.1f s (try %s): %s", wait, details.get("tries"), reason)
-
-    @override
-    def request_decorator(self, func: t.Callable[..., _T]) -> t.Callable[..., _T]:
-        """The SDK's retries (same exceptions, waits and handler), with waits a stop interrupts."""
-        return with_retries(
-            func,
-            retry_on=_RETRY_ON,
-            max_tries=self.backoff_max_tries(),
-            backoff_base=self.runtime.connection.backoff_base,
-            on_backoff=self.backoff_handler,
-        )
+    def request_decorator(self, func: t.Callable[_P, _T]) -> t.Callable[_P, _T]:
+        """Retries within one budget of the run's client, instead of the SDK's backoff."""
+        return self.runtime.client.retrying(func, f"GET {self.path}")
 
     @override
     def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
-        # Every request of the run (list pages, retrieves) takes one of max_parallel_requests slots.
+        # Every request of the run (list pages, retrieves) takes one of max_parallel_requests slots,
+        # then a send slot of the run's pace.
+        pace = self.runtime.client.pace
         with self.runtime.request_slots:
-            self.runtime.gate.wait()
-            return super()._request(prepared_request, context)
+            pace.acquire()
+            try:
+                return super()._request(prepared_request, context)
+            finally:
+                pace.release()
 
     # -- reading ---------------------------------------------------------------
     def _fetch(self, number: int, context: Context | None) -> Page:
+        """Page ``number``: one budget for its tries and the token they may need."""
+        return self.request_decorator(self._fetch_once)(number, context)
+
+    def _fetch_once(self, number: int, context: Context | None) -> Page:
         request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
         prepared = self.build_prepared_request(
             method=request.method,
@@ -354,7 +324,7 @@ class ClosumStream(RESTStream[int]):
             params=request.encode_params(),
             headers=request.headers,
         )
-        response = self.request_decorator(self._request)(prepared, context)
+        response = self._request(prepared, context)
         records = list(self.parse_response(response))
         pagination = getattr(response, _ENVELOPE).get("pagination") or {}
         try:

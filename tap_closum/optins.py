@@ -11,7 +11,7 @@ per *new* lead, never a re-read of the history.
   the child (:class:`OptInStream`) retrieves a batch concurrently, at most
   ``max_parallel_requests`` requests in flight for the whole run, through the
   stream's own request path (the SDK's retry decorator and ``_request``: the
-  run's session, token, pause gate and retries, as the list pages), and emits
+  run's session, token, pace and retry budget, as the list pages), and emits
   the opt-ins in the parent's order.
 - A 404 (the contact was deleted between list and retrieve) is a warning.
 - A retrieve without an opt-in emits nothing. When the first :data:`PROBE`

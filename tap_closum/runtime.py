@@ -1,4 +1,4 @@
-"""What every stream of one run shares: its settings, one session and token, the pause gate, the page size.
+"""What every stream of one run shares: its settings, one client (session, token, pace), the page size.
 
 The tap builds one :class:`Runtime` and hands it to each stream it creates.
 Settings are parsed once, on first use (discovery needs no credentials), with
@@ -8,6 +8,7 @@ the defaults the settings' ``th.Property`` definitions declare.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import typing as t
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from functools import cached_property
 
 from closum_api import __version__
 from closum_api.config import SharedSettings
-from closum_api.throttle import PauseGate
 
 if t.TYPE_CHECKING:
     import logging
@@ -82,7 +82,7 @@ class TapSettings:
 
 
 class Runtime:
-    """What every stream of one run shares: settings, session, token, pause gate, page size.
+    """What every stream of one run shares: settings, client (session, token, pace), page size.
 
     Args:
         config: the tap's config; parsed on first use.
@@ -93,8 +93,6 @@ class Runtime:
         """Nothing is parsed or opened yet: discovery needs no credentials."""
         self._config = config
         self._logger = logger
-        #: every worker waits here while a 429 or 503 asked the run to slow down
-        self.gate = PauseGate()
         self._lock = threading.Lock()
         self._fell_back = False
 
@@ -115,8 +113,22 @@ class Runtime:
 
     @cached_property
     def client(self) -> ClosumClient:
-        """The one client of the run: its session and token serve every stream."""
+        """The one client of the run: its session, token, pace and retry budgets serve every stream."""
         return self.settings.shared.client()
+
+    def report_budget(self, metrics_logger: logging.Logger) -> None:
+        """At the end of a run that sent requests: one line and the ``closum_request_budget`` metric.
+
+        Args:
+            metrics_logger: the SDK's metrics logger.
+        """
+        if "client" not in self.__dict__:
+            return
+        stats = self.client.pace.stats()
+        if not stats.requests:
+            return
+        self._logger.info(stats.line())
+        metrics_logger.info("METRIC: %s", json.dumps(stats.metric(), separators=(",", ":")))
 
     @property
     def session(self) -> requests.Session:

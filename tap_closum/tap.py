@@ -114,6 +114,7 @@ class TapClosum(Tap):
                 super().sync_all()
             finally:
                 self.writer.flush()
+                self.runtime.report_budget(self.metrics_logger)
         except ClosumStopped:
             # The records emitted so far are out; the state goes after them
             # (a bookmark moves only when its stream completed).

@@ -14,6 +14,7 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from target_closum.rejects import RejectsFile
 from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
+    import logging
+
     from closum_api.client import ClosumClient
     from closum_api.config import SharedSettings
     from closum_api.registry import Resource
@@ -151,6 +154,20 @@ class LoadContext:
         if "client" in created:
             self.client.close()
 
+    def report_budget(self, logger: logging.Logger, metrics_logger: logging.Logger) -> None:
+        """At the end of a run that sent requests: one line and the ``closum_request_budget`` metric.
+
+        Args:
+            logger: where the line goes.
+            metrics_logger: the SDK's metrics logger.
+        """
+        if "client" not in self.__dict__:
+            return
+        stats = self.client.pace.stats()
+        if stats.requests:
+            logger.info(stats.line())
+            metrics_logger.info("METRIC: %s", json.dumps(stats.metric(), separators=(",", ":")))
+
     # -- tallies ------------------------------------------------------------------
     def tally_for(self, mapping: StreamMapping) -> Tally:
         """The tally of a stream, created at its first sink (a new sink of the stream adds to it)."""
@@ -192,5 +209,5 @@ class LoadContext:
 
 
 def _quiet_token(client: ClosumClient) -> None:
-    with contextlib.suppress(Exception):
-        client.auth.token()
+    """Ask for the token once, ahead of the first write; a failure is left for that write to meet."""
+    client.auth.prefetch()

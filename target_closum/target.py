@@ -412,6 +412,7 @@ class TargetClosum(Target):
                     separators=(",", ":"),
                 ),
             )
+        self.load.report_budget(self.logger, self.metrics_logger)
         self.load.close()
 
     # -- the command line: every failure ends the run with one line ------------------

@@ -7,10 +7,14 @@ returns only when every record is written, skipped or rejected. What each
 record needs is decided by :func:`target_closum.plan.decide`; a dry run counts
 those decisions instead of carrying them out.
 
-A create is written ahead in the ledger as ``pending`` before its POST; an
-answer lost on the way (500/502/504, timeout, dropped connection) is followed by
-a search of the server before any new POST, and a ``pending`` intent a killed
-run left behind is settled the same way before the stream's first write.
+A create is written ahead in the ledger as ``pending`` just before its POST
+goes out (once the token is held and the pace slot taken: a create never sent
+is never pending); an answer lost on the way (500/502/504, timeout, dropped
+connection) is followed by a search of the server before any new POST, and a
+``pending`` intent a killed run left behind is settled the same way before the
+stream's first write. A create, its retries, the token it needs and its
+searches draw from one retry budget. A 2xx that is not the envelope ends the
+run at once, the intent left pending for the next run to settle.
 
 Before a batch is written, the streams it refers to are written first (see
 :data:`target_closum.lookups.PARENTS`) and the indexes it needs are read (each
@@ -33,19 +37,16 @@ import typing as t
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
-from closum_api import registry
-from closum_api.client import CONNECTION_FAILURES
+from closum_api import registry, retry
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
     ClosumError,
     ClosumFatalError,
     ClosumOutcomeUnknown,
-    ClosumRetriableError,
-    jitter,
-    retry_waits,
 )
 from closum_api.failure import describe
+from closum_api.retry import TRANSIENT, ClosumGaveUp
 from closum_api.stop import STOP, ClosumStopped
 from target_closum.index import DEFAULT_MATCH_ON, fold_name
 from target_closum.lookups import (
@@ -74,8 +75,8 @@ if t.TYPE_CHECKING:
     from target_closum.ledger import Entry
     from target_closum.load import LoadContext
 
-MAX_WAIT_SECONDS = 30.0
-TRANSIENT = (ClosumRetriableError, *CONNECTION_FAILURES)
+# Failures that end the run as they are: their one line already says what to fix.
+_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped)
 
 
 class ClosumWriteError(ClosumError):
@@ -84,6 +85,36 @@ class ClosumWriteError(ClosumError):
 
 class _UnresolvedError(Exception):
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
+
+
+class _Settled(Exception):  # noqa: N818  # a signal inside the writer, not an error
+    """The last look after a spent budget found the record: the create is settled.
+
+    Attributes:
+        closum_id: the record's id.
+    """
+
+    def __init__(self, closum_id: int) -> None:
+        super().__init__(closum_id)
+        self.closum_id = closum_id
+
+
+class _CreateOp:
+    """Where one create stands.
+
+    Attributes:
+        marked: its intent is pending in the ledger.
+        maybe_written: a POST may have created the record since the last search.
+        search_first: search the server before the next POST.
+    """
+
+    def __init__(self, item: Item, resource: Resource, *, recovering: bool) -> None:
+        self.item = item
+        self.resource = resource
+        self.recovering = recovering
+        self.marked = recovering
+        self.maybe_written = recovering
+        self.search_first = recovering
 
 
 @dataclass(frozen=True)
@@ -206,7 +237,7 @@ class StreamWriter:
                 self.helper(MEMBERSHIPS).match_index()
             for field in sorted(fields):
                 self.reference_index(lookup_for(self.resource.name, field), field)
-        except (ClosumAuthError, ClosumLookupError, ClosumStopped):
+        except (ClosumLookupError, *_AS_THEY_ARE):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = (
@@ -347,9 +378,7 @@ class StreamWriter:
         STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]
-            if isinstance(first, (ClosumAuthError, ClosumWriteError)) or not isinstance(
-                first, (ClosumError, *TRANSIENT)
-            ):
+            if isinstance(first, (ClosumWriteError, *_AS_THEY_ARE)) or not isinstance(first, (ClosumError, *TRANSIENT)):
                 raise first
             msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
             raise ClosumWriteError(msg) from first
@@ -434,9 +463,6 @@ class StreamWriter:
         return Outcome(target_id, "updated")
 
     def _create(self, item: Item) -> Outcome:
-        self.load.ledger.mark_pending(
-            self.stream_name, item.key, self.resource.name, canonical_json(item.payload), item.payload_hash
-        )
         return self._create_with_intent(item, self.resource)
 
     def _done(self, item: Item, resource: Resource, closum_id: int) -> None:
@@ -445,65 +471,87 @@ class StreamWriter:
         self.load.note_written(resource, item.payload, closum_id)
 
     def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
-        """POST behind a pending intent; on a lost answer, search before trying again.
+        """POST behind a pending intent; on a lost answer, search before trying again; one budget for all.
 
-        A pending intent being settled (``recovering``) is searched for before the first POST.
+        The intent is marked pending just before the first POST goes out. A pending
+        intent being settled (``recovering``) is searched for before the first POST.
         """
-        key, payload = item.key, item.payload
-        search_first = recovering
-        ledger = self.load.ledger
-        client = self.load.client
-        # As many creates as the client has tries, each lost answer followed by a search,
-        # waiting between them as the shared retry policy does.
-        waits = retry_waits(client.backoff_base, cap=MAX_WAIT_SECONDS)
-        next(waits)
-        for attempt in range(client.max_tries):
-            if attempt > 0:
-                STOP.sleep(jitter(waits.send(None)))
-            if search_first or attempt > 0:
-                found = self._search(resource, payload, key)
-                if found is not None:
-                    self._done(item, resource, found)
-                    self._count_created(recovering=recovering, reconciled=True)
-                    self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", key, found)
-                    return Outcome(found, "created")
-            try:
-                new_id = self._post(resource, payload, key, maybe_sent=search_first)
-            except (ClosumOutcomeUnknown, ClosumBadResponse) as exc:
-                self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
-                search_first = True
-                continue
-            except ClosumAuthError:
-                ledger.forget(self.stream_name, key)
-                raise
-            except ClosumFatalError as exc:
-                ledger.forget(self.stream_name, key)
-                return self.reject(item.record, payload, exc.status, exc.server_message or str(exc))
-            except TRANSIENT:
-                ledger.forget(self.stream_name, key)  # 429/503/refused: surely not written
-                raise
-            self._done(item, resource, new_id)
-            self._count_created(recovering=recovering, reconciled=False)
-            return Outcome(new_id, "created")
-        # The last attempt's answer was lost too: one more look, else leave it pending.
-        found = self._search(resource, payload, key)
-        if found is not None:
-            self._done(item, resource, found)
-            self._count_created(recovering=recovering, reconciled=True)
-            return Outcome(found, "created")
-        msg = f"key {key} of stream {self.stream_name}"
-        raise _UnresolvedError(msg)
-
-    def _post(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str, *, maybe_sent: bool) -> int:
-        """POST the create; stopped before any try of it can have reached the server, forget its intent."""
+        attempts = self.load.client.attempts()
+        op = _CreateOp(item, resource, recovering=recovering)
         try:
-            return self.load.client.create(resource, payload)
-        except ClosumStopped:
-            if not maybe_sent:
-                self.load.ledger.forget(self.stream_name, key)
+            with retry.using(attempts):
+                while True:
+                    outcome = self._create_round(op, attempts)
+                    if outcome is not None:
+                        return outcome
+        except _Settled as settled:
+            return Outcome(settled.closum_id, "created")
+        except BaseException:
+            if not op.maybe_written:
+                self.load.ledger.forget(self.stream_name, item.key)  # never sent, or refused: not written
             raise
 
+    def _create_round(self, op: _CreateOp, attempts: retry.Attempts) -> Outcome | None:
+        """One search (when due) and one POST; the outcome once the create is settled."""
+        item, resource, ledger = op.item, op.resource, self.load.ledger
+        if op.search_first:
+            found = self._search(resource, item.payload, item.key)
+            if found is not None:
+                self._done(item, resource, found)
+                self._count_created(recovering=op.recovering, reconciled=True)
+                self.logger.info(
+                    "Found the record of key %s on the server (id %d) after a lost answer", item.key, found
+                )
+                return Outcome(found, "created")
+            op.maybe_written = False
+
+        def mark_pending() -> None:
+            if not op.marked:
+                ledger.mark_pending(
+                    self.stream_name, item.key, resource.name, canonical_json(item.payload), item.payload_hash
+                )
+                op.marked = True
+
+        try:
+            new_id = self.load.client.create(resource, item.payload, attempts=attempts, on_sending=mark_pending)
+        except ClosumOutcomeUnknown as exc:
+            op.maybe_written = True
+            if exc.final:
+                msg = (
+                    f"stream {self.stream_name}: {exc} The create of key {item.key} may have happened: "
+                    "it stays pending, and the next run checks it on the server"
+                )
+                raise ClosumWriteError(msg) from None
+            self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
+            op.search_first = True
+            self._wait_after_unknown(attempts, exc, op)
+            return None
+        except ClosumFatalError as exc:
+            if isinstance(exc, ClosumAuthError):
+                raise
+            ledger.forget(self.stream_name, item.key)
+            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
+        self._done(item, resource, new_id)
+        self._count_created(recovering=op.recovering, reconciled=False)
+        return Outcome(new_id, "created")
+
+    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> None:
+        """Wait before the search that follows a lost answer; when the budget is spent, one last look."""
+        item, resource = op.item, op.resource
+        try:
+            pause = attempts.next_wait(exc, f"POST /{resource.path}")
+        except ClosumGaveUp:
+            found = self._search(resource, item.payload, item.key)
+            if found is not None:
+                self._done(item, resource, found)
+                self._count_created(recovering=op.recovering, reconciled=True)
+                raise _Settled(found) from None
+            msg = f"key {item.key} of stream {self.stream_name}"
+            raise _UnresolvedError(msg) from None
+        STOP.sleep(pause)
+
     def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
+        """Look for the record of a lost answer, within the create's budget (the thread's current one)."""
         try:
             return find_created(
                 self.load.client,
@@ -511,7 +559,7 @@ class StreamWriter:
                 payload,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
-        except (ClosumAuthError, ClosumStopped):
+        except (ClosumAuthError, ClosumBadResponse, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
             msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import urllib3
 
 from closum_api.errors import (
     ClosumAuthError,
@@ -12,9 +13,9 @@ from closum_api.errors import (
     ClosumNotFoundError,
     ClosumRetriableError,
     check_response,
-    retry_waits,
     server_message,
 )
+from closum_api.retry import ClosumGaveUp, RetryPolicy
 
 
 def response(status: int, body: bytes, content_type: str = "application/json", **headers: str) -> requests.Response:
@@ -83,8 +84,27 @@ def test_long_html_bodies_shrink_to_one_line():
 
 
 def test_waits_grow_and_honour_retry_after():
-    waits = retry_waits(base=0.5, cap=30)
-    next(waits)
+    attempts = RetryPolicy("http://127.0.0.1:1/api", max_tries=6, backoff_base=0.5, cap=30).attempts()
     plain = ClosumRetriableError("x", response(500, b""))
     asked = ClosumRetriableError("x", response(429, b"", **{"Retry-After": "7"}))
-    assert [waits.send(plain), waits.send(plain), waits.send(asked), waits.send(plain)] == [0.5, 1.0, 7.0, 4.0]
+    waits = [attempts.next_wait(e) for e in (plain, plain, asked, plain)]
+    # exponential from the base, never shorter than Retry-After, plus up to a quarter at random
+    for wait, floor in zip(waits, [0.5, 1.0, 7.0, 4.0], strict=True):
+        assert floor <= wait <= floor * 1.25
+
+
+def test_the_budget_ends_with_one_line_naming_the_url():
+    attempts = RetryPolicy("http://127.0.0.1:1/api", max_tries=3, backoff_base=0).attempts()
+    refused = requests.ConnectionError(
+        urllib3.exceptions.MaxRetryError(
+            None, "/api/token", urllib3.exceptions.NewConnectionError(None, "[Errno 111] Connection refused")
+        )
+    )
+    attempts.next_wait(refused)
+    attempts.next_wait(refused)
+    with pytest.raises(ClosumGaveUp) as gave_up:
+        attempts.next_wait(refused)
+    assert str(gave_up.value) == "cannot reach http://127.0.0.1:1/api after 3 tries: connection refused"
+    answered = RetryPolicy("http://127.0.0.1:1/api", max_tries=1).attempts()
+    with pytest.raises(ClosumGaveUp, match=r"^GET /lead answered 503 .* \(gave up after 1 try\)$"):
+        answered.next_wait(ClosumRetriableError("GET /lead answered 503 Service Unavailable: x", response(503, b"")))

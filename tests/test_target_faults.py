@@ -64,10 +64,9 @@ def test_scripted_503_and_429_are_retried_honouring_retry_after(sandbox, tmp_pat
         {"status": 500, "after_write": True},
         {"status": 502, "body": "html", "after_write": True},
         {"status": 504, "body": "empty", "after_write": True},
-        {"status": 200, "body": "html", "after_write": True},  # a 2xx that is not the envelope
         {"drop_connection": True, "after_write": True},
     ],
-    ids=["500", "502-html", "504-empty", "200-html", "dropped"],
+    ids=["500", "502-html", "504-empty", "dropped"],
 )
 def test_ambiguous_create_that_happened_is_reconciled_not_repeated(sandbox, tmp_path, fault):
     sandbox.script_faults([{"method": "POST", "path": "/api/lead"} | fault])
@@ -81,6 +80,30 @@ def test_ambiguous_create_that_happened_is_reconciled_not_repeated(sandbox, tmp_
     searches = [e for e in sandbox.requests_log("/api/lead") if e["method"] == "GET"]
     assert searches
     assert all(e["query"].get("direction") == "desc" and e["query"].get("sort") == "id" for e in searches)
+
+
+def test_create_answered_200_without_the_envelope_ends_the_run_and_stays_pending(sandbox, tmp_path):
+    # A 2xx that is not the envelope: asking the server again cannot tell, so the run stops at once.
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 200, "body": "html", "after_write": True}])
+    config = target_config(sandbox, tmp_path, max_parallel_requests=1)
+    before = len(sandbox.records("lead"))
+    start = time.monotonic()
+    with pytest.raises(ClosumError) as failed:
+        run_target(config, singer("leads", [lead(i) for i in range(3)]))
+    assert time.monotonic() - start < 10
+    message = str(failed.value)
+    assert "\n" not in message
+    assert "POST /lead answered 200 with an HTML page, not JSON" in message
+    assert "stays pending" in message
+    assert len(posts(sandbox, "/api/lead")) == 1  # never retried
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 1
+    # The next run finds the record the lost answer created and sends only the others.
+    sandbox.clear_log()
+    run = run_target(config, singer("leads", [lead(i) for i in range(3)]))
+    assert len(sandbox.records("lead")) - before == 3
+    assert len(posts(sandbox, "/api/lead")) == 2
+    assert (run.tally("leads")["recovered"], run.tally("leads")["created"]) == (1, 2)
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
 
 
 def test_ambiguous_create_that_did_not_happen_is_created_once(sandbox, tmp_path):
@@ -176,11 +199,11 @@ def test_revoked_token_is_renewed_mid_run(sandbox, tmp_path):
     real_create = target.client.create
     calls = []
 
-    def create(resource, payload):
+    def create(resource, payload, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             sandbox.revoke_tokens()  # revoked early, while the run goes on
-        return real_create(resource, payload)
+        return real_create(resource, payload, **kwargs)
 
     target.client.create = create
     with contextlib.redirect_stdout(io.StringIO()):

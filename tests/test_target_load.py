@@ -346,10 +346,10 @@ def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys)
         tokens.add(value)
         return value
 
-    def create(resource, payload):
+    def create(resource, payload, **kwargs):
         if len(tokens) == 1:
             sandbox.revoke_tokens()  # make the run renew its token after a 401
-        return real_create(resource, payload)
+        return real_create(resource, payload, **kwargs)
 
     auth.token = token
     target.client.create = create

@@ -1,0 +1,182 @@
+"""Benchmark the request budget against a rate-limited sandbox, in one run.
+
+For each limit R (``closum-sandbox serve --rate-limit R --latency-ms 20``) it
+runs, as whole processes:
+
+- the tap over 5,000 leads (``leads`` only, page size 100, 8 requests in flight);
+- the target creating 300 leads (a fresh ledger each run);
+
+each in three ways: ``adaptive`` (no ``max_requests_per_second``), ``fixed``
+(``max_requests_per_second: R``) and, with ``--today DIR``, ``today``: the code
+of an older checkout (``git archive <commit> | tar -x -C DIR``) run the same
+way, first on ``PYTHONPATH``. From the sandbox's own request log it reports, per
+run: calls, calls answered 429 (and their share), and the throughput: calls
+answered otherwise per second between the first and the last call, as a
+fraction of R. Goals: adaptive >= 0.8 R with <= 5 % of calls answered 429;
+fixed >= 0.9 R with no 429 at all.
+
+    python benchmarks/bench_rate_limit.py [--limits 10,40] [--today /tmp/today]
+
+Only 127.0.0.1 is ever contacted; every process is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from closum_sandbox.testing import SandboxProcess
+
+BIN = Path(sys.executable).parent
+USER = "bench"
+PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandboxes this script starts
+TOO_MANY = 429
+GOALS = {"adaptive": (0.8, 0.05), "fixed": (0.9, 0.0)}
+
+
+def lead(n: int, tag: str) -> dict[str, object]:
+    """The ``n``-th generated lead record; ``tag`` keeps the runs' emails apart."""
+    return {"id": n, "name": f"Rate {tag} {n}", "email": {"email": f"{tag}.{n}@rate.example.com"}}
+
+
+def write_input(path: Path, count: int, tag: str) -> None:
+    """The target's Singer input: a SCHEMA, ``count`` lead RECORDs, a STATE."""
+    schema = {"type": "object", "properties": {k: {} for k in lead(0, tag)}}
+    lines = [{"type": "SCHEMA", "stream": "leads", "schema": schema, "key_properties": ["id"]}]
+    lines += [{"type": "RECORD", "stream": "leads", "record": lead(n, tag)} for n in range(count)]
+    lines.append({"type": "STATE", "value": {"bookmarks": {"leads": count}}})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def catalog(config: Path, env: dict[str, str]) -> dict[str, object]:
+    """The tap's catalog with only ``leads`` selected."""
+    found = json.loads(
+        subprocess.run(
+            [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout
+    )
+    for stream in found["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
+    return found
+
+
+def measure(server: SandboxProcess, limit: float, cmd: list[str], env: dict[str, str], stdin: Path | None) -> dict:
+    """Run ``cmd`` against a sandbox whose window is empty; what the sandbox saw."""
+    time.sleep(1.5)  # let the limiter's window empty
+    server.clear_log()
+    start = time.perf_counter()
+    with stdin.open() if stdin else open(os.devnull) as fh:  # noqa: PTH123  # stdin for the child
+        proc = subprocess.run(cmd, stdin=fh, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - start
+    calls = server.requests_log("/api")
+    if proc.returncode != 0 or not calls:
+        msg = f"{cmd[0]} exited {proc.returncode}: {proc.stderr[-1500:]}"
+        raise SystemExit(msg)
+    times = sorted(c["time"] for c in calls)
+    span = times[-1] - times[0]
+    refused = sum(1 for c in calls if c["status"] == TOO_MANY)
+    late = sum(1 for c in calls if c["status"] == TOO_MANY and c["time"] - times[0] > 1.0)
+    answered = len(calls) - refused
+    budget = [line for line in proc.stderr.splitlines() if "requests: " in line and "answered 429" in line]
+    return {
+        "calls": len(calls),
+        "http_429": refused,
+        "share_429": round(refused / len(calls), 3),
+        "http_429_after_1s": late,
+        "span_s": round(span, 2),
+        "throughput_of_r": round((answered - 1) / span / limit, 3) if span > 0 else None,
+        "wall_s": round(wall, 2),
+        "log_line": budget[-1].split("| ")[-1] if budget else None,
+    }
+
+
+def run_limit(limit: float, leads: int, creates: int, today: Path | None) -> dict[str, dict[str, dict]]:
+    """Every mode of tap and target against one sandbox limited to ``limit`` calls per second."""
+    server = SandboxProcess(
+        seed=0, latency_ms=20, rate_limit=limit, username=USER, password=PASSWORD, token_ttl=86400
+    ).start()
+    out: dict[str, dict[str, dict]] = {"tap": {}, "target": {}}
+    modes: list[tuple[str, dict[str, object], Path | None]] = [
+        ("adaptive", {}, None),
+        ("fixed", {"max_requests_per_second": limit}, None),
+    ]
+    if today is not None:
+        modes.insert(0, ("today", {}, today))
+    try:
+        server.add_records("lead", leads)
+        with tempfile.TemporaryDirectory(prefix="bench-rate-") as tmp:
+            for mode, settings, code in modes:
+                env = os.environ | ({"PYTHONPATH": str(code)} if code else {})
+                work = Path(tmp) / f"{limit}-{mode}"
+                work.mkdir()
+                base = {"api_url": server.api_url, "api_username": USER, "api_pw": PASSWORD} | settings
+                tap_config = work / "tap.json"
+                tap_config.write_text(json.dumps(base | {"page_size": 100, "max_parallel_requests": 8}))
+                (work / "catalog.json").write_text(json.dumps(catalog(tap_config, env)))
+                tap = [str(BIN / "tap-closum"), "--config", str(tap_config), "--catalog", str(work / "catalog.json")]
+                out["tap"][mode] = measure(server, limit, tap, env, None)
+                target_config = work / "target.json"
+                target_config.write_text(
+                    json.dumps(
+                        base | {"ledger_path": str(work / "ledger.sqlite"), "rejects_path": str(work / "rejects.jsonl")}
+                    )
+                )
+                write_input(work / "input.singer", creates, f"{limit}-{mode}")
+                target = [str(BIN / "target-closum"), "--config", str(target_config)]
+                out["target"][mode] = measure(server, limit, target, env, work / "input.singer")
+    finally:
+        server.stop()
+    return out
+
+
+def table(results: dict[str, dict[str, dict[str, dict]]]) -> str:
+    """The results as a Markdown table."""
+    rows = [
+        "| R | program | mode | calls | 429 (after 1st s) | share 429 | throughput / R | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for limit, programs in results.items():
+        for program, modes in programs.items():
+            for mode, r in modes.items():
+                rows.append(
+                    f"| {limit} | {program} | {mode} | {r['calls']} | {r['http_429']} ({r['http_429_after_1s']}) | "
+                    f"{100 * r['share_429']:.1f} % | {100 * r['throughput_of_r']:.0f} % | {r['wall_s']} |"
+                )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    """Run every limit and print the figures as JSON, then as a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limits", default="10,40")
+    parser.add_argument("--leads", type=int, default=5000)
+    parser.add_argument("--creates", type=int, default=300)
+    parser.add_argument("--today", type=Path, help="a checkout of the code to compare with, run from PYTHONPATH")
+    args = parser.parse_args()
+    results = {limit: run_limit(float(limit), args.leads, args.creates, args.today) for limit in args.limits.split(",")}
+    verdicts = {}
+    for limit, programs in results.items():
+        for program, modes in programs.items():
+            for mode, (floor, share) in GOALS.items():
+                r = modes[mode]
+                ok = r["throughput_of_r"] >= floor and r["share_429"] <= share
+                verdicts[f"R={limit} {program} {mode}"] = "met" if ok else "MISSED"
+    print(json.dumps({"results": results, "goals": verdicts}, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""The request rate of a whole run, shared by every thread that sends.
+
+One :class:`Pace` per run: every request takes a send slot from
+:meth:`Pace.acquire` first and reports its answer to :meth:`Pace.observe`.
+
+- **fixed** (``max_requests_per_second`` set): slots are spaced ``1/R`` apart,
+  whatever the concurrency, a shade under ``R`` (:data:`FIXED_HEADROOM`) so that
+  the network's jitter never puts ``R + 1`` requests in the server's second.
+  A 429 still lowers the rate below ``R``.
+- **adaptive** (not set): no rate until the server first answers 429 (or a
+  burst of 503s), so a run against an unlimited server is not slowed; only a
+  slow start, as TCP's: at most :data:`START_WINDOW` requests in flight at
+  first, one more for each answer, so the concurrency doubles every round trip
+  and a limit is first met with a few requests in flight, not all of them. Then
+  the rate drops to :data:`DROP_FACTOR` times the answers of the last second,
+  that rate is remembered as the ceiling, and it is probed upward gently:
+  back towards the ceiling quickly, past it by a percent of it every
+  :data:`PROBE_EVERY` seconds without a 429. A steady limit is approached from
+  below instead of being hit over and over.
+- A ``Retry-After`` longer than :data:`PAUSE_ALL_AFTER` seconds, or on a 503,
+  pauses every worker (the retried request itself always waits at least that
+  long: see :mod:`closum_api.retry`).
+
+Every wait goes through :func:`closum_api.stop.sleep`, so a signal ends it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import typing as t
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from closum_api import stop
+
+#: the adaptive pace starts with this many requests in flight at most, one more per answer
+START_WINDOW = 2
+#: the slow start ends (no window any more) once this many may be in flight
+WINDOW_OPEN = 64
+#: seconds between two looks at the stop event while waiting for a place in the window
+WINDOW_POLL = 0.05
+#: fixed mode sends at this fraction of ``max_requests_per_second``
+FIXED_HEADROOM = 0.93
+#: after a 429 the rate drops to this fraction of the answers of the last second
+DROP_FACTOR = 0.9
+#: the lowest rate the adaptive pace drops to, in requests per second
+MIN_RATE = 0.5
+#: 429s/503s within this many seconds of a drop are the same burst: one drop
+BURST_SECONDS = 1.0
+#: seconds between two probes upward
+PROBE_EVERY = 2.0
+#: each probe above 0.9 x the ceiling adds this fraction of the ceiling
+PROBE_STEP = 0.01
+#: below 0.9 x the ceiling, each probe multiplies the rate by this
+CATCH_UP = 1.25
+#: 503s within one second that make a burst (a single one is an accident)
+BURST_503 = 2
+#: a Retry-After longer than this pauses every worker, not just the retried request
+PAUSE_ALL_AFTER = 2.0
+#: pauses every worker honours are capped at this many seconds
+MAX_PAUSE = 60.0
+
+
+@dataclass(frozen=True)
+class PaceStats:
+    """What the pace saw over the run.
+
+    Attributes:
+        mode: ``fixed``, ``adaptive`` (the rate dropped at least once) or ``unpaced``.
+        requests: answers observed.
+        http_429: of them, 429s.
+        http_503: of them, 503s.
+        wall_s: seconds from the first slot taken to the last answer.
+        effective_rps: ``requests / wall_s``.
+        allowed_rps: the rate allowed at the end (None: unpaced).
+        seconds_waited: seconds the senders spent waiting for slots, all threads summed.
+    """
+
+    mode: str
+    requests: int
+    http_429: int
+    http_503: int
+    wall_s: float
+    effective_rps: float
+    allowed_rps: float | None
+    seconds_waited: float
+
+    def line(self) -> str:
+        """``requests: 78 in 8.1 s (9.6/s); answered 429: 1 (1.3 %)``, plus the pace."""
+        share = 100.0 * self.http_429 / self.requests if self.requests else 0.0
+        pace = "unpaced" if self.allowed_rps is None else f"{self.mode} pace, {self.allowed_rps:.1f}/s at the end"
+        return (
+            f"requests: {self.requests} in {self.wall_s:.1f} s ({self.effective_rps:.1f}/s); "
+            f"answered 429: {self.http_429} ({share:.1f} %); {pace}"
+        )
+
+    def metric(self) -> dict[str, t.Any]:
+        """The ``closum_request_budget`` counter, in the SDK's metric format."""
+        return {
+            "type": "counter",
+            "metric": "closum_request_budget",
+            "value": self.requests,
+            "tags": {
+                "http_429": self.http_429,
+                "http_503": self.http_503,
+                "wall_s": round(self.wall_s, 3),
+                "effective_rps": round(self.effective_rps, 2),
+                "allowed_rps": None if self.allowed_rps is None else round(self.allowed_rps, 2),
+                "mode": self.mode,
+            },
+        }
+
+
+class Pace:
+    """The request rate of one run (see the module docstring).
+
+    Args:
+        max_rps: ``max_requests_per_second``; None for the adaptive pace.
+        clock: monotonic seconds (a fake one in tests).
+        sleep: how to wait (a fake one in tests); :func:`closum_api.stop.sleep` by default.
+    """
+
+    def __init__(
+        self,
+        max_rps: float | None = None,
+        *,
+        clock: t.Callable[[], float] = time.monotonic,
+        sleep: t.Callable[[float], None] = stop.sleep,
+    ) -> None:
+        """Start unpaced (adaptive) or at ``max_rps`` (fixed)."""
+        self.max_rps = max_rps
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._rate: float | None = max_rps * FIXED_HEADROOM if max_rps else None
+        self._ceiling: float | None = None
+        self._next_slot = 0.0
+        self._pause_until = 0.0
+        self._last_drop: float | None = None
+        self._last_probe = 0.0
+        self._answers: collections.deque[float] = collections.deque()
+        self._recent_503: collections.deque[float] = collections.deque()
+        self._dropped = False
+        self._first: float | None = None
+        self._last: float | None = None
+        # The slow start's window (None: no window), and the requests in flight.
+        self._window: int | None = None if max_rps else START_WINDOW
+        self._in_flight = 0
+        self._room = threading.Condition(self._lock)
+        self.requests = 0
+        self.http_429 = 0
+        self.http_503 = 0
+        self.seconds_waited = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        """The requests per second allowed now; None while unpaced."""
+        return self._rate
+
+    def acquire(self, *, windowed: bool = True) -> float:
+        """Block until this thread may send; every request of the run calls it first, :meth:`release` after.
+
+        Args:
+            windowed: take a place in the slow start's window (and :meth:`release`
+                it after). The token request does not: it may be needed by a
+                request that holds a place already.
+
+        Returns:
+            The seconds waited.
+
+        Raises:
+            ClosumStopped: the run was asked to stop during the wait.
+        """
+        with self._lock:
+            while windowed and self._window is not None and self._in_flight >= self._window:
+                self._room.wait(WINDOW_POLL)
+                stop.STOP.check()
+            if windowed:
+                self._in_flight += 1
+            now = self._clock()
+            if self._first is None:
+                self._first = now
+            self._probe(now)
+            slot = max(now, self._pause_until)
+            if self._rate is not None:
+                slot = max(slot, self._next_slot)
+                self._next_slot = slot + 1.0 / self._rate
+            wait = slot - now
+            self.seconds_waited += wait
+        if wait > 0:
+            try:
+                self._sleep(wait)
+            except BaseException:
+                if windowed:
+                    self.release()
+                raise
+        return wait
+
+    def release(self) -> None:
+        """The request that took a slot is over (answered or failed)."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._room.notify()
+
+    def observe(self, status: int, retry_after: float | None = None) -> None:
+        """Count an answer, and slow down when it says so.
+
+        Args:
+            status: the answer's HTTP status.
+            retry_after: the seconds its ``Retry-After`` asked for, if any.
+        """
+        with self._lock:
+            now = self._clock()
+            self.requests += 1
+            self._last = now
+            if self._first is None:
+                self._first = now
+            dropped = False
+            if status == HTTPStatus.TOO_MANY_REQUESTS:
+                self.http_429 += 1
+                dropped = self._slow_down(now)
+            elif status == HTTPStatus.SERVICE_UNAVAILABLE:
+                self.http_503 += 1
+                self._recent_503.append(now)
+                while self._recent_503 and self._recent_503[0] <= now - BURST_SECONDS:
+                    self._recent_503.popleft()
+                if len(self._recent_503) >= BURST_503:
+                    dropped = self._slow_down(now)
+            else:
+                self._answers.append(now)
+                if self._window is not None:
+                    self._window += 1
+                    if self._window >= WINDOW_OPEN:
+                        self._window = None
+                    self._room.notify()
+            while self._answers and self._answers[0] <= now - 1.0:
+                self._answers.popleft()
+            if retry_after is not None and (
+                dropped or retry_after > PAUSE_ALL_AFTER or status == HTTPStatus.SERVICE_UNAVAILABLE
+            ):
+                # The server's window is full: every worker waits, not only the one told.
+                self._pause_until = max(self._pause_until, now + min(retry_after, MAX_PAUSE))
+                self._next_slot = max(self._next_slot, self._pause_until)
+
+    def _slow_down(self, now: float) -> bool:
+        """A 429 (or a 503 burst): drop the rate, once per burst; whether it dropped. Lock held."""
+        if self._last_drop is not None and now - self._last_drop < BURST_SECONDS:
+            return False
+        answered = float(len(self._answers))  # answers of the last second, 429s not included
+        if self.max_rps:  # fixed: the limit is known, only a little lower
+            new_rate = max(MIN_RATE, DROP_FACTOR * (self._rate or self.max_rps))
+            self._ceiling = self.max_rps * FIXED_HEADROOM
+        else:
+            new_rate = max(MIN_RATE, DROP_FACTOR * answered)
+            if self._rate is not None:
+                new_rate = min(new_rate, DROP_FACTOR * self._rate) if answered == 0 else min(new_rate, self._rate)
+            self._ceiling = max(answered, new_rate)
+        self._rate = new_rate
+        self._window = None  # the rate rules from now on
+        self._room.notify_all()
+        self._dropped = True
+        self._last_drop = now
+        self._last_probe = now
+        self._next_slot = max(self._next_slot, now + 1.0 / new_rate)
+        return True
+
+    def _probe(self, now: float) -> None:
+        """Raise the rate a little after each quiet stretch. Called with the lock held."""
+        if self._ceiling is None or self._rate is None or now - self._last_probe < PROBE_EVERY:
+            return
+        self._last_probe = now
+        if self._rate < DROP_FACTOR * self._ceiling:
+            self._rate = min(DROP_FACTOR * self._ceiling, self._rate * CATCH_UP)
+        else:
+            self._rate += PROBE_STEP * self._ceiling
+        if self.max_rps:
+            self._rate = min(self._rate, self.max_rps * FIXED_HEADROOM)
+
+    def stats(self) -> PaceStats:
+        """What the pace saw so far."""
+        with self._lock:
+            wall = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
+            if self.max_rps:
+                mode = "fixed"
+            elif self._dropped:
+                mode = "adaptive"
+            else:
+                mode = "unpaced"
+            return PaceStats(
+                mode=mode,
+                requests=self.requests,
+                http_429=self.http_429,
+                http_503=self.http_503,
+                wall_s=wall,
+                effective_rps=self.requests / wall if wall > 0 else 0.0,
+                allowed_rps=self._rate,
+                seconds_waited=self.seconds_waited,
+            )

@@ -1,0 +1,275 @@
+"""The request budget: the run's pace (fake clock, then a rate-limited sandbox) and one retry budget per operation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import pytest
+from tap_run import run_tap, run_tap_process
+from test_target_support import lead, posts, run_target_process, singer, target_config
+
+from closum_api import stop
+from closum_api.pace import FIXED_HEADROOM, START_WINDOW, Pace
+from closum_api.stop import ClosumStopped
+from closum_sandbox.testing import free_port
+from target_closum.ledger import Ledger
+
+
+class FakeClock:
+    """A clock that only moves when the pace sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def paced(max_rps: float | None = None) -> tuple[Pace, FakeClock]:
+    clock = FakeClock()
+    return Pace(max_rps, clock=clock, sleep=clock.sleep), clock
+
+
+def send(pace: Pace, clock: FakeClock, status: int = 200, retry_after: float | None = None) -> float:
+    """One request: a slot, its answer; the time it was sent."""
+    pace.acquire()
+    sent = clock.now
+    pace.release()
+    pace.observe(status, retry_after)
+    return sent
+
+
+# -- the pace, on a fake clock ----------------------------------------------------
+def test_fixed_pace_spaces_every_request_just_under_the_limit():
+    pace, clock = paced(10)
+    times = [send(pace, clock) for _ in range(21)]
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(times)}
+    assert gaps == {round(1 / (10 * FIXED_HEADROOM), 6)}  # no burst, whatever asks
+    assert pace.stats().mode == "fixed"
+    assert 9 <= 20 / (times[-1] - times[0]) < 10
+
+
+def test_adaptive_pace_sends_at_once_until_the_first_429():
+    pace, clock = paced()
+    start = clock.now
+    for _ in range(200):
+        send(pace, clock)
+    assert clock.now == start  # nothing waited
+    assert pace.rate is None
+    assert pace.stats().mode == "unpaced"
+
+
+def test_a_429_drops_the_rate_below_what_was_answered_and_everyone_waits_retry_after():
+    pace, clock = paced()
+    for _ in range(20):  # 20 answers within the last second
+        send(pace, clock)
+        clock.now += 0.04
+    send(pace, clock, 429, retry_after=1)
+    assert pace.rate == pytest.approx(0.9 * 20)
+    refused_at = clock.now
+    # A second 429 of the same burst does not drop the rate again.
+    send(pace, clock, 429, retry_after=1)
+    assert pace.rate == pytest.approx(0.9 * 20)
+    # The next request waits out the Retry-After, the ones after it are spaced at the new rate.
+    times = [send(pace, clock) for _ in range(5)]
+    assert times[0] >= refused_at + 1
+    assert {round(b - a, 6) for a, b in itertools.pairwise(times)} == {round(1 / (0.9 * 20), 6)}
+    stats = pace.stats()
+    assert (stats.mode, stats.http_429, stats.requests) == ("adaptive", 2, 27)
+
+
+def test_after_a_drop_the_rate_is_probed_upward_gently():
+    pace, clock = paced()
+    for _ in range(10):
+        send(pace, clock)
+        clock.now += 0.09
+    send(pace, clock, 429)
+    dropped = pace.rate
+    assert dropped == pytest.approx(9.0)
+    rates = []
+    for _ in range(4):
+        clock.now += 2.0  # two quiet seconds between probes
+        send(pace, clock)
+        rates.append(pace.rate)
+    # Each probe adds a percent of the ceiling (10/s): no jump back into the limit.
+    assert rates == pytest.approx([9.1, 9.2, 9.3, 9.4])
+
+
+def test_a_single_503_is_an_accident_two_in_a_second_are_a_burst():
+    pace, clock = paced()
+    for _ in range(10):
+        send(pace, clock)
+    send(pace, clock, 503)
+    assert pace.rate is None
+    send(pace, clock, 503)
+    assert pace.rate is not None
+
+
+def test_a_429_in_fixed_mode_still_lowers_the_rate():
+    pace, clock = paced(10)
+    send(pace, clock)
+    send(pace, clock, 429)
+    assert pace.rate == pytest.approx(0.9 * 10 * FIXED_HEADROOM)
+
+
+def test_slow_start_lets_one_more_request_in_flight_per_answer():
+    pace = Pace()
+    for _ in range(START_WINDOW):
+        pace.acquire()
+    third = threading.Thread(target=pace.acquire)
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # the window is full until an answer comes
+    pace.release()
+    pace.observe(200)
+    third.join(2)
+    assert not third.is_alive()
+
+
+def test_the_metric_and_the_line():
+    pace, clock = paced()
+    for _ in range(9):
+        send(pace, clock)
+        clock.now += 0.1
+    send(pace, clock, 429)
+    stats = pace.stats()
+    assert stats.line().startswith("requests: 10 in 0.9 s (11.1/s); answered 429: 1 (10.0 %); adaptive pace")
+    metric = stats.metric()
+    assert (metric["metric"], metric["value"], metric["tags"]["http_429"]) == ("closum_request_budget", 10, 1)
+    assert metric["tags"]["mode"] == "adaptive"
+
+
+def test_a_stop_ends_a_pace_wait_at_once():
+    pace = Pace()
+    pace.observe(429, retry_after=30)  # every worker now waits 30 s
+    timer = threading.Timer(0.1, stop.request_stop, args=(15,))
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(ClosumStopped) as stopped:
+            pace.acquire()
+    finally:
+        timer.cancel()
+        stop.STOP.clear()
+    assert time.monotonic() - start < 2
+    assert stopped.value.signum == 15
+
+
+# -- the pace against a rate-limited sandbox ------------------------------------------
+def _statuses(sandbox):
+    return [(r["time"], r["status"]) for r in sandbox.requests_log("/api")]
+
+
+@pytest.mark.slow
+def test_max_requests_per_second_meets_no_429(sandbox_factory):
+    sandbox = sandbox_factory(seed=60, rate_limit=20, latency_ms=5)
+    sandbox.add_records("lead", 200)
+    sandbox.clear_log()
+    out = run_tap(sandbox.config(page_size=4, max_parallel_requests=8, max_requests_per_second=20), streams={"leads"})
+    calls = _statuses(sandbox)
+    assert len(out.ids("leads")) == 260
+    assert len(calls) > 60
+    assert [s for _, s in calls if s == 429] == []
+    span = calls[-1][0] - calls[0][0]
+    assert (len(calls) - 1) / span > 0.85 * 20
+
+
+@pytest.mark.slow
+def test_adaptive_pace_meets_the_limit_once_then_stays_under_it(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(seed=60, rate_limit=20, latency_ms=5)
+    sandbox.add_records("lead", 200)
+    time.sleep(1.1)  # the limiter's window empties
+    sandbox.clear_log()
+    out = run_tap_process(sandbox.config(page_size=4, max_parallel_requests=8), tmp_path, streams={"leads"})
+    assert out.returncode == 0, out.stderr
+    calls = _statuses(sandbox)
+    first = calls[0][0]
+    refused = [t for t, s in calls if s == 429]
+    assert refused, "the rate limit never bit; the test proves nothing"
+    # Only the requests in flight when the limit is first met are refused; none after that.
+    assert len(refused) <= 8
+    assert all(t - first < 1.5 for t in refused), [round(t - first, 2) for t in refused]
+    # The end of the run says what the budget saw, as a line and as a metric.
+    [line] = [x for x in out.stderr.splitlines() if "answered 429:" in x]
+    assert f"requests: {len(calls)} in " in line
+    assert f"answered 429: {len(refused)} (" in line
+    [metric] = [x for x in out.stderr.splitlines() if "closum_request_budget" in x]
+    tags = json.loads(metric.split("METRIC: ", 1)[1])["tags"]
+    assert tags["http_429"] == len(refused)
+    assert tags["mode"] == "adaptive"
+
+
+# -- one retry budget -------------------------------------------------------------------
+def test_token_endpoint_answering_html_ends_the_target_at_once_with_one_line(sandbox, tmp_path):
+    sandbox.script_faults([{"method": "POST", "path": "/api/token", "status": 200, "body": "html", "times": 1000}])
+    config = sandbox.config(  # default retry settings
+        ledger_path=str(tmp_path / "ledger.sqlite"), rejects_path=str(tmp_path / "rejects.jsonl")
+    )
+    start = time.monotonic()
+    code, _, err = run_target_process(config, tmp_path, singer("leads", [lead(i) for i in range(3)]), timeout=60)
+    assert time.monotonic() - start < 15
+    assert code != 0
+    failed = [x for x in err.splitlines() if "target-closum failed:" in x]
+    assert len(failed) == 1
+    assert failed[0].endswith(
+        "target-closum failed: POST /token answered 200 with an HTML page, not JSON: "
+        "503 Service Unavailable — is api_url a Closum API?"
+    )
+    assert "Traceback" not in err
+    assert len(posts(sandbox, "/api/token")) == 1  # never retried, by any worker
+    assert posts(sandbox, "/api/lead") == []
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0  # no create was sent
+
+
+def test_token_renewals_draw_from_the_request_budget_not_a_budget_of_their_own(sandbox, tmp_path):
+    sandbox.script_faults([{"method": "POST", "path": "/api/token", "status": 503, "times": 1000}])
+    config = target_config(sandbox, tmp_path, max_retries=2, backoff_base_seconds=0.01, max_parallel_requests=4)
+    code, _, err = run_target_process(config, tmp_path, singer("leads", [lead(i) for i in range(3)]))
+    assert code != 0
+    assert "POST /token answered 503" in err
+    assert "(gave up after 3 tries)" in err
+    # 3 tries of the first write's budget (+1: the token asked for ahead, while the input is read);
+    # the other writes waiting for the same token do not start a budget of their own.
+    assert len(posts(sandbox, "/api/token")) == 3 + 1
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
+
+
+def test_unreachable_api_ends_the_tap_with_one_line(tmp_path):
+    port = free_port()
+    config = {
+        "api_url": f"http://127.0.0.1:{port}/api",
+        "api_username": "u",
+        "api_pw": "p",
+        "max_retries": 2,
+        "backoff_base_seconds": 0.01,
+    }
+    out = run_tap_process(config, tmp_path, streams={"emails"})
+    assert out.returncode != 0
+    assert f"tap-closum failed: cannot reach http://127.0.0.1:{port}/api after 3 tries: connection refused" in (
+        out.stderr
+    )
+
+
+def test_unreachable_api_ends_the_target_with_one_line_and_nothing_pending(tmp_path):
+    port = free_port()
+    config = {
+        "api_url": f"http://127.0.0.1:{port}/api",
+        "api_username": "u",
+        "api_pw": "p",
+        "max_retries": 2,
+        "backoff_base_seconds": 0.01,
+        "ledger_path": str(tmp_path / "ledger.sqlite"),
+        "rejects_path": str(tmp_path / "rejects.jsonl"),
+    }
+    code, _, err = run_target_process(config, tmp_path, singer("leads", [lead(i) for i in range(3)]))
+    assert code != 0
+    failed = [x for x in err.splitlines() if "target-closum failed:" in x]
+    assert len(failed) == 1
+    assert failed[0].endswith(f"cannot reach http://127.0.0.1:{port}/api after 3 tries: connection refused")
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
