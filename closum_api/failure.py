@@ -18,11 +18,16 @@ import typing as t
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
 import requests
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.plugin_base import PluginBase
 
 from closum_api.errors import ClosumError
 from closum_api.stop import ClosumStopped
+
+if t.TYPE_CHECKING:
+    from singer_sdk.plugin_base import _ConfigInput
 
 #: Settings whose value never appears in a message.
 SECRET_SETTINGS = ("api_pw",)
@@ -178,3 +183,47 @@ def fail(logger: logging.Logger, program: str, exc: BaseException) -> t.NoReturn
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
     sys.exit(exit_status(exc))
+
+
+class OneLineCommand(PluginBase):
+    """The command line of the tap and the target: files it names are read by us, so a bad one fails in one line.
+
+    Put it before the SDK's ``Tap`` or ``Target`` in the bases. The options
+    listed in :attr:`path_options` arrive in ``invoke`` as plain paths (not
+    opened by click), so ``invoke`` can name a file it cannot read; the
+    ``--config`` files are checked before the SDK reads them.
+    """
+
+    #: click parameter names whose value stays a path for ``invoke`` to open
+    path_options: t.ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, with :attr:`path_options` taken as plain strings.
+
+        Returns:
+            The command.
+        """
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name in cls.path_options:
+                param.type = click.STRING
+        return command
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> _ConfigInput:
+        """The SDK's ``--config`` reading; a missing or invalid file ends the run with one line.
+
+        Args:
+            ctx: click's context.
+            param: the ``--config`` option.
+            value: the paths given.
+
+        Returns:
+            The SDK's config input.
+        """
+        try:
+            check_config_files(value)
+        except ClosumSettingsError as exc:
+            fail(cls.logger, cls.name, exc)
+        return super().cb_config(ctx, param, value)

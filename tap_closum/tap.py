@@ -6,14 +6,13 @@ import sys
 import typing as t
 from functools import cached_property
 
-import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from closum_api import DISTRIBUTION
 from closum_api.config import connection_properties
-from closum_api.failure import ClosumSettingsError, check_config_files, fail, read_json_argument
+from closum_api.failure import OneLineCommand, fail, read_json_argument
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from tap_closum.runtime import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Runtime, parse_timestamp
 from tap_closum.streams import STREAM_TYPES
@@ -53,10 +52,11 @@ def setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     return errors
 
 
-class TapClosum(Tap):
+class TapClosum(OneLineCommand, Tap):
     """Singer tap for Closum."""
 
     name = "tap-closum"
+    path_options = frozenset({"catalog", "state"})  # read by invoke, which names a file it cannot read
     package_name = DISTRIBUTION
     message_writer_class = ChunkedWriter
 
@@ -142,25 +142,6 @@ class TapClosum(Tap):
             stop()
 
     # -- the command line: every failure ends the run with one line ------------------
-    @classmethod
-    @override
-    def get_singer_command(cls) -> click.Command:
-        """The SDK's command; ``--catalog`` and ``--state`` are read by :meth:`invoke`, which names a bad file."""
-        command = super().get_singer_command()
-        for param in command.params:
-            if param.name in {"catalog", "state"}:
-                param.type = click.STRING
-        return command
-
-    @classmethod
-    @override
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> _ConfigInput:
-        """The SDK's ``--config`` reading; a missing or invalid file ends the run with one line."""
-        try:
-            check_config_files(value)
-        except ClosumSettingsError as exc:
-            fail(cls.logger, cls.name, exc)
-        return super().cb_config(ctx, param, value)
 
     @classmethod
     @override

@@ -24,12 +24,16 @@ import zlib
 from collections import Counter
 
 from singer_sdk.exceptions import RecordsWithoutSchemaException
+
+# The SDK 0.54 has no public API to read BATCH files outside a Sink's own path (its sinks import these
+# from here too); this module is the one place the target touches them.
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
 from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.singerlib.json import deserialize_json
 
 from closum_api.errors import ClosumError
+from closum_api.failure import ClosumSettingsError
 from closum_api.stop import STOP
 
 #: characters of a bad line shown in the message
@@ -230,3 +234,28 @@ class ClosumReader(SingerReader):
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= 2 * SHOWN else text[: 2 * SHOWN - 1] + "…"
+
+
+def batch_storage(config: t.Mapping[str, t.Any]) -> StorageTarget | None:
+    """Where BATCH files are read from: ``batch_config.storage``, else (``None``) the URL each file names.
+
+    Args:
+        config: the target's settings.
+
+    Returns:
+        The storage, or ``None``.
+
+    Raises:
+        ClosumSettingsError: ``batch_config.storage`` has no ``root``, or fields a storage does not have.
+    """
+    storage = (config.get("batch_config") or {}).get("storage")
+    if not storage:
+        return None
+    if not storage.get("root"):
+        msg = "batch_config.storage needs a root (the URL the BATCH files are read from)"
+        raise ClosumSettingsError(msg)
+    try:
+        return StorageTarget.from_dict(storage)
+    except TypeError:
+        msg = f"batch_config.storage takes root, prefix and params, not {sorted(storage)}"
+        raise ClosumSettingsError(msg) from None

@@ -10,19 +10,17 @@ import sys
 import typing as t
 from pathlib import Path
 
-import click
 from singer_sdk import Target
 from singer_sdk import typing as th
-from singer_sdk.helpers._batch import StorageTarget
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from closum_api import DISTRIBUTION, __version__
 from closum_api.config import SharedSettings, connection_properties
-from closum_api.failure import ClosumSettingsError, check_config_files, fail
+from closum_api.failure import ClosumSettingsError, OneLineCommand, fail
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.load import LoadContext
 from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
-from target_closum.reader import BadInputError, ClosumReader, batch_records
+from target_closum.reader import BadInputError, ClosumReader, batch_records, batch_storage
 from target_closum.settings import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_CREATE_MISSING_REFERENCES,
@@ -76,35 +74,11 @@ def path_problem(path: str) -> str | None:
     return None
 
 
-def batch_storage(config: t.Mapping[str, t.Any]) -> StorageTarget | None:
-    """Where BATCH files are read from: ``batch_config.storage``, else (``None``) the URL each file names.
-
-    Args:
-        config: the target's settings.
-
-    Returns:
-        The storage, or ``None``.
-
-    Raises:
-        ClosumSettingsError: ``batch_config.storage`` has no ``root``, or fields a storage does not have.
-    """
-    storage = (config.get("batch_config") or {}).get("storage")
-    if not storage:
-        return None
-    if not storage.get("root"):
-        msg = "batch_config.storage needs a root (the URL the BATCH files are read from)"
-        raise ClosumSettingsError(msg)
-    try:
-        return StorageTarget.from_dict(storage)
-    except TypeError:
-        msg = f"batch_config.storage takes root, prefix and params, not {sorted(storage)}"
-        raise ClosumSettingsError(msg) from None
-
-
-class TargetClosum(Target):
+class TargetClosum(OneLineCommand, Target):
     """Singer target for Closum."""
 
     name = "target-closum"
+    path_options = frozenset({"file_input"})  # read by invoke, which names a file it cannot read
     package_name = DISTRIBUTION
     default_sink_class = ClosumSink
     message_reader_class = ClosumReader
@@ -416,25 +390,6 @@ class TargetClosum(Target):
         self.load.close()
 
     # -- the command line: every failure ends the run with one line ------------------
-    @classmethod
-    @override
-    def get_singer_command(cls) -> click.Command:
-        """The SDK's command; ``--input`` is opened by :meth:`invoke`, which names a file it cannot read."""
-        command = super().get_singer_command()
-        for param in command.params:
-            if param.name == "file_input":
-                param.type = click.STRING
-        return command
-
-    @classmethod
-    @override
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> _ConfigInput:
-        """The SDK's ``--config`` reading; a missing or invalid file ends the run with one line."""
-        try:
-            check_config_files(value)
-        except ClosumSettingsError as exc:
-            fail(cls.logger, cls.name, exc)
-        return super().cb_config(ctx, param, value)
 
     @classmethod
     @override
