@@ -316,15 +316,26 @@ class ClosumStream(RESTStream[int]):
         """Page ``number``: one budget for its tries and the token they may need."""
         return self.request_decorator(self._fetch_once)(number, context)
 
-    def _fetch_once(self, number: int, context: Context | None) -> Page:
-        request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
-        prepared = self.build_prepared_request(
+    def prepared_request(self, context: Context | None, page: int | None) -> requests.PreparedRequest:
+        """The SDK's request for ``context`` (and list page ``page``), prepared to send.
+
+        Args:
+            context: the stream context.
+            page: the list page, or ``None`` for a request that is not a list page.
+
+        Returns:
+            The prepared request, auth and headers included.
+        """
+        request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=page))
+        return self.build_prepared_request(
             method=request.method,
             url=request.url,
             params=request.encode_params(),
             headers=request.headers,
         )
-        response = self._request(prepared, context)
+
+    def _fetch_once(self, number: int, context: Context | None) -> Page:
+        response = self._request(self.prepared_request(context, number), context)
         records = list(self.parse_response(response))
         pagination = getattr(response, _ENVELOPE).get("pagination") or {}
         try:

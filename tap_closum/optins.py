@@ -28,8 +28,6 @@ import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from singer_sdk.streams.rest import PageContext
-
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
@@ -147,13 +145,7 @@ class OptInStream(ClosumStream):
     def _retrieve(self, parent_id: int) -> tuple[int, dict[str, t.Any] | None, bool]:
         """One retrieve: the parent id, its opt-in (or ``None``), and whether the contact exists."""
         context: Context = {self.opt_in.key: parent_id}
-        request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=None))
-        prepared = self.build_prepared_request(
-            method=request.method,
-            url=request.url,
-            params=request.encode_params(),
-            headers=request.headers,
-        )
+        prepared = self.prepared_request(context, None)
         try:
             response = self.request_decorator(self._request)(prepared, context)
         except ClosumNotFoundError as exc:
