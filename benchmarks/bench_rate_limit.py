@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_common import BIN, PASSWORD, USER
+
 from closum_sandbox.testing import SandboxProcess
 
-BIN = Path(sys.executable).parent
-USER = "bench"
-PASSWORD = secrets.token_urlsafe(12)  # a fresh one each run, for the sandboxes this script starts
 TOO_MANY = 429
 GOALS = {"adaptive": (0.8, 0.05), "fixed": (0.9, 0.0)}
 
