@@ -75,7 +75,7 @@ def measure(server: SandboxProcess, limit: float, cmd: list[str], env: dict[str,
     time.sleep(1.5)  # let the limiter's window empty
     server.clear_log()
     start = time.perf_counter()
-    with stdin.open() if stdin else open(os.devnull) as fh:  # noqa: PTH123  # stdin for the child
+    with (stdin or Path(os.devnull)).open() as fh:
         proc = subprocess.run(cmd, stdin=fh, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     calls = server.requests_log("/api")

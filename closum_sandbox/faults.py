@@ -27,10 +27,11 @@ import asyncio
 import collections
 import json
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import parse_qsl
+
+from closum_sandbox.seed import reproducible_rng
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -189,13 +190,13 @@ class Faults:
     def __init__(self, settings: Settings) -> None:
         """Start with no scripted faults and the RNG seeded by ``settings.fault_seed``."""
         self.settings = settings
-        self.rng = random.Random(settings.fault_seed)  # noqa: S311  # reproducible fault draws, not secrets
+        self.rng = reproducible_rng(settings.fault_seed)
         self.scripted: list[Fault] = []
         self._recent: collections.deque[float] = collections.deque()
 
     def reseed(self, seed: int) -> None:
         """Seed the random failures' RNG again."""
-        self.rng = random.Random(seed)  # noqa: S311  # reproducible fault draws, not secrets
+        self.rng = reproducible_rng(seed)
 
     def take_scripted(self, method: str, path: str) -> Fault | None:
         """Consume the first queued fault matching a call, if any.

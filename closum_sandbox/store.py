@@ -73,6 +73,29 @@ _JOIN = " LEFT JOIN email e ON e.id = t.email_id LEFT JOIN phone p ON p.id = t.p
 _JOIN_COLS = ", e.email AS e_email, p.extension AS p_extension, p.number AS p_number"
 
 
+def _sql(template: str, table: str, **parts: str) -> str:
+    """The one place identifiers enter SQL: ``template`` with ``{table}`` (checked) and ``parts`` filled in.
+
+    Values are never formatted in: they are bound (``?``). The other parts are
+    built from :data:`TABLES`' column names and fixed SQL by the callers.
+
+    Args:
+        template: SQL with ``{table}`` and the names of ``parts`` as placeholders.
+        table: a table of :data:`TABLES`.
+        **parts: the other placeholders' SQL.
+
+    Returns:
+        The statement.
+
+    Raises:
+        ValueError: ``table`` is not one of the sandbox's tables.
+    """
+    if table not in TABLES:
+        msg = f"no table {table!r} in the sandbox"
+        raise ValueError(msg)
+    return template.format(table=table, **parts)
+
+
 class Store:
     """All records of one sandbox, in SQLite.
 
@@ -115,7 +138,7 @@ class Store:
 
     def _refresh_counters(self) -> None:
         for table in TABLES:
-            top, n = self.conn.execute(f"SELECT max(id), count(*) FROM {table}").fetchone()  # noqa: S608  # identifiers are ours, values bound
+            top, n = self.conn.execute(_sql("SELECT max(id), count(*) FROM {table}", table)).fetchone()
             self._next[table] = max((top or 0) + 1, ID_BASE.get(table, 1))
             self._count[table] = n
 
@@ -135,7 +158,7 @@ class Store:
         with self.lock:
             self.conn.execute("BEGIN")
             for table in TABLES:
-                self.conn.execute(f"DELETE FROM {table}")  # noqa: S608  # identifiers are ours, values bound
+                self.conn.execute(_sql("DELETE FROM {table}", table))
             self.conn.execute("DELETE FROM meta WHERE key = 'seeded'")
             self.conn.execute("COMMIT")
             self._refresh_counters()
@@ -166,7 +189,7 @@ class Store:
         with self.lock:
             self.conn.execute("BEGIN")
             try:
-                self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608  # identifiers are ours, values bound
+                self.conn.executemany(_sql("INSERT INTO {table} VALUES ({marks})", table, marks=marks), rows)
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
@@ -178,7 +201,7 @@ class Store:
     def ids(self, table: str) -> list[int]:
         """Every id of ``table``, in order."""
         with self.lock:
-            return [r[0] for r in self.conn.execute(f"SELECT id FROM {table} ORDER BY id")]  # noqa: S608  # identifiers are ours, values bound
+            return [r[0] for r in self.conn.execute(_sql("SELECT id FROM {table} ORDER BY id", table))]
 
     def count(self, table: str) -> int:
         """How many rows ``table`` has."""
@@ -186,7 +209,7 @@ class Store:
 
     def exists(self, table: str, record_id: int) -> bool:
         """Whether ``table`` has a row with id ``record_id``."""
-        sql = f"SELECT 1 FROM {table} WHERE id = ?"  # noqa: S608  # identifiers are ours, values bound
+        sql = _sql("SELECT 1 FROM {table} WHERE id = ?", table)
         with self.lock:
             return self.conn.execute(sql, (record_id,)).fetchone() is not None
 
@@ -230,20 +253,35 @@ class Store:
             if expr.startswith("t."):
                 col = expr[2:]
                 inner_order = f"{col} {direction}" + ("" if sort == "id" else ", id ASC")
-                sql = (
-                    f"SELECT t.*{_JOIN_COLS if joined else ''} FROM "  # noqa: S608  # identifiers are ours, values bound
-                    f"(SELECT * FROM {name} ORDER BY {inner_order} LIMIT ? OFFSET ?) t"
-                    f"{_JOIN if joined else ''} ORDER BY {order}"
+                sql = _sql(
+                    "SELECT t.*{cols} FROM (SELECT * FROM {table} ORDER BY {inner} LIMIT ? OFFSET ?) t{join} "
+                    "ORDER BY {order}",
+                    name,
+                    cols=_JOIN_COLS if joined else "",
+                    inner=inner_order,
+                    join=_JOIN if joined else "",
+                    order=order,
                 )
             else:
-                sql = f"SELECT t.*{_JOIN_COLS} FROM {name} t{_JOIN} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608  # identifiers are ours, values bound
+                sql = _sql(
+                    "SELECT t.*{cols} FROM {table} t{join} ORDER BY {order} LIMIT ? OFFSET ?",
+                    name,
+                    cols=_JOIN_COLS,
+                    join=_JOIN,
+                    order=order,
+                )
             rows = self.conn.execute(sql, (limit, offset)).fetchall()
         return [self.render(name, r, retrieve=False) for r in rows], count
 
     def get(self, name: str, record_id: int, *, opt_in: bool = True) -> dict[str, Any] | None:
         """One record as retrieve serves it (without its opt-in unless ``opt_in``), or ``None``."""
         joined = name in _CONTACTS
-        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} WHERE t.id = ?"  # noqa: S608  # identifiers are ours, values bound
+        sql = _sql(
+            "SELECT t.*{cols} FROM {table} t{join} WHERE t.id = ?",
+            name,
+            cols=_JOIN_COLS if joined else "",
+            join=_JOIN if joined else "",
+        )
         with self.lock:
             row = self.conn.execute(sql, (record_id,)).fetchone()
         if row is None:
@@ -256,7 +294,12 @@ class Store:
     def all(self, name: str, *, retrieve: bool = True) -> list[dict[str, Any]]:
         """Every record of a resource, in id order, shaped as retrieve (or list) serves them."""
         joined = name in _CONTACTS
-        sql = f"SELECT t.*{_JOIN_COLS if joined else ''} FROM {name} t{_JOIN if joined else ''} ORDER BY t.id"  # noqa: S608  # identifiers are ours, values bound
+        sql = _sql(
+            "SELECT t.*{cols} FROM {table} t{join} ORDER BY t.id",
+            name,
+            cols=_JOIN_COLS if joined else "",
+            join=_JOIN if joined else "",
+        )
         with self.lock:
             rows = self.conn.execute(sql).fetchall()
         return [self.render(name, r, retrieve=retrieve) for r in rows]
@@ -315,6 +358,6 @@ class Store:
             return self.exists(table, record_id)
         sets = ", ".join(f"{c} = ?" for c in cols)
         with self.lock:
-            sql = f"UPDATE {table} SET {sets} WHERE id = ?"  # noqa: S608  # identifiers are ours, values bound
+            sql = _sql("UPDATE {table} SET {sets} WHERE id = ?", table, sets=sets)
             cur = self.conn.execute(sql, (*(values[c] for c in cols), record_id))
             return cur.rowcount > 0

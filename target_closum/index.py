@@ -18,6 +18,7 @@ import threading
 import typing as t
 import unicodedata
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from closum_api.errors import ClosumFatalError
 
@@ -258,7 +259,7 @@ def read_list(
     try:
         first = client.list_page(resource, page=1, limit=page_size)
     except ClosumFatalError as exc:
-        if exc.status != 400 or page_size == DOCUMENTED_PAGE_SIZE:  # noqa: PLR2004  # 400: the size is refused
+        if exc.status != HTTPStatus.BAD_REQUEST or page_size == DOCUMENTED_PAGE_SIZE:  # the size is refused
             raise
         page_size = DOCUMENTED_PAGE_SIZE
         first = client.list_page(resource, page=1, limit=page_size)

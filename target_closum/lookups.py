@@ -29,6 +29,9 @@ from target_closum.index import fold_email, fold_name
 if t.TYPE_CHECKING:
     from target_closum.index import Key, ServerIndex
 
+#: how many of the records an ambiguous name matches a reject names
+AMBIGUOUS_SHOWN = 5
+
 
 class ClosumLookupError(ClosumError):
     """A lookup cannot work on this account at all (its API revision lacks the list); fix the input."""
@@ -218,8 +221,8 @@ def find(index: ServerIndex, lookup: Lookup, name: str) -> int | None:
     exact = [i for i in ids if index.label_of(i) == name]
     if len(exact) == 1:
         return exact[0]
-    shown = ", ".join(f"{index.label_of(i)} (id {i})" for i in ids[:5])
-    more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""  # noqa: PLR2004  # five are shown
+    shown = ", ".join(f"{index.label_of(i)} (id {i})" for i in ids[:AMBIGUOUS_SHOWN])
+    more = f" and {len(ids) - AMBIGUOUS_SHOWN} more" if len(ids) > AMBIGUOUS_SHOWN else ""
     msg = (
         f"{lookup.field} {name!r} is ambiguous: {len(ids)} {lookup.nouns} in Closum have that name ({shown}{more}); "
         f"rename them in Closum, or give {lookup.target}"

@@ -106,7 +106,7 @@ def test_token_wrong_verb(sandbox):
 
 
 def test_custom_credentials(sandbox_factory):
-    sb = sandbox_factory(username="u1", password="p1", seed=0)  # noqa: S106  # a made-up sandbox credential
+    sb = sandbox_factory(username="u1", password="p1", seed=0)
     ok = requests.post(sb.api_url + "/token", json={"api_username": "u1", "api_pw": "p1"}, timeout=5)
     assert ok.status_code == 200
     bad = requests.post(sb.api_url + "/token", json={"api_username": "sandbox", "api_pw": "sandbox"}, timeout=5)

@@ -25,7 +25,7 @@ def cli_server(tmp_path):
         seed=10,
         revision="2019",
         username="me",
-        password="s3cret",  # noqa: S106  # a made-up sandbox credential
+        password="s3cret",
         db=tmp_path / "cli.sqlite",
         log=log,
     )

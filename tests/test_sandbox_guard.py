@@ -75,7 +75,7 @@ def test_the_default_limit_is_one_mebibyte_and_the_cli_sets_it():
 def test_the_process_takes_the_limit_and_the_admin_token(tmp_path):
     with (
         (tmp_path / "serve.log").open("w") as log,
-        SandboxProcess(seed=0, max_body_bytes=100, admin_token="pr0cess-t0ken", log=log) as server,  # noqa: S106  # made up
+        SandboxProcess(seed=0, max_body_bytes=100, admin_token="pr0cess-t0ken", log=log) as server,
     ):
         assert requests.get(server.url + "/_admin/config", timeout=5).status_code == 401
         config = server.configure()  # the helpers send the token
@@ -86,7 +86,7 @@ def test_the_process_takes_the_limit_and_the_admin_token(tmp_path):
 
 
 # -- the admin token --------------------------------------------------------------------------
-TOKEN = "adm1n-t0ken-for-tests"  # noqa: S105  # made up
+TOKEN = "adm1n-t0ken-for-tests"
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_without_an_admin_token_the_admin_routes_stay_open(small):
 # -- listening beyond loopback ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("::", False)],  # noqa: S104  # strings, nothing listens
+    [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("::", False)],
 )
 def test_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
@@ -138,8 +138,8 @@ def test_is_loopback(host, loopback):
 @pytest.mark.parametrize(
     ("argv", "warned"),
     [
-        (["--host", "0.0.0.0"], "are open; set --admin-token"),  # noqa: S104  # nothing listens: uvicorn.run is replaced
-        (["--host", "0.0.0.0", "--admin-token", "t"], "admin routes need --admin-token"),  # noqa: S104  # idem
+        (["--host", "0.0.0.0"], "are open; set --admin-token"),
+        (["--host", "0.0.0.0", "--admin-token", "t"], "admin routes need --admin-token"),
         (["--host", "127.0.0.1"], None),
     ],
 )

@@ -138,7 +138,7 @@ def test_config_errors_name_the_setting(sandbox, tmp_path, override, setting):
 
 
 def test_secrets_never_reach_the_logs_even_at_debug(sandbox_factory, tmp_path):
-    sandbox = sandbox_factory(seed=10, username="loader", password="s3cret-pw-777")  # noqa: S106  # a made-up secret the test hunts for
+    sandbox = sandbox_factory(seed=10, username="loader", password="s3cret-pw-777")
     token = sandbox.token()
     out = run_tap_process(sandbox.config(**FAST), tmp_path, env={"TAP_CLOSUM_LOG_LEVEL": "DEBUG", "LOGLEVEL": "DEBUG"})
     assert out.returncode == 0, out.stderr[-2000:]
