@@ -37,20 +37,26 @@ def write_config(workdir: Path, api_url: str, **settings: object) -> Path:
     return config
 
 
-def tap_cmd(workdir: Path, api_url: str, **settings: object) -> list[str]:
-    """Write the tap's config and a catalog selecting only ``leads``; the command line that runs it."""
-    config = write_config(workdir, api_url, **settings)
+def leads_catalog(config: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    """The tap's catalog (discovered with ``config``) with only ``leads`` selected."""
     catalog = json.loads(
         subprocess.run(
             [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         ).stdout
     )
     for stream in catalog["streams"]:
         for entry in stream["metadata"]:
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
-    (workdir / "catalog.json").write_text(json.dumps(catalog))
+    return catalog
+
+
+def tap_cmd(workdir: Path, api_url: str, **settings: object) -> list[str]:
+    """Write the tap's config and a catalog selecting only ``leads``; the command line that runs it."""
+    config = write_config(workdir, api_url, **settings)
+    (workdir / "catalog.json").write_text(json.dumps(leads_catalog(config)))
     return [str(BIN / "tap-closum"), "--config", str(config), "--catalog", str(workdir / "catalog.json")]

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import BIN, PASSWORD, USER
+from bench_common import BIN, PASSWORD, USER, leads_catalog
 
 from closum_sandbox.testing import SandboxProcess
 
@@ -50,24 +50,6 @@ def write_input(path: Path, count: int, tag: str) -> None:
     lines += [{"type": "RECORD", "stream": "leads", "record": lead(n, tag)} for n in range(count)]
     lines.append({"type": "STATE", "value": {"bookmarks": {"leads": count}}})
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-
-
-def catalog(config: Path, env: dict[str, str]) -> dict[str, object]:
-    """The tap's catalog with only ``leads`` selected."""
-    found = json.loads(
-        subprocess.run(
-            [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        ).stdout
-    )
-    for stream in found["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
-    return found
 
 
 def measure(server: SandboxProcess, limit: float, cmd: list[str], env: dict[str, str], stdin: Path | None) -> dict:
@@ -122,7 +104,7 @@ def run_limit(limit: float, leads: int, creates: int, today: Path | None) -> dic
                 base = {"api_url": server.api_url, "api_username": USER, "api_pw": PASSWORD} | settings
                 tap_config = work / "tap.json"
                 tap_config.write_text(json.dumps(base | {"page_size": 100, "max_parallel_requests": 8}))
-                (work / "catalog.json").write_text(json.dumps(catalog(tap_config, env)))
+                (work / "catalog.json").write_text(json.dumps(leads_catalog(tap_config, env)))
                 tap = [str(BIN / "tap-closum"), "--config", str(tap_config), "--catalog", str(work / "catalog.json")]
                 out["tap"][mode] = measure(server, limit, tap, env, None)
                 target_config = work / "target.json"
