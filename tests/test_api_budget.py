@@ -240,15 +240,21 @@ def test_token_renewals_draw_from_the_request_budget_not_a_budget_of_their_own(s
     assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
 
 
-def test_unreachable_api_ends_the_tap_with_one_line(tmp_path):
-    port = free_port()
-    config = {
+def _unreachable(port: int, **settings: object) -> dict[str, object]:
+    """Settings for an API on a port nothing listens on: 3 quick tries."""
+    return {
         "api_url": f"http://127.0.0.1:{port}/api",
         "api_username": "u",
         "api_pw": "p",
         "max_retries": 2,
         "backoff_base_seconds": 0.01,
+        **settings,
     }
+
+
+def test_unreachable_api_ends_the_tap_with_one_line(tmp_path):
+    port = free_port()
+    config = _unreachable(port)
     out = run_tap_process(config, tmp_path, streams={"emails"})
     assert out.returncode != 0
     assert f"tap-closum failed: cannot reach http://127.0.0.1:{port}/api after 3 tries: connection refused" in (
@@ -258,15 +264,9 @@ def test_unreachable_api_ends_the_tap_with_one_line(tmp_path):
 
 def test_unreachable_api_ends_the_target_with_one_line_and_nothing_pending(tmp_path):
     port = free_port()
-    config = {
-        "api_url": f"http://127.0.0.1:{port}/api",
-        "api_username": "u",
-        "api_pw": "p",
-        "max_retries": 2,
-        "backoff_base_seconds": 0.01,
-        "ledger_path": str(tmp_path / "ledger.sqlite"),
-        "rejects_path": str(tmp_path / "rejects.jsonl"),
-    }
+    config = _unreachable(
+        port, ledger_path=str(tmp_path / "ledger.sqlite"), rejects_path=str(tmp_path / "rejects.jsonl")
+    )
     code, _, err = run_target_process(config, tmp_path, singer("leads", [lead(i) for i in range(3)]))
     assert code != 0
     failed = [x for x in err.splitlines() if "target-closum failed:" in x]
