@@ -27,7 +27,7 @@ from http import HTTPStatus
 
 import requests
 
-from closum_api import retry, stop
+from closum_api import retry
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -55,16 +55,19 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         tokens_issued: tokens fetched so far.
     """
 
-    def __init__(self, connection: Connection, pace: Pace | None = None) -> None:
+    def __init__(
+        self, connection: Connection, pace: Pace | None = None, policy: retry.RetryPolicy | None = None
+    ) -> None:
         """Hold no token yet: the first request fetches one.
 
         Args:
             connection: the account; its password is never logged or shown.
             pace: the run's request rate, which ``POST /token`` follows too.
+            policy: the retry limits (the client's); from ``connection`` when not given.
         """
         self.connection = connection
         self.pace = pace
-        self.policy = retry.RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
+        self.policy = policy or retry.RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
         self._fatal: ClosumError | None = None
         self._last_failure: ClosumError | None = None
         self._fetches = 0
@@ -148,17 +151,11 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         if self._fatal is not None:
             raise self._fatal
         attempts = retry.current.get() or self.policy.attempts()
-        while True:
-            try:
-                envelope = self._post_token()
-                break
-            except (ClosumAuthError, ClosumBadResponse) as exc:
-                self._fatal = exc  # it will never work: every request gets this line at once
-                raise
-            except retry.TRANSIENT as exc:
-                wait = attempts.next_wait(exc, f"POST {AUTH_PATH}")
-                LOGGER.warning("POST %s failed (%s); retrying in %.1f s", AUTH_PATH, _reason(exc), wait)
-                stop.sleep(wait)
+        try:
+            envelope = retry.call(self._post_token, attempts, f"POST {AUTH_PATH}", _log_retry)
+        except (ClosumAuthError, ClosumBadResponse) as exc:
+            self._fatal = exc  # it will never work: every request gets this line at once
+            raise
         data = envelope.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not data["token"]:
             msg = "POST /token answered without data.token — is api_url a Closum API?"
@@ -216,11 +213,8 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         return new
 
 
-def _reason(exc: BaseException) -> str:
-    """A failure as a short phrase, never with the request body."""
-    if isinstance(exc, retry.CONNECTION_FAILURES):
-        return retry.connection_reason(exc)
-    return str(exc)
+def _log_retry(wait: float, _tries: int, exc: BaseException) -> None:
+    LOGGER.warning("POST %s failed (%s); retrying in %.1f s", AUTH_PATH, retry.failure_reason(exc), wait)
 
 
 def _lifetime_seconds(data: t.Mapping[str, t.Any]) -> float:

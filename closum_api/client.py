@@ -90,8 +90,6 @@ class ClosumClient:
         connection: the account and the retry settings.
         api_url: the base URL, up to and including ``/api``.
         timeout: seconds to wait for each answer.
-        max_tries: tries per request (1 = no retry).
-        backoff_base: the first wait between tries, in seconds.
         session: the HTTP session, shared by every thread.
         auth: the token holder.
         pace: the run's request rate.
@@ -109,14 +107,12 @@ class ClosumClient:
         self.connection = connection
         self.api_url = connection.api_url
         self.timeout = connection.timeout
-        self.max_tries = connection.max_tries
-        self.backoff_base = connection.backoff_base
         self.session = new_session(pool_size)
         if connection.user_agent:
             self.session.headers["User-Agent"] = connection.user_agent
         self.pace = pace if pace is not None else Pace()
         self.policy = RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
-        self.auth = ClosumTokenAuth(connection, self.pace)
+        self.auth = ClosumTokenAuth(connection, self.pace, self.policy)
 
     def close(self) -> None:
         """Close the session's connections."""
@@ -302,5 +298,4 @@ class Call:
 
 
 def _log_retry(wait: float, tries: int, exc: BaseException) -> None:
-    reason = str(exc) if isinstance(exc, ClosumRetriableError) else retry.connection_reason(exc)
-    LOGGER.warning("Retrying in %.1f s after try %d: %s", wait, tries, reason)
+    LOGGER.warning("Retrying in %.1f s after try %d: %s", wait, tries, retry.failure_reason(exc))

@@ -171,6 +171,18 @@ def connection_reason(exc: BaseException) -> str:
     return f"the connection failed ({type(exc).__name__})"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A transient failure as a short phrase for a retry line, never with the request body.
+
+    Args:
+        exc: an answer worth another try, or a failed connection.
+
+    Returns:
+        The answer's one line, or :func:`connection_reason`.
+    """
+    return str(exc) if isinstance(exc, ClosumRetriableError) else connection_reason(exc)
+
+
 # What a refused or impossible connection says, and how we say it.
 _CONNECT_FAILURES = (
     ("refused", "connection refused"),
@@ -178,20 +190,6 @@ _CONNECT_FAILURES = (
     ("nodename nor servname", "the host name does not resolve"),
     ("temporary failure in name resolution", "the host name does not resolve"),
 )
-
-
-class _Failed:
-    """A try that failed with a transient failure."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _once(func: Callable[[], R]) -> R | _Failed:
-    try:
-        return func()
-    except TRANSIENT as exc:
-        return _Failed(exc)
 
 
 def call(
@@ -216,11 +214,11 @@ def call(
         ClosumStopped: the run was asked to stop during a wait.
     """
     while True:
-        outcome = _once(func)
-        if not isinstance(outcome, _Failed):
-            return outcome
-        wait = attempts.next_wait(outcome.exc, what)
-        on_retry(wait, attempts.failures, outcome.exc)
+        try:
+            return func()
+        except TRANSIENT as exc:
+            wait = attempts.next_wait(exc, what)
+            on_retry(wait, attempts.failures, exc)
         stop.sleep(wait)
 
 
