@@ -136,9 +136,18 @@ _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line, its white space folded, cut to ``limit`` characters with an ellipsis.
+
+    Args:
+        text: any text.
+        limit: the most characters kept.
+
+    Returns:
+        The line.
+    """
     text = _SPACE.sub(" ", text).strip()
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def server_message(response: requests.Response) -> str:
@@ -153,17 +162,17 @@ def server_message(response: requests.Response) -> str:
         if "<html" in text[:500].lower() or "<!doctype" in text[:500].lower():
             title = _TITLE.search(text)
             shown = html.unescape(title.group(1)) if title else _TAGS.sub(" ", text)
-            return _one_line(f"an HTML page, not JSON: {shown}")
-        return _one_line(f"not JSON: {text}")
+            return one_line(f"an HTML page, not JSON: {shown}")
+        return one_line(f"not JSON: {text}")
     if isinstance(payload, dict):
         for key in ("message", "error", "errors"):
             value = payload.get(key)
             if isinstance(value, str) and value:
-                return _one_line(value)
+                return one_line(value)
         data = payload.get("data")
         if isinstance(data, dict) and isinstance(data.get("message"), str):
-            return _one_line(data["message"])
-    return _one_line(json.dumps(payload, ensure_ascii=False))
+            return one_line(data["message"])
+    return one_line(json.dumps(payload, ensure_ascii=False))
 
 
 def retry_after_seconds(response: requests.Response | None) -> float | None:
@@ -219,7 +228,7 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
         msg = f"{method} {path} answered {status} with {server_message(response)}{NOT_CLOSUM}"
         raise ClosumBadResponse(msg, response) from None
     if not isinstance(envelope, dict):
-        msg = f"{method} {path} answered {status} with JSON that is not an object: {_one_line(str(envelope))}"
+        msg = f"{method} {path} answered {status} with JSON that is not an object: {one_line(str(envelope))}"
         raise ClosumBadResponse(msg, response)
     if envelope.get("success") is False:
         msg = f"{method} {path} answered {status} with success=false: {server_message(response)}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import sys
 import typing as t
 from pathlib import Path
@@ -23,7 +22,7 @@ import requests
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.plugin_base import PluginBase
 
-from closum_api.errors import ClosumError
+from closum_api.errors import ClosumError, one_line
 from closum_api.stop import ClosumStopped
 
 if t.TYPE_CHECKING:
@@ -31,7 +30,6 @@ if t.TYPE_CHECKING:
 
 #: Settings whose value never appears in a message.
 SECRET_SETTINGS = ("api_pw",)
-_SPACE = re.compile(r"\s+")
 _MAX = 500
 
 
@@ -117,8 +115,7 @@ def describe(exc: BaseException) -> str:
         text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
     else:
         text = f"unexpected {type(exc).__name__}: {exc} (run with log level DEBUG for the traceback)"
-    text = _SPACE.sub(" ", text).strip()
-    return text if len(text) <= _MAX else text[: _MAX - 1] + "…"
+    return one_line(text, _MAX)
 
 
 def read_json_argument(kind: str, path: str | None, *, list_key: str | None = None) -> io.StringIO | None:

@@ -32,7 +32,7 @@ from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.singerlib.json import deserialize_json
 
-from closum_api.errors import ClosumError
+from closum_api.errors import ClosumError, one_line
 from closum_api.failure import ClosumSettingsError
 from closum_api.stop import STOP
 
@@ -97,10 +97,10 @@ def batch_records(
     except TypeError:
         spec = None
     if spec is None:
-        msg = f"encoding {_one_line(repr(encoding))} is not a BATCH encoding"
+        msg = f"encoding {one_line(repr(encoding), 2 * SHOWN)} is not a BATCH encoding"
         raise BatchFileError(msg)
     if spec.format != BatchFileFormat.JSONL or spec.compression not in {"gzip", "none", None}:
-        msg = f"encoding {_one_line(repr(encoding))} is not supported: JSON lines (jsonl), gzipped or not"
+        msg = f"encoding {one_line(repr(encoding), 2 * SHOWN)} is not supported: JSON lines (jsonl), gzipped or not"
         raise BatchFileError(msg)
     if not isinstance(manifest, list) or not all(isinstance(url, str) for url in manifest):
         msg = "the manifest is not a list of file URLs"
@@ -119,7 +119,7 @@ def _read_jsonl(url: str, *, gzipped: bool, storage: StorageTarget | None) -> li
             else:
                 lines = raw.readlines()
     except _READ_ERRORS as exc:
-        msg = f"{url}: {type(exc).__name__}: {_one_line(str(exc))}"
+        msg = f"{url}: {type(exc).__name__}: {one_line(str(exc), 2 * SHOWN)}"
         raise BatchFileError(msg) from None
     records: list[dict[str, t.Any]] = []
     for number, line in enumerate(lines, 1):
@@ -223,17 +223,12 @@ class ClosumReader(SingerReader):
                 reason = f"is a {kind} of stream {message.get('stream')!r} before any SCHEMA of that stream"
                 raise RecordBeforeSchemaError(self.lineno, reason) from None
             except InvalidInputLine as exc:
-                raise BadInputError(self.lineno, f"is incomplete ({_one_line(str(exc))})") from None
+                raise BadInputError(self.lineno, f"is incomplete ({one_line(str(exc), 2 * SHOWN)})") from None
             except BatchFileError as exc:
                 reason = f"is a BATCH whose files cannot be read ({exc})"
                 raise BadInputError(self.lineno, reason) from None
             stats[kind] += 1
         return stats
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 2 * SHOWN else text[: 2 * SHOWN - 1] + "…"
 
 
 def batch_storage(config: t.Mapping[str, t.Any]) -> StorageTarget | None:
