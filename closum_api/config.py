@@ -169,16 +169,3 @@ def _optional_number(config: t.Mapping[str, t.Any], key: str) -> float | None:
     """A numeric setting without a default; None when it is absent or null."""
     value = config.get(key)
     return None if value is None else float(value)
-
-
-def client_from_config(config: t.Mapping[str, t.Any], *, user_agent: str) -> ClosumClient:
-    """A client built from tap or target settings.
-
-    Args:
-        config: the plugin's config.
-        user_agent: the User-Agent to send when ``user_agent`` is not set.
-
-    Returns:
-        The :class:`ClosumClient` of :meth:`SharedSettings.client`.
-    """
-    return SharedSettings.from_config(config, user_agent=user_agent).client()

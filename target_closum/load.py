@@ -13,7 +13,6 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import typing as t
@@ -51,8 +50,6 @@ class LoadContext:
         self.shared = shared
         self._tallies: dict[str, Tally] = {}
         self._tally_lock = threading.Lock()
-        self._busy_count = 0
-        self._busy_lock = threading.Lock()
         self._recovered_streams: set[str] = set()
         self._opened = False
         self._unserved: set[str] = set()
@@ -190,22 +187,6 @@ class LoadContext:
             return False
         self._recovered_streams.add(stream)
         return True
-
-    @contextlib.contextmanager
-    def busy(self) -> t.Iterator[None]:
-        """Marks writes in progress, so a termination signal waits for them."""
-        with self._busy_lock:
-            self._busy_count += 1
-        try:
-            yield
-        finally:
-            with self._busy_lock:
-                self._busy_count -= 1
-
-    @property
-    def is_busy(self) -> bool:
-        """True while writes are in progress."""
-        return self._busy_count > 0
 
 
 def _quiet_token(client: ClosumClient) -> None:
