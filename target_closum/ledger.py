@@ -11,12 +11,13 @@ Closum id as soon as the answer arrives; each step is committed on its own
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 import threading
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
+
+from target_closum.payloads import pk_key
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS writes (
@@ -143,7 +144,7 @@ class Ledger:
         rows = self._query(
             "SELECT closum_id FROM writes WHERE resource = ? AND record_key = ? AND state = 'done' "
             "AND closum_id IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
-            (resource, "pk:" + json.dumps([source_id])),
+            (resource, pk_key([source_id])),
         )
         return int(rows[0][0]) if rows else None
 

@@ -65,6 +65,18 @@ def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
+def pk_key(values: t.Sequence[object]) -> str:
+    """The ledger key of a record known by its primary key values (``pk:[7]``).
+
+    Args:
+        values: the key properties' values, in the stream's key order.
+
+    Returns:
+        The key, the same text for the same values wherever it is built.
+    """
+    return "pk:" + canonical_json(list(values))
+
+
 def payload_hash(payload: t.Mapping[str, t.Any]) -> str:
     """The SHA-256 of the payload's canonical JSON: equal payloads, equal hashes."""
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()

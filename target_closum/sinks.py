@@ -30,7 +30,7 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_closum.lookups import extract, with_placeholders
-from target_closum.payloads import build_payload, canonical_json, payload_hash, record_id, validation_message
+from target_closum.payloads import build_payload, payload_hash, pk_key, record_id, validation_message
 from target_closum.plan import Item
 from target_closum.writer import StreamWriter
 
@@ -112,7 +112,7 @@ class ClosumSink(BatchSink):
     def record_key(self, record: t.Mapping[str, t.Any], p_hash: str) -> str:
         """Ledger key: the stream's primary key values, else the payload hash."""
         if self.key_properties and all(record.get(k) is not None for k in self.key_properties):
-            return "pk:" + canonical_json([record[k] for k in self.key_properties])
+            return pk_key([record[k] for k in self.key_properties])
         return "hash:" + p_hash
 
     def process_record(self, record: dict, context: dict) -> None:

@@ -62,7 +62,7 @@ from target_closum.lookups import (
     not_found,
 )
 from target_closum.mapping import StreamMapping
-from target_closum.payloads import canonical_json, payload_hash
+from target_closum.payloads import canonical_json, payload_hash, pk_key
 from target_closum.plan import Create, Item, Match, Skip, Update, decide
 from target_closum.reconcile import find_created
 from target_closum.summary import Tally
@@ -189,8 +189,7 @@ class StreamWriter:
             self.stream_name,
             len(entries),
         )
-        with self.load.busy():
-            settled = self.recover(entries)
+        settled = self.recover(entries)
         self.logger.info("Stream %s: %d pending writes settled", self.stream_name, settled)
 
     # -- per record: the SDK's checks become rejects, not crashes ----------------
@@ -333,7 +332,7 @@ class StreamWriter:
         writer = self.helper(MEMBERSHIPS)
         for list_id in list_ids:
             payload = {"lead_id": lead_id, "audience_list_id": list_id}
-            key = "pk:" + canonical_json([lead_id, list_id])
+            key = pk_key([lead_id, list_id])
             writer.write_one(Item(payload, key, payload, payload_hash(payload), None))
 
     # -- per batch -----------------------------------------------------------------
@@ -347,9 +346,8 @@ class StreamWriter:
                 for item in group:
                     self._plan(item)
             return
-        with self.load.busy():
-            self.prepare(items)
-            self._write_groups(list(groups.values()))
+        self.prepare(items)
+        self._write_groups(list(groups.values()))
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
         """Write the groups on the shared pool: in order within a group, groups in parallel; stop at a failure."""
