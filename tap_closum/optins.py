@@ -255,7 +255,8 @@ class OptInParent(ClosumStream):
     def generate_child_contexts(self, record: Record, context: Context | None) -> t.Iterable[Context | None]:
         if not self._collecting:
             return ()
-        if not self._opt_in_children():
+        # A child stops retrieving only while it syncs, at a hand-over: ask again only after one.
+        if not self._handover and not self._opt_in_children():
             self._collecting = False
             return ()
         # The SDK drops the contexts of a record a stream map filters out: such a record neither
