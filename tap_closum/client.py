@@ -21,7 +21,6 @@ import typing as t
 from functools import cached_property
 from http import HTTPStatus
 
-import requests
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -337,7 +336,7 @@ class ClosumStream(RESTStream[int]):
     def _fetch_once(self, number: int, context: Context | None) -> Page:
         response = self._request(self.prepared_request(context, number), context)
         records = list(self.parse_response(response))
-        pagination = getattr(response, _ENVELOPE).get("pagination") or {}
+        pagination = self.envelope(response).get("pagination") or {}
         try:
             page_count = int(pagination.get("page_count") or number)
         except (TypeError, ValueError):
