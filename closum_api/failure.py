@@ -23,6 +23,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.plugin_base import PluginBase
 
 from closum_api.errors import ClosumError, one_line
+from closum_api.retry import connection_reason
 from closum_api.stop import ClosumStopped
 
 if t.TYPE_CHECKING:
@@ -77,23 +78,6 @@ def _where(request: t.Any) -> str:  # noqa: ANN401  # a requests request or None
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def _reason(exc: requests.RequestException) -> str:
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.Timeout):
-        return "no answer within request_timeout"
-    for needle, reason in (
-        ("Connection refused", "connection refused"),
-        ("Name or service not known", "unknown host"),
-        ("nodename nor servname", "unknown host"),
-        ("Connection reset", "connection reset"),
-        ("RemoteDisconnected", "the server closed the connection"),
-        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
-    ):
-        if needle in text:
-            return reason
-    return type(exc).__name__
-
-
 def describe(exc: BaseException) -> str:
     """One line saying what ended the run and, where it can, what to fix.
 
@@ -108,7 +92,7 @@ def describe(exc: BaseException) -> str:
     elif isinstance(exc, ClosumError):
         text = str(exc)
     elif isinstance(exc, requests.exceptions.RequestException):
-        text = f"cannot reach {_where(exc.request)}: {_reason(exc)}; check api_url and that the server is up"
+        text = f"cannot reach {_where(exc.request)}: {connection_reason(exc)}; check api_url and that the server is up"
     elif isinstance(exc, PermissionError):
         text = f"permission denied: {exc.filename or exc}"
     elif isinstance(exc, OSError) and exc.filename:

@@ -156,7 +156,9 @@ def give_up_line(policy: RetryPolicy, exc: BaseException, what: str, tries: int)
 def connection_reason(exc: BaseException) -> str:
     """``connection refused``, ``timed out``... for a failed connection."""
     if isinstance(exc, requests.exceptions.Timeout):
-        return "timed out"
+        return "timed out (no answer within request_timeout)"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "TLS certificate not trusted"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "the connection was cut during the answer"
     reason: object = exc.args[0] if exc.args else None
