@@ -70,7 +70,7 @@ def settings_errors(exc: ConfigValidationError) -> str:
     return "invalid settings: " + "; ".join(shown)
 
 
-def _where(request: t.Any) -> str:  # noqa: ANN401  # a requests request or None
+def _where(request: requests.Request | requests.PreparedRequest | None) -> str:
     url = getattr(request, "url", None)
     if not isinstance(url, str):
         return "the Closum API"
