@@ -203,7 +203,8 @@ class Indexes:
         self._read = read
         self._built: dict[KeyRule, ServerIndex] = {}
         self._build_locks: dict[KeyRule, threading.Lock] = {}
-        self._written: dict[str, list[tuple[dict[str, t.Any], int]]] = {}
+        # The run's writes noted while an index is being read, by the index being read; replayed into it once read.
+        self._pending: dict[KeyRule, list[tuple[dict[str, t.Any], int]]] = {}
         self._lock = threading.Lock()
 
     def built(self, rule: KeyRule) -> ServerIndex | None:
@@ -212,7 +213,13 @@ class Indexes:
             return self._built.get(rule)
 
     def get(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex:
-        """The index of ``resource`` by ``fields``, read from the server the first time it is asked for."""
+        """The index of ``resource`` by ``fields``, read from the server the first time it is asked for.
+
+        A write noted before the read starts is in the list the read returns; one noted while the
+        read runs is kept aside and added once the list is in; one noted after the index is
+        published goes to the index directly. Replay and publication happen under one hold of
+        the lock, so no write falls between them.
+        """
         rule = KeyRule(resource.name, tuple(fields))
         with self._lock:
             if rule in self._built:
@@ -222,21 +229,29 @@ class Indexes:
             with self._lock:
                 if rule in self._built:
                     return self._built[rule]
+                self._pending[rule] = []
             index = ServerIndex(rule)
-            for record in self._read(resource):
-                rid = record.get("id")
-                if isinstance(rid, int):
-                    index.add(record, rid)
+            try:
+                for record in self._read(resource):
+                    rid = record.get("id")
+                    if isinstance(rid, int):
+                        index.add(record, rid)
+            except BaseException:
+                with self._lock:
+                    del self._pending[rule]
+                raise
             with self._lock:
-                for payload, rid in self._written.get(resource.name, ()):
+                for payload, rid in self._pending.pop(rule):
                     index.add(payload, rid)
                 self._built[rule] = index
             return index
 
     def note(self, resource_name: str, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
-        """A record the run wrote: added to this resource's indexes, those built and those built later."""
+        """A record the run wrote: added to this resource's indexes built or being read; nothing is kept otherwise."""
         with self._lock:
-            self._written.setdefault(resource_name, []).append((dict(payload), closum_id))
+            for rule, pending in self._pending.items():
+                if rule.resource == resource_name:
+                    pending.append((dict(payload), closum_id))
             indexes = [index for rule, index in self._built.items() if rule.resource == resource_name]
         for index in indexes:
             index.add(payload, closum_id)
