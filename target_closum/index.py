@@ -174,11 +174,6 @@ class ServerIndex:
         with self._lock:
             return sorted(set(self._labels.values()))
 
-    def __len__(self) -> int:
-        """The number of records indexed."""
-        with self._lock:
-            return len(self._labels)
-
     @contextlib.contextmanager
     def key_lock(self, key: Key | None) -> t.Iterator[None]:
         """Hold the key while a record with it is looked up and written, so two writers never create it twice."""
@@ -206,11 +201,6 @@ class Indexes:
         # The run's writes noted while an index is being read, by the index being read; replayed into it once read.
         self._pending: dict[KeyRule, list[tuple[dict[str, t.Any], int]]] = {}
         self._lock = threading.Lock()
-
-    def built(self, rule: KeyRule) -> ServerIndex | None:
-        """The index of ``rule`` if it was read already."""
-        with self._lock:
-            return self._built.get(rule)
 
     def get(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex:
         """The index of ``resource`` by ``fields``, read from the server the first time it is asked for.
