@@ -82,6 +82,12 @@ _FOLD: dict[str, t.Callable[[object], object]] = {
 }
 _LEAD_LIKE = frozenset({"lead", "unqualified_lead"})
 
+
+def fold(field: str, value: object) -> object:
+    """A value of key field ``field`` as compared (an email trimmed and case-folded, a name also without accents...)."""
+    return _FOLD[field](value)
+
+
 #: The fields ``match_on`` may name, per resource; None: matching only when asked.
 MATCH_FIELDS: dict[str, tuple[str, ...]] = {
     "lead": ("email", "phone"),
@@ -122,7 +128,7 @@ class KeyRule:
         values: list[object] = []
         for field in self.fields:
             raw = self._raw(record, field)
-            folded = None if raw is None else _FOLD[field](raw)
+            folded = None if raw is None else fold(field, raw)
             values.append(folded if folded not in {"", None} else None)
         return tuple(values) if any(v is not None for v in values) else None
 
