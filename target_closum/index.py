@@ -82,6 +82,12 @@ _FOLD: dict[str, t.Callable[[object], object]] = {
 }
 _LEAD_LIKE = frozenset({"lead", "unqualified_lead"})
 
+
+def fold(field: str, value: object) -> object:
+    """A value of key field ``field`` as compared (an email trimmed and case-folded, a name also without accents...)."""
+    return _FOLD[field](value)
+
+
 #: The fields ``match_on`` may name, per resource; None: matching only when asked.
 MATCH_FIELDS: dict[str, tuple[str, ...]] = {
     "lead": ("email", "phone"),
@@ -122,7 +128,7 @@ class KeyRule:
         values: list[object] = []
         for field in self.fields:
             raw = self._raw(record, field)
-            folded = None if raw is None else _FOLD[field](raw)
+            folded = None if raw is None else fold(field, raw)
             values.append(folded if folded not in {"", None} else None)
         return tuple(values) if any(v is not None for v in values) else None
 
@@ -174,11 +180,6 @@ class ServerIndex:
         with self._lock:
             return sorted(set(self._labels.values()))
 
-    def __len__(self) -> int:
-        """The number of records indexed."""
-        with self._lock:
-            return len(self._labels)
-
     @contextlib.contextmanager
     def key_lock(self, key: Key | None) -> t.Iterator[None]:
         """Hold the key while a record with it is looked up and written, so two writers never create it twice."""
@@ -203,16 +204,18 @@ class Indexes:
         self._read = read
         self._built: dict[KeyRule, ServerIndex] = {}
         self._build_locks: dict[KeyRule, threading.Lock] = {}
-        self._written: dict[str, list[tuple[dict[str, t.Any], int]]] = {}
+        # The run's writes noted while an index is being read, by the index being read; replayed into it once read.
+        self._pending: dict[KeyRule, list[tuple[dict[str, t.Any], int]]] = {}
         self._lock = threading.Lock()
 
-    def built(self, rule: KeyRule) -> ServerIndex | None:
-        """The index of ``rule`` if it was read already."""
-        with self._lock:
-            return self._built.get(rule)
-
     def get(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex:
-        """The index of ``resource`` by ``fields``, read from the server the first time it is asked for."""
+        """The index of ``resource`` by ``fields``, read from the server the first time it is asked for.
+
+        A write noted before the read starts is in the list the read returns; one noted while the
+        read runs is kept aside and added once the list is in; one noted after the index is
+        published goes to the index directly. Replay and publication happen under one hold of
+        the lock, so no write falls between them.
+        """
         rule = KeyRule(resource.name, tuple(fields))
         with self._lock:
             if rule in self._built:
@@ -222,21 +225,29 @@ class Indexes:
             with self._lock:
                 if rule in self._built:
                     return self._built[rule]
+                self._pending[rule] = []
             index = ServerIndex(rule)
-            for record in self._read(resource):
-                rid = record.get("id")
-                if isinstance(rid, int):
-                    index.add(record, rid)
+            try:
+                for record in self._read(resource):
+                    rid = record.get("id")
+                    if isinstance(rid, int):
+                        index.add(record, rid)
+            except BaseException:
+                with self._lock:
+                    del self._pending[rule]
+                raise
             with self._lock:
-                for payload, rid in self._written.get(resource.name, ()):
+                for payload, rid in self._pending.pop(rule):
                     index.add(payload, rid)
                 self._built[rule] = index
             return index
 
     def note(self, resource_name: str, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
-        """A record the run wrote: added to this resource's indexes, those built and those built later."""
+        """A record the run wrote: added to this resource's indexes built or being read; nothing is kept otherwise."""
         with self._lock:
-            self._written.setdefault(resource_name, []).append((dict(payload), closum_id))
+            for rule, pending in self._pending.items():
+                if rule.resource == resource_name:
+                    pending.append((dict(payload), closum_id))
             indexes = [index for rule, index in self._built.items() if rule.resource == resource_name]
         for index in indexes:
             index.add(payload, closum_id)

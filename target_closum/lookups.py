@@ -24,10 +24,10 @@ import typing as t
 from dataclasses import dataclass
 
 from closum_api.errors import ClosumError
-from target_closum.index import fold_email, fold_name
+from target_closum.index import fold
 
 if t.TYPE_CHECKING:
-    from target_closum.index import Key, ServerIndex
+    from target_closum.index import ServerIndex
 
 #: how many of the records an ambiguous name matches a reject names
 AMBIGUOUS_SHOWN = 5
@@ -65,14 +65,6 @@ class Lookup:
     def nouns(self) -> str:
         """The plural of :attr:`noun`."""
         return self.noun[:-1] + "ies" if self.noun.endswith("y") else self.noun + "s"
-
-    def fold(self, name: str) -> str:
-        """A name as compared (an email trimmed and case-folded; a name also without accents)."""
-        return fold_email(name) if self.key == "email" else fold_name(name)
-
-    def key_of(self, name: str) -> Key:
-        """The index key a name is looked up by."""
-        return (self.fold(name),)
 
 
 CITY = Lookup("city", "city_id", "city", "city_name", creatable=False, noun="city")
@@ -193,7 +185,7 @@ def _list_names(value: object) -> tuple[str, ...] | None:
         if isinstance(item, bool) or not isinstance(item, (str, int)):
             return None
         name = str(item).strip()
-        if name and fold_name(name) not in {fold_name(n) for n in names}:
+        if name and fold(AUDIENCE_LIST.key, name) not in {fold(AUDIENCE_LIST.key, n) for n in names}:
             names.append(name)
     return tuple(names)
 
@@ -215,7 +207,8 @@ def find(index: ServerIndex, lookup: Lookup, name: str) -> int | None:
     Raises:
         LookupMissError: the name names several records.
     """
-    ids = index.ids(lookup.key_of(name))
+    key = index.rule.key({lookup.key: name})
+    ids = index.ids(key) if key is not None else []
     if len(ids) <= 1:
         return ids[0] if ids else None
     exact = [i for i in ids if index.label_of(i) == name]
@@ -235,8 +228,8 @@ def not_found(index: ServerIndex, lookup: Lookup, name: str, field: str | None =
     field = field or lookup.field
     by_fold: dict[str, str] = {}
     for label in index.labels():
-        by_fold.setdefault(lookup.fold(label), label)
-    close = difflib.get_close_matches(lookup.fold(name), list(by_fold), n=3, cutoff=0.6)
+        by_fold.setdefault(str(fold(lookup.key, label)), label)
+    close = difflib.get_close_matches(str(fold(lookup.key, name)), list(by_fold), n=3, cutoff=0.6)
     message = f"{field} {name!r} not found"
     if field == MEMBERSHIPS:
         message = f"{field}: audience list {name!r} not found"

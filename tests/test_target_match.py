@@ -12,8 +12,10 @@ import pytest
 import requests
 from test_target_support import lead, rejects, run_target, singer, target_config, writes
 
+from closum_api.client import ClosumClient, Connection
 from closum_api.errors import ClosumError
-from target_closum.index import fold_email, fold_name, phone_digits
+from closum_api.registry import get
+from target_closum.index import Indexes, fold_email, fold_name, phone_digits, read_list
 from target_closum.ledger import Ledger
 from target_closum.lookups import extract
 from target_closum.mapping import ClosumConfigError
@@ -515,3 +517,42 @@ def test_a_membership_left_pending_by_a_killed_run_is_settled_once(sandbox, tmp_
     assert len(pairs) == len(links_before) + 1
     assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
     assert run.tally("leads.audience_lists")["recovered"] == 1
+
+
+# -- the run's own writes in the indexes ------------------------------------------
+@pytest.fixture
+def api_client(sandbox):
+    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5))
+    yield client
+    client.close()
+
+
+def test_writes_no_index_reads_are_not_kept(api_client):
+    indexes = Indexes(lambda resource: read_list(api_client, resource, None))
+    for n in range(500):
+        indexes.note("lead", {"email": {"email": f"kept{n}@example.com"}}, 100_000 + n)
+    assert indexes._pending == {}
+    assert indexes._built == {}  # nothing read, nothing held per record
+    index = indexes.get(get("lead"), ["email"])
+    assert index.ids(("kept0@example.com",)) == []  # only what the server holds
+    indexes.note("lead", {"email": {"email": "after@example.com"}}, 200_000)
+    assert index.ids(("after@example.com",)) == [200_000]  # a write after the read goes to the index
+    assert indexes._pending == {}
+
+
+def test_a_write_noted_while_the_index_is_read_is_in_the_index(sandbox, api_client):
+    lead_resource = get("lead")
+    noted: list[int] = []
+
+    def read_then_write(resource):
+        yield from read_list(api_client, resource, None)
+        # the list is read, the index not yet published: a write now is in neither
+        noted.append(_api_post(sandbox, "/lead", {"name": "Late", "email": {"email": "late@example.com"}}))
+        indexes.note("lead", {"email": {"email": "Late@Example.com "}}, noted[0])
+
+    indexes = Indexes(read_then_write)
+    index = indexes.get(lead_resource, ["email"])
+    assert noted
+    assert index.ids(("late@example.com",)) == noted
+    assert indexes._pending == {}
+    assert indexes.get(lead_resource, ["email"]) is index  # read once
