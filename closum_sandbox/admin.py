@@ -38,7 +38,7 @@ from closum_sandbox import seed as seeding
 from closum_sandbox.faults import normalize_fault
 from closum_sandbox.guard import require_admin_token
 from closum_sandbox.responses import ApiError, json_response, read_object
-from closum_sandbox.settings import RUNTIME_KNOBS, RUNTIME_SWITCHES
+from closum_sandbox.settings import RUNTIME_KNOBS
 from closum_sandbox.state import Sandbox, sandbox_of
 
 #: The most records one ``POST /_admin/records/{name}`` generates.
@@ -92,25 +92,20 @@ async def patch_config(request: Request) -> Response:
     """Change runtime knobs; answers the new settings."""
     sb = sandbox_of(request)
     body = await read_object(request)
-    knobs = {**RUNTIME_KNOBS, "fault_seed": (int, 0)}
     for key, value in body.items():
-        if key in RUNTIME_SWITCHES:
+        if key not in RUNTIME_KNOBS:
+            raise ApiError(400, f"unknown field {key}; changeable: {', '.join(RUNTIME_KNOBS)}")
+        kind, low = RUNTIME_KNOBS[key]
+        if kind is bool:
             if not isinstance(value, bool):
                 raise ApiError(400, f"field {key}: {value!r} is not true or false")
             continue
-        if key not in knobs:
-            raise ApiError(400, f"unknown field {key}; changeable: {', '.join([*knobs, *sorted(RUNTIME_SWITCHES)])}")
-        kind, low = knobs[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
             raise ApiError(400, f"field {key}: {value!r} is not a number")
         if value < low or (key == "fail_rate" and value > 1):
             raise ApiError(400, f"field {key}: {value!r} is out of range")
     for key, value in body.items():
-        if key in RUNTIME_SWITCHES:
-            setattr(sb.settings, key, value)
-            continue
-        kind = knobs[key][0]
-        setattr(sb.settings, key, kind(value))
+        setattr(sb.settings, key, RUNTIME_KNOBS[key][0](value))
         if key == "fault_seed":
             sb.faults.reseed(int(value))
     return json_response(sb.settings.runtime_config())

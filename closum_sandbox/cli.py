@@ -3,7 +3,8 @@
     closum-sandbox serve --port 8080 --seed 25 --revision both
 
 See ``closum-sandbox serve --help`` for every knob, and README.md. Every option
-is a :class:`~closum_sandbox.settings.Settings` field, with its default.
+is a :class:`~closum_sandbox.settings.Settings` field, with its default;
+:func:`serve_argv` spells the arguments setting some of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,39 @@ from closum_sandbox.settings import REVISION_CHOICES, Settings
 logger = logging.getLogger("closum_sandbox")
 
 
+def option(name: str, *, on: bool = True) -> str:
+    """The ``serve`` option setting the :class:`Settings` field ``name``.
+
+    Args:
+        name: the field's name.
+        on: ``False`` for the switch-off spelling of an on/off option (``--no-...``,
+            as :class:`argparse.BooleanOptionalAction` spells it).
+
+    Returns:
+        ``--<name>`` with dashes for underscores (``--no-<name>`` when not ``on``).
+    """
+    return f"--{'' if on else 'no-'}{name.replace('_', '-')}"
+
+
+def serve_argv(**knobs: object) -> list[str]:
+    """The ``closum-sandbox serve`` arguments that set these :class:`Settings` fields.
+
+    Args:
+        knobs: field values; an on/off field (a ``bool``) becomes ``--name`` or ``--no-name``,
+            any other ``--name value``. Fields left out keep their defaults.
+
+    Returns:
+        The arguments, ``serve`` first.
+    """
+    argv = ["serve"]
+    for name, value in knobs.items():
+        if isinstance(value, bool):
+            argv.append(option(name, on=value))
+        else:
+            argv += [option(name), str(value)]
+    return argv
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``closum-sandbox`` command line; each option is a :class:`Settings` field, with the field's default.
 
@@ -37,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def knob(name: str, help_text: str, **kwargs: Any) -> None:
-        """``--<name>`` (dashes for underscores) sets the field ``name``; its default is the field's."""
-        serve.add_argument(f"--{name.replace('_', '-')}", default=getattr(default, name), help=help_text, **kwargs)
+        """:func:`option` ``name`` sets the field ``name``; its default is the field's."""
+        serve.add_argument(option(name), default=getattr(default, name), help=help_text, **kwargs)
 
     knob("host", "address to listen on")
     knob("port", "port to listen on (0 = any free port)", type=int)

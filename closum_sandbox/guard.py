@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from closum_sandbox.responses import ApiError, error_response
+from closum_sandbox.responses import ApiError, bearer_token, error_response
 from closum_sandbox.state import sandbox_of
 
 if TYPE_CHECKING:
@@ -92,8 +92,7 @@ def require_admin_token(request: Request) -> None:
         return
     given = request.headers.get(ADMIN_HEADER)
     if given is None:
-        scheme, _, credentials = (request.headers.get("Authorization") or "").partition(" ")
-        given = credentials.strip() if scheme.lower() == "bearer" else None
+        given = bearer_token(request)
     if given is None or not secrets.compare_digest(given.encode(), token.encode()):
         raise ApiError(
             401,

@@ -4,6 +4,7 @@
   ``{"success": false, "message": ..., "errors": [...]}`` with its status.
 - :func:`json_response` / :func:`error_response`: JSON answers, encoded with msgspec.
 - :func:`read_json` / :func:`read_object`: a request's JSON body, or a 400.
+- :func:`bearer_token`: the token of a request's ``Authorization: Bearer`` header.
 - :data:`STATUS_TEXT`: the reference's one-line text for each error status.
 """
 
@@ -84,6 +85,20 @@ def error_response(
     if errors:
         body["errors"] = errors
     return json_response(body, status, headers)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's ``Authorization: Bearer <token>`` header.
+
+    Args:
+        request: the request.
+
+    Returns:
+        The token (stripped; ``""`` for a bare ``Bearer``), or ``None`` when the header is
+        missing, empty or of another scheme.
+    """
+    scheme, _, credentials = (request.headers.get("Authorization") or "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
 
 
 async def read_json(request: Request) -> JsonValue:

@@ -16,16 +16,18 @@ from closum_api.registry import Revision
 
 REVISION_CHOICES = ("2019", "2021", "both")
 
-#: Knobs ``PATCH /_admin/config`` may change, with their type and lower bound.
+#: Knobs ``PATCH /_admin/config`` may change, with their kind and lower bound: numbers
+#: (``float``/``int``) must reach the bound; on/off knobs (``bool``) take JSON booleans
+#: and ignore it.
 RUNTIME_KNOBS: dict[str, tuple[type, float]] = {
     "latency_ms": (float, 0),
     "fail_rate": (float, 0),
     "rate_limit": (float, 0),
     "max_page_size": (int, 1),
     "token_ttl": (float, 0),
+    "fault_seed": (int, 0),
+    "opt_ins_on_retrieve": (bool, 0),
 }
-#: On/off knobs ``PATCH /_admin/config`` may change (JSON booleans).
-RUNTIME_SWITCHES: frozenset[str] = frozenset({"opt_ins_on_retrieve"})
 
 
 @dataclass

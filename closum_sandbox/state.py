@@ -15,7 +15,7 @@ from closum_api import registry
 from closum_sandbox import seed as seeding
 from closum_sandbox.auth import TokenStore
 from closum_sandbox.faults import Faults, RequestLog
-from closum_sandbox.responses import ApiError
+from closum_sandbox.responses import ApiError, bearer_token
 from closum_sandbox.store import Store
 
 if TYPE_CHECKING:
@@ -73,11 +73,10 @@ class Sandbox:
         Raises:
             ApiError: 401 when the token is missing, unknown or expired.
         """
-        header = request.headers.get("authorization")
-        if not header:
+        if not request.headers.get("authorization"):
             raise ApiError(401, "Unauthorized: missing bearer token", headers=_BEARER)
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not self.tokens.valid(token.strip()):
+        token = bearer_token(request)
+        if token is None or not self.tokens.valid(token):
             raise ApiError(401, "Unauthorized: invalid or expired bearer token", headers=_BEARER)
 
 

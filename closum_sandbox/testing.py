@@ -27,6 +27,7 @@ import requests
 import uvicorn
 
 from closum_sandbox.app import create_app
+from closum_sandbox.cli import serve_argv
 from closum_sandbox.guard import ADMIN_HEADER
 from closum_sandbox.settings import Settings
 
@@ -333,15 +334,8 @@ class SandboxProcess(SandboxAdmin):
         """
         # What serve will run with (Settings checks the knobs here already).
         self.settings = Settings(host=LOOPBACK, port=port or free_port(), db=None if db is None else str(db), **knobs)
-        self._args = ["serve", "--host", LOOPBACK, "--port", str(self.settings.port)]
-        if db is not None:
-            self._args += ["--db", str(db)]
-        for name, value in knobs.items():
-            flag = name.replace("_", "-")
-            if isinstance(value, bool):  # an on/off option: --name / --no-name
-                self._args.append(f"--{flag}" if value else f"--no-{flag}")
-            else:
-                self._args += [f"--{flag}", str(value)]
+        where = {"host": LOOPBACK, "port": self.settings.port} | ({} if db is None else {"db": str(db)})
+        self._args = serve_argv(**where, **knobs)
         self._log = log
         self._http = requests.Session()
         self.proc: subprocess.Popen[bytes] | None = None

@@ -69,6 +69,15 @@ def test_config_get_patch(sandbox):
         assert r.json()["success"] is False
 
 
+def test_config_patch_names_every_changeable_knob(sandbox):
+    r = requests.patch(sandbox.url + "/_admin/config", json={"nope": 1}, timeout=5)
+    assert r.status_code == 400
+    assert r.json()["message"] == (
+        "unknown field nope; changeable: latency_ms, fail_rate, rate_limit, max_page_size, token_ttl, "
+        "fault_seed, opt_ins_on_retrieve"
+    )
+
+
 def test_opt_ins_on_retrieve_switch(sandbox):
     h = {"Authorization": f"Bearer {sandbox.token()}"}
     with_opt_in = next(r for r in sandbox.records("lead") if r.get("lead_opt_in"))

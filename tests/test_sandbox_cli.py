@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from closum_sandbox.cli import build_parser
+from closum_sandbox.cli import build_parser, serve_argv
 from closum_sandbox.settings import Knobs, Settings
 from closum_sandbox.testing import SandboxProcess, SandboxServer
 
@@ -116,6 +116,19 @@ def test_defaults_come_from_settings():
     assert set(Knobs.__annotations__) <= {f.name for f in fields(Settings)}
     server = SandboxServer(seed=3)
     assert asdict(server.settings) == asdict(Settings(host="127.0.0.1", port=0, seed=3))
+
+
+def test_serve_argv_round_trips_through_the_parser():
+    knobs = {"port": 0, "db": "x.sqlite", "seed": 3, "fail_rate": 0.25, "opt_ins_on_retrieve": False}
+    assert serve_argv(opt_ins_on_retrieve=True, max_page_size=7) == [
+        "serve",
+        "--opt-ins-on-retrieve",
+        "--max-page-size",
+        "7",
+    ]
+    args = build_parser().parse_args(serve_argv(**knobs))
+    assert {name: getattr(args, name) for name in knobs} == knobs
+    assert args.max_page_size == Settings().max_page_size
 
 
 def test_process_passes_its_knobs(tmp_path):

@@ -70,6 +70,13 @@ def test_fail_rate_is_seeded(sandbox_factory):
     assert {500, 503} & set(codes)
 
 
+def test_patching_fault_seed_reseeds(sandbox_factory):
+    sb = sandbox_factory(seed=0, fail_rate=0.5, fault_seed=7)
+    first = run_with_token(sb)
+    assert sb.configure(fault_seed=7)["fault_seed"] == 7
+    assert run_with_token(sb) == first
+
+
 def run_with_token(sb):
     seen = []
     while True:
