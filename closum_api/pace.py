@@ -22,11 +22,19 @@ One :class:`Pace` per run: every request takes a send slot from
   long: see :mod:`closum_api.retry`).
 
 Every wait goes through :func:`closum_api.stop.sleep`, so a signal ends it.
+
+The first 429 of a run also tells what the server allowed: the answers of the
+second before it. :func:`report` ends a run with one line, the metric, and,
+when Closum limited the run, a warning naming the ``max_requests_per_second``
+that paces the next runs under that limit from their first request (the
+adaptive pace cannot know the limit before it meets it, so its first meeting
+costs the requests then in flight).
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 import typing as t
@@ -34,6 +42,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from closum_api import stop
+
+if t.TYPE_CHECKING:
+    import logging
 
 #: the adaptive pace starts with this many requests in flight at most, one more per answer
 START_WINDOW = 2
@@ -76,6 +87,8 @@ class PaceStats:
         effective_rps: ``requests / wall_s``.
         allowed_rps: the rate allowed at the end (None: unpaced).
         seconds_waited: seconds the senders spent waiting for slots, all threads summed.
+        limit_rps: the requests answered in the second before the first 429 (None: no 429):
+            what the server allowed.
     """
 
     mode: str
@@ -86,6 +99,7 @@ class PaceStats:
     effective_rps: float
     allowed_rps: float | None
     seconds_waited: float
+    limit_rps: int | None = None
 
     def line(self) -> str:
         """``requests: 78 in 8.1 s (9.6/s); answered 429: 1 (1.3 %)``, plus the pace."""
@@ -109,8 +123,38 @@ class PaceStats:
                 "effective_rps": round(self.effective_rps, 2),
                 "allowed_rps": None if self.allowed_rps is None else round(self.allowed_rps, 2),
                 "mode": self.mode,
+                "limit_rps": self.limit_rps,
             },
         }
+
+    def advice(self) -> str | None:
+        """What to set so that the next runs draw no 429; None when none was drawn."""
+        if not self.http_429:
+            return None
+        refused = f"Closum answered 429 (too many requests) to {self.http_429} of {self.requests} requests"
+        allowed = f": it allowed about {self.limit_rps} per second" if self.limit_rps else ""
+        if self.mode == "fixed":
+            to = f" to {self.limit_rps}" if self.limit_rps else ""
+            return f"{refused} even under max_requests_per_second{allowed}; lower max_requests_per_second{to}"
+        setting = f"max_requests_per_second: {self.limit_rps}" if self.limit_rps else "max_requests_per_second"
+        return f"{refused}{allowed}; set {setting} to pace runs under that from their first request"
+
+
+def report(stats: PaceStats, logger: logging.Logger, metrics_logger: logging.Logger) -> None:
+    """End a run that sent requests: the budget's line, its metric, and the advice if Closum limited the run.
+
+    Args:
+        stats: what the run's pace saw.
+        logger: where the line (INFO) and the advice (WARNING) go.
+        metrics_logger: the SDK's metrics logger.
+    """
+    if not stats.requests:
+        return
+    logger.info(stats.line())
+    advice = stats.advice()
+    if advice:
+        logger.warning(advice)
+    metrics_logger.info("METRIC: %s", json.dumps(stats.metric(), separators=(",", ":")))
 
 
 class Pace:
@@ -143,6 +187,7 @@ class Pace:
         self._answers: collections.deque[float] = collections.deque()
         self._recent_503: collections.deque[float] = collections.deque()
         self._dropped = False
+        self._limit_seen: int | None = None
         self._first: float | None = None
         self._last: float | None = None
         # The slow start's window (None: no window), and the requests in flight.
@@ -220,7 +265,7 @@ class Pace:
             dropped = False
             if status == HTTPStatus.TOO_MANY_REQUESTS:
                 self.http_429 += 1
-                dropped = self._slow_down(now)
+                dropped = self._slow_down(now, refused=True)
             elif status == HTTPStatus.SERVICE_UNAVAILABLE:
                 self.http_503 += 1
                 self._recent_503.append(now)
@@ -244,8 +289,11 @@ class Pace:
                 self._pause_until = max(self._pause_until, now + min(retry_after, MAX_PAUSE))
                 self._next_slot = max(self._next_slot, self._pause_until)
 
-    def _slow_down(self, now: float) -> bool:
-        """A 429 (or a 503 burst): drop the rate, once per burst; whether it dropped. Lock held."""
+    def _slow_down(self, now: float, *, refused: bool = False) -> bool:
+        """A 429 (``refused``) or a 503 burst: drop the rate, once per burst; whether it dropped. Lock held."""
+        if refused and self._limit_seen is None:
+            # The first 429: what was answered in the second before it is what the server allows.
+            self._limit_seen = sum(1 for answered_at in self._answers if answered_at > now - 1.0) or None
         if self._last_drop is not None and now - self._last_drop < BURST_SECONDS:
             return False
         answered = float(len(self._answers))  # answers of the last second, 429s not included
@@ -297,4 +345,5 @@ class Pace:
                 effective_rps=self.requests / wall if wall > 0 else 0.0,
                 allowed_rps=self._rate,
                 seconds_waited=self.seconds_waited,
+                limit_rps=self._limit_seen,
             )

@@ -8,13 +8,12 @@ the defaults the settings' ``th.Property`` definitions declare.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import typing as t
 from dataclasses import dataclass
 from functools import cached_property
 
-from closum_api import __version__
+from closum_api import __version__, pace
 from closum_api.config import SharedSettings
 
 if t.TYPE_CHECKING:
@@ -117,18 +116,13 @@ class Runtime:
         return self.settings.shared.client()
 
     def report_budget(self, metrics_logger: logging.Logger) -> None:
-        """At the end of a run that sent requests: one line and the ``closum_request_budget`` metric.
+        """At the end of a run that sent requests: what its request budget saw (:func:`closum_api.pace.report`).
 
         Args:
             metrics_logger: the SDK's metrics logger.
         """
-        if "client" not in self.__dict__:
-            return
-        stats = self.client.pace.stats()
-        if not stats.requests:
-            return
-        self._logger.info(stats.line())
-        metrics_logger.info("METRIC: %s", json.dumps(stats.metric(), separators=(",", ":")))
+        if "client" in self.__dict__:
+            pace.report(self.client.pace.stats(), self._logger, metrics_logger)
 
     @property
     def session(self) -> requests.Session:

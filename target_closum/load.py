@@ -13,12 +13,12 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
-import json
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
+from closum_api import pace
 from closum_api.errors import ClosumNotFoundError
 from target_closum.index import Indexes, read_list
 from target_closum.ledger import Ledger
@@ -152,18 +152,14 @@ class LoadContext:
             self.client.close()
 
     def report_budget(self, logger: logging.Logger, metrics_logger: logging.Logger) -> None:
-        """At the end of a run that sent requests: one line and the ``closum_request_budget`` metric.
+        """At the end of a run that sent requests: what its request budget saw (:func:`closum_api.pace.report`).
 
         Args:
             logger: where the line goes.
             metrics_logger: the SDK's metrics logger.
         """
-        if "client" not in self.__dict__:
-            return
-        stats = self.client.pace.stats()
-        if stats.requests:
-            logger.info(stats.line())
-            metrics_logger.info("METRIC: %s", json.dumps(stats.metric(), separators=(",", ":")))
+        if "client" in self.__dict__:
+            pace.report(self.client.pace.stats(), logger, metrics_logger)
 
     # -- tallies ------------------------------------------------------------------
     def tally_for(self, mapping: StreamMapping) -> Tally:

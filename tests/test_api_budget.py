@@ -143,6 +143,41 @@ def test_the_metric_and_the_line():
     metric = stats.metric()
     assert (metric["metric"], metric["value"], metric["tags"]["http_429"]) == ("closum_request_budget", 10, 1)
     assert metric["tags"]["mode"] == "adaptive"
+    # The first 429 came after 9 answers within a second: that is what Closum allowed, and what to set.
+    assert metric["tags"]["limit_rps"] == 9
+    assert stats.advice() == (
+        "Closum answered 429 (too many requests) to 1 of 10 requests: it allowed about 9 per second; "
+        "set max_requests_per_second: 9 to pace runs under that from their first request"
+    )
+
+
+def test_no_429_no_advice_and_a_429_under_a_fixed_pace_says_to_lower_it():
+    pace, clock = paced()
+    for _ in range(30):
+        send(pace, clock)
+        clock.now += 0.01
+    assert pace.stats().advice() is None
+    assert pace.stats().metric()["tags"]["limit_rps"] is None
+    pace, clock = paced(40)  # set above what the account allows
+    for _ in range(30):
+        send(pace, clock)
+    send(pace, clock, 429, retry_after=1)
+    advice = pace.stats().advice()
+    assert advice is not None
+    assert advice == (
+        "Closum answered 429 (too many requests) to 1 of 31 requests even under max_requests_per_second: "
+        "it allowed about 30 per second; lower max_requests_per_second to 30"
+    )
+
+
+def test_answers_older_than_a_second_are_not_counted_as_allowed():
+    pace, clock = paced()
+    for _ in range(5):
+        send(pace, clock)
+    clock.now += 5  # a quiet stretch: those five are out of the second before the 429
+    send(pace, clock)
+    send(pace, clock, 429)
+    assert pace.stats().limit_rps == 1
 
 
 def test_a_stop_ends_a_pace_wait_at_once():
@@ -203,6 +238,14 @@ def test_adaptive_pace_meets_the_limit_once_then_stays_under_it(sandbox_factory,
     tags = json.loads(metric.split("METRIC: ", 1)[1])["tags"]
     assert tags["http_429"] == len(refused)
     assert tags["mode"] == "adaptive"
+    # It met a limit of 20 calls a second and says what to set so that the next run meets none: never more
+    # than the server allowed (answers still being read when the 429 is seen may leave it a little under).
+    assert 16 <= tags["limit_rps"] <= 20
+    [advice] = [x for x in out.stderr.splitlines() if "set max_requests_per_second" in x]
+    assert "WARNING" in advice
+    assert advice.endswith(
+        f"set max_requests_per_second: {tags['limit_rps']} to pace runs under that from their first request"
+    )
 
 
 # -- one retry budget -------------------------------------------------------------------
