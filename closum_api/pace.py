@@ -23,8 +23,8 @@ One :class:`Pace` per run: every request takes a send slot from
 
 Every wait goes through :func:`closum_api.stop.sleep`, so a signal ends it.
 
-The first 429 of a run also tells what the server allowed: the answers of the
-second before it. :func:`report` ends a run with one line, the metric, and,
+The first 429 of a run also tells what the server allowed: the most answers
+seen within one second before it. :func:`report` ends a run with one line, the metric, and,
 when Closum limited the run, a warning naming the ``max_requests_per_second``
 that paces the next runs under that limit from their first request (the
 adaptive pace cannot know the limit before it meets it, so its first meeting
@@ -87,8 +87,8 @@ class PaceStats:
         effective_rps: ``requests / wall_s``.
         allowed_rps: the rate allowed at the end (None: unpaced).
         seconds_waited: seconds the senders spent waiting for slots, all threads summed.
-        limit_rps: the requests answered in the second before the first 429 (None: no 429):
-            what the server allowed.
+        limit_rps: the most requests answered within one second before the first 429
+            (None: no 429): what the server allowed.
     """
 
     mode: str
@@ -188,6 +188,7 @@ class Pace:
         self._recent_503: collections.deque[float] = collections.deque()
         self._dropped = False
         self._limit_seen: int | None = None
+        self._peak_answers = 0  # the most answers seen within one second
         self._first: float | None = None
         self._last: float | None = None
         # The slow start's window (None: no window), and the requests in flight.
@@ -282,6 +283,7 @@ class Pace:
                     self._room.notify()
             while self._answers and self._answers[0] <= now - 1.0:
                 self._answers.popleft()
+            self._peak_answers = max(self._peak_answers, len(self._answers))
             if retry_after is not None and (
                 dropped or retry_after > PAUSE_ALL_AFTER or status == HTTPStatus.SERVICE_UNAVAILABLE
             ):
@@ -292,8 +294,8 @@ class Pace:
     def _slow_down(self, now: float, *, refused: bool = False) -> bool:
         """A 429 (``refused``) or a 503 burst: drop the rate, once per burst; whether it dropped. Lock held."""
         if refused and self._limit_seen is None:
-            # The first 429: what was answered in the second before it is what the server allows.
-            self._limit_seen = sum(1 for answered_at in self._answers if answered_at > now - 1.0) or None
+            # The first 429: the most answers seen within one second before it is what the server allows.
+            self._limit_seen = self._peak_answers or None
         if self._last_drop is not None and now - self._last_drop < BURST_SECONDS:
             return False
         answered = float(len(self._answers))  # answers of the last second, 429s not included

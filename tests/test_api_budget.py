@@ -170,14 +170,22 @@ def test_no_429_no_advice_and_a_429_under_a_fixed_pace_says_to_lower_it():
     )
 
 
-def test_answers_older_than_a_second_are_not_counted_as_allowed():
+def test_what_was_allowed_is_the_most_answers_seen_within_one_second_before_the_first_429():
     pace, clock = paced()
-    for _ in range(5):
+    for _ in range(5):  # five answers within 0.05 s
         send(pace, clock)
-    clock.now += 5  # a quiet stretch: those five are out of the second before the 429
-    send(pace, clock)
+        clock.now += 0.01
+    clock.now += 5  # a quiet stretch, then answers too sparse to say anything
+    for _ in range(3):
+        send(pace, clock)
+        clock.now += 0.6
     send(pace, clock, 429)
-    assert pace.stats().limit_rps == 1
+    assert pace.stats().limit_rps == 5
+    clock.now += 10
+    for _ in range(20):  # later answers, faster: the first 429 already told
+        send(pace, clock)
+    send(pace, clock, 429)
+    assert pace.stats().limit_rps == 5
 
 
 def test_a_stop_ends_a_pace_wait_at_once():
