@@ -19,7 +19,6 @@ import datetime as dt
 import sys
 import typing as t
 from functools import cached_property
-from http import HTTPStatus
 
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
@@ -33,9 +32,9 @@ from closum_api.errors import (
     check_response,
     retry_after_seconds,
 )
+from closum_api.listing import Page, has_next_page, ordered_pages, page_count
 from closum_api.registry import Replication, Resource
 from closum_api.schemas import record_schema
-from tap_closum.paging import Page, ordered_pages
 from tap_closum.runtime import parse_timestamp
 
 if sys.version_info >= (3, 12):
@@ -336,12 +335,8 @@ class ClosumStream(RESTStream[int]):
     def _fetch_once(self, number: int, context: Context | None) -> Page:
         response = self._request(self.prepared_request(context, number), context)
         records = list(self.parse_response(response))
-        pagination = self.envelope(response).get("pagination") or {}
-        try:
-            page_count = int(pagination.get("page_count") or number)
-        except (TypeError, ValueError):
-            page_count = number
-        return Page(number, records, bool(pagination.get("has_next_page")), page_count)
+        envelope = self.envelope(response)
+        return Page(number, records, has_next_page(envelope), page_count(envelope))
 
     def _first_page(self, context: Context | None) -> Page | None:
         try:
@@ -354,7 +349,7 @@ class ClosumStream(RESTStream[int]):
             )
             return None
         except ClosumFatalError as exc:
-            if exc.status != HTTPStatus.BAD_REQUEST or not self.runtime.fall_back_page_size(exc):
+            if not self.runtime.fall_back_page_size(exc):
                 raise
             return self._fetch(1, context)
 

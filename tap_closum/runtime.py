@@ -15,6 +15,7 @@ from functools import cached_property
 
 from closum_api import __version__, pace
 from closum_api.config import SharedSettings
+from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, page_size_refused
 
 if t.TYPE_CHECKING:
     import logging
@@ -26,10 +27,6 @@ if t.TYPE_CHECKING:
     from closum_api.connection import Connection
     from closum_api.errors import ClosumFatalError
 
-#: Records asked for per list request unless ``page_size`` says otherwise.
-DEFAULT_PAGE_SIZE = 100
-#: The page size the API reference documents: the fall-back when a larger one is refused.
-DOCUMENTED_PAGE_SIZE = 25
 #: The User-Agent sent unless ``user_agent`` says otherwise.
 USER_AGENT = f"tap-closum/{__version__}"
 
@@ -145,16 +142,16 @@ class Runtime:
         return self.settings.page_size
 
     def fall_back_page_size(self, exc: ClosumFatalError) -> bool:
-        """After a 400 on a first page: drop to the documented page size, once.
+        """After a first page failed: if it was a 400 to the page size, drop to the documented one, once.
 
         Args:
-            exc: the refusal, for the warning.
+            exc: why the first page failed; a refusal is told in the warning.
 
         Returns:
             True when the page size changed and the page is worth asking again.
         """
         with self._lock:
-            if self._fell_back or self.page_size == DOCUMENTED_PAGE_SIZE:
+            if self._fell_back or not page_size_refused(exc, self.page_size):
                 return False
             self._logger.warning(
                 "page_size %d was refused (%s); falling back to the documented %d",

@@ -13,8 +13,9 @@ from singer_sdk.exceptions import ConfigValidationError
 from closum_api import DISTRIBUTION
 from closum_api.config import connection_properties
 from closum_api.failure import OneLineCommand, fail, read_json_argument
+from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE
 from closum_api.stop import STOP, ClosumStopped, signal_name
-from tap_closum.runtime import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Runtime, parse_timestamp
+from tap_closum.runtime import Runtime, parse_timestamp
 from tap_closum.streams import STREAM_TYPES
 from tap_closum.writer import ChunkedWriter
 

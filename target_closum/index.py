@@ -13,23 +13,19 @@ matching and lookups see the run's own writes without reading again.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 import typing as t
 import unicodedata
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from closum_api.errors import ClosumFatalError
+from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Page, ordered_pages, page_size_refused
 
 if t.TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from closum_api.client import ClosumClient
     from closum_api.registry import Resource
-
-PAGE_SIZE = 100  # as the tap reads
-DOCUMENTED_PAGE_SIZE = 25  # the fallback when a server refuses PAGE_SIZE
 
 Key: t.TypeAlias = tuple[object, ...]
 
@@ -254,15 +250,22 @@ class Indexes:
 
 
 def read_list(
-    client: ClosumClient, resource: Resource, executor: Executor | None, *, page_size: int = PAGE_SIZE
+    client: ClosumClient,
+    resource: Resource,
+    executor: Executor | None,
+    *,
+    window: int = 1,
+    page_size: int = DEFAULT_PAGE_SIZE,
 ) -> t.Iterator[dict[str, t.Any]]:
     """Every record of ``resource``: page 1 tells the page count, the rest are read on ``executor``.
 
-    Pages are read up to the count page 1 announced, then on while the last one
-    says it has a next page (a server may serve fewer records than asked for). A
-    refused page size (400) falls back once to the documented 25. Records come
-    page by page, in page order, each id once; a page is dropped once its records
-    are taken, so memory holds the pages in flight, not the list.
+    The pages are walked by :func:`closum_api.listing.ordered_pages`: up to the
+    count announced, then on while the last one says it has a next page and held
+    records (a server may serve fewer records than asked for); at most ``window``
+    are read ahead on ``executor`` (none without one). A refused page size (400)
+    falls back once to the documented 25. Records come page by page, in page
+    order, each id once; a page is dropped once its records are taken, so memory
+    holds the pages in flight, not the list.
 
     Raises:
         ClosumNotFoundError: the account does not serve the resource (another API revision).
@@ -270,46 +273,19 @@ def read_list(
     try:
         first = client.list_page(resource, page=1, limit=page_size)
     except ClosumFatalError as exc:
-        if exc.status != HTTPStatus.BAD_REQUEST or page_size == DOCUMENTED_PAGE_SIZE:  # the size is refused
+        if not page_size_refused(exc, page_size):
             raise
         page_size = DOCUMENTED_PAGE_SIZE
         first = client.list_page(resource, page=1, limit=page_size)
-    count = _page_count(first)
 
-    def fetch(number: int) -> dict[str, t.Any]:
-        return client.list_page(resource, page=number, limit=page_size)
+    def fetch(number: int) -> Page:
+        return Page.of(number, client.list_page(resource, page=number, limit=page_size))
 
-    rest = range(2, count + 1)
-    pages: t.Iterable[dict[str, t.Any]] = (
-        executor.map(fetch, rest) if executor is not None and len(rest) > 1 else map(fetch, rest)
-    )
     seen: set[int] = set()
-    last = first
-    for page in itertools.chain([first], pages):
-        last = page
-        yield from _new_records(page, seen)
-    number = count
-    while _has_next(last) and last.get("data"):
-        number += 1
-        last = fetch(number)
-        yield from _new_records(last, seen)
-
-
-def _new_records(envelope: t.Mapping[str, t.Any], seen: set[int]) -> t.Iterator[dict[str, t.Any]]:
-    for record in envelope.get("data") or []:
-        if isinstance(record, dict) and isinstance(record.get("id"), int) and record["id"] not in seen:
-            seen.add(record["id"])
-            yield record
-
-
-def _page_count(envelope: t.Mapping[str, t.Any]) -> int:
-    pagination = envelope.get("pagination") or {}
-    try:
-        return max(1, int(pagination.get("page_count") or 1))
-    except (TypeError, ValueError):
-        return 1
-
-
-def _has_next(envelope: t.Mapping[str, t.Any]) -> bool:
-    pagination = envelope.get("pagination") or {}
-    return bool(pagination.get("has_next_page"))
+    pages = ordered_pages(Page.of(1, first), fetch, window=window if executor is not None else 1, executor=executor)
+    with contextlib.closing(pages):
+        for page in pages:
+            for record in page.records:
+                if isinstance(record.get("id"), int) and record["id"] not in seen:
+                    seen.add(record["id"])
+                    yield record

@@ -97,7 +97,9 @@ class LoadContext:
     def _read_list(self, resource: Resource) -> t.Iterator[dict[str, t.Any]]:
         """A resource's whole list: its pages on the shared pool, unless asked from one of the pool's own workers."""
         in_pool = threading.current_thread().name.startswith("closum-write")
-        return read_list(self.client, resource, None if in_pool else self.executor)
+        return read_list(
+            self.client, resource, None if in_pool else self.executor, window=self.shared.max_parallel_requests
+        )
 
     def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
         """The index of ``resource`` by ``fields``; None when this account does not serve the resource (404)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import typing as t
 
+from closum_api.listing import Page
 from target_closum.payloads import identity, matches
 
 if t.TYPE_CHECKING:
@@ -37,16 +38,12 @@ def find_created(
     ident = identity(resource, payload)
     if not ident:
         return None
-    for page in range(1, PAGES + 1):
-        envelope = client.list_page(resource, page=page, limit=PAGE_SIZE, sort="id", direction="desc")
-        items = envelope.get("data") or []
-        for item in items:
-            if not isinstance(item, t.Mapping):
-                continue
+    for number in range(1, PAGES + 1):
+        page = Page.of(number, client.list_page(resource, page=number, limit=PAGE_SIZE, sort="id", direction="desc"))
+        for item in page.records:
             found = item.get("id")
             if isinstance(found, int) and matches(resource, ident, item) and not is_claimed(found):
                 return found
-        pagination = envelope.get("pagination") or {}
-        if not items or not pagination.get("has_next_page"):
+        if not page.records or not page.has_next:
             break
     return None

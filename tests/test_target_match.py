@@ -13,7 +13,7 @@ import requests
 from test_target_support import lead, rejects, run_target, singer, target_config, writes
 
 from closum_api.client import ClosumClient, Connection
-from closum_api.errors import ClosumError
+from closum_api.errors import ClosumError, ClosumFatalError
 from closum_api.registry import get
 from target_closum.index import Indexes, fold_email, fold_name, phone_digits, read_list
 from target_closum.ledger import Ledger
@@ -538,6 +538,30 @@ def test_writes_no_index_reads_are_not_kept(api_client):
     indexes.note("lead", {"email": {"email": "after@example.com"}}, 200_000)
     assert index.ids(("after@example.com",)) == [200_000]  # a write after the read goes to the index
     assert indexes._pending == {}
+
+
+def _list_gets(sandbox, path):
+    return [(r["query"].get("limit"), r["status"]) for r in sandbox.requests_log(path) if r["path"] == path]
+
+
+def test_the_index_read_falls_back_once_to_the_documented_page_size(sandbox, api_client):
+    sandbox.add_records("lead", 40)  # more than one page of 25
+    sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 400, "body": "json"}])
+    got = [r["id"] for r in read_list(api_client, get("lead"), None)]
+    assert sorted(got) == sorted(r["id"] for r in sandbox.records("lead"))
+    gets = _list_gets(sandbox, "/api/lead")
+    assert gets[0] == ("100", 400)
+    assert len(gets) > 2
+    assert all(got == ("25", 200) for got in gets[1:])
+
+
+@pytest.mark.parametrize(("status", "page_size"), [(400, 25), (403, 100)])
+def test_the_index_read_asks_again_only_after_a_400_to_another_size(sandbox, api_client, status, page_size):
+    sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": status, "body": "json", "times": 2}])
+    with pytest.raises(ClosumFatalError) as info:
+        list(read_list(api_client, get("lead"), None, page_size=page_size))
+    assert info.value.status == status
+    assert _list_gets(sandbox, "/api/lead") == [(str(page_size), status)]
 
 
 def test_a_write_noted_while_the_index_is_read_is_in_the_index(sandbox, api_client):
