@@ -48,7 +48,7 @@ from closum_api.errors import (
 from closum_api.failure import describe
 from closum_api.retry import TRANSIENT, ClosumGaveUp
 from closum_api.stop import STOP, ClosumStopped
-from target_closum.index import DEFAULT_MATCH_ON, fold_name
+from target_closum.index import default_match_on, fold_name
 from target_closum.lookups import (
     AUDIENCE_LIST,
     MEMBERSHIPS,
@@ -212,9 +212,7 @@ class StreamWriter:
         with self._helpers_lock:
             if kind not in self._helpers:
                 resource = registry.get("lead_audience_list" if kind == MEMBERSHIPS else kind)
-                mapping = StreamMapping(
-                    f"{self.stream_name}.{kind}", resource, "create", DEFAULT_MATCH_ON.get(resource.name, ())
-                )
+                mapping = StreamMapping(f"{self.stream_name}.{kind}", resource, "create", default_match_on(resource))
                 own = None if kind == MEMBERSHIPS else Tally(mapping.stream, resource.name, "create")
                 self._helpers[kind] = StreamWriter(self.load, mapping, self.logger, tally=own, helper=True)
             return self._helpers[kind]
