@@ -87,18 +87,6 @@ class _UnresolvedError(Exception):
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
 
 
-class _Settled(Exception):  # noqa: N818  # a signal inside the writer, not an error
-    """The last look after a spent budget found the record: the create is settled.
-
-    Attributes:
-        closum_id: the record's id.
-    """
-
-    def __init__(self, closum_id: int) -> None:
-        super().__init__(closum_id)
-        self.closum_id = closum_id
-
-
 class _CreateOp:
     """Where one create stands.
 
@@ -480,8 +468,6 @@ class StreamWriter:
                     outcome = self._create_round(op, attempts)
                     if outcome is not None:
                         return outcome
-        except _Settled as settled:
-            return Outcome(settled.closum_id, "created")
         except BaseException:
             if not op.maybe_written:
                 self.load.ledger.forget(self.stream_name, item.key)  # never sent, or refused: not written
@@ -491,14 +477,9 @@ class StreamWriter:
         """One search (when due) and one POST; the outcome once the create is settled."""
         item, resource, ledger = op.item, op.resource, self.load.ledger
         if op.search_first:
-            found = self._search(resource, item.payload, item.key)
+            found = self._look_for(op)
             if found is not None:
-                self._done(item, resource, found)
-                self._count_created(recovering=op.recovering, reconciled=True)
-                self.logger.info(
-                    "Found the record of key %s on the server (id %d) after a lost answer", item.key, found
-                )
-                return Outcome(found, "created")
+                return found
             op.maybe_written = False
 
         def mark_pending() -> None:
@@ -520,8 +501,7 @@ class StreamWriter:
                 raise ClosumWriteError(msg) from None
             self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
             op.search_first = True
-            self._wait_after_unknown(attempts, exc, op)
-            return None
+            return self._wait_after_unknown(attempts, exc, op)
         except ClosumFatalError as exc:
             if isinstance(exc, ClosumAuthError):
                 raise
@@ -531,35 +511,54 @@ class StreamWriter:
         self._count_created(recovering=op.recovering, reconciled=False)
         return Outcome(new_id, "created")
 
-    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> None:
-        """Wait before the search that follows a lost answer; when the budget is spent, one last look."""
-        item, resource = op.item, op.resource
+    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> Outcome | None:
+        """Wait before the search that follows a lost answer; when the budget is spent, one last look.
+
+        Returns:
+            The outcome when the last look found the record; None after the wait.
+
+        Raises:
+            _UnresolvedError: the budget is spent and the last look did not find the record.
+        """
         try:
-            pause = attempts.next_wait(exc, f"POST /{resource.path}")
+            pause = attempts.next_wait(exc, f"POST /{op.resource.path}")
         except ClosumGaveUp:
-            found = self._search(resource, item.payload, item.key)
+            found = self._look_for(op)
             if found is not None:
-                self._done(item, resource, found)
-                self._count_created(recovering=op.recovering, reconciled=True)
-                raise _Settled(found) from None
-            msg = f"key {item.key} of stream {self.stream_name}"
+                return found
+            msg = f"key {op.item.key} of stream {self.stream_name}"
             raise _UnresolvedError(msg) from None
         STOP.sleep(pause)
+        return None
 
-    def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
-        """Look for the record of a lost answer, within the create's budget (the thread's current one)."""
+    def _look_for(self, op: _CreateOp) -> Outcome | None:
+        """Search the server for the record of a lost answer (within the create's budget, the thread's current one).
+
+        Returns:
+            The create's outcome, settled in the ledger and counted, when the record is found; None when not.
+
+        Raises:
+            _UnresolvedError: the list could not be read.
+        """
+        item, resource = op.item, op.resource
         try:
-            return find_created(
+            found = find_created(
                 self.load.client,
                 resource,
-                payload,
+                item.payload,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
         except (ClosumAuthError, ClosumBadResponse, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
-            msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
+            msg = f"key {item.key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
             raise _UnresolvedError(msg) from exc
+        if found is None:
+            return None
+        self._done(item, resource, found)
+        self._count_created(recovering=op.recovering, reconciled=True)
+        self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", item.key, found)
+        return Outcome(found, "created")
 
     def _count_created(self, *, recovering: bool, reconciled: bool) -> None:
         if recovering:  # an earlier run's write: not one of this run's input records
