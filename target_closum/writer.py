@@ -75,12 +75,18 @@ if t.TYPE_CHECKING:
     from target_closum.ledger import Entry
     from target_closum.load import LoadContext
 
-# Failures that end the run as they are: their one line already says what to fix.
-_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped)
-
 
 class ClosumWriteError(ClosumError):
     """Writes could not be finished; the run stops without emitting STATE past them."""
+
+
+# Failures that end the run as they are: their one line already says what to fix.
+_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped, ClosumLookupError, ClosumWriteError)
+
+
+def _ends_as_it_is(exc: BaseException) -> bool:
+    """Whether a failure ends the run as it is; if not (a Closum or network failure), as a :class:`ClosumWriteError`."""
+    return isinstance(exc, _AS_THEY_ARE) or not isinstance(exc, (ClosumError, *TRANSIENT))
 
 
 class _UnresolvedError(Exception):
@@ -222,9 +228,9 @@ class StreamWriter:
                 self.helper(MEMBERSHIPS).match_index()
             for field in sorted(fields):
                 self.reference_index(lookup_for(self.resource.name, field), field)
-        except (ClosumLookupError, *_AS_THEY_ARE):
-            raise
         except (ClosumError, *TRANSIENT) as exc:
+            if _ends_as_it_is(exc):
+                raise
             msg = (
                 f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
                 f"names) after retries: {describe(exc)}; rerun to finish"
@@ -362,7 +368,7 @@ class StreamWriter:
         STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]
-            if isinstance(first, (ClosumWriteError, *_AS_THEY_ARE)) or not isinstance(first, (ClosumError, *TRANSIENT)):
+            if _ends_as_it_is(first):
                 raise first
             msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
             raise ClosumWriteError(msg) from first
