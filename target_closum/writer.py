@@ -171,20 +171,12 @@ class StreamWriter:
         self._ledger_key_locks: dict[str, threading.Lock] | None = {} if helper else None
 
     def recover_pending(self) -> None:
-        """Settle the creates a killed run left pending for this stream (and for its helpers)."""
+        """Settle the creates a killed run left pending for this stream's helpers, then for this stream."""
         for kind in (MEMBERSHIPS, "contact_type", "audience_list"):
+            # A helper's records name no references and join no lists: a helper has no helpers of its own.
             if self.load.ledger.pending(f"{self.stream_name}.{kind}"):
-                self.helper(kind).recover_pending()
-        entries = self.load.ledger.pending(self.stream_name)
-        if not entries:
-            return
-        self.logger.warning(
-            "Stream %s: %d writes were left pending by an earlier run; checking them on the server",
-            self.stream_name,
-            len(entries),
-        )
-        settled = self.recover(entries)
-        self.logger.info("Stream %s: %d pending writes settled", self.stream_name, settled)
+                self.helper(kind).recover()
+        self.recover()
 
     # -- per record: the SDK's checks become rejects, not crashes ----------------
     def reject(
@@ -581,18 +573,24 @@ class StreamWriter:
         item = Item(payload, entry.record_key, payload, entry.payload_hash, None)
         return self._create_with_intent(item, resource, recovering=True)
 
-    def recover(self, entries: list[Entry]) -> int:
-        """Settle the pending intents a killed run left for this stream; the number settled.
+    def recover(self) -> None:
+        """Settle the pending intents a killed run left for this writer's own stream.
 
         Raises:
             ClosumWriteError: one of them can be neither found on the server nor created.
         """
-        settled = 0
-        for entry in entries:
-            try:
+        entries = self.load.ledger.pending(self.stream_name)
+        if not entries:
+            return
+        self.logger.warning(
+            "Stream %s: %d writes were left pending by an earlier run; checking them on the server",
+            self.stream_name,
+            len(entries),
+        )
+        try:
+            for entry in entries:
                 self._settle_pending(entry, registry.get(entry.resource) if entry.resource else self.resource)
-            except _UnresolvedError as exc:
-                msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
-                raise ClosumWriteError(msg) from exc
-            settled += 1
-        return settled
+        except _UnresolvedError as exc:
+            msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
+            raise ClosumWriteError(msg) from exc
+        self.logger.info("Stream %s: %d pending writes settled", self.stream_name, len(entries))
