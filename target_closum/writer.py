@@ -345,7 +345,7 @@ class StreamWriter:
                 if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
                     return
                 try:
-                    self._write(item)
+                    self.write_one(item)
                 except _UnresolvedError as exc:
                     with lock:
                         unresolved.append(str(exc))
@@ -383,9 +383,6 @@ class StreamWriter:
 
     def write_one(self, item: Item) -> Outcome:
         """Write one record (in the calling thread) and say what became of it."""
-        return self._write(item)
-
-    def _write(self, item: Item) -> Outcome:
         if self._ledger_key_locks is None:
             return self._write_key(item)
         with self._helpers_lock:
@@ -427,29 +424,31 @@ class StreamWriter:
             self.tally.add("matched")
             return Outcome(decision.closum_id, "matched")
         if isinstance(decision, Create):
-            return self._create(item)
+            return self._create_with_intent(item, self.resource)
         return self._update(item, decision.closum_id)
 
     def _update(self, item: Item, target_id: int) -> Outcome:
         try:
             self.load.client.update(self.resource, target_id, item.payload)
-        except ClosumAuthError:
-            raise
         except ClosumFatalError as exc:
-            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-        self.load.ledger.mark_done(
-            self.stream_name, item.key, self.resource.name, target_id, item.payload_hash, "update"
-        )
-        self.load.note_written(self.resource, item.payload, target_id)
+            return self._refused(item, exc)
+        self._done(item, self.resource, target_id, "update")
         self.tally.add("updated")
         return Outcome(target_id, "updated")
 
-    def _create(self, item: Item) -> Outcome:
-        return self._create_with_intent(item, self.resource)
+    def _refused(self, item: Item, exc: ClosumFatalError) -> Outcome:
+        """Closum refused the write: an auth failure ends the run, any other rejects the record.
 
-    def _done(self, item: Item, resource: Resource, closum_id: int) -> None:
-        """A create settled: the ledger and the run's indexes know its id."""
-        self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, "create")
+        Raises:
+            ClosumAuthError: the credentials or the token were refused.
+        """
+        if isinstance(exc, ClosumAuthError):
+            raise exc
+        return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
+
+    def _done(self, item: Item, resource: Resource, closum_id: int, action: str) -> None:
+        """A create or update settled: the ledger and the run's indexes know its id."""
+        self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, action)
         self.load.note_written(resource, item.payload, closum_id)
 
     def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
@@ -501,11 +500,9 @@ class StreamWriter:
             op.search_first = True
             return self._wait_after_unknown(attempts, exc, op)
         except ClosumFatalError as exc:
-            if isinstance(exc, ClosumAuthError):
-                raise
-            ledger.forget(self.stream_name, item.key)
-            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-        self._done(item, resource, new_id)
+            ledger.forget(self.stream_name, item.key)  # refused: not written
+            return self._refused(item, exc)
+        self._done(item, resource, new_id, "create")
         self._count_created(recovering=op.recovering, reconciled=False)
         return Outcome(new_id, "created")
 
@@ -553,7 +550,7 @@ class StreamWriter:
             raise _UnresolvedError(msg) from exc
         if found is None:
             return None
-        self._done(item, resource, found)
+        self._done(item, resource, found, "create")
         self._count_created(recovering=op.recovering, reconciled=True)
         self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", item.key, found)
         return Outcome(found, "created")
