@@ -102,6 +102,11 @@ DEFAULT_MATCH_ON: dict[str, tuple[str, ...]] = {
 }
 
 
+def default_match_on(resource: Resource) -> tuple[str, ...]:
+    """The fields a resource's records are matched on when ``match_on`` is not set; none for most resources."""
+    return DEFAULT_MATCH_ON.get(resource.name, ())
+
+
 @dataclass(frozen=True)
 class KeyRule:
     """The fields that identify a record of one resource.

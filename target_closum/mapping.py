@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from closum_api import registry
 from closum_api.errors import ClosumError
 from closum_api.registry import Resource, Verb
-from target_closum.index import DEFAULT_MATCH_ON, MATCH_FIELDS
+from target_closum.index import MATCH_FIELDS, default_match_on
 
 ACTIONS = ("create", "update", "upsert")
 LOAD_METHODS = ("append-only", "upsert", "overwrite")
@@ -144,7 +144,7 @@ def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
     """A stream not in ``resource_map``: the writable resource it is named like."""
     resource = resource_by_any_name(stream)
     if resource is not None and resource.has(Verb.CREATE):
-        match_on = DEFAULT_MATCH_ON.get(resource.name, ())
+        match_on = default_match_on(resource)
         return StreamMapping(stream, resource, default_action(resource, load_method), match_on)
     opt_in = next((o for o in registry.OPT_INS if stream == o.stream_name), None)
     if opt_in is not None:
@@ -180,7 +180,7 @@ def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str,
     Raises:
         ClosumConfigError: not a list of the resource's key fields, or not the fixed key of a resource matched always.
     """
-    default = DEFAULT_MATCH_ON.get(resource.name, ())
+    default = default_match_on(resource)
     if value is None:
         return default
     allowed = MATCH_FIELDS.get(resource.name, ())

@@ -48,7 +48,7 @@ from closum_api.errors import (
 from closum_api.failure import describe
 from closum_api.retry import TRANSIENT, ClosumGaveUp
 from closum_api.stop import STOP, ClosumStopped
-from target_closum.index import DEFAULT_MATCH_ON, fold_name
+from target_closum.index import default_match_on, fold_name
 from target_closum.lookups import (
     AUDIENCE_LIST,
     MEMBERSHIPS,
@@ -75,28 +75,22 @@ if t.TYPE_CHECKING:
     from target_closum.ledger import Entry
     from target_closum.load import LoadContext
 
-# Failures that end the run as they are: their one line already says what to fix.
-_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped)
-
 
 class ClosumWriteError(ClosumError):
     """Writes could not be finished; the run stops without emitting STATE past them."""
 
 
+# Failures that end the run as they are: their one line already says what to fix.
+_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped, ClosumLookupError, ClosumWriteError)
+
+
+def _ends_as_it_is(exc: BaseException) -> bool:
+    """Whether a failure ends the run as it is; if not (a Closum or network failure), as a :class:`ClosumWriteError`."""
+    return isinstance(exc, _AS_THEY_ARE) or not isinstance(exc, (ClosumError, *TRANSIENT))
+
+
 class _UnresolvedError(Exception):
     """A create whose outcome stays unknown: its intent is left pending for the next run."""
-
-
-class _Settled(Exception):  # noqa: N818  # a signal inside the writer, not an error
-    """The last look after a spent budget found the record: the create is settled.
-
-    Attributes:
-        closum_id: the record's id.
-    """
-
-    def __init__(self, closum_id: int) -> None:
-        super().__init__(closum_id)
-        self.closum_id = closum_id
 
 
 class _CreateOp:
@@ -177,20 +171,12 @@ class StreamWriter:
         self._ledger_key_locks: dict[str, threading.Lock] | None = {} if helper else None
 
     def recover_pending(self) -> None:
-        """Settle the creates a killed run left pending for this stream (and for its helpers)."""
+        """Settle the creates a killed run left pending for this stream's helpers, then for this stream."""
         for kind in (MEMBERSHIPS, "contact_type", "audience_list"):
+            # A helper's records name no references and join no lists: a helper has no helpers of its own.
             if self.load.ledger.pending(f"{self.stream_name}.{kind}"):
-                self.helper(kind).recover_pending()
-        entries = self.load.ledger.pending(self.stream_name)
-        if not entries:
-            return
-        self.logger.warning(
-            "Stream %s: %d writes were left pending by an earlier run; checking them on the server",
-            self.stream_name,
-            len(entries),
-        )
-        settled = self.recover(entries)
-        self.logger.info("Stream %s: %d pending writes settled", self.stream_name, settled)
+                self.helper(kind).recover()
+        self.recover()
 
     # -- per record: the SDK's checks become rejects, not crashes ----------------
     def reject(
@@ -212,9 +198,7 @@ class StreamWriter:
         with self._helpers_lock:
             if kind not in self._helpers:
                 resource = registry.get("lead_audience_list" if kind == MEMBERSHIPS else kind)
-                mapping = StreamMapping(
-                    f"{self.stream_name}.{kind}", resource, "create", DEFAULT_MATCH_ON.get(resource.name, ())
-                )
+                mapping = StreamMapping(f"{self.stream_name}.{kind}", resource, "create", default_match_on(resource))
                 own = None if kind == MEMBERSHIPS else Tally(mapping.stream, resource.name, "create")
                 self._helpers[kind] = StreamWriter(self.load, mapping, self.logger, tally=own, helper=True)
             return self._helpers[kind]
@@ -236,9 +220,9 @@ class StreamWriter:
                 self.helper(MEMBERSHIPS).match_index()
             for field in sorted(fields):
                 self.reference_index(lookup_for(self.resource.name, field), field)
-        except (ClosumLookupError, *_AS_THEY_ARE):
-            raise
         except (ClosumError, *TRANSIENT) as exc:
+            if _ends_as_it_is(exc):
+                raise
             msg = (
                 f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
                 f"names) after retries: {describe(exc)}; rerun to finish"
@@ -361,7 +345,7 @@ class StreamWriter:
                 if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
                     return
                 try:
-                    self._write(item)
+                    self.write_one(item)
                 except _UnresolvedError as exc:
                     with lock:
                         unresolved.append(str(exc))
@@ -376,7 +360,7 @@ class StreamWriter:
         STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]
-            if isinstance(first, (ClosumWriteError, *_AS_THEY_ARE)) or not isinstance(first, (ClosumError, *TRANSIENT)):
+            if _ends_as_it_is(first):
                 raise first
             msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
             raise ClosumWriteError(msg) from first
@@ -399,9 +383,6 @@ class StreamWriter:
 
     def write_one(self, item: Item) -> Outcome:
         """Write one record (in the calling thread) and say what became of it."""
-        return self._write(item)
-
-    def _write(self, item: Item) -> Outcome:
         if self._ledger_key_locks is None:
             return self._write_key(item)
         with self._helpers_lock:
@@ -443,29 +424,31 @@ class StreamWriter:
             self.tally.add("matched")
             return Outcome(decision.closum_id, "matched")
         if isinstance(decision, Create):
-            return self._create(item)
+            return self._create_with_intent(item, self.resource)
         return self._update(item, decision.closum_id)
 
     def _update(self, item: Item, target_id: int) -> Outcome:
         try:
             self.load.client.update(self.resource, target_id, item.payload)
-        except ClosumAuthError:
-            raise
         except ClosumFatalError as exc:
-            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-        self.load.ledger.mark_done(
-            self.stream_name, item.key, self.resource.name, target_id, item.payload_hash, "update"
-        )
-        self.load.note_written(self.resource, item.payload, target_id)
+            return self._refused(item, exc)
+        self._done(item, self.resource, target_id, "update")
         self.tally.add("updated")
         return Outcome(target_id, "updated")
 
-    def _create(self, item: Item) -> Outcome:
-        return self._create_with_intent(item, self.resource)
+    def _refused(self, item: Item, exc: ClosumFatalError) -> Outcome:
+        """Closum refused the write: an auth failure ends the run, any other rejects the record.
 
-    def _done(self, item: Item, resource: Resource, closum_id: int) -> None:
-        """A create settled: the ledger and the run's indexes know its id."""
-        self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, "create")
+        Raises:
+            ClosumAuthError: the credentials or the token were refused.
+        """
+        if isinstance(exc, ClosumAuthError):
+            raise exc
+        return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
+
+    def _done(self, item: Item, resource: Resource, closum_id: int, action: str) -> None:
+        """A create or update settled: the ledger and the run's indexes know its id."""
+        self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, action)
         self.load.note_written(resource, item.payload, closum_id)
 
     def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
@@ -482,8 +465,6 @@ class StreamWriter:
                     outcome = self._create_round(op, attempts)
                     if outcome is not None:
                         return outcome
-        except _Settled as settled:
-            return Outcome(settled.closum_id, "created")
         except BaseException:
             if not op.maybe_written:
                 self.load.ledger.forget(self.stream_name, item.key)  # never sent, or refused: not written
@@ -493,14 +474,9 @@ class StreamWriter:
         """One search (when due) and one POST; the outcome once the create is settled."""
         item, resource, ledger = op.item, op.resource, self.load.ledger
         if op.search_first:
-            found = self._search(resource, item.payload, item.key)
+            found = self._look_for(op)
             if found is not None:
-                self._done(item, resource, found)
-                self._count_created(recovering=op.recovering, reconciled=True)
-                self.logger.info(
-                    "Found the record of key %s on the server (id %d) after a lost answer", item.key, found
-                )
-                return Outcome(found, "created")
+                return found
             op.maybe_written = False
 
         def mark_pending() -> None:
@@ -522,46 +498,62 @@ class StreamWriter:
                 raise ClosumWriteError(msg) from None
             self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
             op.search_first = True
-            self._wait_after_unknown(attempts, exc, op)
-            return None
+            return self._wait_after_unknown(attempts, exc, op)
         except ClosumFatalError as exc:
-            if isinstance(exc, ClosumAuthError):
-                raise
-            ledger.forget(self.stream_name, item.key)
-            return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
-        self._done(item, resource, new_id)
+            ledger.forget(self.stream_name, item.key)  # refused: not written
+            return self._refused(item, exc)
+        self._done(item, resource, new_id, "create")
         self._count_created(recovering=op.recovering, reconciled=False)
         return Outcome(new_id, "created")
 
-    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> None:
-        """Wait before the search that follows a lost answer; when the budget is spent, one last look."""
-        item, resource = op.item, op.resource
+    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> Outcome | None:
+        """Wait before the search that follows a lost answer; when the budget is spent, one last look.
+
+        Returns:
+            The outcome when the last look found the record; None after the wait.
+
+        Raises:
+            _UnresolvedError: the budget is spent and the last look did not find the record.
+        """
         try:
-            pause = attempts.next_wait(exc, f"POST /{resource.path}")
+            pause = attempts.next_wait(exc, f"POST /{op.resource.path}")
         except ClosumGaveUp:
-            found = self._search(resource, item.payload, item.key)
+            found = self._look_for(op)
             if found is not None:
-                self._done(item, resource, found)
-                self._count_created(recovering=op.recovering, reconciled=True)
-                raise _Settled(found) from None
-            msg = f"key {item.key} of stream {self.stream_name}"
+                return found
+            msg = f"key {op.item.key} of stream {self.stream_name}"
             raise _UnresolvedError(msg) from None
         STOP.sleep(pause)
+        return None
 
-    def _search(self, resource: Resource, payload: t.Mapping[str, t.Any], key: str) -> int | None:
-        """Look for the record of a lost answer, within the create's budget (the thread's current one)."""
+    def _look_for(self, op: _CreateOp) -> Outcome | None:
+        """Search the server for the record of a lost answer (within the create's budget, the thread's current one).
+
+        Returns:
+            The create's outcome, settled in the ledger and counted, when the record is found; None when not.
+
+        Raises:
+            _UnresolvedError: the list could not be read.
+        """
+        item, resource = op.item, op.resource
         try:
-            return find_created(
+            found = find_created(
                 self.load.client,
                 resource,
-                payload,
+                item.payload,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
         except (ClosumAuthError, ClosumBadResponse, ClosumStopped):
             raise
         except (ClosumError, *TRANSIENT) as exc:
-            msg = f"key {key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
+            msg = f"key {item.key} of stream {self.stream_name}: could not list /{resource.path} ({exc})"
             raise _UnresolvedError(msg) from exc
+        if found is None:
+            return None
+        self._done(item, resource, found, "create")
+        self._count_created(recovering=op.recovering, reconciled=True)
+        self.logger.info("Found the record of key %s on the server (id %d) after a lost answer", item.key, found)
+        return Outcome(found, "created")
 
     def _count_created(self, *, recovering: bool, reconciled: bool) -> None:
         if recovering:  # an earlier run's write: not one of this run's input records
@@ -578,18 +570,24 @@ class StreamWriter:
         item = Item(payload, entry.record_key, payload, entry.payload_hash, None)
         return self._create_with_intent(item, resource, recovering=True)
 
-    def recover(self, entries: list[Entry]) -> int:
-        """Settle the pending intents a killed run left for this stream; the number settled.
+    def recover(self) -> None:
+        """Settle the pending intents a killed run left for this writer's own stream.
 
         Raises:
             ClosumWriteError: one of them can be neither found on the server nor created.
         """
-        settled = 0
-        for entry in entries:
-            try:
+        entries = self.load.ledger.pending(self.stream_name)
+        if not entries:
+            return
+        self.logger.warning(
+            "Stream %s: %d writes were left pending by an earlier run; checking them on the server",
+            self.stream_name,
+            len(entries),
+        )
+        try:
+            for entry in entries:
                 self._settle_pending(entry, registry.get(entry.resource) if entry.resource else self.resource)
-            except _UnresolvedError as exc:
-                msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
-                raise ClosumWriteError(msg) from exc
-            settled += 1
-        return settled
+        except _UnresolvedError as exc:
+            msg = f"stream {self.stream_name}: a write left pending by an earlier run cannot be checked ({exc})"
+            raise ClosumWriteError(msg) from exc
+        self.logger.info("Stream %s: %d pending writes settled", self.stream_name, len(entries))

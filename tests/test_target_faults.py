@@ -184,6 +184,33 @@ def test_outcome_that_cannot_be_checked_fails_the_run_and_keeps_the_intent(sandb
     assert (run.tally("phones")["recovered"], run.tally("phones")["skipped"]) == (1, 1)
 
 
+def test_a_lost_answer_with_the_budget_spent_is_settled_by_one_last_look(sandbox, tmp_path):
+    # No retry left after the lost answer: one search finds the record, and nothing is sent again.
+    phone = {"id": 1, "extension": "351", "number": "914000333"}
+    sandbox.script_faults([{"method": "POST", "path": "/api/phone", "status": 500, "after_write": True}])
+    before = len(sandbox.records("phone"))
+    run = run_target(target_config(sandbox, tmp_path, max_retries=0), singer("phones", [phone]))
+    assert len(sandbox.records("phone")) - before == 1
+    assert len(posts(sandbox, "/api/phone")) == 1
+    assert (run.tally("phones")["created"], run.tally("phones")["reconciled"]) == (1, 1)
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
+
+
+def test_a_lost_answer_the_last_look_does_not_find_stays_pending(sandbox, tmp_path):
+    # No retry left, and the record is not on the server: the run fails and the next one settles it.
+    phone = {"id": 1, "extension": "351", "number": "915000444"}
+    sandbox.script_faults([{"method": "POST", "path": "/api/phone", "status": 500, "after_write": False}])
+    config = target_config(sandbox, tmp_path, max_retries=0)
+    before = len(sandbox.records("phone"))
+    with pytest.raises(ClosumError, match="rerun to reconcile"):
+        run_target(config, singer("phones", [phone]))
+    assert len(sandbox.records("phone")) == before
+    assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 1
+    run = run_target(config, singer("phones", [phone]))
+    assert len(sandbox.records("phone")) - before == 1
+    assert (run.tally("phones")["recovered"], run.tally("phones")["skipped"]) == (1, 1)
+
+
 def test_auth_failure_ends_the_run(sandbox_factory, tmp_path):
     sandbox = sandbox_factory()
     config = target_config(sandbox, tmp_path, api_pw="wrong")
