@@ -87,7 +87,8 @@ def connection_properties() -> list[th.Property]:
             title="Max requests per second",
             description="Pace every request of the run (token requests included, whatever "
             "max_parallel_requests is) to at most this many per second; set it to the account's quota. "
-            "Unset: the pace adapts, unpaced until Closum answers 429, then just under the rate it allowed.",
+            "Unset: the pace adapts, unpaced until Closum answers 429, then just under the rate it allowed; "
+            "such a run ends with a warning naming the value to set here.",
         ),
         th.Property(
             "user_agent",
