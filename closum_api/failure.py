@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 import typing as t
 from pathlib import Path
@@ -24,7 +25,7 @@ from singer_sdk.plugin_base import PluginBase
 
 from closum_api.errors import ClosumError, one_line
 from closum_api.retry import connection_reason
-from closum_api.stop import ClosumStopped
+from closum_api.stop import ClosumStopped, threads_in_flight
 
 if t.TYPE_CHECKING:
     from singer_sdk.plugin_base import _ConfigInput
@@ -163,7 +164,15 @@ def fail(logger: logging.Logger, program: str, exc: BaseException) -> t.NoReturn
         describe(exc),
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
-    sys.exit(exit_status(exc))
+    status = exit_status(exc)
+    if isinstance(exc, ClosumStopped) and threads_in_flight():
+        # Requests still unanswered after the stop's grace: everything of ours is written and
+        # flushed; exiting normally would wait out their request_timeout (a create among them
+        # stays pending in the ledger, and the next run settles it).
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)
 
 
 class OneLineCommand(PluginBase):

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from closum_api import stop
+
 if t.TYPE_CHECKING:
     from concurrent.futures import Executor, Future
 
@@ -157,4 +159,4 @@ def ordered_pages(
         for future in pending:
             future.cancel()
         if own_pool is not None:
-            own_pool.shutdown(wait=True, cancel_futures=True)
+            stop.shutdown(own_pool)

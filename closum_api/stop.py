@@ -6,14 +6,32 @@ sleeps, the :class:`~closum_api.pace.Pace`'s waits) goes through
 :meth:`StopEvent.sleep`, which returns within milliseconds of a stop and then
 raises :class:`ClosumStopped`. The program turns that into exit status
 128 + the signal's number, as a shell reports a process ended by a signal.
+
+A request already sent cannot be called back: after a stop, the requests in
+flight get :data:`STOP_GRACE` seconds to be answered (:func:`wait_all`,
+:func:`shutdown`), then the run ends without them (a create left unanswered
+stays pending in the target's ledger, settled by the next run), instead of
+waiting out ``request_timeout``. :func:`threads_in_flight` tells the program
+whether some are still running when it exits, so that it need not wait for them.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import threading
+import time
+import typing as t
 
 from closum_api.errors import ClosumError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+#: after a stop, the seconds the requests already sent get to be answered
+STOP_GRACE = 5.0
+#: seconds between two looks at the stop event while waiting for work in flight
+POLL = 0.05
 
 
 class ClosumStopped(ClosumError):  # noqa: N818  # public name shared by the tap, the target and closum_api
@@ -53,6 +71,7 @@ class StopEvent:
         """Not stopping."""
         self._event = threading.Event()
         self._signum: int | None = None
+        self._stopped_at = 0.0
 
     def request_stop(self, signum: int) -> None:
         """Ask every wait to end; safe to call from a signal handler.
@@ -62,7 +81,8 @@ class StopEvent:
         """
         if self._signum is None:
             self._signum = signum
-        threading.Thread(target=self._event.set, name="closum-stop", daemon=True).start()
+            self._stopped_at = time.monotonic()
+        threading.Thread(target=self._event.set, name="stop-event", daemon=True).start()
 
     def stopping(self) -> bool:
         """True once a stop was requested."""
@@ -71,6 +91,12 @@ class StopEvent:
     def signum(self) -> int | None:
         """The signal that asked to stop, if any."""
         return self._signum
+
+    def grace_left(self) -> float | None:
+        """Seconds the work in flight still gets since the stop (None: not stopping)."""
+        if self._signum is None:
+            return None
+        return max(0.0, self._stopped_at + STOP_GRACE - time.monotonic())
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds``, or less when a stop is requested meanwhile.
@@ -99,9 +125,63 @@ class StopEvent:
 
 #: The one stop event of the process.
 STOP = StopEvent()
+
+
+def wait_all(futures: Iterable[concurrent.futures.Future[t.Any]]) -> None:
+    """Wait until ``futures`` are done; after a stop, for :data:`STOP_GRACE` seconds at most.
+
+    Args:
+        futures: the work in flight.
+
+    Raises:
+        ClosumStopped: a stop was requested and some are still running after the grace.
+    """
+    pending = set(futures)
+    while pending:
+        left = STOP.grace_left()
+        if left == 0.0:
+            for future in pending:
+                future.cancel()
+            STOP.check()
+        _, pending = concurrent.futures.wait(pending, timeout=POLL if left is None else min(POLL, left))
+
+
+def shutdown(pool: concurrent.futures.Executor) -> None:
+    """Close ``pool``: wait for its work, unless a stop was requested (then its queued work is dropped).
+
+    Args:
+        pool: a pool of the run.
+    """
+    stopping = STOP.stopping()
+    pool.shutdown(wait=not stopping, cancel_futures=stopping)
+
+
+#: the names of the run's worker threads begin so (their pools' ``thread_name_prefix``)
+WORKER_PREFIX = "closum-"
+
+
+def threads_in_flight() -> list[threading.Thread]:
+    """The run's pool workers still running: the interpreter joins them at exit, daemon or not."""
+    current = threading.current_thread()
+    return [th for th in threading.enumerate() if th is not current and th.name.startswith(WORKER_PREFIX)]
+
+
 request_stop = STOP.request_stop
 stopping = STOP.stopping
 signum = STOP.signum
 sleep = STOP.sleep
 
-__all__ = ["STOP", "ClosumStopped", "StopEvent", "request_stop", "signal_name", "signum", "sleep", "stopping"]
+__all__ = [
+    "STOP",
+    "STOP_GRACE",
+    "ClosumStopped",
+    "StopEvent",
+    "request_stop",
+    "shutdown",
+    "signal_name",
+    "signum",
+    "sleep",
+    "stopping",
+    "threads_in_flight",
+    "wait_all",
+]

@@ -28,6 +28,7 @@ import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+from closum_api import stop
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
@@ -78,7 +79,7 @@ def ordered_map(fn: t.Callable[[_I], _R], items: t.Sequence[_I], *, window: int)
     finally:
         for future in pending:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop.shutdown(pool)
 
 
 def _as_object(value: object) -> dict[str, t.Any] | None:

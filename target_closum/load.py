@@ -18,7 +18,7 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
-from closum_api import pace
+from closum_api import pace, stop
 from closum_api.errors import ClosumNotFoundError
 from target_closum.index import Indexes, read_list
 from target_closum.ledger import Ledger
@@ -145,7 +145,7 @@ class LoadContext:
         """Wait for the writes in flight, then release what was created."""
         created = self.__dict__
         if "executor" in created:
-            self.executor.shutdown(wait=True)
+            stop.shutdown(self.executor)
         if "rejects" in created:
             self.rejects.close()
         if "ledger" in created:

@@ -34,10 +34,9 @@ import dataclasses
 import json
 import threading
 import typing as t
-from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
-from closum_api import registry, retry
+from closum_api import registry, retry, stop
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -69,6 +68,7 @@ from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
     import logging
+    from concurrent.futures import Future
 
     from closum_api.registry import Resource
     from target_closum.index import ServerIndex
@@ -356,7 +356,7 @@ class StreamWriter:
                     return
 
         futures: list[Future[None]] = [self.load.executor.submit(run, g) for g in groups]
-        wait(futures)
+        stop.wait_all(futures)
         STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
         if failures:
             first = failures[0]

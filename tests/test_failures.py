@@ -377,6 +377,44 @@ def test_target_stops_mid_backoff_within_seconds_and_leaves_nothing_pending(sand
         assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (0,)
 
 
+def test_tap_stops_within_seconds_when_a_request_in_flight_hangs(sandbox, tmp_path):
+    # A retrieve that Closum never answers, on a worker thread: after the stop it gets the stop's
+    # grace (closum_api.stop.STOP_GRACE), not its request_timeout of 60 s.
+    config = sandbox.config(page_size=25, request_timeout=60)
+    sandbox.script_faults([{"method": "GET", "path": "/api/lead/", "status": 503, "delay_ms": 40_000, "times": 1}])
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads", "lead_opt_ins"}))
+    proc = start("tap-closum", config, "--catalog", catalog, cwd=tmp_path)
+    _wait_for(lambda: len(sandbox.requests_log("/api/lead/")) >= 3, "retrieved opt-ins", proc)
+    time.sleep(0.3)
+    ended = _stop(proc, signal.SIGTERM, "tap-closum")
+    assert any(json.loads(x)["type"] == "STATE" for x in ended.out.splitlines())
+
+
+def test_target_stops_within_seconds_when_a_create_hangs_and_the_next_run_settles_it(sandbox, tmp_path):
+    # A create that Closum never answers: after the stop it gets the stop's grace, not its
+    # request_timeout of 60 s; it stays pending, and the next run settles it: no lead lost, none doubled.
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 503, "delay_ms": 40_000, "times": 1}])
+    config = target_config(sandbox, tmp_path, request_timeout=60)
+    before = {r["id"] for r in sandbox.records("lead")}
+    text = singer("leads", [lead(i) for i in range(3)])
+    with (tmp_path / "in.jsonl").open("w+") as fh:
+        fh.write(text)
+        fh.seek(0)
+        proc = start("target-closum", config, cwd=tmp_path, stdin=fh)
+        _wait_for(lambda: len(sandbox.records("lead")) - len(before) >= 2, "created the other two", proc)
+        time.sleep(0.3)
+        ended = _stop(proc, signal.SIGTERM, "target-closum")
+    assert ended.out == ""  # no STATE: one record of it is not written
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (1,)
+    again = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert again.code == 0, again.err[-3000:]
+    new = [r for r in sandbox.records("lead") if r["id"] not in before]
+    assert sorted(r["email"]["email"] for r in new) == sorted(lead(i)["email"]["email"] for i in range(3))
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (0,)
+
+
 def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_written(sandbox, tmp_path):
     config = target_config(sandbox, tmp_path, batch_size_rows=2)
     proc = start("target-closum", config, cwd=tmp_path, stdin=subprocess.PIPE)
