@@ -28,6 +28,7 @@ from http import HTTPStatus
 import requests
 
 from closum_api import retry
+from closum_api.connection import new_session
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -72,7 +73,7 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         self._last_failure: ClosumError | None = None
         self._fetches = 0
         # A session of its own: a shared one may carry this very auth object.
-        self._session = requests.Session()
+        self._session = new_session(1)
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0

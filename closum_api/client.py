@@ -25,7 +25,7 @@ import urllib3
 
 from closum_api import retry
 from closum_api.auth import ClosumTokenAuth
-from closum_api.connection import Connection
+from closum_api.connection import Connection, new_session
 from closum_api.errors import (
     UNKNOWN_OUTCOME_STATUSES,
     ClosumBadResponse,
@@ -44,23 +44,6 @@ LOGGER = logging.getLogger("closum_api.client")
 __all__ = ["CONNECTION_FAILURES", "ClosumClient", "Connection"]
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
-
-
-def new_session(pool_size: int = 8) -> requests.Session:
-    """A session whose connection pool holds ``pool_size`` connections per host.
-
-    Args:
-        pool_size: connections kept open per host, at least 1.
-
-    Returns:
-        The session; it never retries on its own and asks for JSON.
-    """
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers.update({"Accept": "application/json"})
-    return session
 
 
 def surely_not_sent(exc: BaseException) -> bool:

@@ -62,7 +62,8 @@ def connection_properties() -> list[th.Property]:
             th.NumberType(minimum=1),
             default=DEFAULT_REQUEST_TIMEOUT,
             title="Request timeout",
-            description="Seconds to wait for each answer before treating it as failed.",
+            description="Seconds to wait for each answer before treating it as failed. Setting up the "
+            "connection gives up sooner, after 10 s (a host that never answers fails a try in seconds).",
         ),
         th.Property(
             "max_retries",

@@ -156,7 +156,8 @@ def give_up_line(policy: RetryPolicy, exc: BaseException, what: str, tries: int)
 def connection_reason(exc: BaseException) -> str:
     """``connection refused``, ``timed out``... for a failed connection."""
     if isinstance(exc, requests.exceptions.Timeout):
-        return "timed out (no answer within request_timeout)"
+        connecting = isinstance(exc, requests.exceptions.ConnectTimeout)
+        return "timed out connecting (the host does not answer)" if connecting else _NO_ANSWER
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return "TLS certificate not trusted"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
@@ -184,6 +185,8 @@ def failure_reason(exc: BaseException) -> str:
     """
     return str(exc) if isinstance(exc, ClosumRetriableError) else connection_reason(exc)
 
+
+_NO_ANSWER = "timed out (no answer within request_timeout)"
 
 # What a refused or impossible connection says, and how we say it.
 _CONNECT_FAILURES = (

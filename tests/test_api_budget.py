@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import threading
 import time
 
@@ -12,6 +14,7 @@ from tap_run import run_tap, run_tap_process
 from test_target_support import lead, posts, run_target_process, singer, target_config
 
 from closum_api import stop
+from closum_api.connection import CONNECT_TIMEOUT
 from closum_api.pace import FIXED_HEADROOM, START_WINDOW, Pace
 from closum_api.stop import ClosumStopped
 from closum_sandbox.testing import free_port
@@ -324,3 +327,39 @@ def test_unreachable_api_ends_the_target_with_one_line_and_nothing_pending(tmp_p
     assert len(failed) == 1
     assert failed[0].endswith(f"cannot reach http://127.0.0.1:{port}/api after 3 tries: connection refused")
     assert Ledger(tmp_path / "ledger.sqlite").count("pending") == 0
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback port whose listener never accepts, its queue full: a connection to it is never set up."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    with contextlib.suppress(OSError):
+        for _ in range(4):
+            filler = socket.create_connection(("127.0.0.1", port), timeout=0.3)
+            queued.append(filler)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    with pytest.raises(TimeoutError):  # the port is silent indeed: what the test needs
+        probe.connect(("127.0.0.1", port))
+    probe.close()
+    yield port
+    for filler in queued:
+        filler.close()
+    listener.close()
+
+
+def test_a_host_that_never_answers_fails_a_try_after_the_connect_timeout_not_request_timeout(silent_port, tmp_path):
+    # request_timeout is 60 s; connecting gives up after CONNECT_TIMEOUT (10 s) and the one try ends the run.
+    config = _unreachable(silent_port, max_retries=0, request_timeout=60)
+    began = time.monotonic()
+    out = run_tap_process(config, tmp_path, streams={"emails"})
+    assert time.monotonic() - began < CONNECT_TIMEOUT + 15
+    assert out.returncode == 1
+    assert (
+        f"tap-closum failed: cannot reach http://127.0.0.1:{silent_port}/api after 1 try: "
+        "timed out connecting (the host does not answer)"
+    ) in out.stderr
