@@ -9,6 +9,7 @@ else 1.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -199,6 +200,36 @@ class OneLineCommand(PluginBase):
             if param.name in cls.path_options:
                 param.type = click.STRING
         return command
+
+    @classmethod
+    @contextlib.contextmanager
+    def command_arguments(cls, arguments: dict[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
+        """The command's arguments as the SDK's ``invoke`` takes them, for the length of the run.
+
+        The tap and the target read or open the files of :attr:`path_options`
+        here; a failure here ends the run with one line too. By default the
+        arguments are passed on as they are.
+
+        Args:
+            arguments: click's arguments, by parameter name.
+
+        Yields:
+            The arguments for the SDK's ``invoke``.
+        """
+        yield arguments
+
+    @classmethod
+    def invoke(cls, **arguments: t.Any) -> None:
+        """Run the command; any failure ends it with one line (a traceback only at log level DEBUG).
+
+        Args:
+            arguments: click's arguments, by parameter name (:meth:`command_arguments` prepares them).
+        """
+        try:
+            with cls.command_arguments(arguments) as ready:
+                super().invoke(**ready)
+        except Exception as exc:  # noqa: BLE001  # every failure ends the run with one line
+            fail(cls.logger, cls.name, exc)
 
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> _ConfigInput:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import typing as t
 from functools import cached_property
@@ -12,7 +13,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from closum_api import DISTRIBUTION
 from closum_api.config import connection_properties
-from closum_api.failure import OneLineCommand, fail, read_json_argument
+from closum_api.failure import OneLineCommand, read_json_argument
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from tap_closum.runtime import Runtime, parse_timestamp
@@ -26,8 +27,6 @@ else:
 
 if t.TYPE_CHECKING:
     from types import FrameType
-
-    from singer_sdk.plugin_base import _ConfigInput
 
     from tap_closum.client import ClosumStream
 
@@ -145,35 +144,20 @@ class TapClosum(OneLineCommand, Tap):
     # -- the command line: every failure ends the run with one line ------------------
 
     @classmethod
-    @override
-    def invoke(  # type: ignore[override]  # --catalog and --state arrive as paths (get_singer_command)
-        cls,
-        *,
-        about: bool = False,
-        about_format: str | None = None,
-        config: _ConfigInput | None = None,
-        state: str | None = None,
-        catalog: str | None = None,
-    ) -> None:
-        """Run the tap; any failure ends it with one line (a traceback only at log level DEBUG).
+    @contextlib.contextmanager
+    def command_arguments(cls, arguments: dict[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
+        """``--state`` and ``--catalog`` arrive as paths (:attr:`path_options`): read them, one line if unreadable.
 
         Args:
-            about: print the tap's metadata and settings.
-            about_format: the format of ``--about``.
-            config: the settings read from ``--config``.
-            state: the ``--state`` file.
-            catalog: the ``--catalog`` file.
+            arguments: click's arguments, by parameter name.
+
+        Yields:
+            The arguments, the state and the catalog read.
         """
-        try:
-            super().invoke(
-                about=about,
-                about_format=about_format,
-                config=config,
-                state=read_json_argument("state", state),
-                catalog=read_json_argument("catalog", catalog, list_key="streams"),
-            )
-        except Exception as exc:  # noqa: BLE001  # every failure ends the run with one line
-            fail(cls.logger, cls.name, exc)
+        yield arguments | {
+            "state": read_json_argument("state", arguments.get("state")),
+            "catalog": read_json_argument("catalog", arguments.get("catalog"), list_key="streams"),
+        }
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -16,7 +17,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from closum_api import DISTRIBUTION, __version__
 from closum_api.config import SharedSettings, connection_properties
-from closum_api.failure import ClosumSettingsError, OneLineCommand, fail
+from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.load import LoadContext
 from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
@@ -41,7 +42,6 @@ if t.TYPE_CHECKING:
     from types import FrameType
 
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
-    from singer_sdk.plugin_base import _ConfigInput
     from singer_sdk.sinks import Sink
 
     from closum_api.client import ClosumClient
@@ -392,36 +392,30 @@ class TargetClosum(OneLineCommand, Target):
     # -- the command line: every failure ends the run with one line ------------------
 
     @classmethod
-    @override
-    def invoke(  # type: ignore[override]  # --input arrives as a path (get_singer_command)
-        cls,
-        *,
-        about: bool = False,
-        about_format: str | None = None,
-        config: _ConfigInput | None = None,
-        file_input: str | None = None,
-    ) -> None:
-        """Run the target; any failure ends it with one line (a traceback only at log level DEBUG).
+    @contextlib.contextmanager
+    def command_arguments(cls, arguments: dict[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
+        """``--input`` arrives as a path (:attr:`path_options`): open it for the run, one line if unreadable.
 
         Args:
-            about: print the target's metadata and settings.
-            about_format: the format of ``--about``.
-            config: the settings read from ``--config``.
-            file_input: a file to read instead of standard input.
+            arguments: click's arguments, by parameter name.
+
+        Yields:
+            The arguments, ``file_input`` an open file (or None: standard input).
+
+        Raises:
+            ClosumSettingsError: the ``--input`` file cannot be read.
         """
+        file_input = arguments.get("file_input")
+        if file_input is None:
+            yield arguments
+            return
         try:
-            if file_input is None:
-                super().invoke(about=about, about_format=about_format, config=config)
-                return
-            try:
-                handle = Path(file_input).open(encoding="utf-8")  # noqa: SIM115  # closed below, after the run
-            except OSError as exc:
-                msg = f"cannot read the --input file {file_input!r}: {exc.strerror or exc}"
-                raise ClosumSettingsError(msg) from None
-            with handle:
-                super().invoke(about=about, about_format=about_format, config=config, file_input=handle)
-        except Exception as exc:  # noqa: BLE001  # every failure ends the run with one line
-            fail(cls.logger, cls.name, exc)
+            handle = Path(file_input).open(encoding="utf-8")  # noqa: SIM115  # closed below, after the run
+        except OSError as exc:
+            msg = f"cannot read the --input file {file_input!r}: {exc.strerror or exc}"
+            raise ClosumSettingsError(msg) from None
+        with handle:
+            yield arguments | {"file_input": handle}
 
 
 if __name__ == "__main__":
