@@ -48,6 +48,13 @@ def send(pace: Pace, clock: FakeClock, status: int = 200, retry_after: float | N
     return sent
 
 
+def answers(pace: Pace, clock: FakeClock, count: int, every: float = 0.0) -> None:
+    """``count`` requests answered 200, ``every`` seconds apart."""
+    for _ in range(count):
+        send(pace, clock)
+        clock.now += every
+
+
 # -- the pace, on a fake clock ----------------------------------------------------
 def test_fixed_pace_spaces_every_request_just_under_the_limit():
     pace, clock = paced(10)
@@ -61,8 +68,7 @@ def test_fixed_pace_spaces_every_request_just_under_the_limit():
 def test_adaptive_pace_sends_at_once_until_the_first_429():
     pace, clock = paced()
     start = clock.now
-    for _ in range(200):
-        send(pace, clock)
+    answers(pace, clock, 200)
     assert clock.now == start  # nothing waited
     assert pace.rate is None
     assert pace.stats().mode == "unpaced"
@@ -70,9 +76,7 @@ def test_adaptive_pace_sends_at_once_until_the_first_429():
 
 def test_a_429_drops_the_rate_below_what_was_answered_and_everyone_waits_retry_after():
     pace, clock = paced()
-    for _ in range(20):  # 20 answers within the last second
-        send(pace, clock)
-        clock.now += 0.04
+    answers(pace, clock, 20, 0.04)  # 20 answers within the last second
     send(pace, clock, 429, retry_after=1)
     assert pace.rate == pytest.approx(0.9 * 20)
     refused_at = clock.now
@@ -89,9 +93,7 @@ def test_a_429_drops_the_rate_below_what_was_answered_and_everyone_waits_retry_a
 
 def test_after_a_drop_the_rate_is_probed_upward_gently():
     pace, clock = paced()
-    for _ in range(10):
-        send(pace, clock)
-        clock.now += 0.09
+    answers(pace, clock, 10, 0.09)
     send(pace, clock, 429)
     dropped = pace.rate
     assert dropped == pytest.approx(9.0)
@@ -106,8 +108,7 @@ def test_after_a_drop_the_rate_is_probed_upward_gently():
 
 def test_a_single_503_is_an_accident_two_in_a_second_are_a_burst():
     pace, clock = paced()
-    for _ in range(10):
-        send(pace, clock)
+    answers(pace, clock, 10)
     send(pace, clock, 503)
     assert pace.rate is None
     send(pace, clock, 503)
@@ -137,9 +138,7 @@ def test_slow_start_lets_one_more_request_in_flight_per_answer():
 
 def test_the_metric_and_the_line():
     pace, clock = paced()
-    for _ in range(9):
-        send(pace, clock)
-        clock.now += 0.1
+    answers(pace, clock, 9, 0.1)
     send(pace, clock, 429)
     stats = pace.stats()
     assert stats.line().startswith("requests: 10 in 0.9 s (11.1/s); answered 429: 1 (10.0 %); adaptive pace")
@@ -156,14 +155,11 @@ def test_the_metric_and_the_line():
 
 def test_no_429_no_advice_and_a_429_under_a_fixed_pace_says_to_lower_it():
     pace, clock = paced()
-    for _ in range(30):
-        send(pace, clock)
-        clock.now += 0.01
+    answers(pace, clock, 30, 0.01)
     assert pace.stats().advice() is None
     assert pace.stats().metric()["tags"]["limit_rps"] is None
     pace, clock = paced(40)  # set above what the account allows
-    for _ in range(30):
-        send(pace, clock)
+    answers(pace, clock, 30)
     send(pace, clock, 429, retry_after=1)
     advice = pace.stats().advice()
     assert advice is not None
@@ -175,13 +171,9 @@ def test_no_429_no_advice_and_a_429_under_a_fixed_pace_says_to_lower_it():
 
 def test_what_was_allowed_is_the_most_answers_seen_within_one_second_before_the_first_429():
     pace, clock = paced()
-    for _ in range(5):  # five answers within 0.05 s
-        send(pace, clock)
-        clock.now += 0.01
+    answers(pace, clock, 5, 0.01)  # five answers within 0.05 s
     clock.now += 5  # a quiet stretch, then answers too sparse to say anything
-    for _ in range(3):
-        send(pace, clock)
-        clock.now += 0.6
+    answers(pace, clock, 3, 0.6)
     send(pace, clock, 429)
     assert pace.stats().limit_rps == 5
     clock.now += 10
