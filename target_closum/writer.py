@@ -500,8 +500,9 @@ class StreamWriter:
             op.search_first = True
             return self._wait_after_unknown(attempts, exc, op)
         except ClosumFatalError as exc:
+            outcome = self._refused(item, exc)  # an auth failure raises: the caller forgets the intent
             ledger.forget(self.stream_name, item.key)  # refused: not written
-            return self._refused(item, exc)
+            return outcome
         self._done(item, resource, new_id, "create")
         self._count_created(recovering=op.recovering, reconciled=False)
         return Outcome(new_id, "created")
