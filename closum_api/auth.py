@@ -1,16 +1,18 @@
 """Bearer-token authentication for the Closum API.
 
 ``POST /token`` trades ``api_username``/``api_pw`` for a token with a lifetime.
-:class:`ClosumTokenAuth` is a ``requests`` auth object that holds one token,
-renews it shortly before it expires, and renews it once and resends the
-request when the server answers 401 (a token revoked early). It is safe to
-share between threads, so one token serves every stream of a run.
+:class:`ClosumTokenAuth` holds one token and renews it shortly before it
+expires; the client asks it for the token before each try, and after a 401 (a
+token revoked early) forgets it and asks again (:meth:`ClosumTokenAuth.invalidate`).
+It is safe to share between threads, so one token serves every stream of a run.
 
-A token fetch takes its tries from the budget of the request that needs the
-token (:data:`closum_api.retry.current`), never a budget of its own on top, and
-its ``POST /token`` goes through the run's pace like every other request. An
-answer that can never succeed (credentials refused, a 200 that is not the
-envelope) is kept: every later request fails with the same line at once.
+A token fetch takes its tries from the budget of the operation that needs the
+token (passed to :meth:`ClosumTokenAuth.token`), never a budget of its own on
+top, and its ``POST /token`` goes through the run's pace like every other
+request (but holds no place in flight: a request that renews the token after a
+401 holds one already). An answer that can never succeed (credentials refused,
+a 200 that is not the envelope) is kept: every later request fails with the
+same line at once.
 """
 
 from __future__ import annotations
@@ -22,10 +24,6 @@ import logging
 import threading
 import time
 import typing as t
-import weakref
-from http import HTTPStatus
-
-import requests
 
 from closum_api import retry
 from closum_api.connection import new_session
@@ -48,7 +46,7 @@ AUTH_PATH = "/token"
 MAX_RENEW_MARGIN = 60.0
 
 
-class ClosumTokenAuth(requests.auth.AuthBase):
+class ClosumTokenAuth:
     """Holds a Closum bearer token and renews it on demand.
 
     Attributes:
@@ -78,29 +76,16 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         self._token: str | None = None
         self._renew_at = 0.0
         self.tokens_issued = 0
-        # Requests already resent after a 401: they are never renewed a second time.
-        self._resent: weakref.WeakSet[requests.PreparedRequest] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         """Where and who, never the password or the token."""
         return f"ClosumTokenAuth(api_url={self.connection.api_url!r}, username={self.connection.username!r})"
 
-    # requests.auth.AuthBase
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        """Sign a request with the token, and renew-and-resend it once on a 401.
+    def token(self, budget: retry.Budget | None = None) -> str:
+        """The current token, fetched or renewed first when needed.
 
         Args:
-            request: the request about to be sent.
-
-        Returns:
-            The same request, signed.
-        """
-        request.headers["Authorization"] = f"Bearer {self.token()}"
-        request.register_hook("response", self._renew_on_401)
-        return request
-
-    def token(self) -> str:
-        """The current token, fetched or renewed first when needed.
+            budget: the budget of the operation that needs the token (a fresh one if not given).
 
         Returns:
             The bearer token.
@@ -113,20 +98,20 @@ class ClosumTokenAuth(requests.auth.AuthBase):
                     # A fetch ran and failed while this thread waited: its budget is
                     # spent for everyone, no second round of tries on top.
                     raise self._last_failure
-                token = self._fetch_counted()
+                token = self._fetch_counted(budget or self.policy.budget())
             return token
 
     def prefetch(self) -> None:
         """Fetch the token ahead of the first request, with one try; a failure is left for that request."""
-        once = retry.Attempts(dataclasses.replace(self.policy, max_tries=1))
-        with self._lock, retry.using(once), contextlib.suppress(Exception):
+        once = dataclasses.replace(self.policy, max_tries=1).budget()
+        with self._lock, contextlib.suppress(Exception):
             if self._token is None:
-                self._fetch()
+                self._fetch(once)
 
-    def _fetch_counted(self) -> str:
+    def _fetch_counted(self, budget: retry.Budget) -> str:
         """:meth:`_fetch`, remembering its failure for the threads that waited on it."""
         try:
-            token = self._fetch()
+            token = self._fetch(budget)
         except ClosumError as exc:
             self._last_failure = exc
             raise
@@ -147,13 +132,12 @@ class ClosumTokenAuth(requests.auth.AuthBase):
             if token is None or token == self._token:
                 self._token = None
 
-    def _fetch(self) -> str:
+    def _fetch(self, budget: retry.Budget) -> str:
         """Fetch a new token and hold it; called with the lock held."""
         if self._fatal is not None:
             raise self._fatal
-        attempts = retry.current.get() or self.policy.attempts()
         try:
-            envelope = retry.call(self._post_token, attempts, f"POST {AUTH_PATH}", _log_retry)
+            envelope = retry.call(self._post_token, budget, f"POST {AUTH_PATH}", _log_retry)
         except (ClosumAuthError, ClosumBadResponse) as exc:
             self._fatal = exc  # it will never work: every request gets this line at once
             raise
@@ -192,26 +176,6 @@ class ClosumTokenAuth(requests.auth.AuthBase):
             )
             raise ClosumAuthError(msg, response)
         return check_response("POST", AUTH_PATH, response)
-
-    def _renew_on_401(self, response: requests.Response, **kwargs: t.Any) -> requests.Response:
-        """Response hook: on a 401, renew the token once and resend."""
-        with self._lock:
-            renewed_once = response.request in self._resent
-        if response.status_code != HTTPStatus.UNAUTHORIZED or renewed_once:
-            return response
-        sent = (response.request.headers.get("Authorization") or "").removeprefix("Bearer ")
-        self.invalidate(sent)
-        LOGGER.info("Closum answered 401 to %s; renewing the token once", response.request.method)
-        _ = response.content  # drain, so the connection can be reused
-        response.close()
-        retry = response.request.copy()
-        with self._lock:
-            self._resent.add(retry)
-        retry.headers["Authorization"] = f"Bearer {self.token()}"
-        new = response.connection.send(retry, **kwargs)
-        new.history.append(response)
-        new.request = retry
-        return new
 
 
 def _log_retry(wait: float, _tries: int, exc: BaseException) -> None:

@@ -1,24 +1,31 @@
-"""A small Closum client: one session, one token, one pace, one retry budget per operation.
+"""The one request path of tap and target: one session, one token, one pace, a retry budget per operation.
 
-The tap reads through the Singer SDK's request loop and borrows this client's
-session, token, pace and :meth:`ClosumClient.retrying`; the target writes
-through :meth:`ClosumClient.create` / :meth:`ClosumClient.update`. Every try
-takes a slot from the run's :class:`~closum_api.pace.Pace` first and reports its
-answer to it. Reads and updates (``PUT`` is idempotent) are retried on every
-transient failure. A create is retried only when it surely did not happen
-(429, 503, a refused connection); when it may have happened (500, 502, 504, a
-timeout, or a connection dropped after sending or cut during the answer) the
-client raises :class:`ClosumOutcomeUnknown` and leaves the decision to the
-caller, who checks the server within the same budget. A 2xx that is not the
-envelope is never retried: on a create it is an unknown outcome that ends the
-run (``ClosumOutcomeUnknown`` with ``final`` set).
+Every request of a run goes through :meth:`ClosumClient.send`: the tap's list
+pages and retrieves, the target's creates, updates and reads. A try is: the
+token (fetched within the operation's budget when needed), a place among the
+``max_parallel_requests`` in flight and a send slot of the run's
+:class:`~closum_api.pace.Pace`, the request (bounded as a whole by
+``request_timeout``), its answer checked (:func:`~closum_api.errors.check_response`);
+a 401 renews the token and resends once. A request waiting out its backoff
+holds no place in flight. Reads and updates (``PUT`` is idempotent) are retried
+on every transient failure (408, 429, any 5xx, a timeout, a failed connection).
+A create is retried only when it surely did not happen (429, a refused
+connection); when it may have happened (408, any other 5xx, a timeout, or a
+connection dropped after sending or cut during the answer) the client raises
+:class:`ClosumOutcomeUnknown` and leaves the decision to the caller, who checks
+the server within the same budget. A 2xx that is not the envelope is never
+retried: on a create it is an unknown outcome that ends the run
+(``ClosumOutcomeUnknown`` with ``final`` set).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import typing as t
 from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlencode
 
 import requests
 import urllib3
@@ -35,15 +42,13 @@ from closum_api.errors import (
     retry_after_seconds,
 )
 from closum_api.pace import Pace
-from closum_api.retry import CONNECTION_FAILURES, Attempts, RetryPolicy
+from closum_api.retry import CONNECTION_FAILURES, Budget, RetryPolicy
 
 if t.TYPE_CHECKING:
     from closum_api.registry import Resource
 
 LOGGER = logging.getLogger("closum_api.client")
 __all__ = ["CONNECTION_FAILURES", "ClosumClient", "Connection"]
-P = t.ParamSpec("P")
-R = t.TypeVar("R")
 
 
 def surely_not_sent(exc: BaseException) -> bool:
@@ -67,33 +72,32 @@ def surely_not_sent(exc: BaseException) -> bool:
 
 
 class ClosumClient:
-    """Talks to one Closum account.
+    """Talks to one Closum account: every request of a run goes through one client.
 
     Attributes:
         connection: the account and the retry settings.
         api_url: the base URL, up to and including ``/api``.
-        timeout: seconds to wait for each answer.
+        timeout: seconds a whole request may take.
         session: the HTTP session, shared by every thread.
         auth: the token holder.
-        pace: the run's request rate.
-        policy: the retry budget of each operation.
+        pace: the run's request rate and its limit of requests in flight.
+        policy: the retry limits of each request.
     """
 
-    def __init__(self, connection: Connection, *, pool_size: int = 8, pace: Pace | None = None) -> None:
+    def __init__(self, connection: Connection, *, max_parallel: int = 8, pace: Pace | None = None) -> None:
         """Open a session; the token is fetched with the first request.
 
         Args:
             connection: the account and the retry settings.
-            pool_size: connections kept open, at least the writes in flight.
+            max_parallel: most requests in flight at once (``max_parallel_requests``).
             pace: the run's request rate (an adaptive one of its own if not given).
         """
         self.connection = connection
         self.api_url = connection.api_url
         self.timeout = connection.timeout
-        self.session = new_session(pool_size)
-        if connection.user_agent:
-            self.session.headers["User-Agent"] = connection.user_agent
-        self.pace = pace if pace is not None else Pace()
+        self.session = new_session(max_parallel)
+        self.session.headers["User-Agent"] = connection.user_agent or self.session.headers["User-Agent"]
+        self.pace = pace if pace is not None else Pace(max_in_flight=max_parallel)
         self.policy = RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
         self.auth = ClosumTokenAuth(connection, self.pace, self.policy)
 
@@ -101,45 +105,25 @@ class ClosumClient:
         """Close the session's connections."""
         self.session.close()
 
-    # -- reads ---------------------------------------------------------------
-    def attempts(self) -> Attempts:
+    def budget(self) -> Budget:
         """A fresh retry budget, for an operation of several requests (a create and its check)."""
-        return self.policy.attempts()
+        return self.policy.budget()
 
-    def retrying(self, func: t.Callable[P, R], what: str = "") -> t.Callable[P, R]:
-        """``func`` tried within one budget: transient failures wait and try again, others end it.
-
-        The budget is the thread's current one (:data:`closum_api.retry.current`)
-        or a fresh one, and stays current while ``func`` runs, so a token fetch
-        inside draws from it. The tap wraps each page in it.
-
-        Args:
-            func: one try (it takes its own pace slot).
-            what: the request (``GET /lead``), for the give-up line.
-
-        Returns:
-            The wrapped call; it raises :class:`~closum_api.retry.ClosumGaveUp`
-            when the budget is spent.
-        """
-
-        def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
-            attempts = retry.current.get() or self.attempts()
-            with retry.using(attempts):
-                return retry.call(lambda: func(*args, **kwargs), attempts, what, _log_retry)
-
-        return wrapped
-
-    def get(self, path: str, params: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
-        """GET with every transient failure retried, within the thread's budget (a fresh one if none).
+    # -- reads ---------------------------------------------------------------
+    def get(
+        self, path: str, params: t.Mapping[str, t.Any] | None = None, *, budget: Budget | None = None
+    ) -> dict[str, t.Any]:
+        """GET with every transient failure retried.
 
         Args:
             path: the API path (``/lead``).
             params: the query string.
+            budget: the operation's budget (a fresh one if not given).
 
         Returns:
             The decoded envelope.
         """
-        return self.send(Call("GET", path, safe=True, params=params))
+        return self.send(Call("GET", path, idempotent=True, params=params), budget=budget)
 
     def list_page(
         self,
@@ -147,23 +131,23 @@ class ClosumClient:
         *,
         page: int = 1,
         limit: int = 100,
-        sort: str = "id",
         direction: str = "asc",
+        budget: Budget | None = None,
     ) -> dict[str, t.Any]:
-        """One page of a resource's list.
+        """One page of a resource's list, sorted on ``id``.
 
         Args:
             resource: the resource to list.
             page: the page number, from 1.
             limit: records per page.
-            sort: the field to sort on.
             direction: ``asc`` or ``desc``.
+            budget: the operation's budget (a fresh one if not given).
 
         Returns:
             The decoded envelope.
         """
-        params = {"limit": limit, "page": page, "sort": sort, "direction": direction}
-        return self.get(resource.list_path, params)
+        params = {"limit": limit, "page": page, "sort": "id", "direction": direction}
+        return self.get(resource.list_path, params, budget=budget)
 
     # -- writes --------------------------------------------------------------
     def create(
@@ -171,7 +155,7 @@ class ClosumClient:
         resource: Resource,
         payload: t.Mapping[str, t.Any],
         *,
-        attempts: Attempts | None = None,
+        budget: Budget | None = None,
         on_sending: t.Callable[[], None] | None = None,
     ) -> int:
         """POST a record.
@@ -179,7 +163,7 @@ class ClosumClient:
         Args:
             resource: the resource to create a record of.
             payload: the request body.
-            attempts: the budget to draw from (a fresh one if not given).
+            budget: the operation's budget (a fresh one if not given).
             on_sending: called before each try, once the token is held and the
                 pace slot taken, just before the bytes go out (the target marks
                 its intent pending there, so a create never sent is never pending).
@@ -191,8 +175,8 @@ class ClosumClient:
             ClosumOutcomeUnknown: the request may have created the record
                 (``final`` when the answer was a 2xx that is not the envelope).
         """
-        with retry.using(attempts or retry.current.get() or self.attempts()):
-            envelope = self.send(Call("POST", f"/{resource.path}", safe=False, json=payload), on_sending=on_sending)
+        call = Call("POST", f"/{resource.path}", idempotent=False, json=payload)
+        envelope = self.send(call, budget=budget, on_sending=on_sending)
         data = envelope.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), int):
             msg = f"POST /{resource.path} answered without data.id: {str(data)[:200]}"
@@ -207,58 +191,81 @@ class ClosumClient:
             record_id: the record's id.
             payload: the request body.
         """
-        self.send(Call("PUT", resource.item_path(record_id), safe=True, json=payload))
+        self.send(Call("PUT", resource.item_path(record_id), idempotent=True, json=payload))
 
-    # -- plumbing ------------------------------------------------------------
-    def send(self, call: Call, *, on_sending: t.Callable[[], None] | None = None) -> dict[str, t.Any]:
-        """Send a request within the thread's budget (a fresh one if none); the decoded envelope.
+    # -- the one request path ------------------------------------------------
+    def send(
+        self, call: Call, *, budget: Budget | None = None, on_sending: t.Callable[[], None] | None = None
+    ) -> dict[str, t.Any]:
+        """Send a request, retried within ``budget`` (a fresh one if none); the decoded envelope.
 
         Args:
             call: the request.
+            budget: the operation's budget: the request's failed tries are counted there.
             on_sending: called just before each try's bytes go out.
 
         Returns:
             The JSON envelope.
 
         Raises:
-            ClosumOutcomeUnknown: an unsafe request may have happened.
-            ClosumBadResponse: a safe request was answered 2xx without the envelope.
+            ClosumOutcomeUnknown: a create may have happened.
+            ClosumBadResponse: a read or update was answered 2xx without the envelope.
         """
-        return self.retrying(lambda: self._try(call, on_sending), f"{call.method} {call.path}")()
+        budget = budget if budget is not None else self.budget()
+        return retry.call(lambda: self._try(call, budget, on_sending), budget, call.what, _log_retry)
 
-    def _try(self, call: Call, on_sending: t.Callable[[], None] | None) -> dict[str, t.Any]:
-        """One try: token, pace slot, send, then decode the answer or raise what it means."""
-        method, path, safe = call.method, call.path, call.safe
-        request = self.session.prepare_request(
-            requests.Request(method, self.api_url + path, params=call.params, json=call.json, auth=self.auth)
-        )
-        self.pace.acquire()
+    def _try(self, call: Call, budget: Budget, on_sending: t.Callable[[], None] | None) -> dict[str, t.Any]:
+        """One try: token, a place in flight and a pace slot, send, then decode the answer or raise what it means."""
+        token = self.auth.token(budget)
+        response = self._send_once(call, token, on_sending)
+        if response.status_code == HTTPStatus.UNAUTHORIZED:
+            # A token revoked early: renew it and resend, once.
+            LOGGER.info("Closum answered 401 to %s; renewing the token once", call.what)
+            self.auth.invalidate(token)
+            response = self._send_once(call, self.auth.token(budget), None)
         try:
-            if on_sending is not None:
-                on_sending()
-            settings = self.session.merge_environment_settings(request.url, {}, None, None, None)
-            response = self.session.send(request, timeout=self.timeout, **settings)
-        except CONNECTION_FAILURES as exc:
-            if safe or surely_not_sent(exc):
-                raise
-            msg = f"{method} {path}: the connection failed after sending ({retry.connection_reason(exc)})"
-            raise ClosumOutcomeUnknown(msg) from None
-        finally:
-            self.pace.release()
-        self.pace.observe(response.status_code, retry_after_seconds(response))
-        try:
-            return check_response(method, path, response)
+            return check_response(call.method, call.path, response)
         except ClosumBadResponse as exc:
-            if safe:
+            if call.idempotent:
                 raise
             # A 2xx that is not the envelope (an HTML page from a proxy) may follow a
             # write that happened, and asking again will not tell: the run must stop.
             raise ClosumOutcomeUnknown(str(exc), exc.status, final=True) from None
         except ClosumRetriableError as exc:
-            # A 500/502/504 may follow a write that happened: never repeat it blindly.
-            if not safe and exc.status in UNKNOWN_OUTCOME_STATUSES:
+            # A 408 or 5xx may follow a write that happened: never repeat it blindly.
+            if not call.idempotent and exc.status in UNKNOWN_OUTCOME_STATUSES:
                 raise ClosumOutcomeUnknown(str(exc), exc.status) from None
             raise
+
+    def _send_once(self, call: Call, token: str, on_sending: t.Callable[[], None] | None) -> requests.Response:
+        """The bytes of one try, within the run's limit in flight and pace; the answer, not yet checked."""
+        request = self.session.prepare_request(
+            requests.Request(
+                call.method,
+                self.api_url + call.path,
+                params=call.params,
+                json=call.json,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        )
+        self.pace.acquire()
+        started = time.monotonic()
+        try:
+            if on_sending is not None:
+                on_sending()
+            settings = self.session.merge_environment_settings(request.url, {}, None, None, None)  # proxies, CA
+            response = self.session.send(request, timeout=self.timeout, **settings)
+        except CONNECTION_FAILURES as exc:
+            LOGGER.debug("%s: %s after %.3f s", call.what, retry.connection_reason(exc), time.monotonic() - started)
+            if call.idempotent or surely_not_sent(exc):
+                raise
+            msg = f"{call.method} {call.path}: the connection failed after sending ({retry.connection_reason(exc)})"
+            raise ClosumOutcomeUnknown(msg) from None
+        finally:
+            self.pace.release()
+        LOGGER.debug("%s: %d in %.3f s", call.what, response.status_code, time.monotonic() - started)
+        self.pace.observe(response.status_code, retry_after_seconds(response))
+        return response
 
 
 @dataclass(frozen=True)
@@ -268,16 +275,22 @@ class Call:
     Attributes:
         method: the HTTP verb.
         path: the API path (``/lead``).
-        safe: whether repeating it is harmless (everything but a create).
+        idempotent: whether repeating it is harmless (everything but a create).
         params: the query string.
         json: the request body.
     """
 
     method: str
     path: str
-    safe: bool
+    idempotent: bool
     params: t.Mapping[str, t.Any] | None = None
     json: t.Mapping[str, t.Any] | None = None
+
+    @property
+    def what(self) -> str:
+        """``GET /lead?page=2``: the request, for the logs and for counting its tries."""
+        page = (self.params or {}).get("page")
+        return f"{self.method} {self.path}" + (f"?{urlencode({'page': page})}" if page is not None else "")
 
 
 def _log_retry(wait: float, tries: int, exc: BaseException) -> None:

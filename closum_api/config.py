@@ -55,15 +55,17 @@ def connection_properties() -> list[th.Property]:
             th.IntegerType(minimum=1, maximum=64),
             default=DEFAULT_PARALLEL_REQUESTS,
             title="Parallel requests",
-            description="Most requests in flight at once.",
+            description="Most requests in flight at once, for the whole run (list pages, retrieves, "
+            "writes, token requests aside). A request waiting out its backoff holds no place.",
         ),
         th.Property(
             "request_timeout",
             th.NumberType(minimum=1),
             default=DEFAULT_REQUEST_TIMEOUT,
             title="Request timeout",
-            description="Seconds to wait for each answer before treating it as failed. Setting up the "
-            "connection gives up sooner, after 10 s (a host that never answers fails a try in seconds).",
+            description="Seconds a whole request may take, its answer read to the end (however slowly a "
+            "server trickles it), before the try counts as failed. Setting up the connection gives up sooner, "
+            "after 10 s (a host that never answers fails a try in seconds).",
         ),
         th.Property(
             "max_retries",
@@ -71,9 +73,10 @@ def connection_properties() -> list[th.Property]:
             default=DEFAULT_MAX_RETRIES,
             title="Max retries",
             description="Retries of a request after a transient failure "
-            "(429, 5xx, timeout, dropped connection), with exponential backoff "
-            "and jitter, honouring Retry-After. One budget per request: the token request it needs "
-            "and, for a create, the check after a lost answer draw from the same tries.",
+            "(408, 429, any 5xx, timeout, dropped connection), with exponential backoff "
+            "and jitter, honouring Retry-After: a request gives up after max_retries + 1 failed tries in a row, "
+            "an answer starts its count over. The token request it needs and, for a create, the check after a "
+            "lost answer draw from the same budget, never one of their own.",
         ),
         th.Property(
             "backoff_base_seconds",
@@ -150,9 +153,8 @@ class SharedSettings:
         Returns:
             A :class:`ClosumClient` whose pool holds ``max_parallel_requests`` connections.
         """
-        return ClosumClient(
-            self.connection, pool_size=self.max_parallel_requests, pace=Pace(self.max_requests_per_second)
-        )
+        pace = Pace(self.max_requests_per_second, max_in_flight=self.max_parallel_requests)
+        return ClosumClient(self.connection, max_parallel=self.max_parallel_requests, pace=pace)
 
 
 def _integer(config: t.Mapping[str, t.Any], key: str, default: int) -> int:

@@ -23,10 +23,13 @@ if t.TYPE_CHECKING:
     import requests
 
 # 429 is not documented; services of this kind send it with Retry-After and
-# the notes say to treat it like 503.
-RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Answers after which a write may or may not have happened.
-UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
+# the notes say to treat it like 503. Any 5xx (a CDN's 520-524, a 505 or 507)
+# and a 408 are worth another try.
+RETRIABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
+# Answers after which a write may or may not have happened: all of them but a
+# 429 (refused before anything was done). A CDN's 524 may follow an origin that
+# wrote, and even a 503 may come from a proxy in front of one that did.
+UNKNOWN_OUTCOME_STATUSES = RETRIABLE_STATUSES - {429}
 MAX_MESSAGE = 300
 # The end of the line for a 2xx that is not JSON: something else answers at api_url.
 NOT_CLOSUM = " — is api_url a Closum API?"

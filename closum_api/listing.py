@@ -1,33 +1,40 @@
 """Reading a Closum list: its page envelope, the documented page size, the ordered walk over its pages.
 
 A list answers one page at a time (1-based ``page``, ``limit`` records asked
-for) as ``{"data": [...], "pagination": {"page_count", "has_next_page", ...}}``.
+for) as ``{"data": [...], "pagination": {"page_count", "has_next_page", "count", ...}}``.
 A server may serve fewer records than asked for, so pages are never counted
 from ``limit``: :func:`ordered_pages` follows ``page_count`` and
 ``has_next_page``. Tap and target read their lists through it; what each does
 with the records (the tap's cursor, the target's index) and how it asks for a
 page stay with them.
+
+A server may also lie about its pages (an endless ``page_count``, a
+``has_next_page`` that never turns false, the last page served again and again).
+A read ends, with one warning naming what the server did, when a page comes back
+empty or repeats the page before it once past the pages announced, once the
+records announced (``count``) are read, or the :data:`SAME_IN_A_ROW` time in a row.
 """
 
 from __future__ import annotations
 
-import collections
+import logging
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from closum_api import stop
+from closum_api import ahead
 
 if t.TYPE_CHECKING:
-    from concurrent.futures import Executor, Future
-
     from closum_api.errors import ClosumFatalError
+
+LOGGER = logging.getLogger("closum_api.listing")
 
 #: Records asked for per list request unless told otherwise (the tap's ``page_size`` default).
 DEFAULT_PAGE_SIZE = 100
 #: The page size the API reference documents: the fall-back when a larger one is refused.
 DOCUMENTED_PAGE_SIZE = 25
+#: empty or repeated pages in a row that end a read even within the pages and records announced
+SAME_IN_A_ROW = 3
 
 
 def _pagination(envelope: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
@@ -62,6 +69,24 @@ def has_next_page(envelope: t.Mapping[str, t.Any]) -> bool:
     return bool(_pagination(envelope).get("has_next_page"))
 
 
+def record_count(envelope: t.Mapping[str, t.Any]) -> int | None:
+    """How many records a list answer announces in all (``pagination.count``); None when missing or not a number.
+
+    Args:
+        envelope: a decoded list answer.
+
+    Returns:
+        The count, at least 0, or None.
+    """
+    value = _pagination(envelope).get("count")
+    if isinstance(value, bool):
+        return None
+    try:
+        return max(0, int(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def page_size_refused(exc: ClosumFatalError, page_size: int) -> bool:
     """Whether a failed first page is worth asking again at :data:`DOCUMENTED_PAGE_SIZE`.
 
@@ -84,12 +109,14 @@ class Page:
         records: the page's records.
         has_next: whether the page says another page follows.
         page_count: how many pages the page announces (at least 1).
+        total: how many records the page announces in all, if it says.
     """
 
     number: int
     records: list[dict[str, t.Any]]
     has_next: bool
     page_count: int
+    total: int | None = None
 
     @classmethod
     def of(cls, number: int, envelope: t.Mapping[str, t.Any]) -> Page:
@@ -104,59 +131,102 @@ class Page:
         """
         data = envelope.get("data")
         records = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
-        return cls(number, records, has_next_page(envelope), page_count(envelope))
+        return cls(number, records, has_next_page(envelope), page_count(envelope), record_count(envelope))
+
+    def ids(self) -> list[object]:
+        """The ids of its records, in order (to tell a page served twice)."""
+        return [record.get("id") for record in self.records]
+
+
+class _Walk:
+    """Where a read stands: the pages announced, the records read, and whether the server has started lying."""
+
+    def __init__(self, first: Page, what: str) -> None:
+        self.what = what
+        self.count = first.page_count
+        self.total = first.total
+        self.read = 0
+        self.last: Page | None = None
+        self.same = 0  # empty or repeated pages in a row
+
+    def numbers(self, start: int) -> t.Iterator[int]:
+        """The pages to read ahead from ``start``: up to the page count announced so far (it may grow)."""
+        number = start
+        while number <= self.count:
+            yield number
+            number += 1
+
+    def ends_at(self, page: Page) -> str | None:
+        """Take ``page``, in order; why the read ends with it (a lie of the server), or None to go on."""
+        self.count = max(self.count, page.page_count)
+        empty = not page.records
+        repeated = not empty and self.last is not None and page.ids() == self.last.ids()
+        self.same = self.same + 1 if empty or repeated else 0
+        if not repeated:
+            self.read += len(page.records)
+        self.last = page
+        if not (empty or repeated):
+            return None
+        past_pages = page.number > self.count
+        past_records = self.total is not None and self.read >= self.total
+        if not (past_pages or past_records or self.same >= SAME_IN_A_ROW):
+            return None
+        did = f"page {page.number} came back empty" if empty else f"page {page.number} repeated page {page.number - 1}"
+        if past_pages:
+            why = f"past the {self.count} pages announced, though the page before said more follow"
+        elif past_records:
+            why = f"once the {self.total} records announced were read, though {self.count} pages were announced"
+        else:
+            why = f"{self.same} times in a row, though {self.count} pages were announced"
+        return f"{self.what}: {did} {why}; the read ends here ({self.read} records)"
 
 
 def ordered_pages(
     first: Page,
     fetch: t.Callable[[int], Page],
     *,
-    window: int,
-    executor: Executor | None = None,
+    threads: int,
+    what: str = "a list",
 ) -> t.Generator[Page, None, None]:
-    """Yield ``first`` and every following page, in page order.
+    """Yield ``first`` and every following page, in page order, until the list ends.
 
-    Every page up to the highest page count announced so far is read, whatever
-    it holds or says of a next page; those after ``first`` are read ahead on
-    ``executor`` (or, when none is given, on a pool of ``window`` threads made
-    for the walk and closed with it), at most ``window`` in flight, so memory
-    stays bounded by the window however long the list is. Past that count the
-    walk goes on one page at a time while the last page says it has a next page
-    and held records (a server may serve fewer records than asked for). With a
-    ``window`` of 1 every page is read in the caller's thread, none ahead. A
-    caller that stops iterating cancels the pages still queued.
+    Every page up to the highest page count announced so far is read ahead on
+    ``threads`` threads (:func:`closum_api.ahead.ordered`), whatever it holds or
+    says of a next page; past that count the walk goes on one page at a time
+    while the last page says it has a next page and held records (a server may
+    serve fewer records than asked for). A server that lies ends the read with
+    one warning (see the module docstring); a page served twice is yielded once.
+    A caller that stops iterating cancels the pages still queued.
 
     Args:
         first: the first page, already read (it tells the page count).
         fetch: reads a page by its number.
-        window: how many pages may be read ahead at once.
-        executor: where pages are read ahead.
+        threads: threads to read ahead on (1: every page in the caller's thread, none ahead).
+        what: the list (``GET /lead``), for the warning.
 
     Yields:
         The pages, in order.
     """
-    own_pool: ThreadPoolExecutor | None = None
-    pending: collections.deque[Future[Page]] = collections.deque()
-    try:
-        page, count, next_number = first, first.page_count, first.number + 1
-        while True:
-            yield page
-            count = max(count, page.page_count)
-            if window > 1 and next_number <= count:
-                if executor is None:
-                    own_pool = executor = ThreadPoolExecutor(max_workers=window, thread_name_prefix="closum-page")
-                while next_number <= count and len(pending) < window:
-                    pending.append(executor.submit(fetch, next_number))
-                    next_number += 1
-            if pending:
-                page = pending.popleft().result()
-                continue
-            if next_number > count and not (page.has_next and page.records):
-                return
-            page = fetch(next_number)
-            next_number += 1
-    finally:
-        for future in pending:
-            future.cancel()
-        if own_pool is not None:
-            stop.shutdown(own_pool)
+    walk = _Walk(first, what)
+    walk.ends_at(first)
+    yield first
+    last = first
+    while True:
+        start = last.number + 1
+        if start <= walk.count:
+            pages = ahead.ordered(fetch, walk.numbers(start), threads=threads)
+        elif last.has_next and last.records:
+            pages = (fetch(number) for number in (start,))  # past the count: one at a time
+        else:
+            return
+        try:
+            for page in pages:
+                why = walk.ends_at(page)
+                if why is not None:
+                    LOGGER.warning(why)
+                    return
+                if not (page.records and page.ids() == last.ids()):
+                    yield page
+                last = page
+        finally:
+            pages.close()

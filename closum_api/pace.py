@@ -7,19 +7,26 @@ One :class:`Pace` per run: every request takes a send slot from
   whatever the concurrency, a shade under ``R`` (:data:`FIXED_HEADROOM`) so that
   the network's jitter never puts ``R + 1`` requests in the server's second.
   A 429 still lowers the rate below ``R``.
-- **adaptive** (not set): no rate until the server first answers 429 (or a
-  burst of 503s), so a run against an unlimited server is not slowed; only a
-  slow start, as TCP's: at most :data:`START_WINDOW` requests in flight at
-  first, one more for each answer, so the concurrency doubles every round trip
-  and a limit is first met with a few requests in flight, not all of them. Then
-  the rate drops to :data:`DROP_FACTOR` times the answers of the last second,
-  that rate is remembered as the ceiling, and it is probed upward gently:
-  back towards the ceiling quickly, past it by a percent of it every
-  :data:`PROBE_EVERY` seconds without a 429. A steady limit is approached from
-  below instead of being hit over and over.
-- A ``Retry-After`` longer than :data:`PAUSE_ALL_AFTER` seconds, or on a 503,
-  pauses every worker (the retried request itself always waits at least that
-  long: see :mod:`closum_api.retry`).
+- **adaptive** (not set): no rate until the server first answers 429, so a
+  run against an unlimited server is not slowed; only a slow start, as TCP's:
+  at most :data:`START_WINDOW` requests in flight at first, one more for each
+  answer, so the concurrency doubles every round trip and a limit is first met
+  with a few requests in flight, not all of them. Then the rate drops to
+  :data:`DROP_FACTOR` times the answers of the last second, that rate is
+  remembered as the ceiling, and it is probed upward gently: back towards the
+  ceiling quickly, past it by a percent of it every :data:`PROBE_EVERY` seconds
+  without a 429. A steady limit is approached from below instead of being hit
+  over and over.
+- **5xx are not limits.** A 500 or 503 says the server stumbled, not that we
+  sent too much: it changes no rate (its request is retried after its own
+  backoff). Measured: with 5 % of calls failing at random, slowing down at two
+  503s within a second (as this module once did) cut a run to a few requests
+  per second for no gain, since a failing call fails whatever the rate. Only a
+  ``Retry-After`` says when the server wants us back: on a 503, or longer than
+  :data:`PAUSE_ALL_AFTER` seconds, it pauses every worker.
+- **In flight**: at most ``max_in_flight`` (``max_parallel_requests``) requests
+  are sent and not yet answered, whatever the threads; this is the run's one
+  limit of concurrency. A request waiting out its backoff holds no place.
 
 Every wait goes through :func:`closum_api.stop.sleep`, so a signal ends it.
 
@@ -58,7 +65,7 @@ FIXED_HEADROOM = 0.93
 DROP_FACTOR = 0.9
 #: the lowest rate the adaptive pace drops to, in requests per second
 MIN_RATE = 0.5
-#: 429s/503s within this many seconds of a drop are the same burst: one drop
+#: 429s within this many seconds of a drop are the same burst: one drop
 BURST_SECONDS = 1.0
 #: seconds between two probes upward
 PROBE_EVERY = 2.0
@@ -66,8 +73,6 @@ PROBE_EVERY = 2.0
 PROBE_STEP = 0.01
 #: below 0.9 x the ceiling, each probe multiplies the rate by this
 CATCH_UP = 1.25
-#: 503s within one second that make a burst (a single one is an accident)
-BURST_503 = 2
 #: a Retry-After longer than this pauses every worker, not just the retried request
 PAUSE_ALL_AFTER = 2.0
 #: pauses every worker honours are capped at this many seconds
@@ -162,6 +167,7 @@ class Pace:
 
     Args:
         max_rps: ``max_requests_per_second``; None for the adaptive pace.
+        max_in_flight: most requests sent and not yet answered (``max_parallel_requests``); None: no limit.
         clock: monotonic seconds (a fake one in tests).
         sleep: how to wait (a fake one in tests); :func:`closum_api.stop.sleep` by default.
     """
@@ -170,11 +176,13 @@ class Pace:
         self,
         max_rps: float | None = None,
         *,
+        max_in_flight: int | None = None,
         clock: t.Callable[[], float] = time.monotonic,
         sleep: t.Callable[[float], None] = stop.sleep,
     ) -> None:
         """Start unpaced (adaptive) or at ``max_rps`` (fixed)."""
         self.max_rps = max_rps
+        self.max_in_flight = max_in_flight
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -185,7 +193,6 @@ class Pace:
         self._last_drop: float | None = None
         self._last_probe = 0.0
         self._answers: collections.deque[float] = collections.deque()
-        self._recent_503: collections.deque[float] = collections.deque()
         self._dropped = False
         self._limit_seen: int | None = None
         self._peak_answers = 0  # the most answers seen within one second
@@ -209,9 +216,9 @@ class Pace:
         """Block until this thread may send; every request of the run calls it first, :meth:`release` after.
 
         Args:
-            windowed: take a place in the slow start's window (and :meth:`release`
-                it after). The token request does not: it may be needed by a
-                request that holds a place already.
+            windowed: take a place in flight (and :meth:`release` it after): within
+                ``max_in_flight`` and the slow start's window. The token request
+                does not: it may be needed by a request that holds a place already.
 
         Returns:
             The seconds waited.
@@ -220,7 +227,7 @@ class Pace:
             ClosumStopped: the run was asked to stop during the wait.
         """
         with self._lock:
-            while windowed and self._window is not None and self._in_flight >= self._window:
+            while windowed and self._in_flight >= self._places():
                 self._room.wait(WINDOW_POLL)
                 stop.STOP.check()
             if windowed:
@@ -244,6 +251,11 @@ class Pace:
                 raise
         return wait
 
+    def _places(self) -> float:
+        """Requests that may be in flight now: ``max_in_flight``, within the slow start's window. Lock held."""
+        places = float(self.max_in_flight) if self.max_in_flight else float("inf")
+        return places if self._window is None else min(places, self._window)
+
     def release(self) -> None:
         """The request that took a slot is over (answered or failed)."""
         with self._lock:
@@ -266,14 +278,9 @@ class Pace:
             dropped = False
             if status == HTTPStatus.TOO_MANY_REQUESTS:
                 self.http_429 += 1
-                dropped = self._slow_down(now, refused=True)
+                dropped = self._slow_down(now)
             elif status == HTTPStatus.SERVICE_UNAVAILABLE:
-                self.http_503 += 1
-                self._recent_503.append(now)
-                while self._recent_503 and self._recent_503[0] <= now - BURST_SECONDS:
-                    self._recent_503.popleft()
-                if len(self._recent_503) >= BURST_503:
-                    dropped = self._slow_down(now)
+                self.http_503 += 1  # the server stumbled: no limit of ours, no change of rate
             else:
                 self._answers.append(now)
                 if self._window is not None:
@@ -291,9 +298,9 @@ class Pace:
                 self._pause_until = max(self._pause_until, now + min(retry_after, MAX_PAUSE))
                 self._next_slot = max(self._next_slot, self._pause_until)
 
-    def _slow_down(self, now: float, *, refused: bool = False) -> bool:
-        """A 429 (``refused``) or a 503 burst: drop the rate, once per burst; whether it dropped. Lock held."""
-        if refused and self._limit_seen is None:
+    def _slow_down(self, now: float) -> bool:
+        """A 429: drop the rate, once per burst; whether it dropped. Lock held."""
+        if self._limit_seen is None:
             # The first 429: the most answers seen within one second before it is what the server allows.
             self._limit_seen = self._peak_answers or None
         if self._last_drop is not None and now - self._last_drop < BURST_SECONDS:

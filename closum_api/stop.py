@@ -28,6 +28,8 @@ from closum_api.errors import ClosumError
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
+R = t.TypeVar("R")
+
 #: after a stop, the seconds the requests already sent get to be answered
 STOP_GRACE = 5.0
 #: seconds between two looks at the stop event while waiting for work in flight
@@ -146,6 +148,21 @@ def wait_all(futures: Iterable[concurrent.futures.Future[t.Any]]) -> None:
         _, pending = concurrent.futures.wait(pending, timeout=POLL if left is None else min(POLL, left))
 
 
+def result(future: concurrent.futures.Future[R]) -> R:
+    """What ``future`` returns once it is done, or :class:`ClosumStopped` as soon as a stop is requested.
+
+    Args:
+        future: work on a pool (a read: dropping it at a stop loses nothing).
+
+    Returns:
+        Its result (its exception is raised).
+    """
+    while not future.done():
+        STOP.check()
+        concurrent.futures.wait([future], timeout=POLL)
+    return future.result()
+
+
 def shutdown(pool: concurrent.futures.Executor) -> None:
     """Close ``pool``: wait for its work, unless a stop was requested (then its queued work is dropped).
 
@@ -177,6 +194,7 @@ __all__ = [
     "ClosumStopped",
     "StopEvent",
     "request_stop",
+    "result",
     "shutdown",
     "signal_name",
     "signum",

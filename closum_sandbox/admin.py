@@ -38,7 +38,7 @@ from closum_sandbox import seed as seeding
 from closum_sandbox.faults import normalize_fault
 from closum_sandbox.guard import require_admin_token
 from closum_sandbox.responses import ApiError, json_response, read_object
-from closum_sandbox.settings import RUNTIME_KNOBS
+from closum_sandbox.settings import PAGINATION_LIES, RUNTIME_KNOBS
 from closum_sandbox.state import Sandbox, sandbox_of
 
 #: The most records one ``POST /_admin/records/{name}`` generates.
@@ -93,22 +93,32 @@ async def patch_config(request: Request) -> Response:
     sb = sandbox_of(request)
     body = await read_object(request)
     for key, value in body.items():
-        if key not in RUNTIME_KNOBS:
-            raise ApiError(400, f"unknown field {key}; changeable: {', '.join(RUNTIME_KNOBS)}")
-        kind, low = RUNTIME_KNOBS[key]
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ApiError(400, f"field {key}: {value!r} is not true or false")
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise ApiError(400, f"field {key}: {value!r} is not a number")
-        if value < low or (key == "fail_rate" and value > 1):
-            raise ApiError(400, f"field {key}: {value!r} is out of range")
+        problem = _knob_problem(key, value)
+        if problem is not None:
+            raise ApiError(400, problem)
     for key, value in body.items():
         setattr(sb.settings, key, RUNTIME_KNOBS[key][0](value))
         if key == "fault_seed":
             sb.faults.reseed(int(value))
     return json_response(sb.settings.runtime_config())
+
+
+def _knob_problem(key: str, value: object) -> str | None:
+    """Why ``value`` cannot be set to runtime knob ``key``; None when it can."""
+    if key not in RUNTIME_KNOBS:
+        return f"unknown field {key}; changeable: {', '.join(RUNTIME_KNOBS)}"
+    kind, low = RUNTIME_KNOBS[key]
+    if kind is str:
+        return (
+            None if value in PAGINATION_LIES else f"field {key}: {value!r} is not one of {', '.join(PAGINATION_LIES)}"
+        )
+    if kind is bool:
+        return None if isinstance(value, bool) else f"field {key}: {value!r} is not true or false"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        return f"field {key}: {value!r} is not a number"
+    if value < low or (key == "fail_rate" and value > 1):
+        return f"field {key}: {value!r} is out of range"
+    return None
 
 
 @router.get("/faults")

@@ -98,6 +98,10 @@ async def token_endpoint(request: Request) -> Response:
     )
 
 
+#: the page count a list announces under ``pagination_lie: page_count``
+LIED_PAGE_COUNT = 1_000_000
+
+
 def _make_list(res: Resource) -> _Handler:
     fields = list(schemas.record_schema(res)["properties"])
 
@@ -116,10 +120,18 @@ def _make_list(res: Resource) -> _Handler:
             raise ApiError(400, f"Bad Request: direction must be asc or desc, not {q.get('direction')!r}")
         data, count = sb.store.page(res.name, sort, limit, page, desc=direction == "desc")
         page_count = max(1, math.ceil(count / limit))
+        has_next = page < page_count
+        lie = sb.settings.pagination_lie
+        if lie == "page_count":
+            page_count, has_next = LIED_PAGE_COUNT, True
+        elif lie == "repeat_last":
+            has_next = True
+            if not data and count:
+                data, _ = sb.store.page(res.name, sort, limit, math.ceil(count / limit), desc=direction == "desc")
         pagination = {
             "page_count": page_count,
             "current_page": page,
-            "has_next_page": page < page_count,
+            "has_next_page": has_next,
             "has_prev_page": page > 1,
             "count": count,
             "limit": None,

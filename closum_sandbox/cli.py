@@ -19,7 +19,7 @@ import uvicorn
 
 from closum_sandbox.app import create_app
 from closum_sandbox.guard import is_loopback
-from closum_sandbox.settings import REVISION_CHOICES, Settings
+from closum_sandbox.settings import PAGINATION_LIES, REVISION_CHOICES, Settings
 
 logger = logging.getLogger("closum_sandbox")
 
@@ -93,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="F",
     )
+    knob("fail_every", "every Nth /api call is answered 500/503 (0 = off)", type=int, metavar="N")
     knob("fault_seed", "seed of the RNG drawing --fail-rate failures", type=int, metavar="N")
+    knob(
+        "pagination_lie",
+        "lists lie about their pages: page_count (1,000,000 pages announced, empty past the data) or "
+        "repeat_last (a next page always announced, the last one served again past the data)",
+        choices=PAGINATION_LIES,
+    )
     knob(
         "rate_limit",
         "/api calls allowed per second, else 429 with Retry-After: 1 (0 = off)",

@@ -17,6 +17,7 @@ They apply to ``/api`` calls only (never ``/_admin``, ``/docs``,
 4. ``fail_rate``: that fraction of calls is answered 500 or 503 before doing
    anything, drawn from an RNG seeded by ``fault_seed``; some 503 bodies are an
    HTML maintenance page (as a proxy sends) and some 500 bodies are empty.
+   ``fail_every``: every Nth call is answered so too.
 
 Every ``/api`` call is also recorded in the :class:`RequestLog`.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -53,6 +55,7 @@ FAULT_KEYS = {
     "after_write": (bool,),
     "drop_connection": (bool,),
     "delay_ms": (int, float),
+    "trickle_ms": (int, float),
     "times": (int,),
 }
 
@@ -80,6 +83,7 @@ class Fault(TypedDict):
     after_write: bool
     drop_connection: bool
     delay_ms: float
+    trickle_ms: float
     times: int
 
 
@@ -140,6 +144,7 @@ def normalize_fault(entry: object) -> Fault:
             "after_write": False,
             "drop_connection": False,
             "delay_ms": 0,
+            "trickle_ms": 0,
             "times": 1,
         }
         | entry,
@@ -193,6 +198,7 @@ class Faults:
         self.rng = reproducible_rng(settings.fault_seed)
         self.scripted: list[Fault] = []
         self._recent: collections.deque[float] = collections.deque()
+        self._calls = 0
 
     def reseed(self, seed: int) -> None:
         """Seed the random failures' RNG again."""
@@ -234,13 +240,14 @@ class Faults:
         return False
 
     def random_failure(self) -> tuple[int, str] | None:
-        """Draw whether a call fails under ``fail_rate``.
+        """Draw whether a call fails under ``fail_rate``, or is the Nth of ``fail_every``.
 
         Returns:
             The failure's status and body kind (``json``, ``html``, ``empty``), or ``None``.
         """
-        rate = self.settings.fail_rate
-        if not rate or self.rng.random() >= rate:
+        rate, every = self.settings.fail_rate, self.settings.fail_every
+        self._calls += 1
+        if not (every and self._calls % every == 0) and (not rate or self.rng.random() >= rate):
             return None
         if self.rng.random() < _FAIL_503:
             return 503, ("html" if self.rng.random() < _HTML_503 else "json")
@@ -278,6 +285,41 @@ async def _drop(send: Send, status: int) -> None:
     await send({"type": "http.response.body", "body": b'{"success": ', "more_body": True})
     msg = "scripted drop_connection"
     raise DroppedConnectionError(msg)
+
+
+async def _trickle(app: ASGIApp, scope: Scope, receive: Receive, send: Send, every: float) -> None:
+    """Serve the call, then send its answer's body one byte every ``every`` seconds."""
+    start: Message | None = None
+    body = bytearray()
+
+    async def keep(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+
+    await app(scope, receive, keep)
+    if start is None:
+        return
+    gone = asyncio.Event()
+
+    async def watch() -> None:  # the request is read: what comes next is the client going away
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await send(start)
+        for i in range(len(body)):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), every)
+            if gone.is_set():
+                return
+            await send({"type": "http.response.body", "body": bytes(body[i : i + 1]), "more_body": i < len(body) - 1})
+    finally:
+        watcher.cancel()
 
 
 def _is_api(path: str) -> bool:
@@ -350,6 +392,10 @@ class FaultMiddleware:
     async def _scripted(self, fault: Fault, scope: Scope, receive: Receive, send: Send, entry: dict[str, Any]) -> None:
         if fault["delay_ms"]:
             await asyncio.sleep(fault["delay_ms"] / 1000)
+        if fault["trickle_ms"]:
+            entry["fault"] = "trickle"
+            await _trickle(self.app, scope, receive, send, fault["trickle_ms"] / 1000)
+            return
         if fault["after_write"]:
 
             async def swallow(message: Message) -> None:

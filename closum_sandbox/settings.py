@@ -15,6 +15,10 @@ from typing import Any, TypedDict
 from closum_api.registry import Revision
 
 REVISION_CHOICES = ("2019", "2021", "both")
+#: How a list may lie about its pages (``pagination_lie``): ``none``; ``page_count`` (every page announces
+#: 1,000,000 pages and a next one; pages past the data are empty); ``repeat_last`` (every page says a next one
+#: follows; a page past the data serves the last page again).
+PAGINATION_LIES = ("none", "page_count", "repeat_last")
 
 #: Knobs ``PATCH /_admin/config`` may change, with their kind and lower bound: numbers
 #: (``float``/``int``) must reach the bound; on/off knobs (``bool``) take JSON booleans
@@ -22,6 +26,8 @@ REVISION_CHOICES = ("2019", "2021", "both")
 RUNTIME_KNOBS: dict[str, tuple[type, float]] = {
     "latency_ms": (float, 0),
     "fail_rate": (float, 0),
+    "fail_every": (int, 0),
+    "pagination_lie": (str, 0),
     "rate_limit": (float, 0),
     "max_page_size": (int, 1),
     "token_ttl": (float, 0),
@@ -44,6 +50,8 @@ class Settings:
         token_ttl: token lifetime in seconds.
         latency_ms: delay added to every ``/api`` call.
         fail_rate: fraction (0..1) of ``/api`` calls answered 500/503.
+        fail_every: every Nth ``/api`` call is answered 500/503 (0 = off).
+        pagination_lie: how lists lie about their pages (see :data:`PAGINATION_LIES`).
         rate_limit: ``/api`` calls allowed per second (0 = unlimited).
         max_page_size: largest ``limit`` honoured; larger ones are capped.
         fault_seed: seed of the RNG that draws the random failures.
@@ -67,6 +75,8 @@ class Settings:
     token_ttl: float = 3600
     latency_ms: float = 0
     fail_rate: float = 0.0
+    fail_every: int = 0
+    pagination_lie: str = "none"
     rate_limit: float = 0
     max_page_size: int = 1000
     fault_seed: int = 0
@@ -86,6 +96,10 @@ class Settings:
             msg = f"revision must be one of {', '.join(REVISION_CHOICES)}, not {self.revision!r}"
         elif not 0 <= self.fail_rate <= 1:
             msg = "fail_rate must be between 0 and 1"
+        elif self.pagination_lie not in PAGINATION_LIES:
+            msg = f"pagination_lie must be one of {', '.join(PAGINATION_LIES)}, not {self.pagination_lie!r}"
+        elif self.fail_every < 0:
+            msg = "fail_every must be >= 0"
         elif self.max_page_size < 1:
             msg = "max_page_size must be at least 1"
         elif self.seed < 0:
@@ -127,6 +141,8 @@ class Knobs(TypedDict, total=False):
     token_ttl: float
     latency_ms: float
     fail_rate: float
+    fail_every: int
+    pagination_lie: str
     rate_limit: float
     max_page_size: int
     fault_seed: int

@@ -1,11 +1,11 @@
 """The one base stream every Closum stream derives from.
 
-It reads a Closum list page by page through the Singer SDK's request loop
-(authenticator, metrics), fetches pages concurrently once the first page has
-told how many there are, and stops early where it can. Each page is one
-operation of the run's client (:meth:`closum_api.client.ClosumClient.retrying`):
-its retries and the token fetch it may need share one budget, and every try
-takes a slot of the run's pace:
+It reads a Closum list page by page through the run's one client
+(:meth:`closum_api.client.ClosumClient.get`, the request path the target writes
+through too: token, retries, pace, the limit in flight, the whole-request
+timeout), reads pages ahead once the first page has told how many there are
+(:func:`closum_api.listing.ordered_pages`), and stops early where it can. The
+SDK does the rest: records to messages, bookmarks, state.
 
 - append-only resources are read newest first (``sort=id&direction=desc``)
   and the read stops at the bookmark, so an hourly run costs what changed;
@@ -23,16 +23,10 @@ from functools import cached_property
 from singer_sdk import RESTStream
 from singer_sdk import singerlib as singer
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.streams.rest import PageContext
 
-from closum_api.errors import (
-    ClosumBadResponse,
-    ClosumFatalError,
-    ClosumNotFoundError,
-    check_response,
-    retry_after_seconds,
-)
-from closum_api.listing import Page, has_next_page, ordered_pages, page_count
+from closum_api import ahead
+from closum_api.errors import ClosumBadResponse, ClosumFatalError, ClosumNotFoundError
+from closum_api.listing import Page, ordered_pages
 from closum_api.registry import Replication, Resource
 from closum_api.schemas import record_schema
 from tap_closum.runtime import parse_timestamp
@@ -43,16 +37,12 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    import requests
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
 
-    from closum_api.auth import ClosumTokenAuth
     from tap_closum.runtime import Runtime
 
-_ENVELOPE = "_closum_envelope"
 _T = t.TypeVar("_T")
-_P = t.ParamSpec("_P")
 
 
 class _Cursor:
@@ -159,31 +149,6 @@ class ClosumStream(RESTStream[int]):
         return self.runtime.connection.api_url
 
     @property
-    @override
-    def authenticator(self) -> ClosumTokenAuth:
-        return self.runtime.auth
-
-    @property
-    @override
-    def requests_session(self) -> requests.Session:
-        return self.runtime.session
-
-    @property
-    @override
-    def timeout(self) -> int:
-        return int(self.runtime.connection.timeout)
-
-    @property
-    @override
-    def http_headers(self) -> dict[str, str]:
-        return {"Accept": "application/json"}
-
-    @cached_property
-    @override
-    def user_agent(self) -> str:
-        return self.runtime.user_agent
-
-    @property
     def descending(self) -> bool:
         """Append-only resources are read newest first."""
         return self.resource.replication is Replication.INCREMENTAL
@@ -198,43 +163,23 @@ class ClosumStream(RESTStream[int]):
         }
 
     # -- answers ---------------------------------------------------------------
-    def api_path(self, response: requests.Response) -> str:  # noqa: ARG002  # a subclass reading many paths needs it
-        """The API path an answer came from, for messages (``/lead``); the stream's path here.
+    def records_of(self, envelope: t.Mapping[str, t.Any], what: str) -> list[dict[str, t.Any]]:
+        """The records of a list answer.
 
         Args:
-            response: the answer.
+            envelope: the checked answer.
+            what: the request, for the message.
 
         Returns:
-            The path below the API base, never a full URL.
+            Its ``data``.
+
+        Raises:
+            ClosumBadResponse: ``data`` is not a list of objects.
         """
-        return self.path
-
-    @override
-    def validate_response(self, response: requests.Response) -> None:
-        self.runtime.client.pace.observe(response.status_code, retry_after_seconds(response))
-        envelope = check_response("GET", self.api_path(response), response)
-        setattr(response, _ENVELOPE, envelope)
-
-    def envelope(self, response: requests.Response) -> dict[str, t.Any]:
-        """The checked envelope of an answer (``validate_response`` keeps it on the response).
-
-        Args:
-            response: an answer of this stream's endpoint.
-
-        Returns:
-            The envelope: ``{"success": true, "data": ...}``.
-        """
-        envelope: dict[str, t.Any] = getattr(response, _ENVELOPE, None) or check_response(
-            "GET", self.api_path(response), response
-        )
-        return envelope
-
-    @override
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
-        data = self.envelope(response)["data"]
-        if not isinstance(data, list):
-            msg = f"GET {self.path} answered a list whose data is not a list: {str(data)[:200]}"
-            raise ClosumBadResponse(msg, response)
+        data = envelope["data"]
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            msg = f"{what} answered a list whose data is not a list of objects: {str(data)[:200]}"
+            raise ClosumBadResponse(msg)
         return data
 
     @override
@@ -291,52 +236,13 @@ class ClosumStream(RESTStream[int]):
         """The bookmark is an id, not a date: ``start_date`` filters records instead."""
         return value
 
-    # -- retries ---------------------------------------------------------------
-    @override
-    def request_decorator(self, func: t.Callable[_P, _T]) -> t.Callable[_P, _T]:
-        """Retries within one budget of the run's client, instead of the SDK's backoff."""
-        return self.runtime.client.retrying(func, f"GET {self.path}")
-
-    @override
-    def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
-        # Every request of the run (list pages, retrieves) takes one of max_parallel_requests slots,
-        # then a send slot of the run's pace.
-        pace = self.runtime.client.pace
-        with self.runtime.request_slots:
-            pace.acquire()
-            try:
-                return super()._request(prepared_request, context)
-            finally:
-                pace.release()
-
     # -- reading ---------------------------------------------------------------
     def _fetch(self, number: int, context: Context | None) -> Page:
-        """Page ``number``: one budget for its tries and the token they may need."""
-        return self.request_decorator(self._fetch_once)(number, context)
-
-    def prepared_request(self, context: Context | None, page: int | None) -> requests.PreparedRequest:
-        """The SDK's request for ``context`` (and list page ``page``), prepared to send.
-
-        Args:
-            context: the stream context.
-            page: the list page, or ``None`` for a request that is not a list page.
-
-        Returns:
-            The prepared request, auth and headers included.
-        """
-        request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=page))
-        return self.build_prepared_request(
-            method=request.method,
-            url=request.url,
-            params=request.encode_params(),
-            headers=request.headers,
-        )
-
-    def _fetch_once(self, number: int, context: Context | None) -> Page:
-        response = self._request(self.prepared_request(context, number), context)
-        records = list(self.parse_response(response))
-        envelope = self.envelope(response)
-        return Page(number, records, has_next_page(envelope), page_count(envelope))
+        """Page ``number``: one request of the run's client, its tries and the token they may need in one budget."""
+        params = self.get_url_params(context, number)
+        envelope = self.runtime.client.get(self.path, params)
+        self.records_of(envelope, f"GET {self.path}")
+        return Page.of(number, envelope)
 
     def _first_page(self, context: Context | None) -> Page | None:
         try:
@@ -374,12 +280,12 @@ class ClosumStream(RESTStream[int]):
         if first is None:
             return
         # Behind a bookmark, only the first few pages are new: read them one
-        # by one. Otherwise every page is wanted: read them concurrently.
-        window = 1 if bookmark is not None else settings.shared.max_parallel_requests
+        # by one. Otherwise every page is wanted: read them ahead.
+        threads = 1 if bookmark is not None else ahead.threads_for(settings.shared.max_parallel_requests)
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
-            pages = ordered_pages(first, lambda n: self._fetch(n, context), window=window)
+            pages = ordered_pages(first, lambda n: self._fetch(n, context), threads=threads, what=f"GET {self.path}")
             try:
                 for page in pages:
                     counter.increment()

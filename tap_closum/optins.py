@@ -8,11 +8,10 @@ per *new* lead, never a re-read of the history.
 
 - The parent (:class:`OptInParent`) hands its ids over in batches of
   :data:`BATCH` (one SDK child sync per batch, one SCHEMA message per run);
-  the child (:class:`OptInStream`) retrieves a batch concurrently, at most
-  ``max_parallel_requests`` requests in flight for the whole run, through the
-  stream's own request path (the SDK's retry decorator and ``_request``: the
-  run's session, token, pace and retry budget, as the list pages), and emits
-  the opt-ins in the parent's order.
+  the child (:class:`OptInStream`) reads a batch ahead
+  (:func:`closum_api.ahead.ordered`) through the run's one client, as the list
+  pages (at most ``max_parallel_requests`` requests in flight for the whole
+  run), and emits the opt-ins in the parent's order.
 - A 404 (the contact was deleted between list and retrieve) is a warning.
 - A retrieve without an opt-in emits nothing. When the first :data:`PROBE`
   retrieves of a run carry none at all, the account does not serve opt-ins
@@ -21,14 +20,11 @@ per *new* lead, never a re-read of the history.
 
 from __future__ import annotations
 
-import collections
 import json
 import sys
 import typing as t
-from concurrent.futures import Future, ThreadPoolExecutor
-from urllib.parse import urlsplit
 
-from closum_api import stop
+from closum_api import ahead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
@@ -39,7 +35,6 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    import requests
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
 
@@ -52,34 +47,6 @@ BATCH = 250
 PROBE = 50
 #: The child context key holding the batch of parent ids.
 PARENT_IDS = "parent_ids"
-
-_R = t.TypeVar("_R")
-_I = t.TypeVar("_I")
-
-
-def ordered_map(fn: t.Callable[[_I], _R], items: t.Sequence[_I], *, window: int) -> t.Generator[_R, None, None]:
-    """``fn`` over ``items`` on ``window`` threads, the results yielded in the items' order.
-
-    At most ``2 * window`` calls are queued, so memory stays bounded; a caller
-    that stops iterating cancels the calls not started yet.
-    """
-    if window <= 1 or len(items) <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    pool = ThreadPoolExecutor(max_workers=min(window, len(items)), thread_name_prefix="closum-retrieve")
-    pending: collections.deque[Future[_R]] = collections.deque()
-    try:
-        for item in items:
-            if len(pending) >= 2 * window:
-                yield pending.popleft().result()
-            pending.append(pool.submit(fn, item))
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:
-            future.cancel()
-        stop.shutdown(pool)
 
 
 def _as_object(value: object) -> dict[str, t.Any] | None:
@@ -137,27 +104,20 @@ class OptInStream(ClosumStream):
     def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, t.Any]:
         return {}
 
-    @override
-    def api_path(self, response: requests.Response) -> str:
-        base = urlsplit(self.url_base).path.rstrip("/")
-        path = urlsplit(response.request.url or "").path
-        return path[len(base) :] if path.startswith(base) else self.path
-
     def _retrieve(self, parent_id: int) -> tuple[int, dict[str, t.Any] | None, bool]:
         """One retrieve: the parent id, its opt-in (or ``None``), and whether the contact exists."""
-        context: Context = {self.opt_in.key: parent_id}
-        prepared = self.prepared_request(context, None)
+        path = self.resource.item_path(parent_id)
         try:
-            response = self.request_decorator(self._request)(prepared, context)
+            envelope = self.runtime.client.get(path)
         except ClosumNotFoundError as exc:
             self.logger.warning(
                 "%s: skipping %s %d, deleted since it was listed (%s)", self.name, self.resource.name, parent_id, exc
             )
             return parent_id, None, False
-        data = self.envelope(response)["data"]
+        data = envelope["data"]
         if not isinstance(data, dict):
-            msg = f"GET {self.api_path(response)} answered data that is not an object: {str(data)[:200]}"
-            raise ClosumBadResponse(msg, response)
+            msg = f"GET {path} answered data that is not an object: {str(data)[:200]}"
+            raise ClosumBadResponse(msg)
         return parent_id, _as_object(data.get(self.opt_in.name)), True
 
     # -- records ---------------------------------------------------------------
@@ -173,7 +133,7 @@ class OptInStream(ClosumStream):
     @override
     def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         ids, self._batch = self._batch, ()
-        window = self.runtime.settings.shared.max_parallel_requests
+        threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
@@ -183,7 +143,7 @@ class OptInStream(ClosumStream):
                 size = len(ids) - start if self._found else min(len(ids) - start, PROBE - self._without)
                 chunk = ids[start : start + size]
                 start += size
-                results = ordered_map(self._retrieve, chunk, window=window)
+                results = ahead.ordered(self._retrieve, chunk, threads=min(threads, len(chunk)))
                 try:
                     for parent_id, opt_in, exists in results:
                         counter.increment()

@@ -1,4 +1,4 @@
-"""What every stream of one run shares: its settings, one client (session, token, pace), the page size.
+"""What every stream of one run shares: its settings, one client (the request path), the page size.
 
 The tap builds one :class:`Runtime` and hands it to each stream it creates.
 Settings are parsed once, on first use (discovery needs no credentials), with
@@ -20,9 +20,6 @@ from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, page_siz
 if t.TYPE_CHECKING:
     import logging
 
-    import requests
-
-    from closum_api.auth import ClosumTokenAuth
     from closum_api.client import ClosumClient
     from closum_api.connection import Connection
     from closum_api.errors import ClosumFatalError
@@ -98,11 +95,6 @@ class Runtime:
         return TapSettings.from_config(self._config)
 
     @cached_property
-    def request_slots(self) -> threading.BoundedSemaphore:
-        """``max_parallel_requests`` slots: every request of the run holds one while it is sent."""
-        return threading.BoundedSemaphore(self.settings.shared.max_parallel_requests)
-
-    @cached_property
     def connection(self) -> Connection:
         """Where the account is and how patiently to talk to it."""
         return self.settings.shared.connection
@@ -120,21 +112,6 @@ class Runtime:
         """
         if "client" in self.__dict__:
             pace.report(self.client.pace.stats(), self._logger, metrics_logger)
-
-    @property
-    def session(self) -> requests.Session:
-        """The run's HTTP session (one connection pool for every stream)."""
-        return self.client.session
-
-    @property
-    def auth(self) -> ClosumTokenAuth:
-        """The run's token auth: one token, renewed before it expires."""
-        return self.client.auth
-
-    @property
-    def user_agent(self) -> str:
-        """The User-Agent of every request."""
-        return self.connection.user_agent or USER_AGENT
 
     @cached_property
     def page_size(self) -> int:

@@ -22,8 +22,6 @@ from closum_api.errors import ClosumFatalError
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Page, ordered_pages, page_size_refused
 
 if t.TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from closum_api.client import ClosumClient
     from closum_api.registry import Resource
 
@@ -257,17 +255,16 @@ class Indexes:
 def read_list(
     client: ClosumClient,
     resource: Resource,
-    executor: Executor | None,
     *,
-    window: int = 1,
+    threads: int = 1,
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> t.Iterator[dict[str, t.Any]]:
-    """Every record of ``resource``: page 1 tells the page count, the rest are read on ``executor``.
+    """Every record of ``resource``: page 1 tells the page count, the rest are read ahead on ``threads`` threads.
 
     The pages are walked by :func:`closum_api.listing.ordered_pages`: up to the
     count announced, then on while the last one says it has a next page and held
-    records (a server may serve fewer records than asked for); at most ``window``
-    are read ahead on ``executor`` (none without one). A refused page size (400)
+    records (a server may serve fewer records than asked for); a server that lies
+    about its pages ends the read with a warning. A refused page size (400)
     falls back once to the documented 25. Records come page by page, in page
     order, each id once; a page is dropped once its records are taken, so memory
     holds the pages in flight, not the list.
@@ -287,7 +284,7 @@ def read_list(
         return Page.of(number, client.list_page(resource, page=number, limit=page_size))
 
     seen: set[int] = set()
-    pages = ordered_pages(Page.of(1, first), fetch, window=window if executor is not None else 1, executor=executor)
+    pages = ordered_pages(Page.of(1, first), fetch, threads=threads, what=f"GET {resource.list_path}")
     with contextlib.closing(pages):
         for page in pages:
             for record in page.records:

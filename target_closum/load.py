@@ -18,7 +18,7 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
-from closum_api import pace, stop
+from closum_api import ahead, pace, stop
 from closum_api.errors import ClosumNotFoundError
 from target_closum.index import Indexes, read_list
 from target_closum.ledger import Ledger
@@ -86,8 +86,14 @@ class LoadContext:
 
     @cached_property
     def executor(self) -> ThreadPoolExecutor:
-        """The thread pool of writes shared by all streams (``max_parallel_requests`` workers)."""
-        return ThreadPoolExecutor(max_workers=self.shared.max_parallel_requests, thread_name_prefix="closum-write")
+        """The thread pool of writes shared by all streams.
+
+        It has more threads than places in flight (:func:`closum_api.ahead.threads_for`):
+        a write waiting out its backoff holds a thread, not a place, and the
+        client's pace keeps at most ``max_parallel_requests`` requests in flight.
+        """
+        threads = ahead.threads_for(self.shared.max_parallel_requests)
+        return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{stop.WORKER_PREFIX}write")
 
     @cached_property
     def indexes(self) -> Indexes:
@@ -95,11 +101,8 @@ class LoadContext:
         return Indexes(self._read_list)
 
     def _read_list(self, resource: Resource) -> t.Iterator[dict[str, t.Any]]:
-        """A resource's whole list: its pages on the shared pool, unless asked from one of the pool's own workers."""
-        in_pool = threading.current_thread().name.startswith("closum-write")
-        return read_list(
-            self.client, resource, None if in_pool else self.executor, window=self.shared.max_parallel_requests
-        )
+        """A resource's whole list, its pages read ahead (:func:`target_closum.index.read_list`)."""
+        return read_list(self.client, resource, threads=ahead.threads_for(self.shared.max_parallel_requests))
 
     def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
         """The index of ``resource`` by ``fields``; None when this account does not serve the resource (404)."""

@@ -18,6 +18,7 @@ from target_closum.payloads import identity, matches
 if t.TYPE_CHECKING:
     from closum_api.client import ClosumClient
     from closum_api.registry import Resource
+    from closum_api.retry import Budget
 
 PAGES = 5
 PAGE_SIZE = 100
@@ -28,18 +29,22 @@ def find_created(
     resource: Resource,
     payload: t.Mapping[str, t.Any],
     *,
+    budget: Budget | None = None,
     is_claimed: t.Callable[[int], bool] = lambda _id: False,
 ) -> int | None:
     """The id of the record ``payload`` created, or None when it is absent.
 
-    Raises whatever the client raises when the list cannot be read; the caller
-    then leaves the intent pending for the next run.
+    Its pages draw from ``budget``, the create's. Raises whatever the client
+    raises when the list cannot be read; the caller then leaves the intent
+    pending for the next run.
     """
     ident = identity(resource, payload)
     if not ident:
         return None
     for number in range(1, PAGES + 1):
-        page = Page.of(number, client.list_page(resource, page=number, limit=PAGE_SIZE, sort="id", direction="desc"))
+        page = Page.of(
+            number, client.list_page(resource, page=number, limit=PAGE_SIZE, direction="desc", budget=budget)
+        )
         for item in page.records:
             found = item.get("id")
             if isinstance(found, int) and matches(resource, ident, item) and not is_claimed(found):

@@ -13,7 +13,9 @@ is never pending); an answer lost on the way (500/502/504, timeout, dropped
 connection) is followed by a search of the server before any new POST, and a
 ``pending`` intent a killed run left behind is settled the same way before the
 stream's first write. A create, its retries, the token it needs and its
-searches draw from one retry budget. A 2xx that is not the envelope ends the
+searches draw from one retry budget: the POST gives up after ``max_retries + 1``
+tries in a row whose outcome was unknown, each search page after as many failed
+tries of its own. A 2xx that is not the envelope ends the
 run at once, the intent left pending for the next run to settle.
 
 Before a batch is written, the streams it refers to are written first (see
@@ -36,7 +38,7 @@ import threading
 import typing as t
 from dataclasses import dataclass
 
-from closum_api import registry, retry, stop
+from closum_api import registry, stop
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -45,7 +47,7 @@ from closum_api.errors import (
     ClosumOutcomeUnknown,
 )
 from closum_api.failure import describe
-from closum_api.retry import TRANSIENT, ClosumGaveUp
+from closum_api.retry import TRANSIENT, Budget, ClosumGaveUp
 from closum_api.stop import STOP, ClosumStopped
 from target_closum.index import default_match_on, fold_name
 from target_closum.lookups import (
@@ -457,24 +459,23 @@ class StreamWriter:
         The intent is marked pending just before the first POST goes out. A pending
         intent being settled (``recovering``) is searched for before the first POST.
         """
-        attempts = self.load.client.attempts()
+        budget = self.load.client.budget()
         op = _CreateOp(item, resource, recovering=recovering)
         try:
-            with retry.using(attempts):
-                while True:
-                    outcome = self._create_round(op, attempts)
-                    if outcome is not None:
-                        return outcome
+            while True:
+                outcome = self._create_round(op, budget)
+                if outcome is not None:
+                    return outcome
         except BaseException:
             if not op.maybe_written:
                 self.load.ledger.forget(self.stream_name, item.key)  # never sent, or refused: not written
             raise
 
-    def _create_round(self, op: _CreateOp, attempts: retry.Attempts) -> Outcome | None:
+    def _create_round(self, op: _CreateOp, budget: Budget) -> Outcome | None:
         """One search (when due) and one POST; the outcome once the create is settled."""
         item, resource, ledger = op.item, op.resource, self.load.ledger
         if op.search_first:
-            found = self._look_for(op)
+            found = self._look_for(op, budget)
             if found is not None:
                 return found
             op.maybe_written = False
@@ -487,7 +488,7 @@ class StreamWriter:
                 op.marked = True
 
         try:
-            new_id = self.load.client.create(resource, item.payload, attempts=attempts, on_sending=mark_pending)
+            new_id = self.load.client.create(resource, item.payload, budget=budget, on_sending=mark_pending)
         except ClosumOutcomeUnknown as exc:
             op.maybe_written = True
             if exc.final:
@@ -498,7 +499,7 @@ class StreamWriter:
                 raise ClosumWriteError(msg) from None
             self.logger.warning("POST /%s: outcome unknown (%s); checking the server", resource.path, exc)
             op.search_first = True
-            return self._wait_after_unknown(attempts, exc, op)
+            return self._wait_after_unknown(budget, exc, op)
         except ClosumFatalError as exc:
             outcome = self._refused(item, exc)  # an auth failure raises: the caller forgets the intent
             ledger.forget(self.stream_name, item.key)  # refused: not written
@@ -507,8 +508,8 @@ class StreamWriter:
         self._count_created(recovering=op.recovering, reconciled=False)
         return Outcome(new_id, "created")
 
-    def _wait_after_unknown(self, attempts: retry.Attempts, exc: ClosumOutcomeUnknown, op: _CreateOp) -> Outcome | None:
-        """Wait before the search that follows a lost answer; when the budget is spent, one last look.
+    def _wait_after_unknown(self, budget: Budget, exc: ClosumOutcomeUnknown, op: _CreateOp) -> Outcome | None:
+        """Wait before the search that follows a lost answer; when the POST's tries are spent, one last look.
 
         Returns:
             The outcome when the last look found the record; None after the wait.
@@ -517,9 +518,9 @@ class StreamWriter:
             _UnresolvedError: the budget is spent and the last look did not find the record.
         """
         try:
-            pause = attempts.next_wait(exc, f"POST /{op.resource.path}")
+            pause = budget.failed(exc, f"POST /{op.resource.path}")
         except ClosumGaveUp:
-            found = self._look_for(op)
+            found = self._look_for(op, budget)
             if found is not None:
                 return found
             msg = f"key {op.item.key} of stream {self.stream_name}"
@@ -527,8 +528,8 @@ class StreamWriter:
         STOP.sleep(pause)
         return None
 
-    def _look_for(self, op: _CreateOp) -> Outcome | None:
-        """Search the server for the record of a lost answer (within the create's budget, the thread's current one).
+    def _look_for(self, op: _CreateOp, budget: Budget) -> Outcome | None:
+        """Search the server for the record of a lost answer, within the create's budget.
 
         Returns:
             The create's outcome, settled in the ledger and counted, when the record is found; None when not.
@@ -542,6 +543,7 @@ class StreamWriter:
                 self.load.client,
                 resource,
                 item.payload,
+                budget=budget,
                 is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
             )
         except (ClosumAuthError, ClosumBadResponse, ClosumStopped):

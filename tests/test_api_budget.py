@@ -106,13 +106,35 @@ def test_after_a_drop_the_rate_is_probed_upward_gently():
     assert rates == pytest.approx([9.1, 9.2, 9.3, 9.4])
 
 
-def test_a_single_503_is_an_accident_two_in_a_second_are_a_burst():
+def test_5xx_are_not_a_limit_but_a_503_retry_after_pauses_everyone():
     pace, clock = paced()
     answers(pace, clock, 10)
-    send(pace, clock, 503)
+    for status in (503, 503, 500, 503, 502, 500):  # a burst of stumbles within one second
+        send(pace, clock, status)
     assert pace.rate is None
-    send(pace, clock, 503)
-    assert pace.rate is not None
+    assert pace.stats().mode == "unpaced"
+    send(pace, clock, 503, retry_after=3)
+    asked = clock.now
+    assert send(pace, clock) == pytest.approx(asked + 3)
+    assert pace.rate is None
+
+
+def test_at_most_max_in_flight_requests_are_sent_at_once():
+    pace = Pace(1000, max_in_flight=3)  # fixed: no slow start, the limit in flight alone
+    for _ in range(3):
+        pace.acquire()
+    sent = threading.Event()
+
+    def fourth() -> None:
+        pace.acquire()
+        sent.set()
+
+    worker = threading.Thread(target=fourth)
+    worker.start()
+    assert not sent.wait(0.2)  # a fourth waits while three are in flight...
+    pace.release()
+    assert sent.wait(5)  # ...and goes as soon as one is answered
+    worker.join()
 
 
 def test_a_429_in_fixed_mode_still_lowers_the_rate():

@@ -67,6 +67,12 @@ def test_odd_200_bodies_are_clear_errors(body, content_type, error, fragment):
         (502, ClosumRetriableError),
         (503, ClosumRetriableError),
         (504, ClosumRetriableError),
+        (408, ClosumRetriableError),
+        (505, ClosumRetriableError),
+        (507, ClosumRetriableError),
+        (520, ClosumRetriableError),
+        (522, ClosumRetriableError),
+        (524, ClosumRetriableError),
     ],
 )
 def test_statuses_are_classified(status, error):
@@ -84,27 +90,42 @@ def test_long_html_bodies_shrink_to_one_line():
 
 
 def test_waits_grow_and_honour_retry_after():
-    attempts = RetryPolicy("http://127.0.0.1:1/api", max_tries=6, backoff_base=0.5, cap=30).attempts()
+    budget = RetryPolicy("http://127.0.0.1:1/api", max_tries=6, backoff_base=0.5, cap=30).budget()
     plain = ClosumRetriableError("x", response(500, b""))
     asked = ClosumRetriableError("x", response(429, b"", **{"Retry-After": "7"}))
-    waits = [attempts.next_wait(e) for e in (plain, plain, asked, plain)]
-    # exponential from the base, never shorter than Retry-After, plus up to a quarter at random
-    for wait, floor in zip(waits, [0.5, 1.0, 7.0, 4.0], strict=True):
-        assert floor <= wait <= floor * 1.25
+    waits = [budget.failed(e, "GET /lead") for e in (plain, plain, asked, plain)]
+    # exponential from the base with equal jitter (half of each step at random); a 429's Retry-After exactly
+    for wait, (low, high) in zip(waits, [(0.25, 0.5), (0.5, 1.0), (7.0, 7.0), (2.0, 4.0)], strict=True):
+        assert low <= wait <= high
+
+
+def test_each_request_counts_its_own_tries_in_a_row_and_an_answer_starts_it_over():
+    budget = RetryPolicy("http://127.0.0.1:1/api", max_tries=3, backoff_base=0).budget()
+    failure = ClosumRetriableError("x", response(500, b""))
+    for _ in range(10):  # page 1 and page 2 each fail twice, then are answered: never three in a row
+        for what in ("GET /lead?page=1", "GET /lead?page=2"):
+            budget.failed(failure, what)
+            budget.failed(failure, what)
+            budget.succeeded(what)
+    assert budget.failures == 40
+    budget.failed(failure, "POST /lead")
+    budget.failed(failure, "POST /lead")
+    with pytest.raises(ClosumGaveUp, match=r"\(gave up after 3 tries\)$"):
+        budget.failed(failure, "POST /lead")
 
 
 def test_the_budget_ends_with_one_line_naming_the_url():
-    attempts = RetryPolicy("http://127.0.0.1:1/api", max_tries=3, backoff_base=0).attempts()
+    budget = RetryPolicy("http://127.0.0.1:1/api", max_tries=3, backoff_base=0).budget()
     refused = requests.ConnectionError(
         urllib3.exceptions.MaxRetryError(
             None, "/api/token", urllib3.exceptions.NewConnectionError(None, "[Errno 111] Connection refused")
         )
     )
-    attempts.next_wait(refused)
-    attempts.next_wait(refused)
+    budget.failed(refused)
+    budget.failed(refused)
     with pytest.raises(ClosumGaveUp) as gave_up:
-        attempts.next_wait(refused)
+        budget.failed(refused)
     assert str(gave_up.value) == "cannot reach http://127.0.0.1:1/api after 3 tries: connection refused"
-    answered = RetryPolicy("http://127.0.0.1:1/api", max_tries=1).attempts()
+    answered = RetryPolicy("http://127.0.0.1:1/api", max_tries=1).budget()
     with pytest.raises(ClosumGaveUp, match=r"^GET /lead answered 503 .* \(gave up after 1 try\)$"):
-        answered.next_wait(ClosumRetriableError("GET /lead answered 503 Service Unavailable: x", response(503, b"")))
+        answered.failed(ClosumRetriableError("GET /lead answered 503 Service Unavailable: x", response(503, b"")))

@@ -361,18 +361,18 @@ def test_tap_stops_mid_backoff_within_seconds_with_128_plus_signal(sandbox, tmp_
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_target_stops_mid_backoff_within_seconds_and_leaves_nothing_pending(sandbox, tmp_path, sig):
-    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 503, "retry_after": 30, "times": 20}])
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 429, "retry_after": 30, "times": 20}])
     config = target_config(sandbox, tmp_path, backoff_base_seconds=1)
     (tmp_path / "in.jsonl").write_text(singer("leads", [lead(i) for i in range(3)]))
     with (tmp_path / "in.jsonl").open() as fh:
         proc = start("target-closum", config, cwd=tmp_path, stdin=fh)
-        # The first 503's Retry-After pauses every worker (the run's pace): the creates not yet
+        # The first 429's Retry-After pauses every worker (the run's pace): the creates not yet
         # sent wait there, never pending; those sent are in their 30 s backoff.
         _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 1, "sent a create", proc)
         time.sleep(0.5)  # in the 30 s backoff now
         ended = _stop(proc, sig, "target-closum")
     assert ended.out == ""  # no STATE: nothing was written
-    # A 503 means the create was not made: no write is left pending for the next run.
+    # A 429 means the create was not made: no write is left pending for the next run.
     with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
         assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (0,)
 

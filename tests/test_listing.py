@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from closum_api import ahead
 from closum_api.listing import Page, has_next_page, ordered_pages, page_count
 
 
@@ -27,7 +28,7 @@ def pager(pages: dict[int, Page]):
 def test_pages_come_back_in_order_whatever_order_they_finish_in():
     pages = {n: Page(n, [{"id": n}], has_next=n < 20, page_count=20) for n in range(1, 21)}
     fetch, calls = pager(pages)
-    got = [p.number for p in ordered_pages(pages[1], fetch, window=5)]
+    got = [p.number for p in ordered_pages(pages[1], fetch, threads=5)]
     assert got == list(range(1, 21))
     assert sorted(calls) == list(range(2, 21))
 
@@ -39,8 +40,8 @@ def test_an_empty_page_that_says_more_follow_does_not_end_the_listing():
         3: Page(3, [{"id": 3}], has_next=False, page_count=3),
     }
     fetch, _ = pager(pages)
-    assert [p.number for p in ordered_pages(pages[1], fetch, window=4)] == [1, 2, 3]
-    assert [p.number for p in ordered_pages(pages[1], fetch, window=1)] == [1, 2, 3]
+    assert [p.number for p in ordered_pages(pages[1], fetch, threads=4)] == [1, 2, 3]
+    assert [p.number for p in ordered_pages(pages[1], fetch, threads=1)] == [1, 2, 3]
 
 
 def test_pages_announced_later_are_fetched_too():
@@ -52,15 +53,15 @@ def test_pages_announced_later_are_fetched_too():
         4: Page(4, [{"id": 4}], has_next=False, page_count=4),
     }
     fetch, calls = pager(pages)
-    assert [p.number for p in ordered_pages(pages[1], fetch, window=8)] == [1, 2, 3, 4]
+    assert [p.number for p in ordered_pages(pages[1], fetch, threads=8)] == [1, 2, 3, 4]
     assert sorted(calls) == [2, 3, 4]
 
 
-def test_the_window_bounds_pages_in_flight():
+def test_the_threads_bound_pages_in_flight():
     in_flight = 0
     peak = 0
     lock = threading.Lock()
-    pages = {n: Page(n, [], has_next=n < 30, page_count=30) for n in range(1, 31)}
+    pages = {n: Page(n, [{"id": n}], has_next=n < 30, page_count=30) for n in range(1, 31)}
 
     def fetch(number: int) -> Page:
         nonlocal in_flight, peak
@@ -72,17 +73,17 @@ def test_the_window_bounds_pages_in_flight():
             in_flight -= 1
         return pages[number]
 
-    assert len(list(ordered_pages(pages[1], fetch, window=4))) == 30
+    assert len(list(ordered_pages(pages[1], fetch, threads=4))) == 30
     assert 1 < peak <= 4
 
 
 def test_stopping_early_cancels_queued_pages():
     pages = {n: Page(n, [{"id": n}], has_next=True, page_count=100) for n in range(1, 101)}
     fetch, calls = pager(pages)
-    iterator = ordered_pages(pages[1], fetch, window=3)
+    iterator = ordered_pages(pages[1], fetch, threads=3)
     assert [next(iterator).number for _ in range(3)] == [1, 2, 3]
     iterator.close()
-    assert len(calls) <= 6
+    assert len(calls) <= 2 + 2 * 3  # those taken, and at most those running when it closed, of 100
 
 
 def test_every_page_up_to_the_count_is_read_even_after_one_that_says_none_follows():
@@ -94,33 +95,84 @@ def test_every_page_up_to_the_count_is_read_even_after_one_that_says_none_follow
     }
     for window in (1, 4):
         fetch, calls = pager(pages)
-        assert [p.number for p in ordered_pages(pages[1], fetch, window=window)] == [1, 2, 3]
+        assert [p.number for p in ordered_pages(pages[1], fetch, threads=window)] == [1, 2, 3]
         assert sorted(calls) == [2, 3]
 
 
-def test_past_the_count_an_empty_page_ends_the_listing_whatever_it_says():
+def test_past_the_count_an_empty_page_ends_the_listing_whatever_it_says(caplog):
     # A server that always says more follow must not be read forever.
     pages = {n: Page(n, [{"id": n}] if n < 4 else [], has_next=True, page_count=2) for n in range(1, 10)}
     for window in (1, 4):
         fetch, calls = pager(pages)
-        assert [p.number for p in ordered_pages(pages[1], fetch, window=window)] == [1, 2, 3, 4]
+        assert [p.number for p in ordered_pages(pages[1], fetch, threads=window, what="GET /x")] == [1, 2, 3]
         assert sorted(calls) == [2, 3, 4]
+    assert "GET /x: page 4 came back empty past the 2 pages announced" in caplog.text
 
 
-def test_pages_are_read_ahead_on_the_executor_given_and_it_stays_open():
-    pages = {n: Page(n, [{"id": n}], has_next=n < 12, page_count=12) for n in range(1, 13)}
-    threads: set[str] = set()
+def lying(served: int, per_page: int, lie: str, *, total: int | None = None):
+    """Pages of a server with ``served`` records that lies: ``page_count`` or ``repeat_last``."""
 
-    def fetch(number: int) -> Page:
-        threads.add(threading.current_thread().name)
-        return pages[number]
+    def page(number: int) -> Page:
+        last = -(-served // per_page)
+        shown = min(number, last) if lie == "repeat_last" else number
+        ids = range((shown - 1) * per_page + 1, min(served, shown * per_page) + 1)
+        count = 1_000_000 if lie == "page_count" else last
+        return Page(number, [{"id": i} for i in ids], has_next=True, page_count=count, total=total)
 
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="callers-pool") as pool:
-        got = [p.number for p in ordered_pages(pages[1], fetch, window=3, executor=pool)]
-        assert pool.submit(lambda: 7).result() == 7
-    assert got == list(range(1, 13))
-    assert threads
-    assert all(name.startswith("callers-pool") for name in threads)
+    return page
+
+
+@pytest.mark.parametrize("threads", [1, 8])
+def test_an_endless_page_count_ends_once_the_records_announced_are_read(threads, caplog):
+    fetch = lying(95, 10, "page_count", total=95)
+    calls: list[int] = []
+
+    def counted(number: int) -> Page:
+        calls.append(number)
+        return fetch(number)
+
+    ids = [r["id"] for p in ordered_pages(fetch(1), counted, threads=threads, what="GET /lead") for r in p.records]
+    assert ids == list(range(1, 96))
+    assert "GET /lead: page 11 came back empty once the 95 records announced were read" in caplog.text
+    assert len(calls) < 11 + 300  # bounded by the read-ahead buffer, not by the million pages announced
+
+
+def test_an_endless_page_count_without_a_record_count_ends_after_three_empty_pages(caplog):
+    fetch = lying(30, 10, "page_count")
+    ids = [r["id"] for p in ordered_pages(fetch(1), fetch, threads=4, what="GET /lead") for r in p.records]
+    assert ids == list(range(1, 31))
+    assert "page 6 came back empty 3 times in a row" in caplog.text
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_last_page_served_forever_is_read_once(threads, caplog):
+    fetch = lying(25, 10, "repeat_last")
+    pages = list(ordered_pages(fetch(1), fetch, threads=threads, what="GET /lead"))
+    assert [r["id"] for p in pages for r in p.records] == list(range(1, 26))
+    assert "GET /lead: page 4 repeated page 3 past the 3 pages announced" in caplog.text
+
+
+def test_read_ahead_is_bounded_by_its_buffer_not_by_threads():
+    started: list[int] = []
+    release = threading.Event()
+
+    def slow_head(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            release.wait(5)  # the head waits (a backoff): the others go on meanwhile
+        return n
+
+    results = ahead.ordered(slow_head, itertools.count(), threads=4, buffer=20)
+    waiter = threading.Thread(target=lambda: next(results))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while len(started) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # would more start? (none may: 20 are submitted, the buffer is full)
+    assert len(started) == 20
+    release.set()
+    waiter.join()
+    results.close()
 
 
 @pytest.mark.parametrize(

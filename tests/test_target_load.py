@@ -341,8 +341,8 @@ def test_secrets_never_reach_the_logs(sandbox_factory, tmp_path, caplog, capsys)
     tokens: set[str] = set()
     real_token, real_create = auth.token, target.client.create
 
-    def token() -> str:
-        value = real_token()
+    def token(budget=None) -> str:
+        value = real_token(budget)
         tokens.add(value)
         return value
 

@@ -528,7 +528,7 @@ def api_client(sandbox):
 
 
 def test_writes_no_index_reads_are_not_kept(api_client):
-    indexes = Indexes(lambda resource: read_list(api_client, resource, None))
+    indexes = Indexes(lambda resource: read_list(api_client, resource))
     for n in range(500):
         indexes.note("lead", {"email": {"email": f"kept{n}@example.com"}}, 100_000 + n)
     assert indexes._pending == {}
@@ -547,7 +547,7 @@ def _list_gets(sandbox, path):
 def test_the_index_read_falls_back_once_to_the_documented_page_size(sandbox, api_client):
     sandbox.add_records("lead", 40)  # more than one page of 25
     sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 400, "body": "json"}])
-    got = [r["id"] for r in read_list(api_client, get("lead"), None)]
+    got = [r["id"] for r in read_list(api_client, get("lead"))]
     assert sorted(got) == sorted(r["id"] for r in sandbox.records("lead"))
     gets = _list_gets(sandbox, "/api/lead")
     assert gets[0] == ("100", 400)
@@ -559,7 +559,7 @@ def test_the_index_read_falls_back_once_to_the_documented_page_size(sandbox, api
 def test_the_index_read_asks_again_only_after_a_400_to_another_size(sandbox, api_client, status, page_size):
     sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": status, "body": "json", "times": 2}])
     with pytest.raises(ClosumFatalError) as info:
-        list(read_list(api_client, get("lead"), None, page_size=page_size))
+        list(read_list(api_client, get("lead"), page_size=page_size))
     assert info.value.status == status
     assert _list_gets(sandbox, "/api/lead") == [(str(page_size), status)]
 
@@ -569,7 +569,7 @@ def test_a_write_noted_while_the_index_is_read_is_in_the_index(sandbox, api_clie
     noted: list[int] = []
 
     def read_then_write(resource):
-        yield from read_list(api_client, resource, None)
+        yield from read_list(api_client, resource)
         # the list is read, the index not yet published: a write now is in neither
         noted.append(_api_post(sandbox, "/lead", {"name": "Late", "email": {"email": "late@example.com"}}))
         indexes.note("lead", {"email": {"email": "Late@Example.com "}}, noted[0])
