@@ -10,7 +10,8 @@ A token fetch takes its tries from the budget of the request that needs the
 token (:data:`closum_api.retry.current`), never a budget of its own on top, and
 its ``POST /token`` goes through the run's pace like every other request. An
 answer that can never succeed (credentials refused, a 200 that is not the
-envelope) is kept: every later request fails with the same line at once.
+envelope, no token endpoint at all: a 404 or 405, ``api_url`` is wrong) is
+kept: every later request fails with the same line at once.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import requests
 from closum_api import retry
 from closum_api.connection import new_session
 from closum_api.errors import (
+    ENDPOINT_MISSING,
     ClosumAuthError,
     ClosumBadResponse,
+    ClosumEndpointError,
     ClosumError,
     check_response,
     retry_after_seconds,
@@ -154,7 +157,7 @@ class ClosumTokenAuth(requests.auth.AuthBase):
         attempts = retry.current.get() or self.policy.attempts()
         try:
             envelope = retry.call(self._post_token, attempts, f"POST {AUTH_PATH}", _log_retry)
-        except (ClosumAuthError, ClosumBadResponse) as exc:
+        except (ClosumAuthError, ClosumBadResponse, ClosumEndpointError) as exc:
             self._fatal = exc  # it will never work: every request gets this line at once
             raise
         data = envelope.get("data")
@@ -191,6 +194,8 @@ class ClosumTokenAuth(requests.auth.AuthBase):
                 f"(POST /token answered {response.status_code}); check api_username and api_pw"
             )
             raise ClosumAuthError(msg, response)
+        if response.status_code in ENDPOINT_MISSING:
+            raise ClosumEndpointError.for_token(conn.api_url + AUTH_PATH, conn.api_url, response)
         return check_response("POST", AUTH_PATH, response)
 
     def _renew_on_401(self, response: requests.Response, **kwargs: t.Any) -> requests.Response:

@@ -109,6 +109,7 @@ class TapClosum(OneLineCommand, Tap):
     # stdout, and the SDK offers no hook around the run but this method.
     @override  # type: ignore[misc]  # sync_all is final in the SDK: no other place to flush after a failure
     def sync_all(self) -> None:
+        self._warn_if_nothing_selected()
         try:
             try:
                 super().sync_all()
@@ -120,6 +121,17 @@ class TapClosum(OneLineCommand, Tap):
             # (a bookmark moves only when its stream completed).
             self.state_writer.write_state(self.state)
             raise
+        self.runtime.check_served()
+
+    def _warn_if_nothing_selected(self) -> None:
+        """One warning when the catalog selects no stream (a typo in ``select``, say): the run reads nothing."""
+        if any(stream.selected or stream.has_selected_descendents for stream in self.streams.values()):
+            return
+        self.logger.warning(
+            "The catalog selects no stream, so nothing is read. tap-closum offers: %s "
+            "(check the names in meltano.yml's select, or the catalog's metadata)",
+            ", ".join(sorted(self.streams)),
+        )
 
     @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:

@@ -40,6 +40,7 @@ from closum_api import registry, retry, stop
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
+    ClosumEndpointError,
     ClosumError,
     ClosumFatalError,
     ClosumOutcomeUnknown,
@@ -81,7 +82,15 @@ class ClosumWriteError(ClosumError):
 
 
 # Failures that end the run as they are: their one line already says what to fix.
-_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped, ClosumLookupError, ClosumWriteError)
+_AS_THEY_ARE = (
+    ClosumAuthError,
+    ClosumBadResponse,
+    ClosumEndpointError,
+    ClosumGaveUp,
+    ClosumStopped,
+    ClosumLookupError,
+    ClosumWriteError,
+)
 
 
 def _ends_as_it_is(exc: BaseException) -> bool:
@@ -437,12 +446,13 @@ class StreamWriter:
         return Outcome(target_id, "updated")
 
     def _refused(self, item: Item, exc: ClosumFatalError) -> Outcome:
-        """Closum refused the write: an auth failure ends the run, any other rejects the record.
+        """Closum refused the write: an auth failure or a missing endpoint ends the run, any other rejects the record.
 
         Raises:
             ClosumAuthError: the credentials or the token were refused.
+            ClosumEndpointError: there is no endpoint to write to (api_url, or the API revision).
         """
-        if isinstance(exc, ClosumAuthError):
+        if isinstance(exc, (ClosumAuthError, ClosumEndpointError)):
             raise exc
         return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from tap_run import catalog_selecting
-from test_target_support import lead, singer, target_config
+from test_target_support import lead, rejects, singer, target_config
 
 from closum_sandbox.testing import free_port
 
@@ -149,6 +149,88 @@ def test_tap_failure_is_one_line(sandbox, tmp_path, case):
     args, needles = TAP_CASES[case]
     ended = run("tap-closum", *args(tmp_path, sandbox), cwd=tmp_path)
     assert_fails_with_one_line(ended, "tap-closum", needles)
+
+
+# -- configuration failures fail: a wrong api_url, streams this account does not serve ----------
+@pytest.mark.parametrize("suffix", ["", "/api/v1", "/"], ids=["no /api", "/api/v1", "trailing slash"])
+def test_a_wrong_api_url_fails_naming_the_url_tried_and_the_one_to_try(sandbox, tmp_path, suffix):
+    api_url = sandbox.url + suffix
+    tap = run("tap-closum", "--config", write_json(tmp_path / "t.json", sandbox.config(api_url=api_url)), cwd=tmp_path)
+    config = target_config(sandbox, tmp_path, api_url=api_url)
+    target = run(
+        "target-closum",
+        "--config",
+        write_json(tmp_path / "c.json", config),
+        cwd=tmp_path,
+        stdin=singer("leads", [lead(1)]),
+    )
+    tried = api_url.rstrip("/") + "/token"
+    for ended, program in ((tap, "tap-closum"), (target, "target-closum")):
+        assert_fails_with_one_line(
+            ended,
+            program,
+            (f"POST {tried} answered 404 Not Found", f"api_url must end with /api (try {sandbox.api_url})"),
+        )
+    assert not any(json.loads(x)["type"] == "RECORD" for x in tap.out.splitlines())
+    assert not (tmp_path / "rejects.jsonl").exists()  # no record is blamed for the settings
+
+
+def test_a_tap_run_whose_every_selected_stream_answers_404_fails(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(revision="2019")  # audience lists are of the 2021 revision
+    config = sandbox.config()
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"audience_lists", "lead_audience_lists"}))
+    ended = run("tap-closum", "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog, cwd=tmp_path)
+    assert_fails_with_one_line(
+        ended,
+        "tap-closum",
+        ("every selected stream answered 404 (audience_lists, lead_audience_lists;", "/api/audience-list", "api_url"),
+    )
+    # One stream this account serves among them: the others are skipped with a warning, the run succeeds.
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"audience_lists", "cities"}))
+    ended = run("tap-closum", "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog, cwd=tmp_path)
+    assert ended.code == 0, ended.err[-3000:]
+    assert "Skipping stream audience_lists: GET /audience-list answered 404" in ended.err
+    assert any(json.loads(x).get("stream") == "cities" for x in ended.out.splitlines())
+
+
+def test_a_catalog_selecting_nothing_says_so_and_names_the_streams(sandbox, tmp_path):
+    config = sandbox.config()
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"lead"}))  # a typo: the stream is leads
+    ended = run("tap-closum", "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog, cwd=tmp_path)
+    assert ended.code == 0, ended.err[-3000:]
+    warnings = [line for line in ended.err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert "The catalog selects no stream, so nothing is read" in warnings[0]
+    assert "audience_lists, cities, contact_lifecycle_stages, contact_types, emails" in warnings[0]
+    assert sandbox.requests_log("/api") == []
+
+
+def test_a_target_writing_to_a_resource_the_account_lacks_fails(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(revision="2019")
+    config = target_config(sandbox, tmp_path)
+    text = singer("audience_lists", [{"id": 1, "name": "Feira"}, {"id": 2, "name": "Natal"}])
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert_fails_with_one_line(
+        ended,
+        "target-closum",
+        (f"POST {sandbox.api_url}/audience-list answered 404 Not Found", "other Closum API revision", "resource_map"),
+    )
+    assert not (tmp_path / "rejects.jsonl").exists()
+    assert ended.out == ""  # no STATE
+
+
+def test_a_405_on_a_collection_fails_but_a_404_naming_a_record_is_a_reject(sandbox, tmp_path):
+    config = target_config(sandbox, tmp_path)
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 404, "times": 1}])
+    text = singer("leads", [lead(i) for i in range(1, 5)])
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert ended.code == 0, ended.err[-3000:]  # the list answers: that 404 was about the record
+    assert [r["status"] for r in rejects(tmp_path / "rejects.jsonl")] == [404]
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 405, "times": 1}])
+    config = target_config(sandbox, tmp_path, ledger_path=str(tmp_path / "other.sqlite"))
+    text = singer("leads", [lead(i) for i in range(10, 12)])
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert_fails_with_one_line(ended, "target-closum", (f"POST {sandbox.api_url}/lead answered 405",))
 
 
 def test_tap_api_going_away_mid_sync_is_one_line(sandbox_factory, tmp_path):
