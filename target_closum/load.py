@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from closum_api import pace, stop
-from closum_api.errors import ClosumNotFoundError
+from closum_api.errors import ClosumError, ClosumNotFoundError
 from target_closum.index import Indexes, read_list
 from target_closum.ledger import Ledger
 from target_closum.rejects import RejectsFile
@@ -34,6 +34,10 @@ if t.TYPE_CHECKING:
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
     from target_closum.settings import TargetSettings
+
+
+class RejectedShareError(ClosumError):
+    """More of the run's records were rejected than ``max_rejected_share`` allows."""
 
 
 class LoadContext:
@@ -177,6 +181,41 @@ class LoadContext:
     def tallies(self) -> dict[str, Tally]:
         """The tallies by stream name, in the order the streams started."""
         return dict(self._tallies)
+
+    def rejected_share(self) -> tuple[int, int]:
+        """How many records the run rejected, of how many it handled (written, skipped, matched or rejected)."""
+        rejected = handled = 0
+        for tally in self.tallies.values():
+            rejected += tally.rejected
+            handled += tally.handled
+        return rejected, handled
+
+    def over_rejected_share(self) -> bool:
+        """Whether more records were rejected than ``max_rejected_share`` allows."""
+        rejected, handled = self.rejected_share()
+        return handled > 0 and rejected / handled > self.settings.max_rejected_share
+
+    def check_rejected_share(self, *, state_held_back: bool = False) -> None:
+        """At the end of a run: fail when more records were rejected than ``max_rejected_share`` allows.
+
+        Args:
+            state_held_back: a STATE was held back because of it (the line says so).
+
+        Raises:
+            RejectedShareError: the share is over the setting.
+        """
+        if not self.over_rejected_share():
+            return
+        rejected, handled = self.rejected_share()
+        verb = "would be rejected" if self.dry_run else "were rejected"
+        msg = (
+            f"{rejected} of {handled} records ({rejected / handled:.0%}) {verb}, more than max_rejected_share "
+            f"{self.settings.max_rejected_share:g} allows: usually a mapping error upstream (the reasons are logged "
+            f"above{'' if self.dry_run else ' and the records are in ' + self.settings.rejects_path})"
+        )
+        if state_held_back:
+            msg += "; the last STATE was held back, so a rerun after the fix sends them again"
+        raise RejectedShareError(msg)
 
     # -- run state ----------------------------------------------------------------
     def first_recovery(self, stream: str) -> bool:

@@ -28,6 +28,7 @@ from target_closum.settings import (
     DEFAULT_DRY_RUN,
     DEFAULT_LEDGER_PATH,
     DEFAULT_LOAD_METHOD,
+    DEFAULT_MAX_REJECTED_SHARE,
     DEFAULT_REJECTS_PATH,
     TargetSettings,
 )
@@ -142,6 +143,15 @@ class TargetClosum(OneLineCommand, Target):
             "time. Appended to; relative paths are from the working directory.",
         ),
         th.Property(
+            "max_rejected_share",
+            th.NumberType(minimum=0, maximum=1),
+            default=DEFAULT_MAX_REJECTED_SHARE,
+            title="Max rejected share",
+            description="The run fails (exit status 1, one line) when more than this share of its records is "
+            "rejected, after writing the others and setting the rejected aside; its last STATE is then held back, "
+            "so a rerun after the fix sends them again. 0: any reject fails the run; 1: never.",
+        ),
+        th.Property(
             "ledger_path",
             th.StringType(min_length=1),
             default=DEFAULT_LEDGER_PATH,
@@ -187,6 +197,7 @@ class TargetClosum(OneLineCommand, Target):
         #: the last STATE read at a moment every record read so far was written
         self._safe_state: dict | None = None
         self._emitted_state: dict | None = None
+        self._state_held_back = False
         super().__init__(*args, **kwargs)
         self.settings = TargetSettings.from_config(self.config)
         if not self.settings.dry_run:
@@ -307,6 +318,12 @@ class TargetClosum(OneLineCommand, Target):
 
     @override
     def _write_state_message(self, state: dict) -> None:
+        """Emit a STATE, unless the run is past ``max_rejected_share``: its rejects are then not done with."""
+        if self.load.over_rejected_share():
+            if not self._state_held_back:
+                self.logger.warning("STATE held back: more records rejected than max_rejected_share allows")
+                self._state_held_back = True
+            return
         super()._write_state_message(state)
         self._emitted_state = state
 
@@ -341,6 +358,7 @@ class TargetClosum(OneLineCommand, Target):
         """
         try:
             super().listen(file_input)
+            self.load.check_rejected_share(state_held_back=self._state_held_back)
         except ClosumStopped:
             self._emit_safe_state()
             raise
@@ -374,6 +392,8 @@ class TargetClosum(OneLineCommand, Target):
         self._finished = True
         for tally in self.load.tallies.values():
             self.logger.info(tally.line(self.settings.rejects_path))
+            for line in tally.reason_lines():
+                self.logger.warning(line)
             self.metrics_logger.info(
                 "METRIC: %s",
                 json.dumps(
@@ -385,6 +405,13 @@ class TargetClosum(OneLineCommand, Target):
                     },
                     separators=(",", ":"),
                 ),
+            )
+        repeated = self.load.rejects.repeated if "rejects" in self.load.__dict__ else 0
+        if repeated:
+            self.logger.info(
+                "%d of the rejects were in %s already (a replay of the same input): not appended again",
+                repeated,
+                self.settings.rejects_path,
             )
         self.load.report_budget(self.logger, self.metrics_logger)
         self.load.close()

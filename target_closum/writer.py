@@ -65,6 +65,7 @@ from target_closum.mapping import StreamMapping
 from target_closum.payloads import canonical_json, payload_hash, pk_key
 from target_closum.plan import Create, Item, Match, Skip, Update, decide
 from target_closum.reconcile import find_created
+from target_closum.rejects import RejectsFileError
 from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
@@ -90,6 +91,7 @@ _AS_THEY_ARE = (
     ClosumStopped,
     ClosumLookupError,
     ClosumWriteError,
+    RejectsFileError,
 )
 
 
@@ -191,8 +193,8 @@ class StreamWriter:
     def reject(
         self, record: t.Mapping[str, t.Any], payload: t.Mapping[str, t.Any] | None, status: int | None, message: str
     ) -> Outcome:
-        """Count a record as rejected and, unless in a dry run, append it to the rejects file."""
-        self.tally.add("rejected")
+        """Count a record as rejected (and why) and, unless in a dry run, append it to the rejects file."""
+        self.tally.reject(message)
         if self.dry_run:
             self.logger.warning("Would reject a record of stream %s: %s", self.stream_name, message)
         elif self.writes_rejects:

@@ -47,7 +47,14 @@ class Ended(t.NamedTuple):
         return lines[0].split(f"{program} failed: ", 1)[1]
 
 
-def run(program: str, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None) -> Ended:
+def run(
+    program: str,
+    *args: str,
+    cwd: Path,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    preexec: t.Callable[[], None] | None = None,
+) -> Ended:
     start = time.monotonic()
     proc = subprocess.run(  # argv is ours, no shell
         [str(BIN / program), *args],
@@ -58,6 +65,7 @@ def run(program: str, *args: str, cwd: Path, stdin: str = "", env: dict[str, str
         cwd=cwd,
         env=os.environ | (env or {}),
         check=False,
+        preexec_fn=preexec,  # a resource limit of the child, set before it runs
     )
     return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 

@@ -316,7 +316,7 @@ def test_names_that_resolve_to_nothing_are_rejected_with_candidates(sandbox, tmp
     text = singer("leads", records) + singer(
         "lead_audience_lists", [{"id": 9, "lead_email": "nobody@nowhere.pt", "audience_list": "VIP"}]
     )
-    run = run_target(target_config(sandbox, tmp_path), text)
+    run = run_target(target_config(sandbox, tmp_path, max_rejected_share=1), text)
     assert len(_new(sandbox, "lead", before)) == 1
     by_id = {line["record"]["id"]: line for line in rejects(tmp_path / "rejects.jsonl")}
     assert by_id[1]["message"].startswith("city 'Abrantez' not found; did you mean Abrantes")
@@ -362,7 +362,8 @@ def test_audience_lists_on_a_2019_account_end_the_run_with_one_line(sandbox_fact
 
 
 def test_a_lookup_field_that_does_not_apply_is_rejected_with_its_reason(sandbox, tmp_path):
-    run = run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1, contact_type="Empresa")]))
+    config = target_config(sandbox, tmp_path, max_rejected_share=1)  # its one record is rejected
+    run = run_target(config, singer("leads", [lead(1, contact_type="Empresa")]))
     [line] = rejects(tmp_path / "rejects.jsonl")
     assert "field contact_type: a lead has no contact type" in line["message"]
     assert run.tally("leads")["rejected"] == 1
