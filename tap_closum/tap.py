@@ -12,7 +12,8 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from closum_api import DISTRIBUTION
-from closum_api.config import connection_properties
+from closum_api.config import connection_properties, warn_unknown_settings
+from closum_api.config import setting_errors as shared_setting_errors
 from closum_api.failure import OneLineCommand, read_json_argument
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE
 from closum_api.stop import STOP, ClosumStopped, signal_name
@@ -90,7 +91,8 @@ class TapClosum(OneLineCommand, Tap):
             errors = super()._validate_config(raise_errors=raise_errors)
         except ConfigValidationError as exc:
             errors = list(exc.errors)
-        errors += setting_errors(self._config)
+        errors += shared_setting_errors(self._config) + setting_errors(self._config)
+        warn_unknown_settings(self)
         if errors and raise_errors:
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)

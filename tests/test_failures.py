@@ -140,6 +140,10 @@ TAP_CASES: dict[str, tuple[t.Callable[[Path, t.Any], list[str]], tuple[str, ...]
         lambda d, _sb: ["--config", write_json(d / "c.json", closed_config())],
         ("cannot reach http://127.0.0.1:", "connection refused"),
     ),
+    "api_url without scheme": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(api_url=sb.api_url.removeprefix("http://")))],
+        ("invalid settings: api_url: '127.0.0.1:", "/api' has no http:// or https:// in front", "such as https://"),
+    ),
     "credentials refused": (
         lambda d, sb: ["--config", write_json(d / "c.json", sb.config(api_pw="Wr0ng-pw"))],
         ("api_username", "api_pw"),
@@ -241,6 +245,25 @@ def test_a_405_on_a_collection_fails_but_a_404_naming_a_record_is_a_reject(sandb
     assert_fails_with_one_line(ended, "target-closum", (f"POST {sandbox.api_url}/lead answered 405",))
 
 
+def test_unknown_settings_get_one_warning_naming_them_with_the_close_names(sandbox, tmp_path):
+    typos = {"rejects_pth": "r.jsonl", "max_rejected_shares": 1, "colour": "blue"}
+    config = write_json(tmp_path / "c.json", target_config(sandbox, tmp_path, **typos))
+    target = run("target-closum", "--config", config, cwd=tmp_path, stdin=singer("leads", [lead(1)]))
+    assert target.code == 0, target.err[-3000:]
+    warned = [line.split(" | ")[-1] for line in target.err.splitlines() if "unknown settings" in line]
+    expected = (
+        "unknown settings, ignored: colour, max_rejected_shares (did you mean max_rejected_share?), "
+        "rejects_pth (did you mean rejects_path?)"
+    )
+    assert warned == [expected]
+    assert not (tmp_path / "r.jsonl").exists()
+    tap_config = write_json(tmp_path / "t.json", sandbox.config(page_sise=10, stream_maps={}))
+    tap = run("tap-closum", "--config", tap_config, "--discover", cwd=tmp_path)
+    assert tap.code == 0, tap.err[-3000:]
+    warned = [line.split(" | ")[-1] for line in tap.err.splitlines() if "unknown settings" in line]
+    assert warned == ["unknown settings, ignored: page_sise (did you mean page_size?)"]  # stream_maps: the SDK's
+
+
 def test_tap_api_going_away_mid_sync_is_one_line(sandbox_factory, tmp_path):
     sandbox = sandbox_factory(seed=300, latency_ms=150)
     config = sandbox.config(page_size=10, max_parallel_requests=2, max_retries=2, backoff_base_seconds=0.05)
@@ -284,6 +307,10 @@ TARGET_CASES: dict[str, tuple[t.Callable[[Path, t.Any], tuple[list[str], str]], 
     "config file not JSON": (
         lambda d, _sb: (["--config", str(_text(d / "c.json", "{"))], ""),
         ("config file", "not valid JSON"),
+    ),
+    "api_url without a host": (
+        lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, api_url="https:///api"))], ""),
+        ("invalid settings: api_url: 'https:///api' names no host; it must be a full URL",),
     ),
     "a setting of the wrong type": (
         lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, batch_size_rows="x"))], ""),
