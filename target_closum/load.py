@@ -13,27 +13,36 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
-from closum_api import pace, stop
+from closum_api import pace, registry, stop
 from closum_api.errors import ClosumError, ClosumNotFoundError
+from closum_api.listing import DEFAULT_PAGE_SIZE, Page
+from closum_api.retry import TRANSIENT
 from target_closum.index import Indexes, read_list
-from target_closum.ledger import Ledger
+from target_closum.ledger import Ledger, LedgerLock
 from target_closum.rejects import RejectsFile
 from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
-    import logging
-
     from closum_api.client import ClosumClient
     from closum_api.config import SharedSettings
     from closum_api.registry import Resource
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
     from target_closum.settings import TargetSettings
+
+
+LOGGER = logging.getLogger("target-closum")
+
+
+class DoubledError(ClosumError):
+    """Records the run created exist more than once in Closum: another writer created them at the same time."""
 
 
 class RejectedShareError(ClosumError):
@@ -80,8 +89,19 @@ class LoadContext:
 
     @cached_property
     def ledger(self) -> Ledger:
-        """The ledger of writes (read-only in a dry run)."""
+        """The ledger of writes (read-only in a dry run), locked for this run unless in a dry run.
+
+        Raises:
+            LedgerInUseError: another run writes it.
+        """
+        if not self.dry_run:
+            self.ledger_lock.acquire()
         return Ledger(self.settings.ledger_path, read_only=self.dry_run)
+
+    @cached_property
+    def ledger_lock(self) -> LedgerLock:
+        """The one-writer lock of the ledger."""
+        return LedgerLock(self.settings.ledger_path)
 
     @cached_property
     def rejects(self) -> RejectsFile:
@@ -115,9 +135,66 @@ class LoadContext:
             self._unserved.add(resource.name)
             return None
 
-    def note_written(self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
-        """A record the run created or matched: the indexes of its resource know it from now on."""
-        self.indexes.note(resource.name, payload, closum_id)
+    def note_written(
+        self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int, *, created: bool = False
+    ) -> None:
+        """A record the run wrote: its resource's indexes know it from now on (a created one is checked at the end).
+
+        Args:
+            resource: the record's resource.
+            payload: what was sent.
+            closum_id: the record's id.
+            created: the run created it (see :meth:`check_doubled`).
+        """
+        self.indexes.note(resource.name, payload, closum_id, created=created)
+
+    def check_doubled(self) -> None:
+        """Before the run reports success: no record it created by a match key exists twice now.
+
+        Another run that cannot see this one's ledger (another machine, a retry that
+        overlapped) may have created the same keys at the same time. What it created is
+        newer than what this run matched against, so the newest records of each resource
+        matched on are read back once. A read that fails is a warning, not a failure.
+
+        Raises:
+            DoubledError: some keys now exist more than once.
+        """
+        if self.dry_run or "client" not in self.__dict__:
+            return
+        try:
+            doubled = self.indexes.doubled(self._read_newest)
+        except (ClosumError, *TRANSIENT) as exc:
+            LOGGER.warning("Could not read back the records written to check that no other run doubled them: %s", exc)
+            return
+        if not doubled:
+            return
+        parts = []
+        for found in doubled:
+            nouns = registry.get(found.rule.resource).stream_name.replace("_", " ")
+            examples = "; ".join(
+                f"{label}: ids {', '.join(map(str, ids))}" for label, ids in list(found.ids.items())[:3]
+            )
+            parts.append(f"{len(found.ids)} {nouns} by {' + '.join(found.rule.fields)} ({examples})")
+        msg = (
+            f"another run wrote the same records at the same time: {'; '.join(parts)} now exist more than once in "
+            "Closum. Keep one writer per account (docs/scaling.md), then merge or delete the extra records in Closum"
+        )
+        raise DoubledError(msg)
+
+    def _read_newest(self, resource_name: str, floor: int) -> t.Iterator[dict[str, t.Any]]:
+        """The records of a resource with an id above ``floor``, newest first, each once."""
+        resource = registry.get(resource_name)
+        seen: set[int] = set()
+        for number in itertools.count(1):
+            envelope = self.client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
+            page = Page.of(number, envelope)
+            for record in page.records:
+                rid = record.get("id")
+                if isinstance(rid, int) and rid > floor and rid not in seen:
+                    seen.add(rid)
+                    yield record
+            if not page.records or not page.has_next or min(_ids(page.records), default=floor) <= floor:
+                return
 
     # -- parents before children --------------------------------------------------
     def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
@@ -154,6 +231,8 @@ class LoadContext:
             self.rejects.close()
         if "ledger" in created:
             self.ledger.close()
+        if "ledger_lock" in created:
+            self.ledger_lock.release()
         if "client" in created:
             self.client.close()
 
@@ -224,6 +303,10 @@ class LoadContext:
             return False
         self._recovered_streams.add(stream)
         return True
+
+
+def _ids(records: t.Iterable[dict[str, t.Any]]) -> t.Iterator[int]:
+    return (r["id"] for r in records if isinstance(r.get("id"), int))
 
 
 def _quiet_token(client: ClosumClient) -> None:

@@ -20,6 +20,7 @@ from closum_api import DISTRIBUTION, __version__
 from closum_api.config import SharedSettings, connection_properties, setting_errors, warn_unknown_settings
 from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
+from target_closum.ledger import LedgerInUseError
 from target_closum.load import LoadContext
 from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
 from target_closum.reader import BadInputError, ClosumReader, batch_records, batch_storage
@@ -199,6 +200,7 @@ class TargetClosum(OneLineCommand, Target):
         self._safe_state: dict | None = None
         self._emitted_state: dict | None = None
         self._state_held_back = False
+        self._input_complete = True
         super().__init__(*args, **kwargs)
         self.settings = TargetSettings.from_config(self.config)
         if not self.settings.dry_run:
@@ -285,6 +287,8 @@ class TargetClosum(OneLineCommand, Target):
         except sqlite3.Error as exc:
             msg = f"ledger_path {self.settings.ledger_path!r} cannot be used: {exc}"
             raise ClosumSettingsError(msg) from None
+        except LedgerInUseError:
+            raise  # its line says it all
         except Exception:
             # As the SDK's add_sink says it; the run's one-line failure follows.
             self.logger.error("Error initializing target sink '%s'", self.name)  # noqa: TRY400  # no traceback
@@ -378,6 +382,7 @@ class TargetClosum(OneLineCommand, Target):
             self._emit_safe_state()
             raise
         except BadInputError:
+            self._input_complete = False  # what came before the bad line is written, not checked for doubles
             try:
                 self.process_endofpipe()
             except ClosumStopped:
@@ -394,9 +399,11 @@ class TargetClosum(OneLineCommand, Target):
             self._write_state_message(copy.deepcopy(state))
 
     def process_endofpipe(self) -> None:
-        """Write what is left and emit the last STATE, then finish."""
+        """Write what is left and emit the last STATE; check that no other run doubled what this one created; finish."""
         try:
             super().process_endofpipe()
+            if self._input_complete:
+                self.load.check_doubled()
         finally:
             self.finish()
 

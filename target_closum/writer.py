@@ -461,7 +461,7 @@ class StreamWriter:
     def _done(self, item: Item, resource: Resource, closum_id: int, action: str) -> None:
         """A create or update settled: the ledger and the run's indexes know its id."""
         self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, action)
-        self.load.note_written(resource, item.payload, closum_id)
+        self.load.note_written(resource, item.payload, closum_id, created=action == "create")
 
     def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
         """POST behind a pending intent; on a lost answer, search before trying again; one budget for all.

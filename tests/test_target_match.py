@@ -140,9 +140,12 @@ def test_the_index_is_read_once_per_run_concurrently(sandbox, tmp_path):
     records = [lead(n) for n in range(40)]
     config = target_config(sandbox, tmp_path, batch_size_rows=10, **_leads_map(match_on=["email"]))
     run = run_target(config, singer("leads", records))
-    pages = sorted(int(e["query"]["page"]) for e in _gets(sandbox, "/api/lead"))
+    reads = _gets(sandbox, "/api/lead")
+    pages = sorted(int(e["query"]["page"]) for e in reads if e["query"].get("direction") != "desc")
     assert pages == [1, 2, 3, 4, 5]  # four batches, one read
     assert run.tally("leads")["created"] == 40
+    # And before success, the 40 it created read back (newest first, one page) to see that no other run doubled them.
+    assert [int(e["query"]["page"]) for e in reads if e["query"].get("direction") == "desc"] == [1]
 
 
 def test_upsert_of_a_matched_email_is_a_put_of_its_id(sandbox, tmp_path):
