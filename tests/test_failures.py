@@ -117,8 +117,8 @@ TAP_CASES: dict[str, tuple[t.Callable[[Path, t.Any], list[str]], tuple[str, ...]
         ("start_date", "'yesterday'", "ISO 8601"),
     ),
     "page_size not a number": (
-        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(page_size="many"))],
-        ("invalid settings", "page_size"),
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(page_size="many", max_retries=-1))],
+        ("page_size: 'many' is not a whole number", "max_retries: -1 is less than the minimum of 0"),
     ),
     "api_pw missing": (
         lambda d, sb: ["--config", write_json(d / "c.json", {"api_url": sb.api_url, "api_username": "u"})],
@@ -314,7 +314,7 @@ TARGET_CASES: dict[str, tuple[t.Callable[[Path, t.Any], tuple[list[str], str]], 
     ),
     "a setting of the wrong type": (
         lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, batch_size_rows="x"))], ""),
-        ("invalid settings", "batch_size_rows"),
+        ("invalid settings: batch_size_rows: 'x' is not a whole number",),
     ),
     "load_method overwrite": (
         lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, load_method="overwrite"))], ""),
