@@ -274,12 +274,13 @@ class Indexes:
         for index in indexes:
             index.add(payload, closum_id)
 
-    def doubled(self, read_newest: t.Callable[[str, int], t.Iterable[dict[str, t.Any]]]) -> list[Doubled]:
+    def doubled(self, read_newest: t.Callable[[str, int, int], t.Iterable[dict[str, t.Any]]]) -> list[Doubled]:
         """The keys this run created that Closum now holds more than once (another writer created them too).
 
         Such a double can only be newer than the index the run matched against: each index's
-        newest records are read back (``read_newest(resource name, floor)``: the records with
-        an id above the largest the index's read found), and grouped by key.
+        newest records are read back (``read_newest(resource name, floor, created)``: the records
+        with an id above the largest the index's read found, of which ``created`` are the run's),
+        and grouped by key.
 
         Args:
             read_newest: the records of a resource newer than an id, newest first.
@@ -294,7 +295,7 @@ class Indexes:
         for rule, keys in created.items():
             ids: dict[Key, set[int]] = {key: {rid} for key, rid in keys.items()}
             labels: dict[Key, str] = {}
-            for record in read_newest(rule.resource, floors[rule]):
+            for record in read_newest(rule.resource, floors[rule], len(keys)):
                 key, rid = rule.key(record), record.get("id")
                 if key in ids and isinstance(rid, int):
                     ids[key].add(rid)

@@ -13,7 +13,7 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import threading
 import typing as t
@@ -22,7 +22,7 @@ from functools import cached_property
 
 from closum_api import pace, registry, stop
 from closum_api.errors import ClosumError, ClosumNotFoundError
-from closum_api.listing import DEFAULT_PAGE_SIZE, Page
+from closum_api.listing import DEFAULT_PAGE_SIZE, Page, ordered_pages
 from closum_api.retry import TRANSIENT
 from target_closum.index import Indexes, read_list
 from target_closum.ledger import Ledger, LedgerLock
@@ -181,22 +181,31 @@ class LoadContext:
         )
         raise DoubledError(msg)
 
-    def _read_newest(self, resource_name: str, floor: int) -> t.Iterator[dict[str, t.Any]]:
-        """The records of a resource with an id above ``floor``, newest first, each once."""
-        resource = registry.get(resource_name)
-        seen: set[int] = set()
-        for number in itertools.count(1):
-            envelope = self.client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
-            page = Page.of(number, envelope)
-            for record in page.records:
-                rid = record.get("id")
-                if isinstance(rid, int) and rid > floor and rid not in seen:
-                    seen.add(rid)
-                    yield record
-            if not page.records or not page.has_next or min(_ids(page.records), default=floor) <= floor:
-                return
+    def _read_newest(self, resource_name: str, floor: int, expected: int) -> t.Iterator[dict[str, t.Any]]:
+        """The records of a resource with an id above ``floor``, newest first, each once.
 
-    # -- parents before children --------------------------------------------------
+        About ``expected`` of them are known (the run created them): as many pages as they fill
+        are read ahead on the pool at once; the walk stops at the first page reaching ``floor``.
+        """
+        resource = registry.get(resource_name)
+
+        def fetch(number: int) -> Page:
+            envelope = self.client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
+            return Page.of(number, envelope)
+
+        window = max(1, min(self.shared.max_parallel_requests, -(-expected // DEFAULT_PAGE_SIZE) + 1))
+        seen: set[int] = set()
+        pages = ordered_pages(fetch(1), fetch, window=window, executor=self.executor)
+        with contextlib.closing(pages):
+            for page in pages:
+                for record in page.records:
+                    rid = record.get("id")
+                    if isinstance(rid, int) and rid > floor and rid not in seen:
+                        seen.add(rid)
+                        yield record
+                if min(_ids(page.records), default=floor) <= floor:
+                    return
+
     def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
         """A sink of ``resource_name`` says how to write what it holds."""
         with self._flush_lock:
