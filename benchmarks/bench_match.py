@@ -17,7 +17,9 @@ The matching run goes before the plain one, so its index reads exactly the
 tap and for the matching target alike, how many list pages were read and how
 long the read of the list took (first page asked to last page asked, plus one
 latency), and how many requests each target run sent of each kind: matching
-adds the list pages once per run and no request per record.
+adds the list pages once per run and no request per record, plus, before the
+run reports success, the pages of the leads it created read back newest first
+(to see that no other run created them too).
 
     python benchmarks/bench_match.py [--leads 20000] [--input 1000] [--matching 200] [--latency-ms 50]
 
@@ -123,9 +125,20 @@ def summary(workdir: Path) -> dict[str, Any]:
     raise SystemExit(msg)
 
 
-def list_read(log: list[dict[str, Any]], latency_ms: float) -> dict[str, Any]:
-    """The lead-list pages in a request log, and the seconds from the first asked to the last answered."""
-    pages = [r for r in log if r["method"] == "GET" and r["path"] == "/api/lead"]
+def list_read(log: list[dict[str, Any]], latency_ms: float, direction: str | None = None) -> dict[str, Any]:
+    """The lead-list pages in a request log (those read in ``direction``, if given), and the seconds they took.
+
+    The seconds run from the first page asked to the last answered. A target's index reads
+    the list in id order (``asc``); the read-back of what it created before it reports
+    success (no other run doubled them) reads newest first (``desc``), as the tap does.
+    """
+    pages = [
+        r
+        for r in log
+        if r["method"] == "GET"
+        and r["path"] == "/api/lead"
+        and (direction is None or r.get("query", {}).get("direction", "asc") == direction)
+    ]
     if not pages:
         return {"pages": 0, "read_s": 0.0}
     times = [r["time"] for r in pages]
@@ -152,7 +165,8 @@ def target_run(server: SandboxProcess, work: Path, records: list[dict[str, Any]]
         "wall_s": round(wall, 2),
         "summary": summary(work),
         "leads_added_on_server": len(server.records("lead")) - before,
-        "index_read": list_read(log, server.settings.latency_ms),
+        "index_read": list_read(log, server.settings.latency_ms, "asc"),
+        "read_back": list_read(log, server.settings.latency_ms, "desc"),
         "requests": requests_by_kind(log),
     }
 

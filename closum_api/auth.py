@@ -11,8 +11,8 @@ token (passed to :meth:`ClosumTokenAuth.token`), never a budget of its own on
 top, and its ``POST /token`` goes through the run's pace like every other
 request (but holds no place in flight: a request that renews the token after a
 401 holds one already). An answer that can never succeed (credentials refused,
-a 200 that is not the envelope) is kept: every later request fails with the
-same line at once.
+a 200 that is not the envelope, no token endpoint at all: a 404 or 405,
+``api_url`` is wrong) is kept: every later request fails with the same line at once.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import typing as t
 from closum_api import retry
 from closum_api.connection import new_session
 from closum_api.errors import (
+    ENDPOINT_MISSING,
     ClosumAuthError,
     ClosumBadResponse,
+    ClosumEndpointError,
     ClosumError,
     check_response,
     retry_after_seconds,
@@ -138,7 +140,7 @@ class ClosumTokenAuth:
             raise self._fatal
         try:
             envelope = retry.call(self._post_token, budget, f"POST {AUTH_PATH}", _log_retry)
-        except (ClosumAuthError, ClosumBadResponse) as exc:
+        except (ClosumAuthError, ClosumBadResponse, ClosumEndpointError) as exc:
             self._fatal = exc  # it will never work: every request gets this line at once
             raise
         data = envelope.get("data")
@@ -175,6 +177,8 @@ class ClosumTokenAuth:
                 f"(POST /token answered {response.status_code}); check api_username and api_pw"
             )
             raise ClosumAuthError(msg, response)
+        if response.status_code in ENDPOINT_MISSING:
+            raise ClosumEndpointError.for_token(conn.api_url + AUTH_PATH, conn.api_url, response)
         return check_response("POST", AUTH_PATH, response)
 
 

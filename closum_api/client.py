@@ -34,8 +34,12 @@ from closum_api import retry
 from closum_api.auth import ClosumTokenAuth
 from closum_api.connection import Connection, new_session
 from closum_api.errors import (
+    ENDPOINT_MISSING,
     UNKNOWN_OUTCOME_STATUSES,
     ClosumBadResponse,
+    ClosumEndpointError,
+    ClosumFatalError,
+    ClosumNotFoundError,
     ClosumOutcomeUnknown,
     ClosumRetriableError,
     check_response,
@@ -174,14 +178,36 @@ class ClosumClient:
         Raises:
             ClosumOutcomeUnknown: the request may have created the record
                 (``final`` when the answer was a 2xx that is not the envelope).
+            ClosumEndpointError: the collection answered 404 or 405: there is nothing to create in.
         """
         call = Call("POST", f"/{resource.path}", idempotent=False, json=payload)
-        envelope = self.send(call, budget=budget, on_sending=on_sending)
+        try:
+            envelope = self.send(call, budget=budget, on_sending=on_sending)
+        except ClosumFatalError as exc:
+            if exc.response is None or not self._no_collection(resource, exc):
+                raise
+            raise ClosumEndpointError.for_write(exc.response, self.api_url) from None
         data = envelope.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), int):
             msg = f"POST /{resource.path} answered without data.id: {str(data)[:200]}"
             raise ClosumOutcomeUnknown(msg, final=True)
         return int(data["id"])
+
+    def _no_collection(self, resource: Resource, exc: ClosumFatalError) -> bool:
+        """Whether a refused create means the resource's collection is not there (not a refused record).
+
+        A 405 says so; a 404 may also be a record the body refers to: the collection's
+        list (one record, within the create's budget) tells them apart.
+        """
+        if isinstance(exc, ClosumEndpointError) or exc.status not in ENDPOINT_MISSING:
+            return False
+        if exc.status == HTTPStatus.METHOD_NOT_ALLOWED:
+            return True
+        try:
+            self.list_page(resource, limit=1)
+        except ClosumNotFoundError:
+            return True
+        return False
 
     def update(self, resource: Resource, record_id: int, payload: t.Mapping[str, t.Any]) -> None:
         """PUT a record; idempotent, so every transient failure is retried.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import typing as t
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
 from closum_api.client import ClosumClient
 from closum_api.connection import DEFAULT_API_URL, Connection
 from closum_api.pace import Pace
+
+if t.TYPE_CHECKING:
+    from singer_sdk.plugin_base import PluginBase
 
 #: Defaults of the shared settings: the one place they are written. The
 #: ``th.Property`` definitions below and :meth:`SharedSettings.from_config`
@@ -44,7 +49,7 @@ def connection_properties() -> list[th.Property]:
         ),
         th.Property(
             "api_url",
-            th.StringType(pattern=r"^https?://[^\s/]+(/[^\s]*)?$"),
+            th.StringType,
             default=DEFAULT_API_URL,
             title="API base URL",
             description="Base URL of the Closum API, up to and including /api. "
@@ -101,6 +106,75 @@ def connection_properties() -> list[th.Property]:
             description="User-Agent header sent with every request.",
         ),
     ]
+
+
+def setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """What the settings' JSON Schema cannot say in words, each problem named by its setting.
+
+    Args:
+        config: the tap's or the target's config.
+
+    Returns:
+        One message per shared setting that cannot be used.
+    """
+    errors = []
+    api_url = config.get("api_url")
+    if isinstance(api_url, str) and api_url:
+        problem = url_problem(api_url)
+        if problem:
+            errors.append(f"api_url: {api_url!r} {problem}, such as {DEFAULT_API_URL}")
+    return errors
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an API base URL, in words; None when it can.
+
+    Args:
+        url: the value of ``api_url``.
+
+    Returns:
+        The reason, or None.
+    """
+    if any(ch.isspace() for ch in url):
+        return "holds white space; it must be a URL"
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        return "has no http:// or https:// in front; it must be a full URL"
+    if not parts.hostname:
+        return "names no host; it must be a full URL"
+    return None
+
+
+def unknown_settings(config: t.Mapping[str, t.Any], known: t.Iterable[str]) -> str | None:
+    """One warning naming the settings no one reads (a typo does nothing), each with the closest known name.
+
+    Args:
+        config: the plugin's config.
+        known: every setting the plugin (and the SDK under it) reads.
+
+    Returns:
+        The warning, or None when every setting is known.
+    """
+    names = sorted(set(known))
+    unknown = sorted(set(config) - set(names))
+    if not unknown:
+        return None
+    shown = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        shown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return f"unknown settings, ignored: {', '.join(shown)}"
+
+
+def warn_unknown_settings(plugin: PluginBase) -> None:
+    """Log :func:`unknown_settings`' warning for a plugin's config, if any (the SDK's settings count as known).
+
+    Args:
+        plugin: the tap or the target, its settings validated (its schema holds the SDK's settings too).
+    """
+    warning = unknown_settings(plugin.config, plugin.config_jsonschema.get("properties", {}))
+    if warning:
+        plugin.logger.warning(warning)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import re
 import time
 import typing as t
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 import msgspec
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
@@ -87,6 +88,100 @@ class ClosumAuthError(ClosumFatalError):
 
 class ClosumNotFoundError(ClosumFatalError):
     """404: the record, or the whole endpoint (other API revision), is absent."""
+
+
+class ClosumEndpointError(ClosumFatalError):
+    """A 404 or 405 where an endpoint must be: the token endpoint, or a resource's collection on a write.
+
+    Never a record refused: the endpoint itself is not there (``api_url`` wrong,
+    or the account serves the other API revision), so every request of the run
+    would fail alike. It ends the run with one line naming the URL tried and the
+    likely fix.
+    """
+
+    @classmethod
+    def for_token(cls, url: str, api_url: str, response: requests.Response) -> ClosumEndpointError:
+        """``POST /token`` answered 404/405: nothing at ``api_url`` trades credentials for a token.
+
+        Args:
+            url: the URL tried.
+            api_url: the ``api_url`` setting.
+            response: the answer.
+
+        Returns:
+            The error, its line naming the URL and the fix.
+        """
+        hint = api_url_hint(api_url)
+        msg = f"POST {shown_url(url)} answered {status_text(response)}: no Closum token endpoint there; {hint}"
+        return cls(msg, response)
+
+    @classmethod
+    def for_write(cls, response: requests.Response, api_url: str) -> ClosumEndpointError:
+        """A write to a resource's collection answered 404/405 (after a token was issued).
+
+        Args:
+            response: the answer (its request says which method and URL).
+            api_url: the ``api_url`` setting.
+
+        Returns:
+            The error, its line naming the URL and the fix.
+        """
+        method, url = response.request.method, response.url
+        hint = api_url_hint(api_url, resource_level=True)
+        msg = f"{method} {shown_url(url)} answered {status_text(response)}: no such endpoint in this Closum API; {hint}"
+        return cls(msg, response)
+
+
+#: statuses that, where an endpoint must be, say it is not there
+ENDPOINT_MISSING = frozenset({HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED})
+
+
+def shown_url(url: str) -> str:
+    """A URL as a message shows it: scheme, host and path; no user, password or query.
+
+    Args:
+        url: any URL.
+
+    Returns:
+        ``https://host/path``.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def status_text(response: requests.Response) -> str:
+    """``404 Not Found``: an answer's status and its phrase."""
+    try:
+        return f"{response.status_code} {HTTPStatus(response.status_code).phrase}"
+    except ValueError:
+        return str(response.status_code)
+
+
+def api_url_hint(api_url: str, *, resource_level: bool = False) -> str:
+    """What to fix when an endpoint is missing under ``api_url``, in words.
+
+    Args:
+        api_url: the ``api_url`` setting.
+        resource_level: the token endpoint answered (so ``api_url`` reaches a Closum API):
+            a missing resource is more likely the other API revision.
+
+    Returns:
+        The advice: ``api_url`` must end with ``/api`` (with the URL to try), or what else to check.
+    """
+    base = shown_url(api_url).rstrip("/")
+    path = urlsplit(base).path
+    if not path.endswith("/api"):
+        head, found, _ = base.rpartition("/api/")
+        suggestion = head + "/api" if found else base + "/api"
+        return f"api_url must end with /api (try {suggestion})"
+    if resource_level:
+        return (
+            "this account serves the other Closum API revision, or api_url is not its base URL: "
+            "map the stream to a resource the account has (resource_map), or check api_url"
+        )
+    return "check api_url: it must be the base URL of the Closum API, such as https://api.closum.com/api"
 
 
 class ClosumBadResponse(ClosumError):  # noqa: N818  # public name used by the tap, the target and tests

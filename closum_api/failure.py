@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import typing as t
 from pathlib import Path
@@ -67,9 +68,48 @@ def settings_errors(exc: ConfigValidationError) -> str:
     for error in exc.errors or [str(exc)]:
         secret = next((name for name in SECRET_SETTINGS if f"'{name}'" in error), None)
         shown.append(
-            f"{secret} is not valid (a non-empty string is needed; the value is not shown)" if secret else error
+            f"{secret} is not valid (a non-empty string is needed; the value is not shown)"
+            if secret
+            else in_words(error)
         )
     return "invalid settings: " + "; ".join(shown)
+
+
+_AT_SETTING = re.compile(r"^(?P<message>.*) in config\[(?P<path>.*)\]$", re.DOTALL)
+_NOT_OF_TYPE = re.compile(r" is not of type (?P<types>'\w+'(?:, '\w+')*)$")
+_TYPE_WORDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "text",
+    "boolean": "true or false",
+    "object": "an object",
+    "array": "a list",
+}
+
+
+def in_words(error: str) -> str:
+    """A JSON Schema error of the SDK as a person reads it: the setting first, the types in words.
+
+    ``'many' is not of type 'integer', 'null' in config['page_size']`` becomes
+    ``page_size: 'many' is not a whole number``.
+
+    Args:
+        error: one error of the SDK's settings validation.
+
+    Returns:
+        The error, reworded where its form is known, else as it was.
+    """
+    at = _AT_SETTING.match(error)
+    if at is None:
+        return error
+    message = at["message"]
+    wanted = _NOT_OF_TYPE.search(message)
+    if wanted:
+        words = [_TYPE_WORDS[name] for name in re.findall(r"'(\w+)'", wanted["types"]) if name in _TYPE_WORDS]
+        if words:
+            message = message[: wanted.start()] + " is not " + " or ".join(words)
+    setting = ".".join(part.strip("'\"") for part in at["path"].split("]["))
+    return f"{setting}: {message}"
 
 
 def _where(request: requests.Request | requests.PreparedRequest | None) -> str:

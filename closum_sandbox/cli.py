@@ -15,11 +15,23 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-import uvicorn
-
-from closum_sandbox.app import create_app
-from closum_sandbox.guard import is_loopback
 from closum_sandbox.settings import PAGINATION_LIES, REVISION_CHOICES, Settings
+
+try:
+    import uvicorn
+
+    from closum_sandbox.app import create_app
+    from closum_sandbox.guard import is_loopback
+except ModuleNotFoundError as missing:  # the web server comes with the [sandbox] extra only
+    MISSING: str | None = missing.name
+else:
+    MISSING = None
+
+#: the one line ``closum-sandbox`` answers when installed without its extra
+NEEDS_EXTRA = (
+    "closum-sandbox: the sandbox needs the [sandbox] extra ({name} is not installed); "
+    "install it with: pip install 'closum-singer[sandbox]'"
+)
 
 logger = logging.getLogger("closum_sandbox")
 
@@ -141,9 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments (default: the process's).
 
     Returns:
-        The exit status: 0, or 2 for a knob out of range.
+        The exit status: 0, 1 without the ``[sandbox]`` extra, or 2 for a knob out of range.
     """
     args = build_parser().parse_args(argv)
+    if MISSING is not None:
+        sys.stderr.write(NEEDS_EXTRA.format(name=MISSING) + "\n")
+        return 1
     try:
         settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
     except ValueError as exc:

@@ -248,6 +248,7 @@ class ClosumStream(RESTStream[int]):
         try:
             return self._fetch(1, context)
         except ClosumNotFoundError as exc:
+            self.runtime.note_unserved(self.name, exc)
             self.logger.warning(
                 "Skipping stream %s: %s (this account serves the other Closum API revision)",
                 self.name,
@@ -279,6 +280,7 @@ class ClosumStream(RESTStream[int]):
         first = self._first_page(context)
         if first is None:
             return
+        self.runtime.note_served(self.name)
         # Behind a bookmark, only the first few pages are new: read them one
         # by one. Otherwise every page is wanted: read them ahead.
         threads = 1 if bookmark is not None else ahead.threads_for(settings.shared.max_parallel_requests)

@@ -15,6 +15,7 @@ from functools import cached_property
 
 from closum_api import __version__, pace
 from closum_api.config import SharedSettings
+from closum_api.errors import ClosumError, shown_url
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, page_size_refused
 
 if t.TYPE_CHECKING:
@@ -22,7 +23,7 @@ if t.TYPE_CHECKING:
 
     from closum_api.client import ClosumClient
     from closum_api.connection import Connection
-    from closum_api.errors import ClosumFatalError
+    from closum_api.errors import ClosumFatalError, ClosumNotFoundError
 
 #: The User-Agent sent unless ``user_agent`` says otherwise.
 USER_AGENT = f"tap-closum/{__version__}"
@@ -88,6 +89,10 @@ class Runtime:
         self._logger = logger
         self._lock = threading.Lock()
         self._fell_back = False
+        #: streams whose list answered 404 (the other API revision), with the URL asked
+        self.unserved: dict[str, str] = {}
+        #: streams whose list answered
+        self.served: set[str] = set()
 
     @cached_property
     def settings(self) -> TapSettings:
@@ -139,3 +144,45 @@ class Runtime:
             self.page_size = DOCUMENTED_PAGE_SIZE
             self._fell_back = True
             return True
+
+    # -- which streams this account serves ------------------------------------------
+    def note_unserved(self, stream: str, exc: ClosumNotFoundError) -> None:
+        """A stream's list answered 404: the stream is skipped (another API revision, or api_url is wrong).
+
+        Args:
+            stream: the stream's name.
+            exc: the 404, whose request names the URL asked.
+        """
+        url = exc.response.url if exc.response is not None else self.connection.api_url
+        with self._lock:
+            self.unserved[stream] = shown_url(url)
+
+    def note_served(self, stream: str) -> None:
+        """A stream's list answered: this account serves it.
+
+        Args:
+            stream: the stream's name.
+        """
+        with self._lock:
+            self.served.add(stream)
+
+    def check_served(self) -> None:
+        """After a run: fail when every stream it asked for answered 404.
+
+        Raises:
+            NothingServedError: no stream's list answered, at least one answered 404.
+        """
+        if self.served or not self.unserved:
+            return
+        names = sorted(self.unserved)
+        example = self.unserved[names[0]]
+        msg = (
+            f"every selected stream answered 404 ({', '.join(names)}; e.g. GET {example}): nothing was read. "
+            "Check api_url (the base URL of the Closum API, ending with /api), "
+            "or select the streams of this account's API revision"
+        )
+        raise NothingServedError(msg)
+
+
+class NothingServedError(ClosumError):
+    """Every stream the run asked for answered 404: the run read nothing it was asked to."""

@@ -12,7 +12,8 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from closum_api import DISTRIBUTION
-from closum_api.config import connection_properties
+from closum_api.config import connection_properties, warn_unknown_settings
+from closum_api.config import setting_errors as shared_setting_errors
 from closum_api.failure import OneLineCommand, read_json_argument
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE
 from closum_api.stop import STOP, ClosumStopped, signal_name
@@ -90,7 +91,8 @@ class TapClosum(OneLineCommand, Tap):
             errors = super()._validate_config(raise_errors=raise_errors)
         except ConfigValidationError as exc:
             errors = list(exc.errors)
-        errors += setting_errors(self._config)
+        errors += shared_setting_errors(self._config) + setting_errors(self._config)
+        warn_unknown_settings(self)
         if errors and raise_errors:
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
@@ -109,6 +111,7 @@ class TapClosum(OneLineCommand, Tap):
     # stdout, and the SDK offers no hook around the run but this method.
     @override  # type: ignore[misc]  # sync_all is final in the SDK: no other place to flush after a failure
     def sync_all(self) -> None:
+        self._warn_if_nothing_selected()
         try:
             try:
                 super().sync_all()
@@ -120,6 +123,17 @@ class TapClosum(OneLineCommand, Tap):
             # (a bookmark moves only when its stream completed).
             self.state_writer.write_state(self.state)
             raise
+        self.runtime.check_served()
+
+    def _warn_if_nothing_selected(self) -> None:
+        """One warning when the catalog selects no stream (a typo in ``select``, say): the run reads nothing."""
+        if any(stream.selected or stream.has_selected_descendents for stream in self.streams.values()):
+            return
+        self.logger.warning(
+            "The catalog selects no stream, so nothing is read. tap-closum offers: %s "
+            "(check the names in meltano.yml's select, or the catalog's metadata)",
+            ", ".join(sorted(self.streams)),
+        )
 
     @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:

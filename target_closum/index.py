@@ -206,6 +206,10 @@ class Indexes:
         # The run's writes noted while an index is being read, by the index being read; replayed into it once read.
         self._pending: dict[KeyRule, list[tuple[dict[str, t.Any], int]]] = {}
         self._lock = threading.Lock()
+        # The largest id each index's read found: a record another run created since has a larger one.
+        self._floors: dict[KeyRule, int] = {}
+        # The keys this run created, by index, with the ids it created them as.
+        self._created: dict[KeyRule, dict[Key, int]] = {}
 
     def get(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex:
         """The index of ``resource`` by ``fields``, read from the server the first time it is asked for.
@@ -226,11 +230,13 @@ class Indexes:
                     return self._built[rule]
                 self._pending[rule] = []
             index = ServerIndex(rule)
+            floor = 0
             try:
                 for record in self._read(resource):
                     rid = record.get("id")
                     if isinstance(rid, int):
                         index.add(record, rid)
+                        floor = max(floor, rid)
             except BaseException:
                 with self._lock:
                     del self._pending[rule]
@@ -239,17 +245,76 @@ class Indexes:
                 for payload, rid in self._pending.pop(rule):
                     index.add(payload, rid)
                 self._built[rule] = index
+                self._floors[rule] = floor
             return index
 
-    def note(self, resource_name: str, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
-        """A record the run wrote: added to this resource's indexes built or being read; nothing is kept otherwise."""
+    def note(
+        self, resource_name: str, payload: t.Mapping[str, t.Any], closum_id: int, *, created: bool = False
+    ) -> None:
+        """A record the run wrote: added to this resource's indexes built or being read; nothing is kept otherwise.
+
+        Args:
+            resource_name: the record's resource.
+            payload: what was sent.
+            closum_id: the record's id.
+            created: the run created it (its key is checked for doubles at the end, :meth:`doubled`).
+        """
         with self._lock:
             for rule, pending in self._pending.items():
                 if rule.resource == resource_name:
                     pending.append((dict(payload), closum_id))
             indexes = [index for rule, index in self._built.items() if rule.resource == resource_name]
+            if created:
+                for rule in [*self._pending, *self._built]:
+                    key = rule.key(payload) if rule.resource == resource_name else None
+                    if key is not None:
+                        self._created.setdefault(rule, {})[key] = closum_id
         for index in indexes:
             index.add(payload, closum_id)
+
+    def doubled(self, read_newest: t.Callable[[str, int, int], t.Iterable[dict[str, t.Any]]]) -> list[Doubled]:
+        """The keys this run created that Closum now holds more than once (another writer created them too).
+
+        Such a double can only be newer than the index the run matched against: each index's
+        newest records are read back (``read_newest(resource name, floor, created)``: the records
+        with an id above the largest the index's read found, of which ``created`` are the run's),
+        and grouped by key.
+
+        Args:
+            read_newest: the records of a resource newer than an id, newest first.
+
+        Returns:
+            One :class:`Doubled` per index with doubles, each with its doubled keys' ids.
+        """
+        with self._lock:
+            created = {rule: dict(keys) for rule, keys in self._created.items() if rule in self._floors}
+            floors = dict(self._floors)
+        found = []
+        for rule, keys in created.items():
+            ids: dict[Key, set[int]] = {key: {rid} for key, rid in keys.items()}
+            labels: dict[Key, str] = {}
+            for record in read_newest(rule.resource, floors[rule], len(keys)):
+                key, rid = rule.key(record), record.get("id")
+                if key in ids and isinstance(rid, int):
+                    ids[key].add(rid)
+                    labels.setdefault(key, rule.label(record))
+            doubles = {labels[key]: sorted(rids) for key, rids in ids.items() if len(rids) > 1}
+            if doubles:
+                found.append(Doubled(rule, doubles))
+        return found
+
+
+@dataclass(frozen=True)
+class Doubled:
+    """Keys a run created that Closum holds more than once.
+
+    Attributes:
+        rule: the resource and the fields of the key.
+        ids: each doubled key, as a person reads it, with the ids carrying it.
+    """
+
+    rule: KeyRule
+    ids: dict[str, list[int]]
 
 
 def read_list(

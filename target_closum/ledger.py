@@ -6,17 +6,28 @@ it has one, otherwise a hash of its payload. A create is written ahead as
 Closum id as soon as the answer arrives; each step is committed on its own
 (WAL mode), so a run killed at any instant leaves either nothing, a
 ``pending`` intent to reconcile, or a ``done`` row to skip.
+
+One run writes a ledger at a time (:class:`LedgerLock`): two runs on one
+ledger would each create what the other has not finished, so a second run is
+refused at once. The lock is an ``flock`` on a file beside the ledger
+(``<ledger>.lock``), which the kernel drops when the process ends, however it
+ends (``kill -9`` too); the file itself may stay, and means nothing then.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
+import os
+import socket
 import sqlite3
 import threading
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
+from closum_api.errors import ClosumError
 from target_closum.payloads import pk_key
 
 SCHEMA_SQL = """
@@ -40,6 +51,58 @@ _INSERT = (
     "INSERT INTO writes (stream, record_key, resource, state, closum_id, payload_hash, payload, action, updated_at) "
 )
 _SELECT = "SELECT stream, record_key, resource, state, closum_id, payload_hash, payload FROM writes "
+
+
+class LedgerInUseError(ClosumError):
+    """Another run holds the ledger: writing alongside it would duplicate records."""
+
+
+class LedgerLock:
+    """The one-writer lock of a ledger: an exclusive ``flock`` on ``<ledger>.lock``, held for the run.
+
+    Args:
+        ledger_path: the ledger file.
+    """
+
+    def __init__(self, ledger_path: str | Path) -> None:
+        """Nothing is locked yet."""
+        self.ledger_path = str(ledger_path)
+        self.path = Path(self.ledger_path + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or refuse at once (never wait) naming the run that holds it.
+
+        Raises:
+            LedgerInUseError: another run holds it.
+        """
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            os.close(fd)
+            if exc.errno not in {errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES}:
+                raise
+            msg = (
+                f"ledger_path {self.ledger_path!r} is in use by another target-closum run"
+                f"{f' ({holder})' if holder else ''}: two runs writing at once would create the same records twice. "
+                "Wait for it to end, or give each load its own ledger_path and account"
+            )
+            raise LedgerInUseError(msg) from None
+        os.ftruncate(fd, 0)
+        when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {when}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go (the file stays: it is locked, not present, that counts)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass(frozen=True)

@@ -13,27 +13,40 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
-from closum_api import ahead, pace, stop
-from closum_api.errors import ClosumNotFoundError
+from closum_api import ahead, pace, registry, stop
+from closum_api.errors import ClosumError, ClosumNotFoundError
+from closum_api.listing import DEFAULT_PAGE_SIZE, Page, ordered_pages
+from closum_api.retry import TRANSIENT
 from target_closum.index import Indexes, read_list
-from target_closum.ledger import Ledger
+from target_closum.ledger import Ledger, LedgerLock
 from target_closum.rejects import RejectsFile
 from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
-    import logging
-
     from closum_api.client import ClosumClient
     from closum_api.config import SharedSettings
     from closum_api.registry import Resource
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
     from target_closum.settings import TargetSettings
+
+
+LOGGER = logging.getLogger("target-closum")
+
+
+class DoubledError(ClosumError):
+    """Records the run created exist more than once in Closum: another writer created them at the same time."""
+
+
+class RejectedShareError(ClosumError):
+    """More of the run's records were rejected than ``max_rejected_share`` allows."""
 
 
 class LoadContext:
@@ -76,8 +89,19 @@ class LoadContext:
 
     @cached_property
     def ledger(self) -> Ledger:
-        """The ledger of writes (read-only in a dry run)."""
+        """The ledger of writes (read-only in a dry run), locked for this run unless in a dry run.
+
+        Raises:
+            LedgerInUseError: another run writes it.
+        """
+        if not self.dry_run:
+            self.ledger_lock.acquire()
         return Ledger(self.settings.ledger_path, read_only=self.dry_run)
+
+    @cached_property
+    def ledger_lock(self) -> LedgerLock:
+        """The one-writer lock of the ledger."""
+        return LedgerLock(self.settings.ledger_path)
 
     @cached_property
     def rejects(self) -> RejectsFile:
@@ -114,11 +138,77 @@ class LoadContext:
             self._unserved.add(resource.name)
             return None
 
-    def note_written(self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int) -> None:
-        """A record the run created or matched: the indexes of its resource know it from now on."""
-        self.indexes.note(resource.name, payload, closum_id)
+    def note_written(
+        self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int, *, created: bool = False
+    ) -> None:
+        """A record the run wrote: its resource's indexes know it from now on (a created one is checked at the end).
 
-    # -- parents before children --------------------------------------------------
+        Args:
+            resource: the record's resource.
+            payload: what was sent.
+            closum_id: the record's id.
+            created: the run created it (see :meth:`check_doubled`).
+        """
+        self.indexes.note(resource.name, payload, closum_id, created=created)
+
+    def check_doubled(self) -> None:
+        """Before the run reports success: no record it created by a match key exists twice now.
+
+        Another run that cannot see this one's ledger (another machine, a retry that
+        overlapped) may have created the same keys at the same time. What it created is
+        newer than what this run matched against, so the newest records of each resource
+        matched on are read back once. A read that fails is a warning, not a failure.
+
+        Raises:
+            DoubledError: some keys now exist more than once.
+        """
+        if self.dry_run or "client" not in self.__dict__:
+            return
+        try:
+            doubled = self.indexes.doubled(self._read_newest)
+        except (ClosumError, *TRANSIENT) as exc:
+            LOGGER.warning("Could not read back the records written to check that no other run doubled them: %s", exc)
+            return
+        if not doubled:
+            return
+        parts = []
+        for found in doubled:
+            nouns = registry.get(found.rule.resource).stream_name.replace("_", " ")
+            examples = "; ".join(
+                f"{label}: ids {', '.join(map(str, ids))}" for label, ids in list(found.ids.items())[:3]
+            )
+            parts.append(f"{len(found.ids)} {nouns} by {' + '.join(found.rule.fields)} ({examples})")
+        msg = (
+            f"another run wrote the same records at the same time: {'; '.join(parts)} now exist more than once in "
+            "Closum. Keep one writer per account (docs/scaling.md), then merge or delete the extra records in Closum"
+        )
+        raise DoubledError(msg)
+
+    def _read_newest(self, resource_name: str, floor: int, expected: int) -> t.Iterator[dict[str, t.Any]]:
+        """The records of a resource with an id above ``floor``, newest first, each once.
+
+        About ``expected`` of them are known (the run created them): as many pages as they fill
+        are read ahead at once; the walk stops at the first page reaching ``floor``.
+        """
+        resource = registry.get(resource_name)
+
+        def fetch(number: int) -> Page:
+            envelope = self.client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
+            return Page.of(number, envelope)
+
+        window = max(1, min(self.shared.max_parallel_requests, -(-expected // DEFAULT_PAGE_SIZE) + 1))
+        seen: set[int] = set()
+        pages = ordered_pages(fetch(1), fetch, threads=window, what=f"GET {resource.list_path}")
+        with contextlib.closing(pages):
+            for page in pages:
+                for record in page.records:
+                    rid = record.get("id")
+                    if isinstance(rid, int) and rid > floor and rid not in seen:
+                        seen.add(rid)
+                        yield record
+                if min(_ids(page.records), default=floor) <= floor:
+                    return
+
     def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
         """A sink of ``resource_name`` says how to write what it holds."""
         with self._flush_lock:
@@ -153,6 +243,8 @@ class LoadContext:
             self.rejects.close()
         if "ledger" in created:
             self.ledger.close()
+        if "ledger_lock" in created:
+            self.ledger_lock.release()
         if "client" in created:
             self.client.close()
 
@@ -181,6 +273,41 @@ class LoadContext:
         """The tallies by stream name, in the order the streams started."""
         return dict(self._tallies)
 
+    def rejected_share(self) -> tuple[int, int]:
+        """How many records the run rejected, of how many it handled (written, skipped, matched or rejected)."""
+        rejected = handled = 0
+        for tally in self.tallies.values():
+            rejected += tally.rejected
+            handled += tally.handled
+        return rejected, handled
+
+    def over_rejected_share(self) -> bool:
+        """Whether more records were rejected than ``max_rejected_share`` allows."""
+        rejected, handled = self.rejected_share()
+        return handled > 0 and rejected / handled > self.settings.max_rejected_share
+
+    def check_rejected_share(self, *, state_held_back: bool = False) -> None:
+        """At the end of a run: fail when more records were rejected than ``max_rejected_share`` allows.
+
+        Args:
+            state_held_back: a STATE was held back because of it (the line says so).
+
+        Raises:
+            RejectedShareError: the share is over the setting.
+        """
+        if not self.over_rejected_share():
+            return
+        rejected, handled = self.rejected_share()
+        verb = "would be rejected" if self.dry_run else "were rejected"
+        msg = (
+            f"{rejected} of {handled} records ({rejected / handled:.0%}) {verb}, more than max_rejected_share "
+            f"{self.settings.max_rejected_share:g} allows: usually a mapping error upstream (the reasons are logged "
+            f"above{'' if self.dry_run else ' and the records are in ' + self.settings.rejects_path})"
+        )
+        if state_held_back:
+            msg += "; the last STATE was held back, so a rerun after the fix sends them again"
+        raise RejectedShareError(msg)
+
     # -- run state ----------------------------------------------------------------
     def first_recovery(self, stream: str) -> bool:
         """True the first time it is asked for ``stream``: pending writes are settled once per run."""
@@ -188,6 +315,10 @@ class LoadContext:
             return False
         self._recovered_streams.add(stream)
         return True
+
+
+def _ids(records: t.Iterable[dict[str, t.Any]]) -> t.Iterator[int]:
+    return (r["id"] for r in records if isinstance(r.get("id"), int))
 
 
 def _quiet_token(client: ClosumClient) -> None:

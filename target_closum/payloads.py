@@ -30,6 +30,7 @@ import decimal
 import functools
 import hashlib
 import json
+import math
 import typing as t
 
 from closum_api import registry
@@ -228,6 +229,57 @@ def validation_message(resource: Resource, payload: t.Mapping[str, t.Any]) -> st
     except TypeError as exc:  # a value JSON Schema cannot even look at
         return f"payload is not JSON data: {exc}"
     return "; ".join(errors) if errors else None
+
+
+def unsendable(record: t.Mapping[str, t.Any]) -> str | None:
+    """Why a record cannot be sent as JSON in UTF-8, naming the field; None when it can.
+
+    A lone surrogate (U+D800 to U+DFFF unpaired, which some exports write) cannot be encoded, and
+    NaN or Infinity are not JSON: such a record is set aside, not a stop of the run.
+
+    Args:
+        record: the record as received.
+
+    Returns:
+        The reason, or None.
+    """
+    try:
+        json.dumps(record, ensure_ascii=False, allow_nan=False, default=json_default).encode("utf-8")
+    except UnicodeEncodeError:
+        field = _first_field(record, lambda v: isinstance(v, str) and _has_surrogate(v))
+        return (
+            f"field {field}: text with a lone surrogate (an unpaired \\ud800-\\udfff escape), which cannot be "
+            "encoded as UTF-8; fix the export's text encoding"
+        )
+    except ValueError:
+        field = _first_field(record, lambda v: isinstance(v, float) and not math.isfinite(v))
+        return f"field {field}: NaN or Infinity, which JSON cannot carry"
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _first_field(value: object, bad: t.Callable[[object], bool], path: str = "") -> str:
+    """The dotted path of the first value (key or value) ``bad`` says is bad, or ``?``."""
+    if isinstance(value, t.Mapping):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if bad(key) or bad(item):
+                return here
+            found = _first_field(item, bad, here)
+            if found != "?":
+                return found
+    elif isinstance(value, (list, tuple)):
+        for number, item in enumerate(value):
+            here = f"{path}[{number}]"
+            if bad(item):
+                return here
+            found = _first_field(item, bad, here)
+            if found != "?":
+                return found
+    return "?"
 
 
 def record_id(record: t.Mapping[str, t.Any]) -> int | None:

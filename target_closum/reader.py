@@ -1,11 +1,12 @@
 """Reading Singer messages: line numbers, a stop between two lines, one-line complaints.
 
-The SDK's reader, with three differences:
+The SDK's reader, with four differences:
 
 - a line that is not a Singer message (not JSON, not an object, no ``type``,
   an unknown type, a missing field, a RECORD or BATCH before its SCHEMA, a BATCH
   whose files cannot be read) raises :class:`BadInputError`, which names the line
   number, instead of logging a traceback;
+- a blank line is passed over (still counted in the line numbers);
 - a stop (:mod:`closum_api.stop`) is honoured between two lines;
 - :attr:`ClosumReader.waiting_for_input` tells a signal handler that the
   reader is blocked on its input, where stopping at once loses nothing.
@@ -215,6 +216,8 @@ class ClosumReader(SingerReader):
         while (line := self._next_line(lines)) is not None:
             self.lineno += 1
             STOP.check()
+            if not line.strip():
+                continue  # a blank line (an export's trailing newline, say) carries no message
             self._current_message = line
             message, kind, callback = self._parse(line, callbacks)
             try:

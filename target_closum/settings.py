@@ -20,6 +20,8 @@ DEFAULT_DRY_RUN = False
 DEFAULT_LOAD_METHOD = "append-only"
 DEFAULT_BATCH_ROWS = 1000
 DEFAULT_CREATE_MISSING_REFERENCES = False
+#: more than half the records refused: almost always a mapping error upstream, so the run fails
+DEFAULT_MAX_REJECTED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class TargetSettings:
         resource_map: input stream name → ``{"resource": ..., "action": ...}``.
         batch_size_rows: records held per stream before they are written.
         create_missing_references: create the contact types and audience lists a record names that do not exist.
+        max_rejected_share: the run fails when a larger share of its records is rejected (0: any reject, 1: never).
     """
 
     rejects_path: str = DEFAULT_REJECTS_PATH
@@ -43,6 +46,7 @@ class TargetSettings:
     resource_map: t.Mapping[str, t.Mapping[str, t.Any]] = field(default_factory=dict)
     batch_size_rows: int = DEFAULT_BATCH_ROWS
     create_missing_references: bool = DEFAULT_CREATE_MISSING_REFERENCES
+    max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TargetSettings:
@@ -72,6 +76,9 @@ class TargetSettings:
             batch_size_rows=int(config.get("batch_size_rows") or DEFAULT_BATCH_ROWS),
             create_missing_references=bool(
                 config.get("create_missing_references") or DEFAULT_CREATE_MISSING_REFERENCES
+            ),
+            max_rejected_share=float(
+                DEFAULT_MAX_REJECTED_SHARE if config.get("max_rejected_share") is None else config["max_rejected_share"]
             ),
         )
         for stream in settings.resource_map:

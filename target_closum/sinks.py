@@ -30,7 +30,7 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_closum.lookups import extract, with_placeholders
-from target_closum.payloads import build_payload, payload_hash, pk_key, record_id, validation_message
+from target_closum.payloads import build_payload, payload_hash, pk_key, record_id, unsendable, validation_message
 from target_closum.plan import Item
 from target_closum.writer import StreamWriter
 
@@ -122,6 +122,10 @@ class ClosumSink(BatchSink):
             self.writer.reject(record, None, None, reason)
             return
         _ = context  # the batch is the sink's own queue
+        problem = unsendable(record)
+        if problem:
+            self.writer.reject(record, None, None, problem)
+            return
         extracted = extract(self.resource.name, record)
         if extracted.problem:
             self.writer.reject(record, None, None, extracted.problem)

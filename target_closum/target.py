@@ -13,12 +13,14 @@ from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from closum_api import DISTRIBUTION, __version__
-from closum_api.config import SharedSettings, connection_properties
+from closum_api.config import SharedSettings, connection_properties, setting_errors, warn_unknown_settings
 from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
+from target_closum.ledger import LedgerInUseError
 from target_closum.load import LoadContext
 from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
 from target_closum.reader import BadInputError, ClosumReader, batch_records, batch_storage
@@ -28,6 +30,7 @@ from target_closum.settings import (
     DEFAULT_DRY_RUN,
     DEFAULT_LEDGER_PATH,
     DEFAULT_LOAD_METHOD,
+    DEFAULT_MAX_REJECTED_SHARE,
     DEFAULT_REJECTS_PATH,
     TargetSettings,
 )
@@ -142,6 +145,15 @@ class TargetClosum(OneLineCommand, Target):
             "time. Appended to; relative paths are from the working directory.",
         ),
         th.Property(
+            "max_rejected_share",
+            th.NumberType(minimum=0, maximum=1),
+            default=DEFAULT_MAX_REJECTED_SHARE,
+            title="Max rejected share",
+            description="The run fails (exit status 1, one line) when more than this share of its records is "
+            "rejected, after writing the others and setting the rejected aside; its last STATE is then held back, "
+            "so a rerun after the fix sends them again. 0: any reject fails the run; 1: never.",
+        ),
+        th.Property(
             "ledger_path",
             th.StringType(min_length=1),
             default=DEFAULT_LEDGER_PATH,
@@ -187,6 +199,8 @@ class TargetClosum(OneLineCommand, Target):
         #: the last STATE read at a moment every record read so far was written
         self._safe_state: dict | None = None
         self._emitted_state: dict | None = None
+        self._state_held_back = False
+        self._input_complete = True
         super().__init__(*args, **kwargs)
         self.settings = TargetSettings.from_config(self.config)
         if not self.settings.dry_run:
@@ -201,6 +215,20 @@ class TargetClosum(OneLineCommand, Target):
         self.batch_storage = batch_storage(self.config)
         self.max_parallelism = 4
         self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
+
+    @override
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's checks against the settings' JSON Schema, then the shared ones in words; unknown names warned."""
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            errors = list(exc.errors)
+        errors += setting_errors(self._config)
+        warn_unknown_settings(self)
+        if errors and raise_errors:
+            msg = "Config validation failed"
+            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
+        return errors
 
     @property
     def reader(self) -> ClosumReader:
@@ -259,6 +287,8 @@ class TargetClosum(OneLineCommand, Target):
         except sqlite3.Error as exc:
             msg = f"ledger_path {self.settings.ledger_path!r} cannot be used: {exc}"
             raise ClosumSettingsError(msg) from None
+        except LedgerInUseError:
+            raise  # its line says it all
         except Exception:
             # As the SDK's add_sink says it; the run's one-line failure follows.
             self.logger.error("Error initializing target sink '%s'", self.name)  # noqa: TRY400  # no traceback
@@ -307,6 +337,12 @@ class TargetClosum(OneLineCommand, Target):
 
     @override
     def _write_state_message(self, state: dict) -> None:
+        """Emit a STATE, unless the run is past ``max_rejected_share``: its rejects are then not done with."""
+        if self.load.over_rejected_share():
+            if not self._state_held_back:
+                self.logger.warning("STATE held back: more records rejected than max_rejected_share allows")
+                self._state_held_back = True
+            return
         super()._write_state_message(state)
         self._emitted_state = state
 
@@ -341,10 +377,12 @@ class TargetClosum(OneLineCommand, Target):
         """
         try:
             super().listen(file_input)
+            self.load.check_rejected_share(state_held_back=self._state_held_back)
         except ClosumStopped:
             self._emit_safe_state()
             raise
         except BadInputError:
+            self._input_complete = False  # what came before the bad line is written, not checked for doubles
             try:
                 self.process_endofpipe()
             except ClosumStopped:
@@ -361,9 +399,11 @@ class TargetClosum(OneLineCommand, Target):
             self._write_state_message(copy.deepcopy(state))
 
     def process_endofpipe(self) -> None:
-        """Write what is left and emit the last STATE, then finish."""
+        """Write what is left and emit the last STATE; check that no other run doubled what this one created; finish."""
         try:
             super().process_endofpipe()
+            if self._input_complete:
+                self.load.check_doubled()
         finally:
             self.finish()
 
@@ -374,6 +414,8 @@ class TargetClosum(OneLineCommand, Target):
         self._finished = True
         for tally in self.load.tallies.values():
             self.logger.info(tally.line(self.settings.rejects_path))
+            for line in tally.reason_lines():
+                self.logger.warning(line)
             self.metrics_logger.info(
                 "METRIC: %s",
                 json.dumps(
@@ -385,6 +427,13 @@ class TargetClosum(OneLineCommand, Target):
                     },
                     separators=(",", ":"),
                 ),
+            )
+        repeated = self.load.rejects.repeated if "rejects" in self.load.__dict__ else 0
+        if repeated:
+            self.logger.info(
+                "%d of the rejects were in %s already (a replay of the same input): not appended again",
+                repeated,
+                self.settings.rejects_path,
             )
         self.load.report_budget(self.logger, self.metrics_logger)
         self.load.close()

@@ -42,6 +42,7 @@ from closum_api import registry, stop
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
+    ClosumEndpointError,
     ClosumError,
     ClosumFatalError,
     ClosumOutcomeUnknown,
@@ -66,6 +67,7 @@ from target_closum.mapping import StreamMapping
 from target_closum.payloads import canonical_json, payload_hash, pk_key
 from target_closum.plan import Create, Item, Match, Skip, Update, decide
 from target_closum.reconcile import find_created
+from target_closum.rejects import RejectsFileError
 from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
@@ -83,7 +85,16 @@ class ClosumWriteError(ClosumError):
 
 
 # Failures that end the run as they are: their one line already says what to fix.
-_AS_THEY_ARE = (ClosumAuthError, ClosumBadResponse, ClosumGaveUp, ClosumStopped, ClosumLookupError, ClosumWriteError)
+_AS_THEY_ARE = (
+    ClosumAuthError,
+    ClosumBadResponse,
+    ClosumEndpointError,
+    ClosumGaveUp,
+    ClosumStopped,
+    ClosumLookupError,
+    ClosumWriteError,
+    RejectsFileError,
+)
 
 
 def _ends_as_it_is(exc: BaseException) -> bool:
@@ -184,8 +195,8 @@ class StreamWriter:
     def reject(
         self, record: t.Mapping[str, t.Any], payload: t.Mapping[str, t.Any] | None, status: int | None, message: str
     ) -> Outcome:
-        """Count a record as rejected and, unless in a dry run, append it to the rejects file."""
-        self.tally.add("rejected")
+        """Count a record as rejected (and why) and, unless in a dry run, append it to the rejects file."""
+        self.tally.reject(message)
         if self.dry_run:
             self.logger.warning("Would reject a record of stream %s: %s", self.stream_name, message)
         elif self.writes_rejects:
@@ -439,19 +450,20 @@ class StreamWriter:
         return Outcome(target_id, "updated")
 
     def _refused(self, item: Item, exc: ClosumFatalError) -> Outcome:
-        """Closum refused the write: an auth failure ends the run, any other rejects the record.
+        """Closum refused the write: an auth failure or a missing endpoint ends the run, any other rejects the record.
 
         Raises:
             ClosumAuthError: the credentials or the token were refused.
+            ClosumEndpointError: there is no endpoint to write to (api_url, or the API revision).
         """
-        if isinstance(exc, ClosumAuthError):
+        if isinstance(exc, (ClosumAuthError, ClosumEndpointError)):
             raise exc
         return self.reject(item.record, item.payload, exc.status, exc.server_message or str(exc))
 
     def _done(self, item: Item, resource: Resource, closum_id: int, action: str) -> None:
         """A create or update settled: the ledger and the run's indexes know its id."""
         self.load.ledger.mark_done(self.stream_name, item.key, resource.name, closum_id, item.payload_hash, action)
-        self.load.note_written(resource, item.payload, closum_id)
+        self.load.note_written(resource, item.payload, closum_id, created=action == "create")
 
     def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
         """POST behind a pending intent; on a lost answer, search before trying again; one budget for all.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from tap_run import catalog_selecting
-from test_target_support import lead, singer, target_config
+from test_target_support import lead, rejects, singer, target_config
 
 from closum_sandbox.testing import free_port
 
@@ -47,7 +47,14 @@ class Ended(t.NamedTuple):
         return lines[0].split(f"{program} failed: ", 1)[1]
 
 
-def run(program: str, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None) -> Ended:
+def run(
+    program: str,
+    *args: str,
+    cwd: Path,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    preexec: t.Callable[[], None] | None = None,
+) -> Ended:
     start = time.monotonic()
     proc = subprocess.run(  # argv is ours, no shell
         [str(BIN / program), *args],
@@ -58,6 +65,7 @@ def run(program: str, *args: str, cwd: Path, stdin: str = "", env: dict[str, str
         cwd=cwd,
         env=os.environ | (env or {}),
         check=False,
+        preexec_fn=preexec,  # a resource limit of the child, set before it runs
     )
     return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
@@ -109,8 +117,8 @@ TAP_CASES: dict[str, tuple[t.Callable[[Path, t.Any], list[str]], tuple[str, ...]
         ("start_date", "'yesterday'", "ISO 8601"),
     ),
     "page_size not a number": (
-        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(page_size="many"))],
-        ("invalid settings", "page_size"),
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(page_size="many", max_retries=-1))],
+        ("page_size: 'many' is not a whole number", "max_retries: -1 is less than the minimum of 0"),
     ),
     "api_pw missing": (
         lambda d, sb: ["--config", write_json(d / "c.json", {"api_url": sb.api_url, "api_username": "u"})],
@@ -132,6 +140,10 @@ TAP_CASES: dict[str, tuple[t.Callable[[Path, t.Any], list[str]], tuple[str, ...]
         lambda d, _sb: ["--config", write_json(d / "c.json", closed_config())],
         ("cannot reach http://127.0.0.1:", "connection refused"),
     ),
+    "api_url without scheme": (
+        lambda d, sb: ["--config", write_json(d / "c.json", sb.config(api_url=sb.api_url.removeprefix("http://")))],
+        ("invalid settings: api_url: '127.0.0.1:", "/api' has no http:// or https:// in front", "such as https://"),
+    ),
     "credentials refused": (
         lambda d, sb: ["--config", write_json(d / "c.json", sb.config(api_pw="Wr0ng-pw"))],
         ("api_username", "api_pw"),
@@ -149,6 +161,107 @@ def test_tap_failure_is_one_line(sandbox, tmp_path, case):
     args, needles = TAP_CASES[case]
     ended = run("tap-closum", *args(tmp_path, sandbox), cwd=tmp_path)
     assert_fails_with_one_line(ended, "tap-closum", needles)
+
+
+# -- configuration failures fail: a wrong api_url, streams this account does not serve ----------
+@pytest.mark.parametrize("suffix", ["", "/api/v1", "/"], ids=["no /api", "/api/v1", "trailing slash"])
+def test_a_wrong_api_url_fails_naming_the_url_tried_and_the_one_to_try(sandbox, tmp_path, suffix):
+    api_url = sandbox.url + suffix
+    tap = run("tap-closum", "--config", write_json(tmp_path / "t.json", sandbox.config(api_url=api_url)), cwd=tmp_path)
+    config = target_config(sandbox, tmp_path, api_url=api_url)
+    target = run(
+        "target-closum",
+        "--config",
+        write_json(tmp_path / "c.json", config),
+        cwd=tmp_path,
+        stdin=singer("leads", [lead(1)]),
+    )
+    tried = api_url.rstrip("/") + "/token"
+    for ended, program in ((tap, "tap-closum"), (target, "target-closum")):
+        assert_fails_with_one_line(
+            ended,
+            program,
+            (f"POST {tried} answered 404 Not Found", f"api_url must end with /api (try {sandbox.api_url})"),
+        )
+    assert not any(json.loads(x)["type"] == "RECORD" for x in tap.out.splitlines())
+    assert not (tmp_path / "rejects.jsonl").exists()  # no record is blamed for the settings
+
+
+def test_a_tap_run_whose_every_selected_stream_answers_404_fails(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(revision="2019")  # audience lists are of the 2021 revision
+    config = sandbox.config()
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"audience_lists", "lead_audience_lists"}))
+    ended = run("tap-closum", "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog, cwd=tmp_path)
+    assert_fails_with_one_line(
+        ended,
+        "tap-closum",
+        ("every selected stream answered 404 (audience_lists, lead_audience_lists;", "/api/audience-list", "api_url"),
+    )
+    # One stream this account serves among them: the others are skipped with a warning, the run succeeds.
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"audience_lists", "cities"}))
+    ended = run("tap-closum", "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog, cwd=tmp_path)
+    assert ended.code == 0, ended.err[-3000:]
+    assert "Skipping stream audience_lists: GET /audience-list answered 404" in ended.err
+    assert any(json.loads(x).get("stream") == "cities" for x in ended.out.splitlines())
+
+
+def test_a_catalog_selecting_nothing_says_so_and_names_the_streams(sandbox, tmp_path):
+    config = sandbox.config()
+    catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"lead"}))  # a typo: the stream is leads
+    ended = run("tap-closum", "--config", write_json(tmp_path / "c.json", config), "--catalog", catalog, cwd=tmp_path)
+    assert ended.code == 0, ended.err[-3000:]
+    warnings = [line for line in ended.err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert "The catalog selects no stream, so nothing is read" in warnings[0]
+    assert "audience_lists, cities, contact_lifecycle_stages, contact_types, emails" in warnings[0]
+    assert sandbox.requests_log("/api") == []
+
+
+def test_a_target_writing_to_a_resource_the_account_lacks_fails(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(revision="2019")
+    config = target_config(sandbox, tmp_path)
+    text = singer("audience_lists", [{"id": 1, "name": "Feira"}, {"id": 2, "name": "Natal"}])
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert_fails_with_one_line(
+        ended,
+        "target-closum",
+        (f"POST {sandbox.api_url}/audience-list answered 404 Not Found", "other Closum API revision", "resource_map"),
+    )
+    assert not (tmp_path / "rejects.jsonl").exists()
+    assert ended.out == ""  # no STATE
+
+
+def test_a_405_on_a_collection_fails_but_a_404_naming_a_record_is_a_reject(sandbox, tmp_path):
+    config = target_config(sandbox, tmp_path)
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 404, "times": 1}])
+    text = singer("leads", [lead(i) for i in range(1, 5)])
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert ended.code == 0, ended.err[-3000:]  # the list answers: that 404 was about the record
+    assert [r["status"] for r in rejects(tmp_path / "rejects.jsonl")] == [404]
+    sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 405, "times": 1}])
+    config = target_config(sandbox, tmp_path, ledger_path=str(tmp_path / "other.sqlite"))
+    text = singer("leads", [lead(i) for i in range(10, 12)])
+    ended = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
+    assert_fails_with_one_line(ended, "target-closum", (f"POST {sandbox.api_url}/lead answered 405",))
+
+
+def test_unknown_settings_get_one_warning_naming_them_with_the_close_names(sandbox, tmp_path):
+    typos = {"rejects_pth": "r.jsonl", "max_rejected_shares": 1, "colour": "blue"}
+    config = write_json(tmp_path / "c.json", target_config(sandbox, tmp_path, **typos))
+    target = run("target-closum", "--config", config, cwd=tmp_path, stdin=singer("leads", [lead(1)]))
+    assert target.code == 0, target.err[-3000:]
+    warned = [line.split(" | ")[-1] for line in target.err.splitlines() if "unknown settings" in line]
+    expected = (
+        "unknown settings, ignored: colour, max_rejected_shares (did you mean max_rejected_share?), "
+        "rejects_pth (did you mean rejects_path?)"
+    )
+    assert warned == [expected]
+    assert not (tmp_path / "r.jsonl").exists()
+    tap_config = write_json(tmp_path / "t.json", sandbox.config(page_sise=10, stream_maps={}))
+    tap = run("tap-closum", "--config", tap_config, "--discover", cwd=tmp_path)
+    assert tap.code == 0, tap.err[-3000:]
+    warned = [line.split(" | ")[-1] for line in tap.err.splitlines() if "unknown settings" in line]
+    assert warned == ["unknown settings, ignored: page_sise (did you mean page_size?)"]  # stream_maps: the SDK's
 
 
 def test_tap_api_going_away_mid_sync_is_one_line(sandbox_factory, tmp_path):
@@ -195,9 +308,13 @@ TARGET_CASES: dict[str, tuple[t.Callable[[Path, t.Any], tuple[list[str], str]], 
         lambda d, _sb: (["--config", str(_text(d / "c.json", "{"))], ""),
         ("config file", "not valid JSON"),
     ),
+    "api_url without a host": (
+        lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, api_url="https:///api"))], ""),
+        ("invalid settings: api_url: 'https:///api' names no host; it must be a full URL",),
+    ),
     "a setting of the wrong type": (
         lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, batch_size_rows="x"))], ""),
-        ("invalid settings", "batch_size_rows"),
+        ("invalid settings: batch_size_rows: 'x' is not a whole number",),
     ),
     "load_method overwrite": (
         lambda d, sb: (["--config", write_json(d / "c.json", target_config(sb, d, load_method="overwrite"))], ""),

@@ -142,3 +142,35 @@ def test_process_passes_its_knobs(tmp_path):
     assert config["opt_ins_on_retrieve"] is False
     assert (config["seed"], config["max_page_size"], config["token_ttl"], config["fail_rate"]) == (0, 7, 5, 0.25)
     assert (config["revision"], config["username"], config["latency_ms"]) == ("both", "sandbox", 0)
+
+
+# What `pip install closum-singer` (without [sandbox]) leaves out: simulated by blocking the imports.
+WITHOUT_EXTRA = (
+    "import sys\n"
+    "sys.modules['uvicorn'] = sys.modules['fastapi'] = None  # not installed\n"
+    "from closum_sandbox.cli import main\n"
+    "raise SystemExit(main())\n"
+)
+
+
+@pytest.mark.parametrize("args", [["serve"], ["serve", "--port", "0", "--seed", "3"]], ids=" ".join)
+def test_without_the_sandbox_extra_one_line_names_the_extra_to_install(args):
+    proc = subprocess.run(  # argv is ours, no shell
+        [sys.executable, "-c", WITHOUT_EXTRA, *args], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 1
+    expected = (
+        "closum-sandbox: the sandbox needs the [sandbox] extra (uvicorn is not installed); "
+        "install it with: pip install 'closum-singer[sandbox]'"
+    )
+    assert proc.stderr.splitlines() == [expected]
+    assert proc.stdout == ""
+    helped = subprocess.run(  # argv is ours, no shell
+        [sys.executable, "-c", WITHOUT_EXTRA, "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "--rate-limit" in helped.stdout

@@ -178,7 +178,8 @@ def test_batch_records_meet_exactly_what_record_messages_meet(sandbox_factory, t
     assert _ids(by_batch, "lead") == before
 
     ran_records = run_target(
-        target_config(by_records, tmp_path / "a"), singer("leads", records, schema=schema, final_state={"n": 9})
+        target_config(by_records, tmp_path / "a", max_rejected_share=1),
+        singer("leads", records, schema=schema, final_state={"n": 9}),
     )
     manifest = [
         _batch_file(tmp_path / "b" / "part-1.jsonl", records[:3], gzipped=False),
@@ -186,7 +187,7 @@ def test_batch_records_meet_exactly_what_record_messages_meet(sandbox_factory, t
         _batch_file(tmp_path / "b" / "part-3.jsonl", [], gzipped=False),
     ]
     ran_batch = run_target(
-        target_config(by_batch, tmp_path / "b"),
+        target_config(by_batch, tmp_path / "b", max_rejected_share=1),
         singer("leads", [], schema=schema) + _batch("leads", manifest, PLAIN) + _state({"n": 9}),
     )
 

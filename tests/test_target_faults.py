@@ -243,7 +243,7 @@ def test_revoked_token_is_renewed_mid_run(sandbox, tmp_path):
 
 def test_rejects_lines_are_json(sandbox, tmp_path):
     sandbox.script_faults([{"method": "POST", "path": "/api/lead", "status": 403, "body": "html"}])
-    run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1)]))
+    run_target(target_config(sandbox, tmp_path, max_rejected_share=1), singer("leads", [lead(1)]))
     [line] = rejects(tmp_path / "rejects.jsonl")
     assert line["status"] == 403
     assert "HTML" in line["message"]

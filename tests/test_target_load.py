@@ -126,7 +126,7 @@ def test_bad_records_go_to_the_rejects_file_and_the_run_goes_on(sandbox, tmp_pat
         lead(5, favourite_colour="blue"),  # a field Closum does not know
         lead(6),
     ]
-    run = run_target(target_config(sandbox, tmp_path), singer("leads", records))
+    run = run_target(target_config(sandbox, tmp_path, max_rejected_share=1), singer("leads", records))
     assert len(sandbox.records("lead")) - before == 2
     lines = rejects(tmp_path / "rejects.jsonl")
     by_id = {line["record"]["id"]: line for line in lines}
