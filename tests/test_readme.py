@@ -1,8 +1,9 @@
 """The README and docs/ stay true: generated blocks match the code, the curl session runs as written.
 
-- The settings tables and plugin definitions in docs/tap.md and docs/target.md,
-  the streams table in docs/tap.md, and the tap-closum / target-closum entries
-  of meltano.yml, are what ``scripts/gen_docs.py`` generates from
+- The settings tables of docs/tap.md and docs/target.md, the streams table in
+  docs/tap.md, the plugin definitions block of README.md and the tap-closum /
+  target-closum entries of meltano.yml (every default as the setting's
+  ``value:``), are what ``scripts/gen_docs.py`` generates from
   ``TapClosum.config_jsonschema``, ``TargetClosum.config_jsonschema``,
   ``closum_api.registry`` and ``--about --format=json`` (run ``make docs`` to
   refresh them).
@@ -96,6 +97,16 @@ def test_generator_knows_every_setting_and_stream():
         assert set(cls.config_jsonschema["properties"]) <= set(settings), name
         assert settings["api_pw"]["kind"] == "password"
         assert all(s.get("description") and s.get("kind") for s in settings.values())
+        # Every default is the setting's value, so `meltano config list --all` shows it; a file under
+        # the project's output/ whichever folder meltano runs from.
+        for setting, prop in cls.config_jsonschema["properties"].items():
+            if prop.get("default") is None:
+                assert "value" not in settings[setting], (name, setting)
+            elif setting.endswith("_path"):
+                assert settings[setting]["value"] == f"$MELTANO_PROJECT_ROOT/{prop['default']}", (name, setting)
+                assert prop["default"].startswith("output/"), (name, setting)
+            else:
+                assert settings[setting]["value"] == prop["default"], (name, setting)
         assert plugins[name]["pip_url"] == "-e ."
         assert plugins[name]["namespace"]
 
