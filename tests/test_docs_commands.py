@@ -176,6 +176,46 @@ def test_the_parser_refuses_what_meltano_refuses():
         parse(["state", "get"])
 
 
+def documented_shell_commands(program: str) -> list[tuple[str, list[str]]]:
+    """(where, argv after ``program``) for every ``program ...`` command of README.md and docs/ (a pipe ends it)."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for line in _fenced(text) + _spans(text):
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            try:
+                tokens = list(lexer)
+            except ValueError:  # not a shell line (a span of prose with a lone quote)
+                continue
+            command: list[str] = []
+            for token in [*tokens, ";"]:
+                if token and set(token) <= set("&|;<>()"):  # an operator ends a simple command
+                    if command[:1] == [program]:
+                        found.append((f"{doc.relative_to(ROOT)}: {shlex.join(command)}", command[1:]))
+                    command = [] if token != ">" else ["> a file"]
+                else:
+                    command.append(token)
+    return found
+
+
+def test_every_documented_make_target_and_plugin_option_exists():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, re.MULTILINE))
+    made = documented_shell_commands("make")
+    assert len(made) >= 10
+    assert {where for where, argv in made if not set(argv) <= targets} == set()
+
+    # The plugins' options: each one shown is one their command line (the SDK's) knows.
+    plugins = [(cls, where, argv) for name, cls in PLUGINS.items() for where, argv in documented_shell_commands(name)]
+    assert len(plugins) >= 4
+    wrong = []
+    for cls, where, argv in plugins:
+        known = {flag for param in cls.cli.params for flag in (*param.opts, *param.secondary_opts)}
+        wrong += [f"{where}: {token}" for token in argv if token.startswith("-") and token.split("=")[0] not in known]
+    assert not wrong, wrong
+
+
 # ---- a fresh project with the plugin definitions pasted ----------------------------
 def _readme_block() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
