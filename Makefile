@@ -46,7 +46,7 @@ format: $(STAMP)
 demo: $(PLUGINS_STAMP)
 	$(BIN)/python demo/run_demo.py
 
-# Refresh the blocks of docs/tap.md, docs/target.md and meltano.yml generated from the code.
+# Refresh the blocks of README.md, docs/tap.md, docs/target.md and meltano.yml generated from the code.
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_docs.py
 

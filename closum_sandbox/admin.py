@@ -22,7 +22,8 @@ route but ``/_admin/health`` wants ``Authorization: Bearer <token>`` or
   realistic records; answers ``{"ids": [...]}``.
 - ``GET /_admin/records/{resource_name}``: every stored record as retrieve
   serves it (list shape for resources without retrieve), opt-ins included
-  even while ``opt_ins_on_retrieve`` is off.
+  even while ``opt_ins_on_retrieve`` is off; with ``?shape=list``, as a list
+  serves it (no nested ids, no opt-ins): what a tap reading lists emits.
 
 Errors use the API's envelope ``{"success": false, "message": ...}``.
 """
@@ -185,7 +186,9 @@ async def add_records(request: Request, resource_name: str) -> Response:
 
 
 @router.get("/records/{resource_name}")
-async def all_records(request: Request, resource_name: str) -> Response:
-    """Every stored record as retrieve serves it (list shape without retrieve)."""
+async def all_records(request: Request, resource_name: str, shape: str = "retrieve") -> Response:
+    """Every stored record as retrieve serves it (list shape without retrieve); ``?shape=list``: as a list does."""
     sb, res = _resource(request, resource_name)
-    return json_response(sb.store.all(res.name, retrieve=res.has(Verb.RETRIEVE)))
+    if shape not in {"retrieve", "list"}:
+        raise ApiError(400, f"shape must be retrieve or list, not {shape!r}")
+    return json_response(sb.store.all(res.name, retrieve=shape == "retrieve" and res.has(Verb.RETRIEVE)))

@@ -196,9 +196,10 @@ class SandboxAdmin:
         answer = cast("dict[str, list[int]]", self._admin("POST", f"/records/{resource_name}", json={"count": count}))
         return answer["ids"]
 
-    def records(self, resource_name: str) -> list[dict[str, Any]]:
-        """Every stored record of a resource, as retrieve serves it."""
-        return cast("list[dict[str, Any]]", self._admin("GET", f"/records/{resource_name}"))
+    def records(self, resource_name: str, *, listed: bool = False) -> list[dict[str, Any]]:
+        """Every stored record of a resource, as retrieve serves it (``listed``: as a list serves it)."""
+        params = {"shape": "list"} if listed else {}
+        return cast("list[dict[str, Any]]", self._admin("GET", f"/records/{resource_name}", params=params))
 
 
 class SandboxServer(SandboxAdmin):

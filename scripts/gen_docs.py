@@ -8,18 +8,20 @@ Generated blocks sit between marker lines and are replaced whole; everything
 around them is written by hand:
 
 - docs/tap.md ``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``
-  for ``tap-settings`` (from ``TapClosum.config_jsonschema``), ``streams`` (from
-  ``closum_api.registry``) and ``tap-plugin-definition`` (the YAML to paste into
-  one's own meltano.yml);
+  for ``tap-settings`` (from ``TapClosum.config_jsonschema``) and ``streams`` (from
+  ``closum_api.registry``);
 - docs/target.md, the same markers, for ``target-settings`` (from
-  ``TargetClosum.config_jsonschema``) and ``target-plugin-definition``;
+  ``TargetClosum.config_jsonschema``);
+- README.md, the same markers, for ``plugin-definitions``: one ``plugins:`` block
+  with both plugins, to paste into one's own meltano.yml;
 - meltano.yml ``# BEGIN GENERATED: NAME`` ... ``# END GENERATED: NAME`` for
   ``tap-closum`` and ``target-closum`` (this project's plugin definitions).
 
 A plugin definition lists every setting that ``tap-closum --about --format=json``
-(``target-closum ...``) prints, the SDK's built-in ones included, with its kind
-and description, and the plugin's capabilities; the settings tables hold the
-plugin's own settings. tests/test_readme.py runs this script with ``--check``.
+(``target-closum ...``) prints, the SDK's built-in ones included, with its kind,
+description and default (as ``value:``, so ``meltano config list --all`` shows
+it), and the plugin's capabilities; the settings tables hold the plugin's own
+settings. tests/test_readme.py runs this script with ``--check``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from target_closum.target import TargetClosum
 ROOT = Path(__file__).resolve().parents[1]
 TAP_DOC = ROOT / "docs" / "tap.md"
 TARGET_DOC = ROOT / "docs" / "target.md"
+README = ROOT / "README.md"
 MELTANO_YML = ROOT / "meltano.yml"
 
 #: The plugins: their class (for their own settings) and what their Meltano entry says about them.
@@ -59,9 +62,13 @@ PLUGINS: dict[str, dict[str, Any]] = {
         "namespace": "target_closum",
         "label": "Closum",
         "description": "Closum lead-management API (target)",
+        # Files whose default is relative to the working directory: in a Meltano project, to its root.
+        "project_paths": ("rejects_path", "ledger_path"),
     },
 }
 PASTE_PIP_URL = "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone"
+#: What Meltano expands to the project's root in a setting's value.
+PROJECT_ROOT = "$MELTANO_PROJECT_ROOT"
 
 Json = dict[str, Any]
 
@@ -177,6 +184,17 @@ def _q(text: str) -> str:
     return json.dumps(" ".join(str(text).split()), ensure_ascii=False)
 
 
+def setting_value(name: str, setting: str, default: object) -> str:
+    """The ``value:`` of a setting: its default, as YAML (JSON scalars are valid YAML).
+
+    A relative file path is anchored at the Meltano project's root, so the file
+    lands in the project's ``output/`` whichever folder ``meltano`` runs from.
+    """
+    if setting in PLUGINS[name].get("project_paths", ()) and not str(default).startswith("/"):
+        default = f"{PROJECT_ROOT}/{default}"
+    return json.dumps(default, ensure_ascii=False)
+
+
 def plugin_yaml(name: str, info: Json, pip_url: str, indent: str) -> str:
     """The Meltano plugin entry of ``name`` (a YAML list item), from its ``--about`` output."""
     schema = info["settings"]
@@ -207,20 +225,17 @@ def plugin_yaml(name: str, info: Json, pip_url: str, indent: str) -> str:
             out.append(f"    description: {_q(prop['description'])}")
         if prop.get("secret"):
             out.append("    sensitive: true")
+        if "default" in prop and prop["default"] is not None:
+            out.append(f"    value: {setting_value(name, sname, prop['default'])}")
     return "\n".join(indent + line if line else line for line in out)
 
 
-def paste_block(name: str, info: Json) -> str:
-    """A ``plugins:`` fragment holding ``name``'s entry, to paste into one's own meltano.yml."""
-    return "\n".join(
-        [
-            "```yaml",
-            "plugins:",
-            f"  {PLUGINS[name]['kind']}:",
-            plugin_yaml(name, info, PASTE_PIP_URL, "  "),
-            "```",
-        ]
-    )
+def paste_block(infos: dict[str, Json]) -> str:
+    """One ``plugins:`` block holding both plugins' entries, to paste into one's own meltano.yml."""
+    lines = ["```yaml", "plugins:"]
+    for name, meta in PLUGINS.items():
+        lines += [f"  {meta['kind']}:", plugin_yaml(name, infos[name], PASTE_PIP_URL, "  ")]
+    return "\n".join([*lines, "```"])
 
 
 # ---- the files ----------------------------------------------------------------
@@ -231,12 +246,9 @@ def generated_blocks() -> dict[Path, dict[str, str]]:
         TAP_DOC: {
             "tap-settings": settings_table(own_settings("tap-closum")),
             "streams": streams_table(),
-            "tap-plugin-definition": paste_block("tap-closum", infos["tap-closum"]),
         },
-        TARGET_DOC: {
-            "target-settings": settings_table(own_settings("target-closum")),
-            "target-plugin-definition": paste_block("target-closum", infos["target-closum"]),
-        },
+        TARGET_DOC: {"target-settings": settings_table(own_settings("target-closum"))},
+        README: {"plugin-definitions": paste_block(infos)},
         MELTANO_YML: {name: plugin_yaml(name, info, "-e .", "  ") for name, info in infos.items()},
     }
 

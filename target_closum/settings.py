@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 
 from target_closum.mapping import ClosumConfigError, StreamMapping, check_load_method, mapping_for
 
-DEFAULT_REJECTS_PATH = "closum-rejects.jsonl"
-DEFAULT_LEDGER_PATH = "closum-ledger.sqlite"
+#: The ledger and the rejects file default to ``output/``, relative to the working directory: the folder
+#: a Meltano project keeps its plugins' output in and git-ignores (``meltano init`` creates it so). The
+#: Meltano plugin definition anchors them at ``$MELTANO_PROJECT_ROOT``.
+OUTPUT_FOLDER = "output"
+DEFAULT_REJECTS_PATH = f"{OUTPUT_FOLDER}/closum-rejects.jsonl"
+DEFAULT_LEDGER_PATH = f"{OUTPUT_FOLDER}/closum-ledger.sqlite"
 DEFAULT_DRY_RUN = False
 DEFAULT_LOAD_METHOD = "append-only"
 DEFAULT_BATCH_ROWS = 1000

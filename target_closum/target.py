@@ -142,7 +142,9 @@ class TargetClosum(OneLineCommand, Target):
             title="Rejects file",
             description="JSON-lines file that receives every record set aside (failed validation or "
             "refused by Closum with 400/403/404/405), with stream, record, payload, status, message and "
-            "time. Appended to; relative paths are from the working directory.",
+            "time. Appended to; relative paths are from the working directory (in a Meltano project, from "
+            "its root). It holds people's personal data (names, emails, phones): keep it out of version "
+            "control and delete it once its records are fixed.",
         ),
         th.Property(
             "max_rejected_share",
@@ -159,7 +161,8 @@ class TargetClosum(OneLineCommand, Target):
             default=DEFAULT_LEDGER_PATH,
             title="Ledger file",
             description="SQLite file recording each write (stream + record key → Closum id, payload hash), "
-            "so a rerun or a replay writes nothing twice. Keep it between runs of the same load.",
+            "so a rerun or a replay writes nothing twice. Keep it between runs of the same load. Relative "
+            "paths are from the working directory (in a Meltano project, from its root).",
         ),
         th.Property(
             "dry_run",
@@ -182,8 +185,9 @@ class TargetClosum(OneLineCommand, Target):
         th.Property(
             "batch_size_rows",
             th.IntegerType(minimum=1),
+            default=DEFAULT_BATCH_ROWS,
             title="Batch size",
-            description=f"Records held per stream before they are written (default {DEFAULT_BATCH_ROWS}); "
+            description="Records held per stream before they are written; "
             "bounds memory. STATE is emitted only once the records before it are written.",
         ),
     ).to_dict()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from closum_api import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 MELTANO = Path(sys.executable).parent / "meltano"
 #: The prefixes of the settings a test sets itself: none of the machine's own is passed on.
@@ -91,3 +93,15 @@ def run_meltano(
             pytrace=False,
         )
     return proc
+
+
+#: The key of each warehouse table: ``id``, but the consent tables' is their lead's id.
+TABLE_KEYS = {o.stream_name: o.key for o in registry.OPT_INS}
+
+
+def expected_keys(sandbox) -> dict[str, list[int]]:
+    """What each warehouse table must hold after tap-closum's full load, by key, from the sandbox's records."""
+    expected = {r.stream_name: sorted(rec["id"] for rec in sandbox.records(r.name)) for r in registry.RESOURCES}
+    for o in registry.OPT_INS:
+        expected[o.stream_name] = sorted(rec["id"] for rec in sandbox.records(o.parent.name) if rec.get(o.name))
+    return expected

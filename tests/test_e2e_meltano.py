@@ -29,9 +29,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
-from meltano_project import ROOT, meltano_env, project_copy, require_plugins, run_meltano
-
-from closum_api import registry
+from meltano_project import ROOT, TABLE_KEYS, expected_keys, meltano_env, project_copy, require_plugins, run_meltano
 
 if TYPE_CHECKING:
     import subprocess
@@ -90,18 +88,6 @@ def meltano(sandbox, tmp_path):
     return run
 
 
-#: The key of each table: ``id``, but the consent tables' is their lead's id.
-KEYS = {o.stream_name: o.key for o in registry.OPT_INS}
-
-
-def _expected_keys(sandbox) -> dict[str, list[int]]:
-    """What each table must hold, by key, from the sandbox's records."""
-    expected = {r.stream_name: sorted(rec["id"] for rec in sandbox.records(r.name)) for r in registry.RESOURCES}
-    for o in registry.OPT_INS:
-        expected[o.stream_name] = sorted(rec["id"] for rec in sandbox.records(o.parent.name) if rec.get(o.name))
-    return expected
-
-
 def _tables(path: Path) -> dict[str, list[int]]:
     con = duckdb.connect(str(path), read_only=True)
     try:
@@ -113,8 +99,9 @@ def _tables(path: Path) -> dict[str, list[int]]:
             ).fetchall()
         ]
         db = con.execute("select current_database()").fetchone()[0]
+        key = TABLE_KEYS.get
         return {
-            n: sorted(r[0] for r in con.execute(f'select {KEYS.get(n, "id")} from "{db}".closum."{n}"').fetchall())  # noqa: S608  # table names from information_schema; identifiers cannot be bound
+            n: sorted(r[0] for r in con.execute(f'select {key(n, "id")} from "{db}".closum."{n}"').fetchall())  # noqa: S608  # table names from information_schema; identifiers cannot be bound
             for n in names
         }
     finally:
@@ -142,7 +129,7 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
 
     # Every stream of the registry (resources and opt-ins) is a table holding exactly the sandbox's records.
     tables = _tables(duck)
-    assert tables == _expected_keys(sandbox)
+    assert tables == expected_keys(sandbox)
     assert tables["lead_opt_ins"], "the sandbox serves opt-ins: the consent table is not empty"
     leads_before = tables["leads"]
     assert len(leads_before) == 25
@@ -175,7 +162,7 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     # One retrieve per new lead, for its opt-in; none for the history.
     retrieves = [r["path"] for r in sandbox.requests_log("/api/lead/") if r["method"] == "GET"]
     assert sorted(retrieves) == sorted(f"/api/lead/{i}" for i in new_ids)
-    assert _tables(duck) == _expected_keys(sandbox)
+    assert _tables(duck) == expected_keys(sandbox)
     assert _state(meltano, "dev:tap-closum-to-target-duckdb")["bookmarks"]["leads"]["replication_key_value"] == max(
         new_ids
     )
@@ -271,6 +258,6 @@ def test_closum_to_jsonl_files(meltano, sandbox):
     out = meltano.tmp / "jsonl"
     out.mkdir()
     meltano.pipeline("tap-closum", "target-jsonl", extra_env={"TARGET_JSONL_DESTINATION_PATH": str(out)})
-    for name, expected in _expected_keys(sandbox).items():
+    for name, expected in expected_keys(sandbox).items():
         lines = (out / f"{name}.jsonl").read_text().splitlines()
-        assert sorted(json.loads(line)[KEYS.get(name, "id")] for line in lines) == expected, name
+        assert sorted(json.loads(line)[TABLE_KEYS.get(name, "id")] for line in lines) == expected, name

@@ -1,8 +1,9 @@
 """The README and docs/ stay true: generated blocks match the code, the curl session runs as written.
 
-- The settings tables and plugin definitions in docs/tap.md and docs/target.md,
-  the streams table in docs/tap.md, and the tap-closum / target-closum entries
-  of meltano.yml, are what ``scripts/gen_docs.py`` generates from
+- The settings tables of docs/tap.md and docs/target.md, the streams table in
+  docs/tap.md, the plugin definitions block of README.md and the tap-closum /
+  target-closum entries of meltano.yml (every default as the setting's
+  ``value:``), are what ``scripts/gen_docs.py`` generates from
   ``TapClosum.config_jsonschema``, ``TargetClosum.config_jsonschema``,
   ``closum_api.registry`` and ``--about --format=json`` (run ``make docs`` to
   refresh them).
@@ -11,6 +12,9 @@
   answer checked against the ``# ...`` line shown below the command.
 - The pinned plugin versions the README lists are the ones meltano.yml installs,
   and every document the README links to exists.
+- The supported Python versions are stated once (pyproject's classifiers) and
+  everything else follows: ``--about``, the README, docs/development.md, the
+  lint targets, this interpreter; the LICENSE file is the licence declared.
 """
 
 from __future__ import annotations
@@ -96,6 +100,16 @@ def test_generator_knows_every_setting_and_stream():
         assert set(cls.config_jsonschema["properties"]) <= set(settings), name
         assert settings["api_pw"]["kind"] == "password"
         assert all(s.get("description") and s.get("kind") for s in settings.values())
+        # Every default is the setting's value, so `meltano config list --all` shows it; a file under
+        # the project's output/ whichever folder meltano runs from.
+        for setting, prop in cls.config_jsonschema["properties"].items():
+            if prop.get("default") is None:
+                assert "value" not in settings[setting], (name, setting)
+            elif setting.endswith("_path"):
+                assert settings[setting]["value"] == f"$MELTANO_PROJECT_ROOT/{prop['default']}", (name, setting)
+                assert prop["default"].startswith("output/"), (name, setting)
+            else:
+                assert settings[setting]["value"] == prop["default"], (name, setting)
         assert plugins[name]["pip_url"] == "-e ."
         assert plugins[name]["namespace"]
 
@@ -121,6 +135,30 @@ def test_meltano_yml_pins_what_the_readme_says_and_needs_no_hub():
     assert prod["tap-closum"]["api_url"] == "https://api.closum.com/api"
     assert "api_pw" not in prod["tap-closum"]
     assert "api_username" not in prod["tap-closum"]
+
+
+def test_one_statement_of_the_supported_pythons_and_the_licence():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    versions = re.findall(r'"Programming Language :: Python :: (3\.\d+)"', pyproject)
+    minors = [int(v.split(".")[1]) for v in versions]
+    assert len(minors) >= 2
+    assert minors == list(range(minors[0], minors[-1] + 1)), versions
+    # What --about says comes from the installed metadata: `make install` after editing pyproject.toml.
+    assert TapClosum.get_supported_python_versions() == versions
+    assert TargetClosum.get_supported_python_versions() == versions
+    statement = f"Python {versions[0]}\N{EN DASH}{versions[-1]}"
+    for doc in (README, DOCS / "development.md"):
+        assert statement in doc.read_text(encoding="utf-8"), f"{doc.name} does not say {statement}"
+    assert f'requires-python = ">={versions[0]}"' in pyproject
+    assert f'target-version = "py3{minors[0]}"' in pyproject
+    assert f'python_version = "{versions[0]}"' in pyproject
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" in versions
+
+    assert 'license = "Apache-2.0"' in pyproject
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in licence
+    assert "Version 2.0, January 2004" in licence
+    assert "END OF TERMS AND CONDITIONS" in licence
 
 
 # ---- the curl session ---------------------------------------------------------

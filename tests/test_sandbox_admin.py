@@ -125,6 +125,18 @@ def test_add_records_and_list_all(sandbox):
     assert cities[0] == {"id": 1, "city_name": "Abrantes"}
 
 
+def test_admin_records_as_a_list_serves_them(sandbox):
+    """``?shape=list``: each record exactly as the list endpoint serves it, not as its retrieve."""
+    h = {"Authorization": f"Bearer {sandbox.token()}"}
+    for resource, path in (("lead", "/lead"), ("contact_type", "/contact-type")):
+        served = requests.get(sandbox.api_url + path, params={"limit": 100}, headers=h, timeout=5).json()["data"]
+        assert sandbox.records(resource, listed=True)[: len(served)] == sorted(served, key=lambda r: r["id"])
+        assert sandbox.records(resource, listed=True) != sandbox.records(resource)  # retrieves differ
+    r = requests.get(sandbox.url + "/_admin/records/lead", params={"shape": "tree"}, timeout=5)
+    assert r.status_code == 400
+    assert "shape" in r.json()["message"]
+
+
 def test_admin_records_other_revision_404(sandbox_factory):
     sb = sandbox_factory(revision="2021", seed=1)
     assert requests.get(sb.url + "/_admin/records/city", timeout=5).status_code == 404
