@@ -25,6 +25,7 @@ import requests
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.plugin_base import PluginBase
 
+from closum_api.config import setting_errors, warn_unknown_settings
 from closum_api.errors import ClosumError, one_line
 from closum_api.retry import connection_reason
 from closum_api.stop import ClosumStopped, threads_in_flight
@@ -227,6 +228,31 @@ class OneLineCommand(PluginBase):
 
     #: click parameter names whose value stays a path for ``invoke`` to open
     path_options: t.ClassVar[frozenset[str]] = frozenset()
+
+    def setting_errors(self, config: t.Mapping[str, t.Any]) -> list[str]:
+        """What the settings' JSON Schema cannot check, each problem named by its setting: the shared settings'.
+
+        Args:
+            config: the plugin's config.
+
+        Returns:
+            One message per setting that cannot be used (a program adds its own).
+        """
+        return setting_errors(config)
+
+    # SDK private: the only place to add checks of our own to the SDK's validation of the config.
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's checks against the settings' JSON Schema, then :meth:`setting_errors`; unknown names warned."""
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            errors = list(exc.errors)
+        errors += self.setting_errors(self._config)
+        warn_unknown_settings(self)
+        if errors and raise_errors:
+            msg = "Config validation failed"
+            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
+        return errors
 
     @classmethod
     def get_singer_command(cls) -> click.Command:

@@ -9,11 +9,9 @@ from functools import cached_property
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
 
 from closum_api import DISTRIBUTION
-from closum_api.config import connection_properties, warn_unknown_settings
-from closum_api.config import setting_errors as shared_setting_errors
+from closum_api.config import connection_properties
 from closum_api.failure import OneLineCommand, read_json_argument
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE
 from closum_api.stop import STOP, ClosumStopped, signal_name
@@ -85,18 +83,9 @@ class TapClosum(OneLineCommand, Tap):
         return t.cast("ChunkedWriter", self.message_writer)
 
     @override
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's checks against the settings' JSON Schema, then :func:`setting_errors`."""
-        try:
-            errors = super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            errors = list(exc.errors)
-        errors += shared_setting_errors(self._config) + setting_errors(self._config)
-        warn_unknown_settings(self)
-        if errors and raise_errors:
-            msg = "Config validation failed"
-            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
-        return errors
+    def setting_errors(self, config: t.Mapping[str, t.Any]) -> list[str]:
+        """The shared settings' problems, then :func:`setting_errors` (the tap's own)."""
+        return super().setting_errors(config) + setting_errors(config)
 
     @cached_property
     def runtime(self) -> Runtime:

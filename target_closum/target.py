@@ -13,11 +13,10 @@ from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from closum_api import DISTRIBUTION, __version__
-from closum_api.config import SharedSettings, connection_properties, setting_errors, warn_unknown_settings
+from closum_api.config import SharedSettings, connection_properties
 from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.ledger import LedgerInUseError
@@ -219,20 +218,6 @@ class TargetClosum(OneLineCommand, Target):
         self.batch_storage = batch_storage(self.config)
         self.max_parallelism = 4
         self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
-
-    @override
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's checks against the settings' JSON Schema, then the shared ones in words; unknown names warned."""
-        try:
-            errors = super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            errors = list(exc.errors)
-        errors += setting_errors(self._config)
-        warn_unknown_settings(self)
-        if errors and raise_errors:
-            msg = "Config validation failed"
-            raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
-        return errors
 
     @property
     def reader(self) -> ClosumReader:
