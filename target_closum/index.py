@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from closum_api.errors import ClosumFatalError
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Page, ordered_pages, page_size_refused
+from target_closum.rules import rules_for
 
 if t.TYPE_CHECKING:
     from closum_api.client import ClosumClient
@@ -74,7 +75,10 @@ _FOLD: dict[str, t.Callable[[object], object]] = {
     "lead_id": _as_id,
     "audience_list_id": _as_id,
 }
-_LEAD_LIKE = frozenset({"lead", "unqualified_lead"})
+
+
+# A contact's email and phone are nested objects: the part of each its key compares.
+_NESTED = {"email": "email", "phone": "number"}
 
 
 def fold(field: str, value: object) -> object:
@@ -82,27 +86,9 @@ def fold(field: str, value: object) -> object:
     return _FOLD[field](value)
 
 
-#: The fields ``match_on`` may name, per resource; None: matching only when asked.
-MATCH_FIELDS: dict[str, tuple[str, ...]] = {
-    "lead": ("email", "phone"),
-    "unqualified_lead": ("email", "phone"),
-    "email": ("email",),
-    "phone": ("number", "extension"),
-    "contact_type": ("label",),
-    "audience_list": ("name",),
-    "lead_audience_list": ("lead_id", "audience_list_id"),
-}
-#: Resources matched even when ``match_on`` is not set: a duplicate of one is never wanted.
-DEFAULT_MATCH_ON: dict[str, tuple[str, ...]] = {
-    "contact_type": ("label",),
-    "audience_list": ("name",),
-    "lead_audience_list": ("lead_id", "audience_list_id"),
-}
-
-
 def default_match_on(resource: Resource) -> tuple[str, ...]:
     """The fields a resource's records are matched on when ``match_on`` is not set; none for most resources."""
-    return DEFAULT_MATCH_ON.get(resource.name, ())
+    return rules_for(resource).default_match_on
 
 
 @dataclass(frozen=True)
@@ -118,9 +104,23 @@ class KeyRule:
     fields: tuple[str, ...]
 
     def _raw(self, record: t.Mapping[str, t.Any], field: str) -> object:
-        if self.resource in _LEAD_LIKE:
-            return _nested(record, field, "email" if field == "email" else "number")
+        if rules_for(self.resource).contact and field in _NESTED:
+            return _nested(record, field, _NESTED[field])
         return record.get(field)
+
+    def same(self, wanted: Key, served: Key | None) -> bool:
+        """Whether a served record's key carries every value of ``wanted`` (a key's missing values match anything).
+
+        Args:
+            wanted: the key of what was sent.
+            served: the key of a record Closum serves.
+
+        Returns:
+            True when it is the same record by this rule.
+        """
+        if served is None:
+            return False
+        return all(want is None or want == got for want, got in zip(wanted, served, strict=True))
 
     def key(self, record: t.Mapping[str, t.Any]) -> Key | None:
         """The key of a payload or a served record (they share their shape); None when it has none of the fields."""

@@ -13,7 +13,8 @@ and case-folded). A name that names nothing (and may not be created) or several
 records rejects the record with the field, the value and up to three close
 candidates. Ids copied from another account (``contact_type_id``,
 ``audience_list_id``, ``lead_id``) are translated through the ledger when this
-target loaded the record they name (see :data:`TRANSLATED`).
+target loaded the record they name. Which fields a resource looks up, refuses or
+translates is in :mod:`target_closum.rules`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from closum_api.errors import ClosumError
 from target_closum.index import fold
+from target_closum.rules import AUDIENCE_LIST, CONTACT_LOOKUP_FIELDS, MEMBERSHIPS, Lookup, rules_for
 
 if t.TYPE_CHECKING:
     from target_closum.index import ServerIndex
@@ -41,77 +43,6 @@ class LookupMissError(Exception):
     """A name resolves to no record, or to several: the record is rejected with this message."""
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """One lookup field.
-
-    Attributes:
-        field: the input field holding a name (``city``).
-        target: the payload field it fills (``city_id``).
-        reference: the resource the name is looked up in (``city``).
-        key: the reference's field the name is compared with (``city_name``).
-        creatable: whether ``create_missing_references`` may create a missing one.
-        noun: what a reference is called in messages.
-    """
-
-    field: str
-    target: str
-    reference: str
-    key: str
-    creatable: bool
-    noun: str
-
-    @property
-    def nouns(self) -> str:
-        """The plural of :attr:`noun`."""
-        return self.noun[:-1] + "ies" if self.noun.endswith("y") else self.noun + "s"
-
-
-CITY = Lookup("city", "city_id", "city", "city_name", creatable=False, noun="city")
-CONTACT_TYPE = Lookup("contact_type", "contact_type_id", "contact_type", "label", creatable=True, noun="contact type")
-STAGE = Lookup(
-    "contact_lifecycle_stage",
-    "contact_lifecycle_stage_id",
-    "contact_lifecycle_stage",
-    "label",
-    creatable=False,
-    noun="contact lifecycle stage",
-)
-LEAD_EMAIL = Lookup("lead_email", "lead_id", "lead", "email", creatable=False, noun="lead")
-AUDIENCE_LIST = Lookup(
-    "audience_list", "audience_list_id", "audience_list", "name", creatable=True, noun="audience list"
-)
-#: The field of a lead whose names become memberships of audience lists.
-MEMBERSHIPS = "audience_lists"
-
-#: The lookup fields of each resource's records.
-LOOKUPS: dict[str, tuple[Lookup, ...]] = {
-    "lead": (CITY, STAGE),
-    "unqualified_lead": (CONTACT_TYPE,),
-    "lead_audience_list": (LEAD_EMAIL, AUDIENCE_LIST),
-}
-#: Ids translated through the ledger: field → the resource whose loaded records they name.
-TRANSLATED: dict[str, dict[str, str]] = {
-    "unqualified_lead": {"contact_type_id": "contact_type"},
-    "lead_audience_list": {"lead_id": "lead", "audience_list_id": "audience_list"},
-}
-#: Streams of these resources are written before a batch of the key resource's stream.
-PARENTS: dict[str, tuple[str, ...]] = {
-    "lead": ("audience_list",),
-    "unqualified_lead": ("contact_type",),
-    "lead_audience_list": ("lead", "audience_list"),
-}
-# A lookup field given to a resource that has no such reference, and what to do instead.
-_NOT_HERE: dict[tuple[str, str], str] = {
-    ("lead", "contact_type"): "a lead has no contact type in Closum (only an unqualified lead has contact_type_id); "
-    "drop the field, or use contact_lifecycle_stage",
-    ("unqualified_lead", "city"): "Closum takes no city for an unqualified lead (its city_id is read-only); "
-    "drop the field",
-    ("unqualified_lead", "contact_lifecycle_stage"): "an unqualified lead has no lifecycle stage in Closum; "
-    "drop the field",
-    ("unqualified_lead", MEMBERSHIPS): "only a lead can be a member of an audience list; drop the field",
-}
-_ALL_FIELDS = (CITY.field, CONTACT_TYPE.field, STAGE.field, MEMBERSHIPS)
 _SEPARATORS = re.compile(r"[;,]")
 
 
@@ -134,19 +65,17 @@ class Extracted:
 
 def lookup_for(resource: str, field: str) -> Lookup:
     """The lookup of ``field`` in a record of ``resource`` (``audience_lists`` → the audience list lookup)."""
-    if field == MEMBERSHIPS:
-        return AUDIENCE_LIST
-    return next(lk for lk in LOOKUPS[resource] if lk.field == field)
+    return rules_for(resource).lookup(field)
 
 
 def extract(resource: str, record: t.Mapping[str, t.Any]) -> Extracted:
     """Take the lookup fields out of a record of ``resource``; null or empty ones count as absent."""
-    lookups = LOOKUPS.get(resource)
-    if lookups is None:
+    rules = rules_for(resource)
+    if not rules.lookups:
         return Extracted(dict(record), {})
-    fields = {lk.field for lk in lookups} | ({MEMBERSHIPS} if resource == "lead" else set())
-    if resource != "lead_audience_list":
-        fields |= set(_ALL_FIELDS)
+    fields = {lk.field for lk in rules.lookups} | ({MEMBERSHIPS} if MEMBERSHIPS in rules.helpers else set())
+    if rules.contact:
+        fields |= set(CONTACT_LOOKUP_FIELDS)
     rest = {k: v for k, v in record.items() if k not in fields}
     names: dict[str, str] = {}
     lists: tuple[str, ...] = ()
@@ -154,8 +83,8 @@ def extract(resource: str, record: t.Mapping[str, t.Any]) -> Extracted:
         value = record[field]
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        if (resource, field) in _NOT_HERE:
-            return Extracted(rest, {}, (), f"field {field}: {_NOT_HERE[resource, field]}")
+        if field in rules.refused:
+            return Extracted(rest, {}, (), f"field {field}: {rules.refused[field]}")
         if field == MEMBERSHIPS:
             parsed = _list_names(value)
             if parsed is None:

@@ -13,7 +13,7 @@ Rules, in order:
    (``lead_opt_ins``...) are never written on their own.
 
 ``resource_map[stream].match_on`` names the fields that identify a record on
-the server (see :data:`target_closum.index.MATCH_FIELDS`); contact types,
+the server (see :data:`target_closum.rules.RULES`); contact types,
 audience lists and lead audience lists are matched on their name (the pair of
 ids) whether it is set or not.
 """
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from closum_api import registry
 from closum_api.errors import ClosumError
 from closum_api.registry import Resource, Verb
-from target_closum.index import MATCH_FIELDS, default_match_on
+from target_closum.index import default_match_on
+from target_closum.rules import rules_for
 
 ACTIONS = ("create", "update", "upsert")
 LOAD_METHODS = ("append-only", "upsert", "overwrite")
@@ -183,7 +184,7 @@ def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str,
     default = default_match_on(resource)
     if value is None:
         return default
-    allowed = MATCH_FIELDS.get(resource.name, ())
+    allowed = rules_for(resource).match_fields
     where = f"resource_map[{stream!r}].match_on"
     if isinstance(value, str):
         value = [value]

@@ -22,6 +22,8 @@ What happens to a record, in order:
   key the ledger).
 - Any other field is kept, so the payload validation names it and the record
   is rejected rather than silently changed.
+
+Which shaping a resource gets is its :attr:`target_closum.rules.Rules.shape`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import typing as t
 
 from closum_api import registry
 from closum_api.schemas import payload_errors, payload_schema
+from target_closum.rules import Shape, rules_for
 
 if t.TYPE_CHECKING:
     from closum_api.registry import Resource
@@ -43,15 +46,8 @@ if t.TYPE_CHECKING:
 SERVED_ONLY = frozenset({"creation_date", "register_date", "date_add", "is_valid", "status"})
 OPT_IN_READ_ONLY = frozenset({"id", "lead_id", "unqualified_lead_id", "creation_date"})
 INTEGER_FIELDS = frozenset({"contact_type_id", "city_id", "contact_lifecycle_stage_id", "lead_id", "audience_list_id"})
-OPT_IN_KEY = {"lead": "lead_opt_in", "unqualified_lead": "unqualified_lead_opt_in"}
-# What identifies a record of the other resources on the server (leads: see _lead_identity).
-IDENTITY_FIELDS: dict[str, tuple[str, ...]] = {
-    "email": ("email",),
-    "phone": ("extension", "number"),
-    "contact_type": ("label",),
-    "audience_list": ("name",),
-    "lead_audience_list": ("lead_id", "audience_list_id"),
-}
+#: The field of a contact's payload holding its opt-in (``lead_opt_in``), from the registry.
+OPT_IN_KEY = {opt_in.parent.name: opt_in.name for opt_in in registry.OPT_INS}
 
 
 def json_default(value: object) -> object:
@@ -177,7 +173,7 @@ def build_payload(
             continue
         payload[key] = value
 
-    shape = _SHAPERS.get(resource.name)
+    shape = _SHAPERS.get(rules_for(resource).shape)
     if shape is not None:
         shape(resource, payload)
     for key in INTEGER_FIELDS & payload.keys():
@@ -214,11 +210,10 @@ def _shape_phone(_resource: Resource, payload: dict[str, t.Any]) -> None:
             payload[part] = _as_text(payload[part])
 
 
-_SHAPERS: dict[str, t.Callable[[Resource, dict[str, t.Any]], None]] = {
-    "lead": _shape_lead,
-    "unqualified_lead": _shape_lead,
-    "email": _shape_email,
-    "phone": _shape_phone,
+_SHAPERS: dict[Shape, t.Callable[[Resource, dict[str, t.Any]], None]] = {
+    Shape.CONTACT: _shape_lead,
+    Shape.EMAIL: _shape_email,
+    Shape.PHONE: _shape_phone,
 }
 
 
@@ -286,72 +281,3 @@ def record_id(record: t.Mapping[str, t.Any]) -> int | None:
     """The Closum id a record names (for update / upsert), if any."""
     value = _as_int(record.get("id"))
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-# -- identity, for finding a create whose answer was lost ----------------------
-def identity(resource: Resource, payload: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The fields that identify a record of ``resource`` on the server.
-
-    lead / unqualified lead: email, phone number (and extension), name;
-    email: email; phone: extension + number; contact type: label;
-    audience list: name; lead audience list: lead_id + audience_list_id.
-    """
-    if resource.name in OPT_IN_KEY:
-        return _lead_identity(payload)
-    fields = IDENTITY_FIELDS.get(resource.name, ())
-    ident = {f: payload[f] for f in fields if payload.get(f) is not None}
-    if "email" in ident:
-        ident["email"] = str(ident["email"]).casefold()
-    return ident
-
-
-def _lead_identity(payload: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    ident: dict[str, t.Any] = {}
-    email = _mapping(payload.get("email"))
-    if email.get("email"):
-        ident["email"] = str(email["email"]).casefold()
-    phone = _mapping(payload.get("phone"))
-    if phone.get("number"):
-        ident["phone.number"] = phone["number"]
-    if phone.get("extension"):
-        ident["phone.extension"] = phone["extension"]
-    if payload.get("name"):
-        ident["name"] = payload["name"]
-    return ident
-
-
-def matches(resource: Resource, ident: t.Mapping[str, t.Any], served: t.Mapping[str, t.Any]) -> bool:
-    """True when a record served by Closum carries every identifying value."""
-    if not ident:
-        return False
-    lead_like = resource.name in OPT_IN_KEY
-    for key, want in ident.items():
-        if lead_like:
-            present, got = _served_lead_value(served, key)
-            if not present:
-                continue
-        else:
-            got = served.get(key)
-            if key == "email":
-                got = str(got or "").casefold()
-        if got != want:
-            return False
-    return True
-
-
-def _served_lead_value(served: t.Mapping[str, t.Any], key: str) -> tuple[bool, object]:
-    """A served lead's value for an identity key, and whether the list shows it at all."""
-    email = _mapping(served.get("email"))
-    phone = _mapping(served.get("phone"))
-    if key == "email":
-        return True, str(email.get("email") or "").casefold()
-    if key == "phone.number":
-        return True, phone.get("number")
-    if key == "phone.extension":
-        # unqualified-lead lists omit it
-        return ("extension" in phone), phone.get("extension")
-    return True, served.get(key)
-
-
-def _mapping(value: object) -> t.Mapping[str, t.Any]:
-    return value if isinstance(value, t.Mapping) else {}

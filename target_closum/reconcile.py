@@ -4,8 +4,10 @@ After a 500/502/504, a timeout or a connection dropped after sending (or a
 ``pending`` intent left by a killed run) the record may or may not exist. We
 never resend blindly: we read the newest records of the resource
 (``sort=id&direction=desc``, a few pages) and look for one carrying the
-payload's identifying fields (see :func:`target_closum.payloads.identity`)
-whose id no finished write in the ledger already owns.
+payload's identifying fields (the resource's :attr:`~target_closum.rules.Rules.identity`,
+compared as ``match_on`` compares them: emails case-folded, phones on their
+digits, names without case or accents) whose id no finished write in the ledger
+already owns.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import typing as t
 
 from closum_api.listing import Page
-from target_closum.payloads import identity, matches
+from target_closum.index import KeyRule
+from target_closum.rules import rules_for
 
 if t.TYPE_CHECKING:
     from closum_api.client import ClosumClient
@@ -38,8 +41,9 @@ def find_created(
     raises when the list cannot be read; the caller then leaves the intent
     pending for the next run.
     """
-    ident = identity(resource, payload)
-    if not ident:
+    rule = KeyRule(resource.name, rules_for(resource).identity)
+    wanted = rule.key(payload)
+    if wanted is None:
         return None
     for number in range(1, PAGES + 1):
         page = Page.of(
@@ -47,7 +51,7 @@ def find_created(
         )
         for item in page.records:
             found = item.get("id")
-            if isinstance(found, int) and matches(resource, ident, item) and not is_claimed(found):
+            if isinstance(found, int) and rule.same(wanted, rule.key(item)) and not is_claimed(found):
                 return found
         if not page.records or not page.has_next:
             break

@@ -19,7 +19,7 @@ tries of its own. A 2xx that is not the envelope ends the
 run at once, the intent left pending for the next run to settle.
 
 Before a batch is written, the streams it refers to are written first (see
-:data:`target_closum.lookups.PARENTS`) and the indexes it needs are read (each
+:attr:`target_closum.rules.Rules.parents`) and the indexes it needs are read (each
 once per run, on the pool). Each record's lookups are then resolved, its ids
 translated, and its match key looked up in the index while the key is held, so
 two writers never create the same key twice. A lead's ``audience_lists`` become
@@ -51,23 +51,13 @@ from closum_api.failure import describe
 from closum_api.retry import TRANSIENT, Budget, ClosumGaveUp
 from closum_api.stop import STOP, ClosumStopped
 from target_closum.index import default_match_on, fold_name
-from target_closum.lookups import (
-    AUDIENCE_LIST,
-    MEMBERSHIPS,
-    PARENTS,
-    TRANSLATED,
-    ClosumLookupError,
-    Lookup,
-    LookupMissError,
-    find,
-    lookup_for,
-    not_found,
-)
+from target_closum.lookups import ClosumLookupError, LookupMissError, find, lookup_for, not_found
 from target_closum.mapping import StreamMapping
 from target_closum.payloads import canonical_json, payload_hash, pk_key
 from target_closum.plan import Create, Item, Match, Skip, Update, decide
 from target_closum.reconcile import find_created
 from target_closum.rejects import RejectsFileError
+from target_closum.rules import ALL_HELPERS, AUDIENCE_LIST, MEMBERSHIPS, Lookup, rules_for
 from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
@@ -185,7 +175,7 @@ class StreamWriter:
 
     def recover_pending(self) -> None:
         """Settle the creates a killed run left pending for this stream's helpers, then for this stream."""
-        for kind in (MEMBERSHIPS, "contact_type", "audience_list"):
+        for kind in ALL_HELPERS:
             # A helper's records name no references and join no lists: a helper has no helpers of its own.
             if self.load.ledger.pending(f"{self.stream_name}.{kind}"):
                 self.helper(kind).recover()
@@ -223,7 +213,7 @@ class StreamWriter:
         Raises:
             ClosumLookupError: a lookup needs a list this account does not serve.
         """
-        self.load.flush_resources(PARENTS.get(self.resource.name, ()))
+        self.load.flush_resources(rules_for(self.resource).parents)
         fields = {f for item in items for f in item.names}
         if any(item.lists for item in items):
             fields.add(MEMBERSHIPS)
@@ -296,7 +286,7 @@ class StreamWriter:
             payload[lookup.target] = self._resolve_name(lookup, name, field)
         if self.translates:
             by_name = {lookup_for(self.resource.name, f).target for f in item.names}
-            for field, reference in TRANSLATED.get(self.resource.name, {}).items():
+            for field, reference in rules_for(self.resource).translated.items():
                 value = payload.get(field)
                 if field not in by_name and isinstance(value, int) and not isinstance(value, bool):
                     payload[field] = self.load.ledger.loaded_id(reference, value) or value

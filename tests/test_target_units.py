@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from closum_api import registry
+from target_closum.index import KeyRule
 from target_closum.ledger import Ledger
 from target_closum.mapping import ClosumConfigError
-from target_closum.payloads import build_payload, identity, matches, validation_message
+from target_closum.payloads import build_payload, validation_message
+from target_closum.rules import rules_for
 from target_closum.settings import TargetSettings
 from target_closum.target import TargetClosum
 
@@ -131,24 +133,31 @@ def test_phone_extension_keeps_leading_zeros_and_numbers_become_text():
     }
 
 
-def test_identity_and_match_for_reconciliation():
-    payload = build_payload(LEAD, {"name": "X", "email": "X@Example.com", "phone": {"number": "123-4567"}})
-    ident = identity(LEAD, payload)
+def same_record(resource, payload, served) -> bool:
+    """The one rule of reconciliation and match_on: the resource's identity fields, folded."""
+    rule = KeyRule(resource.name, rules_for(resource).identity)
+    return rule.same(rule.key(payload), rule.key(served))
+
+
+def test_one_rule_says_what_is_the_same_record_for_reconciliation_and_match_on():
+    payload = build_payload(LEAD, {"name": "Zé Águeda", "email": " X@Example.com", "phone": {"number": "123-4567"}})
     served = {
         "id": 9,
-        "name": "X",
+        "name": "ze  agueda",
         "email": {"email": "x@example.com"},
-        "phone": {"extension": None, "number": "123-4567"},
+        "phone": {"extension": None, "number": "1234567"},
     }
-    assert matches(LEAD, ident, served)
-    assert not matches(LEAD, ident, served | {"name": "Y"})
+    assert same_record(LEAD, payload, served)  # case, accents, spaces and phone punctuation aside, as match_on
+    assert not same_record(LEAD, payload, served | {"name": "Y"})
+    assert not same_record(LEAD, payload, served | {"email": {"email": "y@example.com"}})
+    # What the payload does not give matches anything: a lead sent without a phone is found by its email and name.
+    assert same_record(LEAD, build_payload(LEAD, {"name": "Zé Águeda", "email": "x@example.com"}), served)
+    # match_on's fields are among the identity's, and both fold the same way.
+    for resource in registry.RESOURCES:
+        assert set(rules_for(resource).match_fields) <= set(rules_for(resource).identity)
     link = registry.get("lead_audience_list")
-    assert matches(
-        link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 2}
-    )
-    assert not matches(
-        link, identity(link, {"lead_id": 1, "audience_list_id": 2}), {"id": 5, "lead_id": 1, "audience_list_id": 3}
-    )
+    assert same_record(link, {"lead_id": 1, "audience_list_id": 2}, {"id": 5, "lead_id": 1, "audience_list_id": 2})
+    assert not same_record(link, {"lead_id": 1, "audience_list_id": 2}, {"id": 5, "lead_id": 1, "audience_list_id": 3})
 
 
 def test_ledger_intents_survive_reopening(tmp_path):
