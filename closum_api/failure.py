@@ -247,7 +247,7 @@ class OneLineCommand(PluginBase):
             errors = super()._validate_config(raise_errors=raise_errors)
         except ConfigValidationError as exc:
             errors = list(exc.errors)
-        errors += self.setting_errors(self._config)
+        errors += self.setting_errors(self.config)
         warn_unknown_settings(self)
         if errors and raise_errors:
             msg = "Config validation failed"
