@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 
 from closum_api import stop
 
@@ -69,7 +68,7 @@ def ordered(
         for item in items:
             yield fn(item)
         return
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{stop.WORKER_PREFIX}ahead")
+    pool = stop.WorkerPool(threads, "ahead")
     pending: collections.deque[Future[R]] = collections.deque()
     source = iter(items)
     try:

@@ -11,13 +11,14 @@ A request already sent cannot be called back: after a stop, the requests in
 flight get :data:`STOP_GRACE` seconds to be answered (:func:`wait_all`,
 :func:`shutdown`), then the run ends without them (a create left unanswered
 stays pending in the target's ledger, settled by the next run), instead of
-waiting out ``request_timeout``. :func:`threads_in_flight` tells the program
+waiting out ``request_timeout``. :func:`work_in_flight` tells the program
 whether some are still running when it exits, so that it need not wait for them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import signal
 import threading
 import time
@@ -29,6 +30,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
 R = t.TypeVar("R")
+P = t.ParamSpec("P")
 
 #: after a stop, the seconds the requests already sent get to be answered
 STOP_GRACE = 5.0
@@ -173,14 +175,41 @@ def shutdown(pool: concurrent.futures.Executor) -> None:
     pool.shutdown(wait=not stopping, cancel_futures=stopping)
 
 
-#: the names of the run's worker threads begin so (their pools' ``thread_name_prefix``)
-WORKER_PREFIX = "closum-"
+class WorkerPool(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool of the run whose work is counted while it runs (:func:`work_in_flight`).
+
+    Args:
+        threads: its most threads.
+        name: what its threads are called (``closum-<name>``), for thread dumps only.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        """A pool of ``threads`` threads."""
+        super().__init__(max_workers=threads, thread_name_prefix=f"closum-{name}")
+
+    def submit(self, fn: t.Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
+        """Run ``fn`` on the pool, counted as work in flight while it runs."""
+        return super().submit(_counted, functools.partial(fn, *args, **kwargs))
 
 
-def threads_in_flight() -> list[threading.Thread]:
-    """The run's pool workers still running: the interpreter joins them at exit, daemon or not."""
-    current = threading.current_thread()
-    return [th for th in threading.enumerate() if th is not current and th.name.startswith(WORKER_PREFIX)]
+_RUNNING = [0]
+_RUNNING_LOCK = threading.Lock()
+
+
+def _counted(call: t.Callable[[], R]) -> R:
+    with _RUNNING_LOCK:
+        _RUNNING[0] += 1
+    try:
+        return call()
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING[0] -= 1
+
+
+def work_in_flight() -> int:
+    """How many tasks of the run's pools are running: the interpreter waits for them at exit, daemon or not."""
+    with _RUNNING_LOCK:
+        return _RUNNING[0]
 
 
 request_stop = STOP.request_stop
@@ -193,6 +222,7 @@ __all__ = [
     "STOP_GRACE",
     "ClosumStopped",
     "StopEvent",
+    "WorkerPool",
     "request_stop",
     "result",
     "shutdown",
@@ -200,6 +230,6 @@ __all__ = [
     "signum",
     "sleep",
     "stopping",
-    "threads_in_flight",
     "wait_all",
+    "work_in_flight",
 ]

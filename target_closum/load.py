@@ -17,7 +17,6 @@ import contextlib
 import logging
 import threading
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from closum_api import ahead, pace, registry, stop
@@ -109,7 +108,7 @@ class LoadContext:
         return RejectsFile(self.settings.rejects_path)
 
     @cached_property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> stop.WorkerPool:
         """The thread pool of writes shared by all streams.
 
         It has more threads than places in flight (:func:`closum_api.ahead.threads_for`):
@@ -117,7 +116,7 @@ class LoadContext:
         client's pace keeps at most ``max_parallel_requests`` requests in flight.
         """
         threads = ahead.threads_for(self.shared.max_parallel_requests)
-        return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{stop.WORKER_PREFIX}write")
+        return stop.WorkerPool(threads, "write")
 
     @cached_property
     def indexes(self) -> Indexes:
