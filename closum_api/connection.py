@@ -60,10 +60,11 @@ class Connection:
     api_url: str
     username: str
     password: str = field(repr=False)
-    timeout: float = 60.0
-    max_tries: int = 6
-    backoff_base: float = 1.0
-    user_agent: str | None = None
+    # No defaults here: they are the settings' (closum_api.config), written once there.
+    timeout: float = field(kw_only=True)
+    max_tries: int = field(kw_only=True)
+    backoff_base: float = field(kw_only=True)
+    user_agent: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         """Normalise: no trailing slash on ``api_url``, at least one try."""

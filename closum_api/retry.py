@@ -88,8 +88,8 @@ class RetryPolicy:
     """
 
     api_url: str
-    max_tries: int = 6
-    backoff_base: float = 1.0
+    max_tries: int
+    backoff_base: float
     cap: float = MAX_WAIT
 
     def budget(self) -> Budget:

@@ -126,6 +126,6 @@ def test_the_budget_ends_with_one_line_naming_the_url():
     with pytest.raises(ClosumGaveUp) as gave_up:
         budget.failed(refused)
     assert str(gave_up.value) == "cannot reach http://127.0.0.1:1/api after 3 tries: connection refused"
-    answered = RetryPolicy("http://127.0.0.1:1/api", max_tries=1).budget()
+    answered = RetryPolicy("http://127.0.0.1:1/api", max_tries=1, backoff_base=0).budget()
     with pytest.raises(ClosumGaveUp, match=r"^GET /lead answered 503 .* \(gave up after 1 try\)$"):
         answered.failed(ClosumRetriableError("GET /lead answered 503 Service Unavailable: x", response(503, b"")))

@@ -67,7 +67,9 @@ def header_trickler():
 
 
 def test_headers_trickled_byte_by_byte_end_the_request_at_request_timeout(header_trickler):
-    connection = Connection(f"http://127.0.0.1:{header_trickler}/api", "u", "p", timeout=1.5, max_tries=2)
+    connection = Connection(
+        f"http://127.0.0.1:{header_trickler}/api", "u", "p", timeout=1.5, max_tries=2, backoff_base=0
+    )
     client = ClosumClient(connection)
     began = time.monotonic()
     with pytest.raises(ClosumGaveUp) as gave_up:

@@ -104,7 +104,9 @@ def test_token_renewed_before_expiry_during_a_long_run(sandbox_factory):
 
 
 def test_revoked_token_is_renewed_once_on_401(sandbox):
-    client = ClosumClient(Connection(sandbox.api_url, sandbox.username, sandbox.password, backoff_base=0.01))
+    client = ClosumClient(
+        Connection(sandbox.api_url, sandbox.username, sandbox.password, timeout=10, max_tries=6, backoff_base=0.01)
+    )
     client.list_page(get("email"))
     sandbox.revoke_tokens()
     sandbox.clear_log()

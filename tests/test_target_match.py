@@ -526,7 +526,7 @@ def test_a_membership_left_pending_by_a_killed_run_is_settled_once(sandbox, tmp_
 # -- the run's own writes in the indexes ------------------------------------------
 @pytest.fixture
 def api_client(sandbox):
-    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5))
+    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5, max_tries=6, backoff_base=0.05))
     yield client
     client.close()
 
