@@ -12,6 +12,10 @@ per *new* lead, never a re-read of the history.
   (:func:`closum_api.ahead.ordered`) through the run's one client, as the list
   pages (at most ``max_parallel_requests`` requests in flight for the whole
   run), and emits the opt-ins in the parent's order.
+- The child is one stream in the log, though synced per batch: the SDK's
+  start lines of a batch after the first go to DEBUG, its METRICs and the
+  progress lines span every batch, and :meth:`OptInStream.finish` (the parent
+  calls it at its end) logs them once with the summary.
 - A 404 (the contact was deleted between list and retrieve) is a warning.
 - A retrieve without an opt-in emits nothing. When the first :data:`PROBE`
   retrieves of a run carry none at all, the account does not serve opt-ins
@@ -21,13 +25,17 @@ per *new* lead, never a re-read of the history.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import typing as t
+
+from singer_sdk import metrics
 
 from closum_api import ahead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
+from tap_closum.progress import StreamCounter, StreamTimer
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -88,6 +96,7 @@ class OptInStream(ClosumStream):
         self._found = False
         self._without = 0
         self._given_up = False
+        self._meters: dict[str, StreamCounter | StreamTimer] = {}
 
     @classmethod
     @override
@@ -98,6 +107,70 @@ class OptInStream(ClosumStream):
     def retrieving(self) -> bool:
         """Whether this run still asks for opt-ins (selected, and not given up)."""
         return self.selected and not self._given_up
+
+    # -- one stream in the log, though synced per batch ------------------------------
+    @property
+    def begun(self) -> bool:
+        """Whether a batch of this run was synced already (and :meth:`finish` is still to come)."""
+        return self._progress is not None
+
+    @override
+    def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
+        """The SDK's lines of a batch (``Beginning sync of ...``): at DEBUG after the first batch."""
+        if self.begun and level == logging.INFO:
+            level = logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)
+
+    @override
+    def _write_starting_replication_value(self, context: Context | None) -> None:
+        """The starting bookmark, and its INFO line: once per run, not once per batch.
+
+        Private in the SDK, but the only place: the value it writes stays the
+        same for every batch (the bookmark moves only when the stream completes).
+        """
+        if not self.begun:
+            super()._write_starting_replication_value(context)
+
+    @override
+    def get_record_counter(
+        self, *, endpoint: str | None = None, log_interval: float = metrics.DEFAULT_LOG_INTERVAL
+    ) -> StreamCounter:
+        """One record counter for every batch of the run, logged by :meth:`finish`."""
+        meter = self._meters.get("records")
+        if not isinstance(meter, StreamCounter):
+            tags = {metrics.Tag.STREAM: self.name} | ({metrics.Tag.ENDPOINT: endpoint} if endpoint else {})
+            meter = self._meters["records"] = StreamCounter(metrics.Metric.RECORD_COUNT, tags, log_interval)
+        return meter
+
+    @override
+    def get_http_request_counter(self) -> StreamCounter:
+        """One request counter for every batch of the run, logged by :meth:`finish`."""
+        meter = self._meters.get("requests")
+        if not isinstance(meter, StreamCounter):
+            tags = {metrics.Tag.STREAM: self.name, metrics.Tag.ENDPOINT: self.path}
+            meter = self._meters["requests"] = StreamCounter(metrics.Metric.HTTP_REQUEST_COUNT, tags)
+        return meter
+
+    @override
+    def get_sync_timer(self) -> StreamTimer:
+        """One timer from the first batch of the run to :meth:`finish`."""
+        meter = self._meters.get("timer")
+        if not isinstance(meter, StreamTimer):
+            meter = self._meters["timer"] = StreamTimer(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: self.name})
+        return meter
+
+    @override
+    def records_read(self, context: Context | None) -> None:
+        """A batch is read: the summary waits for :meth:`finish`."""
+
+    def finish(self) -> None:
+        """The parent is read, so is this stream: its METRICs and its summary line, once."""
+        meters, self._meters = self._meters, {}
+        for meter in meters.values():
+            meter.close()
+        if self.selected:
+            self.end_progress()
+        self._progress = None
 
     # -- requests --------------------------------------------------------------
     @override
@@ -147,6 +220,7 @@ class OptInStream(ClosumStream):
                 try:
                     for parent_id, opt_in, exists in results:
                         counter.increment()
+                        self.progress.request()
                         if opt_in is not None:
                             self._found = True
                             yield self._record(parent_id, opt_in)
@@ -211,6 +285,9 @@ class OptInParent(ClosumStream):
         if self._handover:
             batch, self._handover = self._handover, []
             self._sync_children({PARENT_IDS: tuple(batch)})
+        for child in self.child_streams:
+            if isinstance(child, OptInStream):
+                child.finish()
 
     @override
     def generate_child_contexts(self, record: Record, context: Context | None) -> t.Iterable[Context | None]:

@@ -72,8 +72,9 @@ def run_tap_process(
     *args: str,
     env: dict[str, str] | None = None,
     streams: set[str] | None = None,
+    command: list[str] | None = None,
 ) -> TapOutput:
-    """Run the ``tap-closum`` command; its messages, stderr and exit code."""
+    """Run the ``tap-closum`` command (or ``command``, taking the same options); its messages, stderr and exit code."""
     config_file = tmp_path / "tap-config.json"
     config_file.write_text(json.dumps(config))
     extra = list(args)
@@ -82,7 +83,7 @@ def run_tap_process(
         catalog_file.write_text(json.dumps(catalog_selecting(config, streams)))
         extra += ["--catalog", str(catalog_file)]
     proc = subprocess.run(  # argv is ours, no shell
-        [str(BIN / "tap-closum"), "--config", str(config_file), *extra],
+        [*(command or [str(BIN / "tap-closum")]), "--config", str(config_file), *extra],
         capture_output=True,
         text=True,
         timeout=300,
