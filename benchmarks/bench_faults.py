@@ -275,9 +275,9 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def summarize(pairs: list[tuple[Run, Run]], latency: float) -> Run:
-    """Medians of a job's pairs for one code."""
-    bounds = [bound(without, failing, latency) for without, failing in pairs]
+def summarize(pairs: list[tuple[Run, Run]]) -> Run:
+    """Medians of a job's pairs for one code (each run with failures carries its ``bound_s``)."""
+    bounds = [failing["bound_s"] for _, failing in pairs]
     return {
         "without_s": median([w["wall_s"] for w, _ in pairs]),
         "with_s": median([f["wall_s"] for _, f in pairs]),
@@ -320,11 +320,12 @@ def run_pairs(args: argparse.Namespace, codes: list[Code]) -> dict[str, Any]:
                             server.configure(fail_rate=rate, fault_seed=FAULT_SEED)
                             server.clear_log()
                             pair.append(runner(code, f"{code.name}-{rep}-{mode}"))
+                        pair[1]["bound_s"] = bound(pair[0], pair[1], latency)
                         runs[code.name].append((pair[0], pair[1]))
         finally:
             server.stop()
         out[job] = {
-            name: {"median": summarize(pairs, latency), "runs": [[_public(w), _public(f)] for w, f in pairs]}
+            name: {"median": summarize(pairs), "runs": [[_public(w), _public(f)] for w, f in pairs]}
             for name, pairs in runs.items()
         }
     return out
