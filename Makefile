@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tap.py
 	$(BIN)/python benchmarks/bench_target.py
 	$(BIN)/python benchmarks/bench_match.py
+	$(BIN)/python benchmarks/bench_faults.py
 
 sandbox: $(STAMP)
 	$(BIN)/closum-sandbox serve --port 8080 --seed 25

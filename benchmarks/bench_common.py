@@ -37,8 +37,10 @@ def write_config(workdir: Path, api_url: str, **settings: object) -> Path:
     return config
 
 
-def leads_catalog(config: Path, env: dict[str, str] | None = None) -> dict[str, object]:
-    """The tap's catalog (discovered with ``config``) with only ``leads`` selected."""
+def leads_catalog(
+    config: Path, env: dict[str, str] | None = None, streams: frozenset[str] = frozenset({"leads"})
+) -> dict[str, object]:
+    """The tap's catalog (discovered with ``config``) with only ``streams`` selected (default: ``leads``)."""
     catalog = json.loads(
         subprocess.run(
             [str(BIN / "tap-closum"), "--config", str(config), "--discover"],
@@ -51,7 +53,7 @@ def leads_catalog(config: Path, env: dict[str, str] | None = None) -> dict[str, 
     for stream in catalog["streams"]:
         for entry in stream["metadata"]:
             if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] == "leads"
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
     return catalog
 
 
