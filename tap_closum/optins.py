@@ -28,6 +28,7 @@ from closum_api import ahead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
+from tap_closum.sweep import SweptStream
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -186,7 +187,7 @@ class OptInStream(ClosumStream):
             super()._write_schema_message()
 
 
-class OptInParent(ClosumStream):
+class OptInParent(SweptStream):
     """A stream whose records' opt-ins a child :class:`OptInStream` reads.
 
     The SDK syncs a child once per context a parent record yields; this
