@@ -12,14 +12,28 @@ per *new* lead, never a re-read of the history.
   (:func:`closum_api.ahead.ordered`) through the run's one client, as the list
   pages (at most ``max_parallel_requests`` requests in flight for the whole
   run), and emits the opt-ins in the parent's order.
-- A 404 (the contact was deleted between list and retrieve) is a warning.
+- A 404 (the contact was deleted) emits the opt-in's tombstone (its key and
+  ``_sdc_deleted_at``): the parent's sweep hands over the contacts it found deleted.
 - A retrieve without an opt-in emits nothing. When the first :data:`PROBE`
-  retrieves of a run carry none at all, the account does not serve opt-ins
-  there: the stream stops retrieving for the rest of the run, with one warning.
+  retrieves of a run carry none at all and the account never served one (the
+  stream's state says), it does not serve opt-ins there: the stream stops
+  retrieving new contacts for the rest of the run, with one warning; the
+  consent sweep still reads them later, so no opt-in is lost for good.
+- **The consent sweep.** No list carries opt-ins, so a consent withdrawn or
+  given in Closum's UI shows only in a retrieve. After the parent's read,
+  the parent hands over whole blocks of its ledger (the ids it emitted, see
+  :mod:`tap_closum.ledger`), at most ``consent_sweep_retrieves_per_run`` ids
+  per run, continuing below where the last run stopped; the child retrieves
+  them and compares each block with the opt-in digests it keeps in its state
+  (``consent``: per parent block, the ids holding an opt-in as runs and 16
+  slot digests). A changed opt-in is emitted (with its slot's), a new one
+  emitted, one gone (withdrawn, or the contact deleted) emitted once as a
+  tombstone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import typing as t
@@ -28,6 +42,7 @@ from closum_api import ahead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
+from tap_closum.ledger import SLOTS, Block, Ledger, digests, record_hash, slot_of
 from tap_closum.sweep import SweptStream
 
 if sys.version_info >= (3, 12):
@@ -48,6 +63,62 @@ BATCH = 250
 PROBE = 50
 #: The child context key holding the batch of parent ids.
 PARENT_IDS = "parent_ids"
+#: The child context key holding the consent sweep's blocks: ``(lo, ids)`` per parent ledger block.
+CONSENT_BLOCKS = "consent_blocks"
+#: The child context key: whether the consent sweep's blocks reach the parent's oldest block.
+CONSENT_WRAPS = "consent_wraps"
+#: The stream state's key holding the consent sweep's digests and position.
+CONSENT_KEY = "consent"
+
+
+class Consent:
+    """The consent sweep's state: per parent ledger block, the ids holding an opt-in and their slot digests.
+
+    Attributes:
+        blocks: by the parent block's ``lo``.
+        next: the sweep goes on with the parent blocks below this ``lo`` (``None``: from the newest).
+        seen: whether the account ever served an opt-in (then the probe never gives up).
+        cycles: whole consent sweeps completed.
+    """
+
+    def __init__(self, value: object) -> None:
+        """Read from the stream state (anything unreadable starts afresh)."""
+        raw = value if isinstance(value, dict) else {}
+        self.blocks: dict[int, Block] = {}
+        for encoded in raw.get("blocks") or []:
+            try:
+                block = Block.decode(encoded)
+            except ValueError:
+                continue
+            self.blocks[block.lo] = block
+        nxt = raw.get("next")
+        self.next: int | None = nxt if isinstance(nxt, int) else None
+        self.seen = bool(raw.get("seen"))
+        self.cycles = int(raw.get("cycles") or 0)
+
+    def encode(self) -> dict[str, t.Any]:
+        """As the stream state holds it."""
+        return {
+            "next": self.next,
+            "seen": self.seen,
+            "cycles": self.cycles,
+            "blocks": [self.blocks[lo].encode() for lo in sorted(self.blocks)],
+        }
+
+    def add(self, lo: int, record_id: int, value: int) -> None:
+        """An opt-in first emitted (a new contact's): into the digests of parent block ``lo``."""
+        block = self.blocks.setdefault(lo, Block(lo, []))
+        if record_id in block.ids:
+            return  # its old digest stays until the sweep reads the block
+        block.ids = sorted([*block.ids, record_id])
+        slot = slot_of(record_id)
+        block.slots[slot] = (block.slots[slot] + value) & 0xFFFFFFFF
+
+    def forget(self, record_id: int) -> None:
+        """A contact found deleted: its opt-in leaves (its slot's digest is settled by the next sweep of the block)."""
+        for block in self.blocks.values():
+            if record_id in block.ids:
+                block.ids.remove(record_id)
 
 
 def _as_object(value: object) -> dict[str, t.Any] | None:
@@ -89,6 +160,12 @@ class OptInStream(ClosumStream):
         self._found = False
         self._without = 0
         self._given_up = False
+        self._consent_blocks: tuple[tuple[int, tuple[int, ...]], ...] = ()
+        self._consent_wraps = False
+        self._parent_los: frozenset[int] = frozenset()
+        #: opt-ins of new contacts emitted this run, by contact id: the parent's consent plan files them
+        self.pending: dict[int, int] = {}
+        self.deleted_at = dt.datetime.now(dt.timezone.utc).isoformat()
 
     @classmethod
     @override
@@ -100,6 +177,49 @@ class OptInStream(ClosumStream):
         """Whether this run still asks for opt-ins (selected, and not given up)."""
         return self.selected and not self._given_up
 
+    @property
+    def consent(self) -> Consent:
+        """The consent sweep's state (read afresh from the stream state)."""
+        return Consent(self.stream_state.get(CONSENT_KEY))
+
+    def file_pending(self, ledger: Ledger) -> None:
+        """File the opt-ins of new contacts emitted this run under their parent block (its digests).
+
+        Args:
+            ledger: the parent's ledger, this run's new records in it.
+        """
+        consent = self.consent
+        for record_id, value in sorted(self.pending.items()):
+            index = ledger.index_of(record_id)
+            if index >= 0:
+                consent.add(ledger.blocks[index].lo, record_id, value)
+        consent.seen = consent.seen or bool(self.pending)
+        self.pending = {}
+        self.stream_state[CONSENT_KEY] = consent.encode()
+
+    def consent_plan(self, ledger: Ledger) -> dict[str, t.Any] | None:
+        """The parent's blocks this run's consent sweep retrieves, as a child context; ``None``: none this run.
+
+        Args:
+            ledger: the parent's ledger, this run's new records in it.
+
+        Returns:
+            The child context, or ``None``.
+        """
+        consent = self.consent
+        budget = self.runtime.settings.consent_sweep_retrieves_per_run
+        if budget <= 0 or not ledger.blocks:
+            return None
+        index = len(ledger.blocks) - 1 if consent.next is None else ledger.index_of(consent.next - 1)
+        blocks: list[tuple[int, tuple[int, ...]]] = []
+        while index >= 0 and (not blocks or budget >= len(ledger.blocks[index].ids)):
+            block = ledger.blocks[index]
+            blocks.append((block.lo, tuple(block.ids)))
+            budget -= len(block.ids)
+            index -= 1
+        los = tuple(b.lo for b in ledger.blocks)
+        return {CONSENT_BLOCKS: tuple(blocks), CONSENT_WRAPS: index < 0, "parent_los": los}
+
     # -- requests --------------------------------------------------------------
     @override
     def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, t.Any]:
@@ -110,10 +230,7 @@ class OptInStream(ClosumStream):
         path = self.resource.item_path(parent_id)
         try:
             envelope = self.runtime.client.get(path)
-        except ClosumNotFoundError as exc:
-            self.logger.warning(
-                "%s: skipping %s %d, deleted since it was listed (%s)", self.name, self.resource.name, parent_id, exc
-            )
+        except ClosumNotFoundError:
             return parent_id, None, False
         data = envelope["data"]
         if not isinstance(data, dict):
@@ -125,6 +242,11 @@ class OptInStream(ClosumStream):
     @override
     def preprocess_context(self, context: Context) -> Context:
         """Keep the batch of parent ids for :meth:`request_records`; the context keeps only its bounds."""
+        self._consent_blocks = tuple(context.get(CONSENT_BLOCKS) or ())
+        self._consent_wraps = bool(context.get(CONSENT_WRAPS))
+        self._parent_los = frozenset(context.get("parent_los") or ())
+        if self._consent_blocks:
+            return {"consent_blocks": len(self._consent_blocks)}
         ids = tuple(context.get(PARENT_IDS) or ())
         self._batch = ids
         if not ids:
@@ -133,6 +255,10 @@ class OptInStream(ClosumStream):
 
     @override
     def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        if self._consent_blocks:
+            blocks, self._consent_blocks = self._consent_blocks, ()
+            yield from self._consent_sweep(blocks, context)
+            return
         ids, self._batch = self._batch, ()
         threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
         counter = self.get_http_request_counter()
@@ -150,12 +276,16 @@ class OptInStream(ClosumStream):
                         counter.increment()
                         if opt_in is not None:
                             self._found = True
-                            yield self._record(parent_id, opt_in)
-                        elif exists and not self._found:
+                            record = self._record(parent_id, opt_in)
+                            self.pending[parent_id] = record_hash(record)
+                            yield record
+                        elif not exists:
+                            yield self._deleted(parent_id)
+                        elif not self._found:
                             self._without += 1
                 finally:
                     results.close()
-                if not self._found and self._without >= PROBE:
+                if not self._found and self._without >= PROBE and not self.consent.seen:
                     self._given_up = True
                     self.logger.warning(
                         "%s: the first %d retrieves of %s carried no %s: this account does not serve opt-ins "
@@ -167,6 +297,51 @@ class OptInStream(ClosumStream):
                         self.name,
                         PROBE,
                     )
+
+    def _deleted(self, parent_id: int) -> dict[str, t.Any]:
+        """The tombstone of the opt-in of a contact found deleted."""
+        consent = self.consent
+        consent.forget(parent_id)
+        self.stream_state[CONSENT_KEY] = consent.encode()
+        return {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
+
+    def _consent_sweep(
+        self, blocks: tuple[tuple[int, tuple[int, ...]], ...], context: Context | None
+    ) -> t.Iterator[dict[str, t.Any]]:
+        """Retrieve whole parent blocks; emit the opt-ins that changed, new ones, and tombstones for those gone."""
+        threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
+        counter = self.get_http_request_counter()
+        with counter:
+            counter.with_context(context)
+            for lo, ids in blocks:
+                found: dict[int, dict[str, t.Any]] = {}
+                results = ahead.ordered(self._retrieve, ids, threads=min(threads, max(len(ids), 1)))
+                try:
+                    for parent_id, opt_in, _exists in results:
+                        counter.increment()
+                        if opt_in is not None:
+                            found[parent_id] = self._record(parent_id, opt_in)
+                finally:
+                    results.close()
+                consent = self.consent
+                held = consent.blocks.get(lo, Block(lo, []))
+                hashes = {parent_id: record_hash(record) for parent_id, record in found.items()}
+                now = digests(hashes)
+                changed = {slot for slot in range(SLOTS) if now[slot] != held.slots[slot]}
+                for parent_id in sorted(set(held.ids) - hashes.keys(), reverse=True):
+                    yield {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
+                for parent_id in sorted(found, reverse=True):
+                    if parent_id not in held.ids or slot_of(parent_id) in changed:
+                        yield found[parent_id]
+                consent.blocks[lo] = Block.of(lo, hashes)
+                consent.seen = consent.seen or bool(found)
+                consent.next = lo
+                self.stream_state[CONSENT_KEY] = consent.encode()
+            if self._consent_wraps:
+                consent = self.consent
+                consent.next, consent.cycles = None, consent.cycles + 1
+                consent.blocks = {lo: b for lo, b in consent.blocks.items() if lo in self._parent_los}
+                self.stream_state[CONSENT_KEY] = consent.encode()
 
     def _record(self, parent_id: int, opt_in: dict[str, t.Any]) -> dict[str, t.Any]:
         record = dict(opt_in)
@@ -212,6 +387,15 @@ class OptInParent(SweptStream):
         if self._handover:
             batch, self._handover = self._handover, []
             self._sync_children({PARENT_IDS: tuple(batch)})
+        # The consent sweep, once the history has been read whole once (a first run retrieved every opt-in).
+        if self.ledger is None:
+            return
+        for child in self.child_streams:
+            if isinstance(child, OptInStream) and child.selected:
+                child.file_pending(self.ledger)
+                plan = None if self.read_whole else child.consent_plan(self.ledger)
+                if plan is not None:
+                    child.sync(context=plan)
 
     @override
     def generate_child_contexts(self, record: Record, context: Context | None) -> t.Iterable[Context | None]:

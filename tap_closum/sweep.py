@@ -44,7 +44,7 @@ import typing as t
 
 from closum_api import ahead
 from closum_api.errors import ClosumBadResponse
-from closum_api.listing import ordered_pages
+from closum_api.listing import SAME_IN_A_ROW, ordered_pages
 from tap_closum.client import ClosumStream
 from tap_closum.ledger import SLOTS, Ledger, digests, record_hash, slot_of
 
@@ -83,6 +83,12 @@ class SweptStream(ClosumStream):
     """
 
     _sweeping = False
+    #: this run's ledger, once the new records are in it (the consent sweep reads its ids)
+    ledger: Ledger | None = None
+    #: whether this run read the whole list (a first run, or --full-refresh)
+    read_whole = False
+    #: whether the last walk ended because the list lied about its pages
+    walk_lied = False
 
     @property
     @override
@@ -125,10 +131,15 @@ class SweptStream(ClosumStream):
             return Ledger()
 
     # -- reading -----------------------------------------------------------------
-    @staticmethod
-    def _walk(page: Page, fetch: t.Callable[[int], Page]) -> t.Iterator[Page]:
-        """``page`` and the pages after it, one after the other; a drop of the count reads the page before again."""
-        rereads = 0
+    def _walk(self, page: Page, fetch: t.Callable[[int], Page]) -> t.Iterator[Page]:
+        """``page`` and the pages after it, one after the other; a drop of the count reads the page before again.
+
+        A list that serves nothing older than it already did, :data:`SAME_IN_A_ROW` pages in a row,
+        lies about its pages: the read ends there with a warning.
+        """
+        self.walk_lied = False
+        rereads = stale = 0
+        oldest = _id_of(page.records[-1]) if page.records else None
         yield page
         while page.has_next and page.records:
             after = fetch(page.number + 1)
@@ -139,6 +150,19 @@ class SweptStream(ClosumStream):
             else:
                 rereads = rereads if shrank else 0
                 page = after
+            last = _id_of(page.records[-1]) if page.records else None
+            stale = stale + 1 if last is None or (oldest is not None and last >= oldest) else 0
+            oldest = last if oldest is None or (last is not None and last < oldest) else oldest
+            if stale >= SAME_IN_A_ROW:
+                self.walk_lied = True
+                self.logger.warning(
+                    "GET %s: %d pages in a row up to page %d served nothing older than before, though more "
+                    "were announced; the read ends here",
+                    self.path,
+                    stale,
+                    page.number,
+                )
+                return
             yield page
 
     def _created_before_start(self, record: t.Mapping[str, t.Any]) -> bool:
@@ -168,6 +192,7 @@ class SweptStream(ClosumStream):
                 self.name,
             )
             bookmark = None
+        self.read_whole = bookmark is None
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
@@ -177,6 +202,7 @@ class SweptStream(ClosumStream):
                 yield record
             top = ledger.top
             ledger.append({i: h for i, h in new.items() if top is None or i > top})
+            self.ledger = ledger
             # A first run read everything just now: the sweep starts with the next run.
             if bookmark is not None and self.runtime.settings.sweep_requests_per_run > 0:
                 self._sweeping = True
@@ -305,14 +331,22 @@ class _Sweep:
                 break
             if self.pages >= cap or (settled and self.pages >= allowance):
                 # Spent: the block being read is left whole to the next run.
-                if settled:
-                    ledger.next = ledger.blocks[index + 1].lo
+                self._stop_above(index, settled=settled)
                 return
+        if self.stream.walk_lied:
+            # Not the end of the list, a lie: nothing below is settled (no tombstone on a lie's word).
+            self._stop_above(index, settled=settled)
+            return
         # The end of the list: every block left is settled (one without records was deleted whole).
         while index >= 0:
             yield from self._settle(index, seen)
             seen, index = {}, index - 1
         ledger.next, ledger.cycles = None, ledger.cycles + 1
+
+    def _stop_above(self, index: int, *, settled: bool) -> None:
+        """The next run goes on with block ``index`` (unless no block was settled: then where this run began)."""
+        if settled:
+            self.ledger.next = self.ledger.blocks[index + 1].lo
 
     def _slice(self, page: Page, upper: int | None) -> t.Iterator[dict[str, t.Any]]:
         """The page's records below ``upper`` not seen yet, in order (those created before start_date aside)."""
