@@ -43,7 +43,7 @@ from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
 from tap_closum.ledger import SLOTS, Block, Ledger, digests, record_hash, slot_of
-from tap_closum.sweep import SweptStream
+from tap_closum.sweep import SLACK, SweptStream
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -79,6 +79,7 @@ class Consent:
         next: the sweep goes on with the parent blocks below this ``lo`` (``None``: from the newest).
         seen: whether the account ever served an opt-in (then the probe never gives up).
         cycles: whole consent sweeps completed.
+        credit: retrieves the consent sweep may still send (it earns contacts / ``sweep_cycle_runs`` per run).
     """
 
     def __init__(self, value: object) -> None:
@@ -95,6 +96,7 @@ class Consent:
         self.next: int | None = nxt if isinstance(nxt, int) else None
         self.seen = bool(raw.get("seen"))
         self.cycles = int(raw.get("cycles") or 0)
+        self.credit = float(raw.get("credit") or 0)
 
     def encode(self) -> dict[str, t.Any]:
         """As the stream state holds it."""
@@ -102,6 +104,7 @@ class Consent:
             "next": self.next,
             "seen": self.seen,
             "cycles": self.cycles,
+            "credit": round(self.credit, 3),
             "blocks": [self.blocks[lo].encode() for lo in sorted(self.blocks)],
         }
 
@@ -207,16 +210,26 @@ class OptInStream(ClosumStream):
             The child context, or ``None``.
         """
         consent = self.consent
-        budget = self.runtime.settings.consent_sweep_retrieves_per_run
+        settings = self.runtime.settings
+        budget = settings.consent_sweep_retrieves_per_run
         if budget <= 0 or not ledger.blocks:
             return None
+        # Each run earns the retrieves of 1/sweep_cycle_runs of the contacts (with the sweep's slack for whole
+        # blocks), at most the budget.
+        consent.credit = min(consent.credit + SLACK * len(ledger) / settings.sweep_cycle_runs, budget)
         index = len(ledger.blocks) - 1 if consent.next is None else ledger.index_of(consent.next - 1)
         blocks: list[tuple[int, tuple[int, ...]]] = []
-        while index >= 0 and (not blocks or budget >= len(ledger.blocks[index].ids)):
-            block = ledger.blocks[index]
-            blocks.append((block.lo, tuple(block.ids)))
-            budget -= len(block.ids)
+        while index >= 0:
+            size = len(ledger.blocks[index].ids)
+            # A block larger than the whole budget goes alone once the credit is full.
+            if size > consent.credit and (blocks or consent.credit < budget):
+                break
+            blocks.append((ledger.blocks[index].lo, tuple(ledger.blocks[index].ids)))
+            consent.credit -= size
             index -= 1
+        self.stream_state[CONSENT_KEY] = consent.encode()
+        if not blocks:
+            return None
         los = tuple(b.lo for b in ledger.blocks)
         return {CONSENT_BLOCKS: tuple(blocks), CONSENT_WRAPS: index < 0, "parent_los": los}
 
