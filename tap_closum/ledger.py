@@ -8,16 +8,17 @@ stream, a :class:`Ledger` in the stream's state:
   covers the ids from its ``lo`` up to the next block's ``lo``), each block's
   ids kept as runs (``[gap, run, gap, run...]`` from ``lo``: a block of
   consecutive ids is ``[0, 256]``);
-- per block, :data:`SLOTS` digests of 32 bits: slot ``id % SLOTS`` sums
-  (modulo 2**32) the hashes of its records' content, so a block grows by
-  adding to its sums. A changed record changes its slot's
+- per block, :data:`SLOTS` digests of 24 bits: slot ``id % SLOTS`` sums
+  (modulo 2**24) the 24-bit hashes of its records' content, so a block grows
+  by adding to its sums. A changed record changes its slot's
   digest, so re-reading a block tells which slots changed and only their
   records (about ``BLOCK / SLOTS``) are emitted again;
 - an id of the block's record no longer listed is a deletion: a tombstone.
 
-100,000 leads take about 391 blocks, about 40 KB of JSON (``benchmarks/bench_changes.py``
-measures it). A change goes unnoticed only when a slot's 32-bit digest comes
-out the same by chance: about one change in four billion.
+100,000 leads take about 391 blocks, about 33 KB of JSON (``benchmarks/bench_changes.py``
+measures it). A change goes unnoticed only when its slot's 24-bit digest comes
+out the same by chance: one changed slot in 16.7 million (at a thousand edits a
+day, one edit in about 45 years arrives only with the record's next change).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import bisect
 import hashlib
 import itertools
 import json
-import struct
 import typing as t
 from dataclasses import dataclass, field
 
@@ -37,18 +37,38 @@ BLOCK = 256
 SLOTS = 16
 #: The ledger's format, in the state.
 VERSION = 1
-_MASK32 = (1 << 32) - 1
+#: Bytes of a hash and of a slot digest.
+DIGEST_BYTES = 3
+_MASK = (1 << (8 * DIGEST_BYTES)) - 1
 
 
 def record_hash(record: t.Mapping[str, t.Any]) -> int:
-    """A 32-bit hash of a record's content as served (key order does not matter)."""
+    """A 24-bit hash of a record's content as served (key order does not matter)."""
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=DIGEST_BYTES).digest(), "big")
 
 
-def slot_of(record_id: int) -> int:
-    """The slot of a block an id's digest goes to."""
-    return record_id % SLOTS
+def slot_of(record_id: int, slots: int = SLOTS) -> int:
+    """The slot of a block (of ``slots``) an id's digest goes to."""
+    return record_id % slots
+
+
+def pack(digests: list[int]) -> str:
+    """Slot digests as base64 text."""
+    return base64.b64encode(b"".join(d.to_bytes(DIGEST_BYTES, "big") for d in digests)).decode()
+
+
+def unpack(text: str, slots: int) -> list[int]:
+    """Slot digests from :func:`pack`'s text.
+
+    Raises:
+        ValueError: the text does not hold ``slots`` digests.
+    """
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) != slots * DIGEST_BYTES:
+        msg = f"{len(raw)} bytes are not {slots} digests"
+        raise ValueError(msg)
+    return [int.from_bytes(raw[i : i + DIGEST_BYTES], "big") for i in range(0, len(raw), DIGEST_BYTES)]
 
 
 def _runs(lo: int, ids: list[int]) -> list[int]:
@@ -96,8 +116,7 @@ class Block:
 
     def encode(self) -> list[t.Any]:
         """The block as JSON: ``[lo, runs, base64 digests]``."""
-        packed = struct.pack(f">{SLOTS}I", *self.slots)
-        return [self.lo, _runs(self.lo, self.ids), base64.b64encode(packed).decode()]
+        return [self.lo, _runs(self.lo, self.ids), pack(self.slots)]
 
     @classmethod
     def decode(cls, value: t.Any) -> Block:  # noqa: ANN401  # JSON from the state, checked here
@@ -108,19 +127,19 @@ class Block:
         """
         try:
             lo, runs, packed = value
-            slots = list(struct.unpack(f">{SLOTS}I", base64.b64decode(packed)))
+            slots = unpack(packed, SLOTS)
             return cls(int(lo), _ids(int(lo), [int(r) for r in runs]), slots)
-        except (TypeError, ValueError, struct.error) as exc:
+        except (TypeError, ValueError) as exc:
             msg = f"not a ledger block: {str(value)[:80]}"
             raise ValueError(msg) from exc
 
 
-def digests(hashes: t.Mapping[int, int]) -> list[int]:
-    """The slot digests of records (by id: their hash)."""
-    sums = [0] * SLOTS
+def digests(hashes: t.Mapping[int, int], slots: int = SLOTS) -> list[int]:
+    """The digests of ``slots`` slots of records (by id: their hash)."""
+    sums = [0] * slots
     for record_id, value in hashes.items():
-        slot = slot_of(record_id)
-        sums[slot] = (sums[slot] + value) & _MASK32
+        slot = slot_of(record_id, slots)
+        sums[slot] = (sums[slot] + value) & _MASK
     return sums
 
 
@@ -209,7 +228,7 @@ class Ledger:
             take, new = new[: BLOCK - len(last.ids)], new[BLOCK - len(last.ids) :]
             added = digests({i: hashes[i] for i in take})
             last.ids += take
-            last.slots = [(a + b) & _MASK32 for a, b in zip(last.slots, added, strict=True)]
+            last.slots = [(a + b) & _MASK for a, b in zip(last.slots, added, strict=True)]
         for start in range(0, len(new), BLOCK):
             chunk = new[start : start + BLOCK]
             # The first block's range starts at 0: an id below every id held still has a block.

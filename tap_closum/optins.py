@@ -42,7 +42,7 @@ from closum_api import ahead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
-from tap_closum.ledger import SLOTS, Block, Ledger, digests, record_hash, slot_of
+from tap_closum.ledger import DIGEST_BYTES, Ledger, digests, pack, record_hash, slot_of, unpack
 from tap_closum.sweep import SLACK, SweptStream
 
 if sys.version_info >= (3, 12):
@@ -71,27 +71,43 @@ CONSENT_WRAPS = "consent_wraps"
 CONSENT_KEY = "consent"
 
 
+def _consent_block(encoded: object) -> tuple[int, list[int]] | None:
+    """A consent block ``[lo, digests]`` from the state; ``None`` when it is not one."""
+    if not (isinstance(encoded, list) and len(encoded) == 2 and isinstance(encoded[0], int)):  # noqa: PLR2004  # [lo, digests]
+        return None
+    try:
+        return encoded[0], unpack(str(encoded[1]), CONSENT_SLOTS)
+    except ValueError:
+        return None
+
+
+#: Digests per parent block the consent sweep keeps: a changed opt-in re-emits its slot's (about 32 contacts).
+CONSENT_SLOTS = 8
+
+
 class Consent:
-    """The consent sweep's state: per parent ledger block, the ids holding an opt-in and their slot digests.
+    """The consent sweep's state: per parent ledger block, :data:`CONSENT_SLOTS` digests of its contacts' opt-ins.
+
+    No id is kept: when a slot's digest changed, every contact of the block in
+    that slot is emitted again, its opt-in, or a tombstone when it has none (a
+    tombstone of an opt-in that never was deletes nothing).
 
     Attributes:
-        blocks: by the parent block's ``lo``.
+        blocks: slot digests by the parent block's ``lo``.
         next: the sweep goes on with the parent blocks below this ``lo`` (``None``: from the newest).
         seen: whether the account ever served an opt-in (then the probe never gives up).
         cycles: whole consent sweeps completed.
-        credit: retrieves the consent sweep may still send (it earns contacts / ``sweep_cycle_runs`` per run).
+        credit: retrieves the consent sweep may still send (it earns 1.5 x contacts / ``sweep_cycle_runs`` per run).
     """
 
     def __init__(self, value: object) -> None:
         """Read from the stream state (anything unreadable starts afresh)."""
         raw = value if isinstance(value, dict) else {}
-        self.blocks: dict[int, Block] = {}
+        self.blocks: dict[int, list[int]] = {}
         for encoded in raw.get("blocks") or []:
-            try:
-                block = Block.decode(encoded)
-            except ValueError:
-                continue
-            self.blocks[block.lo] = block
+            block = _consent_block(encoded)
+            if block is not None:
+                self.blocks[block[0]] = block[1]
         nxt = raw.get("next")
         self.next: int | None = nxt if isinstance(nxt, int) else None
         self.seen = bool(raw.get("seen"))
@@ -105,23 +121,14 @@ class Consent:
             "seen": self.seen,
             "cycles": self.cycles,
             "credit": round(self.credit, 3),
-            "blocks": [self.blocks[lo].encode() for lo in sorted(self.blocks)],
+            "blocks": [[lo, pack(self.blocks[lo])] for lo in sorted(self.blocks)],
         }
 
     def add(self, lo: int, record_id: int, value: int) -> None:
-        """An opt-in first emitted (a new contact's): into the digests of parent block ``lo``."""
-        block = self.blocks.setdefault(lo, Block(lo, []))
-        if record_id in block.ids:
-            return  # its old digest stays until the sweep reads the block
-        block.ids = sorted([*block.ids, record_id])
-        slot = slot_of(record_id)
-        block.slots[slot] = (block.slots[slot] + value) & 0xFFFFFFFF
-
-    def forget(self, record_id: int) -> None:
-        """A contact found deleted: its opt-in leaves (its slot's digest is settled by the next sweep of the block)."""
-        for block in self.blocks.values():
-            if record_id in block.ids:
-                block.ids.remove(record_id)
+        """The opt-in of a new contact, first emitted: into the digests of parent block ``lo``."""
+        slots = self.blocks.setdefault(lo, [0] * CONSENT_SLOTS)
+        slot = slot_of(record_id, CONSENT_SLOTS)
+        slots[slot] = (slots[slot] + value) % (1 << (8 * DIGEST_BYTES))
 
 
 def _as_object(value: object) -> dict[str, t.Any] | None:
@@ -185,16 +192,17 @@ class OptInStream(ClosumStream):
         """The consent sweep's state (read afresh from the stream state)."""
         return Consent(self.stream_state.get(CONSENT_KEY))
 
-    def file_pending(self, ledger: Ledger) -> None:
+    def file_pending(self, ledger: Ledger, new: frozenset[int]) -> None:
         """File the opt-ins of new contacts emitted this run under their parent block (its digests).
 
         Args:
             ledger: the parent's ledger, this run's new records in it.
+            new: the ids of this run's new records (an older contact's opt-in is in its digests already).
         """
         consent = self.consent
         for record_id, value in sorted(self.pending.items()):
             index = ledger.index_of(record_id)
-            if index >= 0:
+            if index >= 0 and record_id in new:
                 consent.add(ledger.blocks[index].lo, record_id, value)
         consent.seen = consent.seen or bool(self.pending)
         self.pending = {}
@@ -312,10 +320,7 @@ class OptInStream(ClosumStream):
                     )
 
     def _deleted(self, parent_id: int) -> dict[str, t.Any]:
-        """The tombstone of the opt-in of a contact found deleted."""
-        consent = self.consent
-        consent.forget(parent_id)
-        self.stream_state[CONSENT_KEY] = consent.encode()
+        """The tombstone of the opt-in of a contact found deleted (the consent sweep no longer reads it)."""
         return {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
 
     def _consent_sweep(
@@ -337,16 +342,13 @@ class OptInStream(ClosumStream):
                 finally:
                     results.close()
                 consent = self.consent
-                held = consent.blocks.get(lo, Block(lo, []))
-                hashes = {parent_id: record_hash(record) for parent_id, record in found.items()}
-                now = digests(hashes)
-                changed = {slot for slot in range(SLOTS) if now[slot] != held.slots[slot]}
-                for parent_id in sorted(set(held.ids) - hashes.keys(), reverse=True):
-                    yield {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
-                for parent_id in sorted(found, reverse=True):
-                    if parent_id not in held.ids or slot_of(parent_id) in changed:
-                        yield found[parent_id]
-                consent.blocks[lo] = Block.of(lo, hashes)
+                held = consent.blocks.get(lo)
+                now = digests({parent_id: record_hash(record) for parent_id, record in found.items()}, CONSENT_SLOTS)
+                changed = {slot for slot in range(CONSENT_SLOTS) if held is None or now[slot] != held[slot]}
+                for parent_id in sorted(ids, reverse=True):
+                    if slot_of(parent_id, CONSENT_SLOTS) in changed:
+                        yield found.get(parent_id) or {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
+                consent.blocks[lo] = now
                 consent.seen = consent.seen or bool(found)
                 consent.next = lo
                 self.stream_state[CONSENT_KEY] = consent.encode()
@@ -405,7 +407,7 @@ class OptInParent(SweptStream):
             return
         for child in self.child_streams:
             if isinstance(child, OptInStream) and child.selected:
-                child.file_pending(self.ledger)
+                child.file_pending(self.ledger, self.appended)
                 plan = None if self.read_whole else child.consent_plan(self.ledger)
                 if plan is not None:
                     child.sync(context=plan)

@@ -85,6 +85,8 @@ class SweptStream(ClosumStream):
     _sweeping = False
     #: this run's ledger, once the new records are in it (the consent sweep reads its ids)
     ledger: Ledger | None = None
+    #: the ids this run added to the ledger (its new records)
+    appended: frozenset[int] = frozenset()
     #: whether this run read the whole list (a first run, or --full-refresh)
     read_whole = False
     #: whether the last walk ended because the list lied about its pages
@@ -201,8 +203,9 @@ class SweptStream(ClosumStream):
                 new[_id_of(record)] = record_hash(record)
                 yield record
             top = ledger.top
-            ledger.append({i: h for i, h in new.items() if top is None or i > top})
-            self.ledger = ledger
+            appended = {i: h for i, h in new.items() if top is None or i > top}
+            ledger.append(appended)
+            self.ledger, self.appended = ledger, frozenset(appended)
             # A first run read everything just now: the sweep starts with the next run.
             if bookmark is not None and self.runtime.settings.sweep_requests_per_run > 0:
                 self._sweeping = True
