@@ -165,7 +165,7 @@ class Ledger:
         return {
             "v": VERSION,
             "next": self.next,
-            "credit": round(self.credit, 3),
+            "credit_milli": round(self.credit * 1000),  # an integer: SDK targets read JSON numbers as Decimal
             "cycles": self.cycles,
             "blocks": [b.encode() for b in self.blocks],
         }
@@ -188,7 +188,7 @@ class Ledger:
         return cls(
             blocks,
             nxt if isinstance(nxt, int) else None,
-            float(value.get("credit") or 0),
+            int(value.get("credit_milli") or 0) / 1000,
             int(value.get("cycles") or 0),
         )
 

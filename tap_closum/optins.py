@@ -112,7 +112,7 @@ class Consent:
         self.next: int | None = nxt if isinstance(nxt, int) else None
         self.seen = bool(raw.get("seen"))
         self.cycles = int(raw.get("cycles") or 0)
-        self.credit = float(raw.get("credit") or 0)
+        self.credit = int(raw.get("credit_milli") or 0) / 1000
 
     def encode(self) -> dict[str, t.Any]:
         """As the stream state holds it."""
@@ -120,7 +120,7 @@ class Consent:
             "next": self.next,
             "seen": self.seen,
             "cycles": self.cycles,
-            "credit": round(self.credit, 3),
+            "credit_milli": round(self.credit * 1000),  # an integer: SDK targets read JSON numbers as Decimal
             "blocks": [[lo, pack(self.blocks[lo])] for lo in sorted(self.blocks)],
         }
 
