@@ -227,13 +227,11 @@ class OptInStream(ClosumStream):
         consent.credit = min(consent.credit + SLACK * len(ledger) / settings.sweep_cycle_runs, budget)
         index = len(ledger.blocks) - 1 if consent.next is None else ledger.index_of(consent.next - 1)
         blocks: list[tuple[int, tuple[int, ...]]] = []
-        while index >= 0:
-            size = len(ledger.blocks[index].ids)
-            # A block larger than the whole budget goes alone once the credit is full.
-            if size > consent.credit and (blocks or consent.credit < budget):
-                break
+        # Whole blocks while credit is left: the last one may overdraw it (repaid by the next runs), so a run
+        # spends its budget on average, not the whole blocks that fit in it.
+        while index >= 0 and consent.credit > 0:
             blocks.append((ledger.blocks[index].lo, tuple(ledger.blocks[index].ids)))
-            consent.credit -= size
+            consent.credit -= len(ledger.blocks[index].ids)
             index -= 1
         self.stream_state[CONSENT_KEY] = consent.encode()
         if not blocks:
