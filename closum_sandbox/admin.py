@@ -24,16 +24,26 @@ route but ``/_admin/health`` wants ``Authorization: Bearer <token>`` or
   serves it (list shape for resources without retrieve), opt-ins included
   even while ``opt_ins_on_retrieve`` is off; with ``?shape=list``, as a list
   serves it (no nested ids, no opt-ins): what a tap reading lists emits.
+- ``PATCH /_admin/records/{resource_name}/{id}`` ``{field: value, ...}``:
+  edit a record as a person does in Closum's UI (any served field but ``id``;
+  a contact's ``email`` ``{email}`` and ``phone`` ``{extension, number}``,
+  ``null`` unlinks; its opt-in ``lead_opt_in`` / ``unqualified_lead_opt_in``
+  ``{sms, email, enviroment}`` merged into the stored one, ``null`` withdraws
+  it entirely); answers the record as retrieve serves it.
+- ``DELETE /_admin/records/{resource_name}/{id}``: delete a record (its
+  retrieve then answers 404, lists skip it and later pages shift by one).
 
 Errors use the API's envelope ``{"success": false, "message": ...}``.
 """
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from closum_api import registry
+from closum_api import registry, schemas
 from closum_api.registry import Resource, Verb
 from closum_sandbox import seed as seeding
 from closum_sandbox.faults import normalize_fault
@@ -192,3 +202,75 @@ async def all_records(request: Request, resource_name: str, shape: str = "retrie
     if shape not in {"retrieve", "list"}:
         raise ApiError(400, f"shape must be retrieve or list, not {shape!r}")
     return json_response(sb.store.all(res.name, retrieve=shape == "retrieve" and res.has(Verb.RETRIEVE)))
+
+
+#: Fields of a nested object an edit accepts, by field of a contact.
+_NESTED = {"email": {"email"}, "phone": {"extension", "number"}}
+_OPT_IN_FIELDS = {"sms", "email", "enviroment"}
+_CONTACTS = {opt_in.parent.name for opt_in in registry.OPT_INS}
+_EDIT_REFS = {
+    "city_id": "city",
+    "contact_lifecycle_stage_id": "contact_lifecycle_stage",
+    "contact_type_id": "contact_type",
+    "lead_id": "lead",
+    "audience_list_id": "audience_list",
+}
+
+
+def _edit_problem(sb: Sandbox, res: Resource, key: str, value: object) -> str | None:
+    """Why field ``key`` of ``res`` cannot be set to ``value`` by an edit; None when it can."""
+    served = set(sb.store.served_fields(res.name, schemas.record_schema(res)["properties"])) - {"id"}
+    if key not in served:
+        return f"unknown field {key}; editable: {', '.join(sorted(served))}"
+    if res.name in _CONTACTS and (key in _NESTED or key.endswith("_opt_in")):
+        allowed = _NESTED.get(key, _OPT_IN_FIELDS)
+        ok = value is None or (isinstance(value, dict) and value.keys() <= allowed)
+        return None if ok else f"field {key}: must be null or an object with {', '.join(sorted(allowed))}"
+    if key == "custom_data":
+        return None if value is None or _holds_json(value) else "field custom_data: must be null or a string of JSON"
+    if key in _EDIT_REFS and value is not None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"field {key}: must be an integer id or null"
+        if not sb.store.exists(_EDIT_REFS[key], value):
+            return f"field {key}: no {_EDIT_REFS[key]} with id {value}"
+    return None
+
+
+def _holds_json(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _existing_id(sb: Sandbox, res: Resource, raw: str) -> int:
+    if not raw.isdigit() or not sb.store.exists(res.name, int(raw)):
+        raise ApiError(404, f"Not Found: no {res.name} with id {raw}")
+    return int(raw)
+
+
+@router.patch("/records/{resource_name}/{record_id}")
+async def edit_record(request: Request, resource_name: str, record_id: str) -> Response:
+    """Edit a record as a person does in Closum's UI; answers it as retrieve serves it."""
+    sb, res = _resource(request, resource_name)
+    body = await read_object(request)
+    rid = _existing_id(sb, res, record_id)
+    problems = [p for key, value in body.items() if (p := _edit_problem(sb, res, key, value)) is not None]
+    if problems:
+        raise ApiError(400, problems[0], problems)
+    if not sb.store.edit(res.name, rid, body):
+        raise ApiError(404, f"Not Found: no {res.name} with id {record_id}")
+    record = sb.store.get(res.name, rid) if res.has(Verb.RETRIEVE) else None
+    return json_response(record if record is not None else {"id": rid})
+
+
+@router.delete("/records/{resource_name}/{record_id}")
+async def delete_record(request: Request, resource_name: str, record_id: str) -> Response:
+    """Delete a record as a person does in Closum's UI."""
+    sb, res = _resource(request, resource_name)
+    rid = _existing_id(sb, res, record_id)
+    sb.store.delete(res.name, rid)
+    return json_response({"success": True, "deleted": rid})

@@ -361,3 +361,71 @@ class Store:
             sql = _sql("UPDATE {table} SET {sets} WHERE id = ?", table, sets=sets)
             cur = self.conn.execute(sql, (*(values[c] for c in cols), record_id))
             return cur.rowcount > 0
+
+    def delete(self, table: str, record_id: int) -> bool:
+        """Delete one row, as a person does in Closum's UI; answers whether it existed.
+
+        A contact's email and phone rows stay (other records may share them); its opt-in goes with it.
+        """
+        with self.lock:
+            cur = self.conn.execute(_sql("DELETE FROM {table} WHERE id = ?", table), (record_id,))
+            if cur.rowcount > 0:
+                self._count[table] -= 1
+            return cur.rowcount > 0
+
+    def edit(self, name: str, record_id: int, fields: dict[str, Any]) -> bool:
+        """Change fields of one record as Closum's UI does; answers whether it exists.
+
+        ``fields`` are record fields (checked by the caller): plain columns, and
+        for a contact its nested ``email`` ``{email}`` / ``phone`` ``{extension,
+        number}`` (edited in place, created when missing, ``None`` unlinks) and
+        its opt-in ``<name>_opt_in`` (merged into the stored one, ``None``
+        removes it).
+
+        Args:
+            name: the resource.
+            record_id: the record's id.
+            fields: the fields to change.
+
+        Returns:
+            Whether the record exists.
+        """
+        with self.lock:
+            row = self.conn.execute(_sql("SELECT * FROM {table} WHERE id = ?", name), (record_id,)).fetchone()
+            if row is None:
+                return False
+            values = {k: v for k, v in fields.items() if k in TABLES[name] and k != "id"}
+            if name == "contact_type" and "date_add" in fields:
+                values["creation_date"] = fields["date_add"]
+            if name in _CONTACTS:
+                values |= self._edit_nested(name, row, fields)
+            if values:
+                self.update(name, record_id, values)
+            return True
+
+    def _edit_nested(self, name: str, row: sqlite3.Row, fields: dict[str, Any]) -> dict[str, Any]:
+        """The contact's columns that change with its nested email, phone and opt-in."""
+        values: dict[str, Any] = {}
+        for key, table, cols in (("email", "email", ("email",)), ("phone", "phone", ("extension", "number"))):
+            if key not in fields:
+                continue
+            nested = fields[key]
+            if nested is None:
+                values[f"{key}_id"] = None
+            elif row[f"{key}_id"] is not None and self.exists(table, row[f"{key}_id"]):
+                self.update(table, row[f"{key}_id"], {c: nested[c] for c in cols if c in nested})
+            else:
+                created = {c: nested.get(c) for c in cols}
+                created |= {"status": 1, "register_date": row["creation_date"]} if key == "email" else {}
+                created |= {"is_valid": 1, "date_add": row["creation_date"]} if key == "phone" else {}
+                values[f"{key}_id"] = self.insert(table, created)
+        opt_key = f"{name}_opt_in"
+        if opt_key in fields:
+            change = fields[opt_key]
+            if change is None:
+                values["opt_in"] = None
+            else:
+                stored = json.loads(row["opt_in"]) if row["opt_in"] else None
+                base = stored or {"id": row["id"], f"{name}_id": row["id"], "creation_date": row["creation_date"]}
+                values["opt_in"] = json.dumps(base | change, ensure_ascii=False)
+        return values

@@ -201,6 +201,28 @@ class SandboxAdmin:
         params = {"shape": "list"} if listed else {}
         return cast("list[dict[str, Any]]", self._admin("GET", f"/records/{resource_name}", params=params))
 
+    def edit_record(self, resource_name: str, record_id: int, **fields: Any) -> dict[str, Any]:
+        """Edit a record as a person does in Closum's UI; answers it as retrieve serves it.
+
+        Args:
+            resource_name: the resource (``lead``).
+            record_id: the record's id.
+            fields: the fields to change: ``contact_lifecycle_stage_id=3``, ``custom_data='{"score": 9}'``,
+                ``email={"email": "x@y.pt"}``, ``lead_opt_in={"sms": False}`` (``None``: withdrawn entirely)...
+
+        Returns:
+            The record after the edit.
+        """
+        return cast("dict[str, Any]", self._admin("PATCH", f"/records/{resource_name}/{record_id}", json=fields))
+
+    def set_opt_in(self, resource_name: str, record_id: int, opt_in: dict[str, Any] | None) -> dict[str, Any]:
+        """Change a contact's consent (merged into the stored one; ``None`` removes it); answers the contact."""
+        return self.edit_record(resource_name, record_id, **{f"{resource_name}_opt_in": opt_in})
+
+    def delete_record(self, resource_name: str, record_id: int) -> None:
+        """Delete a record as a person does in Closum's UI (its retrieve then answers 404)."""
+        self._admin("DELETE", f"/records/{resource_name}/{record_id}")
+
 
 class SandboxServer(SandboxAdmin):
     """A sandbox served on ``127.0.0.1`` in a background thread.

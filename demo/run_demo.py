@@ -8,6 +8,10 @@
    (a few bad rows on purpose), then print created / rejected (from the
    target's ``closum_load_summary`` METRIC log line) and why;
 4. run the tap again: Meltano passes the saved state, so only the new leads arrive;
+   then change Closum as a person does in its UI (a lead moved to another
+   lifecycle stage, an SMS consent withdrawn, a lead deleted) and run it once
+   more: the sweep brings all three into DuckDB (the demo sets
+   ``sweep_cycle_runs`` to 1 so one run re-reads its small history);
 5. `meltano --environment=dev run tap-spreadsheets target-closum` with
    demo/crm_contacts.csv, a CRM export (names, not ids; a few contacts the
    sandbox already holds; a few bad rows), shaped by the SDK stream maps of
@@ -214,9 +218,9 @@ def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batc
     ids = f"ids {new_ids[0]}..{new_ids[-1]}" if new_ids else "none"
     say(
         f"   leads rows written by this run: {len(new_ids)} ({ids}); the incremental streams "
-        "(leads, unqualified_leads, audience_lists, lead_audience_lists) read only past their bookmark, "
-        "the consent ones (lead_opt_ins, unqualified_lead_opt_ins) retrieve only the leads read, "
-        "the FULL_TABLE ones are read whole and upserted"
+        "read only past their bookmark (plus the sweep of their history, which emits only what changed), "
+        "the consent ones (lead_opt_ins, unqualified_lead_opt_ins) retrieve the leads read (plus the consent "
+        "sweep), the FULL_TABLE reference lists are read whole and upserted"
     )
     state = subprocess.run(  # argv is ours: Meltano from this venv, fixed arguments, no shell
         [str(BIN / "meltano"), "--environment=dev", "state", "get", "dev:tap-closum-to-target-duckdb"],
@@ -232,6 +236,43 @@ def closum_to_duckdb_again(env: dict[str, str], first: dict[str, int], last_batc
         except (ValueError, KeyError, TypeError):
             return
         say(f"   Meltano's state for dev:tap-closum-to-target-duckdb: leads bookmark id {bookmark}")
+
+
+def closum_changes_to_duckdb(env: dict[str, str], sandbox: SandboxProcess) -> None:
+    """Step 3b: edit, withdraw a consent, delete, as in Closum's UI; the next run brings all three."""
+    step("3b. Changes made in Closum's UI reach DuckDB: a lifecycle stage, a consent, a deletion")
+    leads = sorted(sandbox.records("lead"), key=lambda r: r["id"])
+    moved = leads[0]
+    stage = 2 if moved.get("contact_lifecycle_stage_id") != 2 else 3  # noqa: PLR2004  # another stage of the seed's nine
+    consenting = next(r for r in leads[1:] if (r.get("lead_opt_in") or {}).get("sms"))
+    deleted = next(r for r in leads[1:] if r["id"] != consenting["id"])
+    sandbox.edit_record("lead", moved["id"], contact_lifecycle_stage_id=stage)
+    sandbox.set_opt_in("lead", consenting["id"], {"sms": False})
+    sandbox.delete_record("lead", deleted["id"])
+    say(
+        f"   in Closum: lead {moved['id']} moved to lifecycle stage {stage}, lead {consenting['id']} withdrew its "
+        f"SMS consent, lead {deleted['id']} deleted"
+    )
+
+    def show(when: str) -> None:
+        stage_now = duckdb_query(
+            DUCK, "select contact_lifecycle_stage_id from closum.leads where id = ?", (moved["id"],)
+        )
+        sms = duckdb_query(DUCK, "select sms from closum.lead_opt_ins where lead_id = ?", (consenting["id"],))
+        present = duckdb_query(DUCK, "select count(*) from closum.leads where id = ?", (deleted["id"],))[0][0]
+        say(
+            f"   DuckDB {when}: lead {moved['id']} stage {stage_now[0][0] if stage_now else None}, "
+            f"lead {consenting['id']} sms {sms[0][0] if sms else None}, "
+            f"lead {deleted['id']} {'present' if present else 'gone'}"
+        )
+
+    show("before")
+    meltano(env, WORK / "run3b-tap-closum-target-duckdb.log", "--environment=dev", "run", "tap-closum", "target-duckdb")
+    show("after ")
+    say(
+        "   the sweep re-read the history, emitted only the records that changed and a tombstone "
+        "(id and _sdc_deleted_at) for the deleted lead, which target-duckdb deleted (hard_delete: true)"
+    )
 
 
 def print_crm_summaries(summaries: list[dict[str, Any]]) -> None:
@@ -321,6 +362,8 @@ def main() -> int:
         "TARGET_CLOSUM_REJECTS_PATH": str(REJECTS),
         "TARGET_CLOSUM_LEDGER_PATH": str(WORK / "closum-ledger.sqlite"),
         "TAP_JSONL_PATH": str(LEADS_FILE),
+        # A demo account is small: let one run re-read its whole history (the default spreads it over 24 runs).
+        "TAP_CLOSUM_SWEEP_CYCLE_RUNS": "1",
     }
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -333,6 +376,7 @@ def main() -> int:
         last_batch = duckdb_query(DUCK, "select max(_sdc_batched_at) from closum.leads")[0][0]
         leads_file_to_closum(env, sandbox)
         closum_to_duckdb_again(env, first, last_batch)
+        closum_changes_to_duckdb(env, sandbox)
         crm_export_to_closum(env, sandbox)
         crm_export_again(env, sandbox)
     finally:

@@ -16,14 +16,28 @@ per *new* lead, never a re-read of the history.
   start lines of a batch after the first go to DEBUG, its METRICs and the
   progress lines span every batch, and :meth:`OptInStream.finish` (the parent
   calls it at its end) logs them once with the summary.
-- A 404 (the contact was deleted between list and retrieve) is a warning.
+- A 404 (the contact was deleted) emits the opt-in's tombstone (its key and
+  ``_sdc_deleted_at``): the parent's sweep hands over the contacts it found deleted.
 - A retrieve without an opt-in emits nothing. When the first :data:`PROBE`
-  retrieves of a run carry none at all, the account does not serve opt-ins
-  there: the stream stops retrieving for the rest of the run, with one warning.
+  retrieves of a run carry none at all and the account never served one (the
+  stream's state says), it does not serve opt-ins there: the stream stops
+  retrieving new contacts for the rest of the run, with one warning; the
+  consent sweep still reads them later, so no opt-in is lost for good.
+- **The consent sweep.** No list carries opt-ins, so a consent withdrawn or
+  given in Closum's UI shows only in a retrieve. After the parent's read,
+  the parent hands over whole blocks of its ledger (the ids it emitted, see
+  :mod:`tap_closum.ledger`), at most ``consent_sweep_retrieves_per_run`` ids
+  per run, continuing below where the last run stopped; the child retrieves
+  them and compares each block with the opt-in digests it keeps in its state
+  (``consent``: per parent block, the ids holding an opt-in as runs and 16
+  slot digests). A changed opt-in is emitted (with its slot's), a new one
+  emitted, one gone (withdrawn, or the contact deleted) emitted once as a
+  tombstone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -35,7 +49,9 @@ from closum_api import ahead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
+from tap_closum.ledger import DIGEST_BYTES, Ledger, digests, pack, record_hash, slot_of, unpack
 from tap_closum.progress import StreamCounter, StreamTimer
+from tap_closum.sweep import SLACK, SweptStream
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -55,6 +71,72 @@ BATCH = 250
 PROBE = 50
 #: The child context key holding the batch of parent ids.
 PARENT_IDS = "parent_ids"
+#: The child context key holding the consent sweep's blocks: ``(lo, ids)`` per parent ledger block.
+CONSENT_BLOCKS = "consent_blocks"
+#: The child context key: whether the consent sweep's blocks reach the parent's oldest block.
+CONSENT_WRAPS = "consent_wraps"
+#: The stream state's key holding the consent sweep's digests and position.
+CONSENT_KEY = "consent"
+
+
+def _consent_block(encoded: object) -> tuple[int, list[int]] | None:
+    """A consent block ``[lo, digests]`` from the state; ``None`` when it is not one."""
+    if not (isinstance(encoded, list) and len(encoded) == 2 and isinstance(encoded[0], int)):  # noqa: PLR2004  # [lo, digests]
+        return None
+    try:
+        return encoded[0], unpack(str(encoded[1]), CONSENT_SLOTS)
+    except ValueError:
+        return None
+
+
+#: Digests per parent block the consent sweep keeps: a changed opt-in re-emits its slot's (about 32 contacts).
+CONSENT_SLOTS = 8
+
+
+class Consent:
+    """The consent sweep's state: per parent ledger block, :data:`CONSENT_SLOTS` digests of its contacts' opt-ins.
+
+    No id is kept: when a slot's digest changed, every contact of the block in
+    that slot is emitted again, its opt-in, or a tombstone when it has none (a
+    tombstone of an opt-in that never was deletes nothing).
+
+    Attributes:
+        blocks: slot digests by the parent block's ``lo``.
+        next: the sweep goes on with the parent blocks below this ``lo`` (``None``: from the newest).
+        seen: whether the account ever served an opt-in (then the probe never gives up).
+        cycles: whole consent sweeps completed.
+        credit: retrieves the consent sweep may still send (it earns 1.5 x contacts / ``sweep_cycle_runs`` per run).
+    """
+
+    def __init__(self, value: object) -> None:
+        """Read from the stream state (anything unreadable starts afresh)."""
+        raw = value if isinstance(value, dict) else {}
+        self.blocks: dict[int, list[int]] = {}
+        for encoded in raw.get("blocks") or []:
+            block = _consent_block(encoded)
+            if block is not None:
+                self.blocks[block[0]] = block[1]
+        nxt = raw.get("next")
+        self.next: int | None = nxt if isinstance(nxt, int) else None
+        self.seen = bool(raw.get("seen"))
+        self.cycles = int(raw.get("cycles") or 0)
+        self.credit = int(raw.get("credit_milli") or 0) / 1000
+
+    def encode(self) -> dict[str, t.Any]:
+        """As the stream state holds it."""
+        return {
+            "next": self.next,
+            "seen": self.seen,
+            "cycles": self.cycles,
+            "credit_milli": round(self.credit * 1000),  # an integer: SDK targets read JSON numbers as Decimal
+            "blocks": [[lo, pack(self.blocks[lo])] for lo in sorted(self.blocks)],
+        }
+
+    def add(self, lo: int, record_id: int, value: int) -> None:
+        """The opt-in of a new contact, first emitted: into the digests of parent block ``lo``."""
+        slots = self.blocks.setdefault(lo, [0] * CONSENT_SLOTS)
+        slot = slot_of(record_id, CONSENT_SLOTS)
+        slots[slot] = (slots[slot] + value) % (1 << (8 * DIGEST_BYTES))
 
 
 def _as_object(value: object) -> dict[str, t.Any] | None:
@@ -97,6 +179,12 @@ class OptInStream(ClosumStream):
         self._without = 0
         self._given_up = False
         self._meters: dict[str, StreamCounter | StreamTimer] = {}
+        self._consent_blocks: tuple[tuple[int, tuple[int, ...]], ...] = ()
+        self._consent_wraps = False
+        self._parent_los: frozenset[int] = frozenset()
+        #: opt-ins of new contacts emitted this run, by contact id: the parent's consent plan files them
+        self.pending: dict[int, int] = {}
+        self.deleted_at = dt.datetime.now(dt.timezone.utc).isoformat()
 
     @classmethod
     @override
@@ -172,6 +260,58 @@ class OptInStream(ClosumStream):
             self.end_progress()
         self._progress = None
 
+    @property
+    def consent(self) -> Consent:
+        """The consent sweep's state (read afresh from the stream state)."""
+        return Consent(self.stream_state.get(CONSENT_KEY))
+
+    def file_pending(self, ledger: Ledger, new: frozenset[int]) -> None:
+        """File the opt-ins of new contacts emitted this run under their parent block (its digests).
+
+        Args:
+            ledger: the parent's ledger, this run's new records in it.
+            new: the ids of this run's new records (an older contact's opt-in is in its digests already).
+        """
+        consent = self.consent
+        for record_id, value in sorted(self.pending.items()):
+            index = ledger.index_of(record_id)
+            if index >= 0 and record_id in new:
+                consent.add(ledger.blocks[index].lo, record_id, value)
+        consent.seen = consent.seen or bool(self.pending)
+        self.pending = {}
+        self.stream_state[CONSENT_KEY] = consent.encode()
+
+    def consent_plan(self, ledger: Ledger) -> dict[str, t.Any] | None:
+        """The parent's blocks this run's consent sweep retrieves, as a child context; ``None``: none this run.
+
+        Args:
+            ledger: the parent's ledger, this run's new records in it.
+
+        Returns:
+            The child context, or ``None``.
+        """
+        consent = self.consent
+        settings = self.runtime.settings
+        budget = settings.consent_sweep_retrieves_per_run
+        if budget <= 0 or not ledger.blocks:
+            return None
+        # Each run earns the retrieves of 1/sweep_cycle_runs of the contacts (with the sweep's slack for whole
+        # blocks), at most the budget.
+        consent.credit = min(consent.credit + SLACK * len(ledger) / settings.sweep_cycle_runs, budget)
+        index = len(ledger.blocks) - 1 if consent.next is None else ledger.index_of(consent.next - 1)
+        blocks: list[tuple[int, tuple[int, ...]]] = []
+        # Whole blocks while credit is left: the last one may overdraw it (repaid by the next runs), so a run
+        # spends its budget on average, not the whole blocks that fit in it.
+        while index >= 0 and consent.credit > 0:
+            blocks.append((ledger.blocks[index].lo, tuple(ledger.blocks[index].ids)))
+            consent.credit -= len(ledger.blocks[index].ids)
+            index -= 1
+        self.stream_state[CONSENT_KEY] = consent.encode()
+        if not blocks:
+            return None
+        los = tuple(b.lo for b in ledger.blocks)
+        return {CONSENT_BLOCKS: tuple(blocks), CONSENT_WRAPS: index < 0, "parent_los": los}
+
     # -- requests --------------------------------------------------------------
     @override
     def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, t.Any]:
@@ -182,10 +322,7 @@ class OptInStream(ClosumStream):
         path = self.resource.item_path(parent_id)
         try:
             envelope = self.runtime.client.get(path)
-        except ClosumNotFoundError as exc:
-            self.logger.warning(
-                "%s: skipping %s %d, deleted since it was listed (%s)", self.name, self.resource.name, parent_id, exc
-            )
+        except ClosumNotFoundError:
             return parent_id, None, False
         data = envelope["data"]
         if not isinstance(data, dict):
@@ -197,6 +334,11 @@ class OptInStream(ClosumStream):
     @override
     def preprocess_context(self, context: Context) -> Context:
         """Keep the batch of parent ids for :meth:`request_records`; the context keeps only its bounds."""
+        self._consent_blocks = tuple(context.get(CONSENT_BLOCKS) or ())
+        self._consent_wraps = bool(context.get(CONSENT_WRAPS))
+        self._parent_los = frozenset(context.get("parent_los") or ())
+        if self._consent_blocks:
+            return {"consent_blocks": len(self._consent_blocks)}
         ids = tuple(context.get(PARENT_IDS) or ())
         self._batch = ids
         if not ids:
@@ -205,6 +347,10 @@ class OptInStream(ClosumStream):
 
     @override
     def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        if self._consent_blocks:
+            blocks, self._consent_blocks = self._consent_blocks, ()
+            yield from self._consent_sweep(blocks, context)
+            return
         ids, self._batch = self._batch, ()
         threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
         counter = self.get_http_request_counter()
@@ -223,12 +369,16 @@ class OptInStream(ClosumStream):
                         self.progress.request()
                         if opt_in is not None:
                             self._found = True
-                            yield self._record(parent_id, opt_in)
-                        elif exists and not self._found:
+                            record = self._record(parent_id, opt_in)
+                            self.pending[parent_id] = record_hash(record)
+                            yield record
+                        elif not exists:
+                            yield self._deleted(parent_id)
+                        elif not self._found:
                             self._without += 1
                 finally:
                     results.close()
-                if not self._found and self._without >= PROBE:
+                if not self._found and self._without >= PROBE and not self.consent.seen:
                     self._given_up = True
                     self.logger.warning(
                         "%s: the first %d retrieves of %s carried no %s: this account does not serve opt-ins "
@@ -240,6 +390,45 @@ class OptInStream(ClosumStream):
                         self.name,
                         PROBE,
                     )
+
+    def _deleted(self, parent_id: int) -> dict[str, t.Any]:
+        """The tombstone of the opt-in of a contact found deleted (the consent sweep no longer reads it)."""
+        return {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
+
+    def _consent_sweep(
+        self, blocks: tuple[tuple[int, tuple[int, ...]], ...], context: Context | None
+    ) -> t.Iterator[dict[str, t.Any]]:
+        """Retrieve whole parent blocks; emit the opt-ins that changed, new ones, and tombstones for those gone."""
+        threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
+        counter = self.get_http_request_counter()
+        with counter:
+            counter.with_context(context)
+            for lo, ids in blocks:
+                found: dict[int, dict[str, t.Any]] = {}
+                results = ahead.ordered(self._retrieve, ids, threads=min(threads, max(len(ids), 1)))
+                try:
+                    for parent_id, opt_in, _exists in results:
+                        counter.increment()
+                        if opt_in is not None:
+                            found[parent_id] = self._record(parent_id, opt_in)
+                finally:
+                    results.close()
+                consent = self.consent
+                held = consent.blocks.get(lo)
+                now = digests({parent_id: record_hash(record) for parent_id, record in found.items()}, CONSENT_SLOTS)
+                changed = {slot for slot in range(CONSENT_SLOTS) if held is None or now[slot] != held[slot]}
+                for parent_id in sorted(ids, reverse=True):
+                    if slot_of(parent_id, CONSENT_SLOTS) in changed:
+                        yield found.get(parent_id) or {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
+                consent.blocks[lo] = now
+                consent.seen = consent.seen or bool(found)
+                consent.next = lo
+                self.stream_state[CONSENT_KEY] = consent.encode()
+            if self._consent_wraps:
+                consent = self.consent
+                consent.next, consent.cycles = None, consent.cycles + 1
+                consent.blocks = {lo: b for lo, b in consent.blocks.items() if lo in self._parent_los}
+                self.stream_state[CONSENT_KEY] = consent.encode()
 
     def _record(self, parent_id: int, opt_in: dict[str, t.Any]) -> dict[str, t.Any]:
         record = dict(opt_in)
@@ -260,7 +449,7 @@ class OptInStream(ClosumStream):
             super()._write_schema_message()
 
 
-class OptInParent(ClosumStream):
+class OptInParent(SweptStream):
     """A stream whose records' opt-ins a child :class:`OptInStream` reads.
 
     The SDK syncs a child once per context a parent record yields; this
@@ -285,6 +474,14 @@ class OptInParent(ClosumStream):
         if self._handover:
             batch, self._handover = self._handover, []
             self._sync_children({PARENT_IDS: tuple(batch)})
+        # The consent sweep, once the history has been read whole once (a first run retrieved every opt-in).
+        if self.ledger is not None:
+            for child in self.child_streams:
+                if isinstance(child, OptInStream) and child.selected:
+                    child.file_pending(self.ledger, self.appended)
+                    plan = None if self.read_whole else child.consent_plan(self.ledger)
+                    if plan is not None:
+                        child.sync(context=plan)
         for child in self.child_streams:
             if isinstance(child, OptInStream):
                 child.finish()

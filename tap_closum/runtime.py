@@ -25,6 +25,13 @@ if t.TYPE_CHECKING:
     from closum_api.connection import Connection
     from closum_api.errors import ClosumFatalError, ClosumNotFoundError
 
+#: Runs in which the sweep re-reads each stream's whole history (``sweep_cycle_runs`` default).
+DEFAULT_SWEEP_CYCLE_RUNS = 24
+#: The most list pages the sweep reads per stream and run (``sweep_requests_per_run`` default).
+DEFAULT_SWEEP_REQUESTS = 100
+#: The most lead retrieves the consent sweep sends per run (``consent_sweep_retrieves_per_run`` default).
+DEFAULT_CONSENT_RETRIEVES = 1000
+
 #: The User-Agent sent unless ``user_agent`` says otherwise.
 USER_AGENT = f"tap-closum/{__version__}"
 
@@ -50,11 +57,17 @@ class TapSettings:
         shared: the settings the tap shares with the target (connection, parallelism, retries).
         page_size: records asked for per list request.
         start_date: records created before this instant are skipped, if set.
+        sweep_cycle_runs: runs in which the sweep re-reads each stream's whole history.
+        sweep_requests_per_run: the most list pages the sweep reads per stream and run.
+        consent_sweep_retrieves_per_run: the most retrieves the consent sweep sends per run and stream.
     """
 
     shared: SharedSettings
     page_size: int
     start_date: dt.datetime | None
+    sweep_cycle_runs: int = DEFAULT_SWEEP_CYCLE_RUNS
+    sweep_requests_per_run: int = DEFAULT_SWEEP_REQUESTS
+    consent_sweep_retrieves_per_run: int = DEFAULT_CONSENT_RETRIEVES
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TapSettings:
@@ -72,6 +85,11 @@ class TapSettings:
             shared=SharedSettings.from_config(config, user_agent=USER_AGENT),
             page_size=DEFAULT_PAGE_SIZE if page_size is None else int(page_size),
             start_date=parse_timestamp(str(start_date)) if start_date else None,
+            sweep_cycle_runs=int(config.get("sweep_cycle_runs") or DEFAULT_SWEEP_CYCLE_RUNS),
+            sweep_requests_per_run=int(config.get("sweep_requests_per_run", DEFAULT_SWEEP_REQUESTS)),
+            consent_sweep_retrieves_per_run=int(
+                config.get("consent_sweep_retrieves_per_run", DEFAULT_CONSENT_RETRIEVES)
+            ),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from closum_api import registry
 from tap_closum.client import ClosumStream
 from tap_closum.optins import OptInParent, OptInStream
+from tap_closum.sweep import SweptStream
 
 
 class LeadsStream(OptInParent):
@@ -27,21 +28,21 @@ class CitiesStream(ClosumStream):
     resource = registry.get("city")
 
 
-class EmailsStream(ClosumStream):
+class EmailsStream(SweptStream):
     """Email addresses."""
 
     resource = registry.get("email")
     created_field = "register_date"
 
 
-class PhonesStream(ClosumStream):
+class PhonesStream(SweptStream):
     """Phone numbers."""
 
     resource = registry.get("phone")
     created_field = "date_add"
 
 
-class ContactTypesStream(ClosumStream):
+class ContactTypesStream(SweptStream):
     """Contact types."""
 
     resource = registry.get("contact_type")
@@ -54,14 +55,14 @@ class ContactLifecycleStagesStream(ClosumStream):
     resource = registry.get("contact_lifecycle_stage")
 
 
-class AudienceListsStream(ClosumStream):
+class AudienceListsStream(SweptStream):
     """Audience lists."""
 
     resource = registry.get("audience_list")
     created_field = "creation_date"
 
 
-class LeadAudienceListsStream(ClosumStream):
+class LeadAudienceListsStream(SweptStream):
     """Leads' memberships of audience lists."""
 
     resource = registry.get("lead_audience_list")

@@ -115,6 +115,13 @@ class ClosumSink(BatchSink):
             return pk_key([record[k] for k in self.key_properties])
         return "hash:" + p_hash
 
+    def _remove_sdc_metadata_from_record(self, record: dict) -> None:
+        """The SDK's metadata leaves the record, but a tombstone's ``_sdc_deleted_at`` stays: it is refused by name."""
+        deleted_at = record.get("_sdc_deleted_at")
+        super()._remove_sdc_metadata_from_record(record)
+        if deleted_at:
+            record["_sdc_deleted_at"] = deleted_at
+
     def process_record(self, record: dict, context: dict) -> None:
         """Build and validate the record's payload; a valid one joins the batch, a refused one the rejects."""
         if self._invalid_reason is not None:
@@ -122,6 +129,10 @@ class ClosumSink(BatchSink):
             self.writer.reject(record, None, None, reason)
             return
         _ = context  # the batch is the sink's own queue
+        if record.get("_sdc_deleted_at"):
+            reason = "a deletion (_sdc_deleted_at is set): Closum's API deletes nothing; deselect or filter tombstones"
+            self.writer.reject(record, None, None, reason)
+            return
         problem = unsendable(record)
         if problem:
             self.writer.reject(record, None, None, problem)

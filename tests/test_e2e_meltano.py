@@ -175,6 +175,31 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     assert _query(duck, "select count(*) from closum.leads where _sdc_batched_at > ?", (second_batch_end,))[0][0] == 0
 
 
+def test_edits_consent_changes_and_deletions_reach_duckdb(meltano, sandbox):
+    """A lead moved to another stage, a consent withdrawn, a lead and an email deleted: one run later, DuckDB has it."""
+    duck = meltano.tmp / "warehouse.duckdb"
+    one_cycle = {"TAP_CLOSUM_SWEEP_CYCLE_RUNS": "1"}  # 25 leads: one run re-reads the whole history
+    meltano.pipeline("tap-closum", "target-duckdb", extra_env=one_cycle)
+    leads = sorted(sandbox.records("lead"), key=lambda r: r["id"])
+    moved, consenting = leads[0], next(r for r in leads[1:] if (r.get("lead_opt_in") or {}).get("sms"))
+    gone = next(r for r in leads[1:] if r["id"] != consenting["id"])
+    stage = 2 if moved.get("contact_lifecycle_stage_id") != 2 else 3
+    sandbox.edit_record("lead", moved["id"], contact_lifecycle_stage_id=stage)
+    sandbox.set_opt_in("lead", consenting["id"], {"sms": False})
+    sandbox.delete_record("lead", gone["id"])
+    email = sandbox.records("email")[-1]["id"]
+    sandbox.delete_record("email", email)
+
+    meltano.pipeline("tap-closum", "target-duckdb", extra_env=one_cycle)
+    assert _query(duck, "select contact_lifecycle_stage_id from closum.leads where id = ?", (moved["id"],)) == [
+        (stage,)
+    ]
+    assert _query(duck, "select sms from closum.lead_opt_ins where lead_id = ?", (consenting["id"],)) == [(False,)]
+    assert _query(duck, "select count(*) from closum.leads where id = ?", (gone["id"],)) == [(0,)]
+    assert _query(duck, "select count(*) from closum.emails where id = ?", (email,)) == [(0,)]
+    assert _tables(duck) == expected_keys(sandbox)
+
+
 def test_leads_file_to_closum_creates_good_rows_and_rejects_bad_ones(meltano, sandbox):
     rows = [json.loads(line) for line in DEMO_LEADS.read_text().splitlines() if line.strip()]
     good = [r for r in rows if r["external_id"] not in BAD_ROWS]

@@ -189,3 +189,91 @@ def test_in_memory_is_fresh_each_start(sandbox_factory):
     a.add_records("lead", 3)
     b = sandbox_factory(seed=2)
     assert len(b.records("lead")) == 2
+
+
+def _api(sandbox, path, **params):
+    h = {"Authorization": f"Bearer {sandbox.token()}"}
+    return requests.get(sandbox.api_url + path, params=params, headers=h, timeout=5)
+
+
+def test_edit_a_lead_as_in_closums_ui(sandbox):
+    lead = sandbox.records("lead")[3]
+    stage = 2 if lead["contact_lifecycle_stage_id"] != 2 else 3
+    edited = sandbox.edit_record(
+        "lead",
+        lead["id"],
+        contact_lifecycle_stage_id=stage,
+        custom_data='{"score": 90}',
+        name="Outro Nome",
+        email={"email": "novo@example.pt"},
+        phone={"number": "912 000 111"},
+    )
+    served = _api(sandbox, f"/lead/{lead['id']}").json()["data"]
+    assert served == edited
+    assert served["contact_lifecycle_stage_id"] == stage
+    assert served["custom_data"] == '{"score": 90}'
+    assert served["name"] == "Outro Nome"
+    assert served["email"] == {"id": lead["email"]["id"], "email": "novo@example.pt"}
+    assert served["phone"]["number"] == "912 000 111"
+    assert served["phone"]["extension"] == lead["phone"]["extension"]
+    # The email record itself changed with it, as the list shows; other leads did not.
+    email = _api(sandbox, f"/email/{lead['email']['id']}").json()["data"]
+    assert email["email"] == "novo@example.pt"
+    before = {r["id"]: r for r in sandbox.records("lead")}
+    assert all(before[r["id"]] == r for r in sandbox.records("lead") if r["id"] != lead["id"])
+
+
+def test_change_and_withdraw_an_opt_in(sandbox):
+    lead = next(r for r in sandbox.records("lead") if r.get("lead_opt_in"))
+    given = lead["lead_opt_in"]
+    changed = sandbox.set_opt_in("lead", lead["id"], {"sms": not given["sms"]})
+    assert changed["lead_opt_in"] == given | {"sms": not given["sms"]}
+    assert _api(sandbox, f"/lead/{lead['id']}").json()["data"]["lead_opt_in"] == changed["lead_opt_in"]
+    withdrawn = sandbox.set_opt_in("lead", lead["id"], None)
+    assert "lead_opt_in" not in withdrawn
+    assert "lead_opt_in" not in _api(sandbox, f"/lead/{lead['id']}").json()["data"]
+    # Given again: a new opt-in keyed by the lead.
+    again = sandbox.set_opt_in("lead", lead["id"], {"sms": True, "email": False})
+    assert again["lead_opt_in"]["lead_id"] == lead["id"]
+    assert (again["lead_opt_in"]["sms"], again["lead_opt_in"]["email"]) == (True, False)
+
+
+def test_edit_other_resources(sandbox):
+    email = sandbox.records("email")[0]
+    assert sandbox.edit_record("email", email["id"], email="z@y.pt")["email"] == "z@y.pt"
+    ct = sandbox.records("contact_type")[0]
+    assert sandbox.edit_record("contact_type", ct["id"], label="VIP")["label"] == "VIP"
+    assert _api(sandbox, "/contact-type", limit=1).json()["data"][0]["label"] == "VIP"
+
+
+def test_edit_refuses_what_closum_would_not_hold(sandbox):
+    lead_id = sandbox.records("lead")[0]["id"]
+    url = f"{sandbox.url}/_admin/records/lead/{lead_id}"
+    for body in (
+        {"id": 5},
+        {"colour": "red"},
+        {"custom_data": "not json"},
+        {"contact_lifecycle_stage_id": 999999},
+        {"email": {"address": "x"}},
+        {"lead_opt_in": {"whatsapp": True}},
+    ):
+        r = requests.patch(url, json=body, timeout=5)
+        assert r.status_code == 400, body
+        assert r.json()["success"] is False
+    assert requests.patch(f"{sandbox.url}/_admin/records/lead/999999", json={"name": "x"}, timeout=5).status_code == 404
+    assert requests.delete(f"{sandbox.url}/_admin/records/lead/999999", timeout=5).status_code == 404
+
+
+def test_delete_shifts_pages_and_retrieve_answers_404(sandbox):
+    ids = [r["id"] for r in sandbox.records("lead")]
+    page2 = [r["id"] for r in _api(sandbox, "/lead", limit=5, page=2).json()["data"]]
+    assert page2 == ids[5:10]
+    sandbox.delete_record("lead", ids[0])
+    assert _api(sandbox, f"/lead/{ids[0]}").status_code == 404
+    answer = _api(sandbox, "/lead", limit=5, page=2).json()
+    assert [r["id"] for r in answer["data"]] == ids[6:11]
+    assert answer["pagination"]["count"] == len(ids) - 1
+    assert [r["id"] for r in sandbox.records("lead")] == ids[1:]
+    emails = [r["id"] for r in sandbox.records("email")]
+    sandbox.delete_record("email", emails[0])
+    assert [r["id"] for r in sandbox.records("email")] == emails[1:]

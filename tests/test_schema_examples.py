@@ -235,10 +235,20 @@ def test_the_reference_opt_ins_are_records_of_the_consent_streams(examples, opt_
 
 @pytest.mark.parametrize("opt_in", registry.OPT_INS, ids=lambda o: o.name)
 def test_the_consent_streams_carry_the_fields_of_the_nested_opt_in(opt_in):
-    """lead_opt_in.json and lead.json's nested lead_opt_in describe the same fields, the key aside."""
+    """lead_opt_in.json and lead.json's nested lead_opt_in describe the same fields, the key and the tombstone aside."""
     nested = schemas.record_schema(opt_in.parent)["properties"][opt_in.name]["properties"]
     own = schemas.record_schema(opt_in)["properties"]
-    assert set(own) - {opt_in.key} == set(nested) - {"lead_id", "unqualified_lead_id"}
+    assert set(own) - {opt_in.key, "_sdc_deleted_at"} == set(nested) - {"lead_id", "unqualified_lead_id"}
     for field in ("id", "sms", "email", "creation_date"):
         assert own[field] == nested[field], field
     assert own["enviroment"]["properties"] == nested["enviroment"]["properties"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "schemas" / "records").glob("*.json")))
+def test_every_record_schema_declares_the_tombstone(name):
+    """A deleted record is emitted as its key and _sdc_deleted_at: every stream must accept that shape."""
+    schema = json.loads((ROOT / "schemas" / "records" / f"{name}.json").read_text())
+    assert schema["properties"]["_sdc_deleted_at"]["format"] == "date-time"
+    assert "null" in schema["properties"]["_sdc_deleted_at"]["type"]
+    key = {"lead_opt_in": "lead_id", "unqualified_lead_opt_in": "unqualified_lead_id"}.get(name, "id")
+    jsonschema.Draft7Validator(schema).validate({key: 7, "_sdc_deleted_at": "2026-01-01T10:00:00+00:00"})

@@ -15,7 +15,7 @@ import resource
 import typing as t
 
 from test_failures import Ended, run, write_json
-from test_target_support import lead, rejects, singer, target_config
+from test_target_support import lead, rejects, run_target, singer, target_config
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -149,3 +149,13 @@ def test_a_failed_write_of_the_rejects_file_names_it_and_leaves_whole_lines(sand
     assert len(text.encode()) + len(text.encode()) // len(lines) > limit  # the next line was cut: it is gone
     assert [r["record"]["id"] for r in lines] == list(range(len(lines)))
     assert ended.out == ""
+
+
+def test_a_tombstone_is_a_reject_saying_closum_deletes_nothing(sandbox, tmp_path):
+    tombstone = {"id": 2, "_sdc_deleted_at": "2026-01-01T00:00:00+00:00"}
+    run = run_target(target_config(sandbox, tmp_path), singer("leads", [lead(1), tombstone]))
+    assert run.tally("leads")["created"] == 1
+    assert run.tally("leads")["rejected"] == 1
+    [reject] = rejects(tmp_path / "rejects.jsonl")
+    assert reject["record"]["id"] == 2
+    assert "deletes nothing" in json.dumps(reject)
