@@ -88,7 +88,8 @@ def connection_properties() -> list[th.Property]:
             th.NumberType(minimum=0),
             default=DEFAULT_BACKOFF_BASE,
             title="Backoff base",
-            description="Wait before the first retry, in seconds; it doubles with each retry.",
+            description="The step of the backoff, in seconds: the first retry of a request waits between half of "
+            "it and all of it, and the step doubles with each retry of the same request (at most 60 s).",
         ),
         th.Property(
             "max_requests_per_second",

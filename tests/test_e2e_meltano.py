@@ -159,9 +159,11 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     lead_lists = [r for r in sandbox.requests_log("/api/lead") if r["path"] == "/api/lead" and r["method"] == "GET"]
     assert 1 <= len(lead_lists) <= math.ceil(5 / 100) + 1
     assert all(r["query"].get("sort") == "id" and r["query"].get("direction") == "desc" for r in lead_lists)
-    # One retrieve per new lead, for its opt-in; none for the history.
+    # One retrieve per new lead for its opt-in; besides, the consent sweep re-checks a slice of the history
+    # (on an account this small, a whole block: every lead), never more than one retrieve per lead.
     retrieves = [r["path"] for r in sandbox.requests_log("/api/lead/") if r["method"] == "GET"]
-    assert sorted(retrieves) == sorted(f"/api/lead/{i}" for i in new_ids)
+    assert {f"/api/lead/{i}" for i in new_ids} <= set(retrieves)
+    assert len(retrieves) <= len(new_ids) + len(sandbox.records("lead"))
     assert _tables(duck) == expected_keys(sandbox)
     assert _state(meltano, "dev:tap-closum-to-target-duckdb")["bookmarks"]["leads"]["replication_key_value"] == max(
         new_ids
@@ -171,7 +173,7 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     second_batch_end = _query(duck, "select max(_sdc_batched_at) from closum.leads")[0][0]
     sandbox.clear_log()
     meltano.pipeline("tap-closum", "target-duckdb")
-    assert sandbox.requests_log("/api/lead/") == []
+    assert len(sandbox.requests_log("/api/lead/")) <= len(sandbox.records("lead"))  # the consent sweep's slice only
     assert _query(duck, "select count(*) from closum.leads where _sdc_batched_at > ?", (second_batch_end,))[0][0] == 0
 
 

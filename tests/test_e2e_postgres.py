@@ -121,7 +121,10 @@ def test_closum_to_postgres_full_load_then_only_new_leads(meltano, sandbox, ware
     assert sorted(r["id"] for r in moved) == sorted(new_ids)
     assert _table_keys(warehouse) == expected_keys(sandbox)
     _assert_rows_equal(warehouse, sandbox)
+    # One retrieve per new lead for its opt-in; besides, the consent sweep re-checks a slice of the history
+    # (on an account this small, a whole block: every lead), never more than one retrieve per lead.
     retrieves = [r["path"] for r in sandbox.requests_log("/api/lead/") if r["method"] == "GET"]
-    assert sorted(retrieves) == sorted(f"/api/lead/{i}" for i in new_ids)
+    assert {f"/api/lead/{i}" for i in new_ids} <= set(retrieves)
+    assert len(retrieves) <= len(new_ids) + len(sandbox.records("lead"))
     state = json.loads(meltano("state", "get", STATE_ID).stdout)["singer_state"]
     assert state["bookmarks"]["leads"]["replication_key_value"] == max(new_ids)
