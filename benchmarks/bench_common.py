@@ -62,3 +62,12 @@ def tap_cmd(workdir: Path, api_url: str, **settings: object) -> list[str]:
     config = write_config(workdir, api_url, **settings)
     (workdir / "catalog.json").write_text(json.dumps(leads_catalog(config)))
     return [str(BIN / "tap-closum"), "--config", str(config), "--catalog", str(workdir / "catalog.json")]
+
+
+def write_leads_input(path: Path, records: list[dict[str, object]]) -> None:
+    """The target's Singer input: a SCHEMA of stream ``leads`` (key ``id``), the RECORDs, a final STATE."""
+    schema = {"type": "object", "properties": {k: {} for k in records[0]} if records else {}}
+    lines: list[dict[str, object]] = [{"type": "SCHEMA", "stream": "leads", "schema": schema, "key_properties": ["id"]}]
+    lines += [{"type": "RECORD", "stream": "leads", "record": record} for record in records]
+    lines.append({"type": "STATE", "value": {"bookmarks": {"leads": len(records)}}})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))

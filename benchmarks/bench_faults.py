@@ -92,7 +92,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_common import BIN, PASSWORD, REPO, USER, add_leads, leads_catalog, write_config
+from bench_common import BIN, PASSWORD, REPO, USER, add_leads, leads_catalog, write_config, write_leads_input
 
 from closum_sandbox.testing import SandboxProcess
 
@@ -220,15 +220,6 @@ def lead(n: int, tag: str) -> dict[str, object]:
     return {"id": n, "name": f"Faults {tag} {n}", "email": {"email": f"lead{n}@{tag}.faults.example.com"}}
 
 
-def write_input(path: Path, count: int, tag: str) -> None:
-    """The target's Singer input: a SCHEMA, ``count`` lead RECORDs, a STATE."""
-    schema = {"type": "object", "properties": {k: {} for k in lead(0, tag)}}
-    lines = [{"type": "SCHEMA", "stream": "leads", "schema": schema, "key_properties": ["id"]}]
-    lines += [{"type": "RECORD", "stream": "leads", "record": lead(n, tag)} for n in range(count)]
-    lines.append({"type": "STATE", "value": {"bookmarks": {"leads": count}}})
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-
-
 def created(server: SandboxProcess, tag: str, count: int) -> Run:
     """How many of run ``tag``'s leads the sandbox holds, and whether each of the ``count`` is there once."""
     suffix = f"@{tag}.faults.example.com"
@@ -243,7 +234,7 @@ def target_runner(server: SandboxProcess, tmp: Path, creates: int, latency: floa
     def run(code: Code, tag: str) -> Run:
         work = tmp / tag
         work.mkdir()
-        write_input(work / "input.singer", creates, tag)
+        write_leads_input(work / "input.singer", [lead(n, tag) for n in range(creates)])
         config = write_config(
             work, server.api_url, ledger_path=str(work / "ledger.sqlite"), rejects_path=str(work / "rejects.jsonl")
         )

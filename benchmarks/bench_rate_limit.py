@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import BIN, PASSWORD, USER, leads_catalog
+from bench_common import BIN, PASSWORD, USER, leads_catalog, write_leads_input
 
 from closum_sandbox.testing import SandboxProcess
 
@@ -43,15 +43,6 @@ GOALS = {"adaptive": (0.8, 0.05), "advised": (0.8, 0.0), "fixed": (0.9, 0.0)}
 def lead(n: int, tag: str) -> dict[str, object]:
     """The ``n``-th generated lead record; ``tag`` keeps the runs' emails apart."""
     return {"id": n, "name": f"Rate {tag} {n}", "email": {"email": f"{tag}.{n}@rate.example.com"}}
-
-
-def write_input(path: Path, count: int, tag: str) -> None:
-    """The target's Singer input: a SCHEMA, ``count`` lead RECORDs, a STATE."""
-    schema = {"type": "object", "properties": {k: {} for k in lead(0, tag)}}
-    lines = [{"type": "SCHEMA", "stream": "leads", "schema": schema, "key_properties": ["id"]}]
-    lines += [{"type": "RECORD", "stream": "leads", "record": lead(n, tag)} for n in range(count)]
-    lines.append({"type": "STATE", "value": {"bookmarks": {"leads": count}}})
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def measure(server: SandboxProcess, limit: float, cmd: list[str], env: dict[str, str], stdin: Path | None) -> dict:
@@ -132,7 +123,7 @@ def run_limit(limit: float, leads: int, creates: int, today: Path | None) -> dic
                 if mode == "advised":
                     target_settings["max_requests_per_second"] = advice["target"]
                 target_config.write_text(json.dumps(target_settings))
-                write_input(work / "input.singer", creates, f"{limit}-{mode}")
+                write_leads_input(work / "input.singer", [lead(n, f"{limit}-{mode}") for n in range(creates)])
                 target = [str(BIN / "target-closum"), "--config", str(target_config)]
                 out["target"][mode] = measure(server, limit, target, env, work / "input.singer")
     finally:
