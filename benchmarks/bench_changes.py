@@ -25,25 +25,11 @@ import tempfile
 import typing as t
 from pathlib import Path
 
-from bench_common import BIN, PASSWORD, USER, add_leads, write_config
+from bench_common import BIN, PASSWORD, USER, add_leads, leads_catalog, write_config
 
 from closum_sandbox.testing import SandboxProcess
 
 STREAMS = ("leads", "lead_opt_ins")
-
-
-def catalog(config: Path) -> dict[str, t.Any]:
-    """The tap's catalog selecting leads and their opt-ins."""
-    found = json.loads(
-        subprocess.run(
-            [str(BIN / "tap-closum"), "--config", str(config), "--discover"], capture_output=True, text=True, check=True
-        ).stdout
-    )
-    for stream in found["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] in STREAMS
-    return found
 
 
 class Runner:
@@ -55,7 +41,7 @@ class Runner:
         self.dir = workdir / name
         self.dir.mkdir()
         self.config = write_config(self.dir, sandbox.api_url, page_size=100, **settings)
-        (self.dir / "catalog.json").write_text(json.dumps(catalog(self.config)))
+        (self.dir / "catalog.json").write_text(json.dumps(leads_catalog(self.config, streams=frozenset(STREAMS))))
         self.state: dict[str, t.Any] = {}
         self.tables: dict[str, dict[int, dict[str, t.Any]]] = {s: {} for s in STREAMS}
 
