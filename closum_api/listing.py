@@ -51,10 +51,7 @@ def page_count(envelope: t.Mapping[str, t.Any]) -> int:
     Returns:
         ``pagination.page_count`` as an integer, at least 1.
     """
-    try:
-        return max(1, int(_pagination(envelope).get("page_count") or 1))
-    except (TypeError, ValueError):
-        return 1
+    return max(1, _whole(_pagination(envelope).get("page_count")) or 1)
 
 
 def has_next_page(envelope: t.Mapping[str, t.Any]) -> bool:
@@ -78,12 +75,17 @@ def record_count(envelope: t.Mapping[str, t.Any]) -> int | None:
     Returns:
         The count, at least 0, or None.
     """
-    value = _pagination(envelope).get("count")
-    if isinstance(value, bool):
+    count = _whole(_pagination(envelope).get("count"))
+    return None if count is None else max(0, count)
+
+
+def _whole(value: object) -> int | None:
+    """A pagination number read tolerantly: an integer or digits; None for anything else (a bool, a list, words)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
-        return max(0, int(value)) if value is not None else None
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return None
 
 
@@ -146,8 +148,9 @@ class _Walk:
         self.count = first.page_count
         self.total = first.total
         self.read = 0
-        self.last: Page | None = None
+        self.last_ids: list[object] | None = None
         self.same = 0  # empty or repeated pages in a row
+        self.repeated = False  # the page just taken served the one before again
 
     def numbers(self, start: int) -> t.Iterator[int]:
         """The pages to read ahead from ``start``: up to the page count announced so far (it may grow)."""
@@ -160,11 +163,12 @@ class _Walk:
         """Take ``page``, in order; why the read ends with it (a lie of the server), or None to go on."""
         self.count = max(self.count, page.page_count)
         empty = not page.records
-        repeated = not empty and self.last is not None and page.ids() == self.last.ids()
+        ids = page.ids()
+        repeated = self.repeated = not empty and ids == self.last_ids
         self.same = self.same + 1 if empty or repeated else 0
         if not repeated:
             self.read += len(page.records)
-        self.last = page
+        self.last_ids = ids
         if not (empty or repeated):
             return None
         past_pages = page.number > self.count
@@ -225,7 +229,7 @@ def ordered_pages(
                 if why is not None:
                     LOGGER.warning(why)
                     return
-                if not (page.records and page.ids() == last.ids()):
+                if not walk.repeated:
                     yield page
                 last = page
         finally:
