@@ -13,6 +13,7 @@ matching and lookups see the run's own writes without reading again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import typing as t
 import unicodedata
@@ -102,9 +103,15 @@ class KeyRule:
 
     resource: str
     fields: tuple[str, ...]
+    #: a contact's email and phone are nested (from its rules, read once: a key is taken per record)
+    contact: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Read once whether the resource is a contact."""
+        object.__setattr__(self, "contact", rules_for(self.resource).contact)
 
     def _raw(self, record: t.Mapping[str, t.Any], field: str) -> object:
-        if rules_for(self.resource).contact and field in _NESTED:
+        if self.contact and field in _NESTED:
             return _nested(record, field, _NESTED[field])
         return record.get(field)
 
