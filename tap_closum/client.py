@@ -168,25 +168,6 @@ class ClosumStream(RESTStream[int]):
         }
 
     # -- answers ---------------------------------------------------------------
-    def records_of(self, envelope: t.Mapping[str, t.Any], what: str) -> list[dict[str, t.Any]]:
-        """The records of a list answer.
-
-        Args:
-            envelope: the checked answer.
-            what: the request, for the message.
-
-        Returns:
-            Its ``data``.
-
-        Raises:
-            ClosumBadResponse: ``data`` is not a list of objects.
-        """
-        data = envelope["data"]
-        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-            msg = f"{what} answered a list whose data is not a list of objects: {str(data)[:200]}"
-            raise ClosumBadResponse(msg)
-        return data
-
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         unknown = row.keys() - self._known_fields
@@ -275,7 +256,10 @@ class ClosumStream(RESTStream[int]):
         """Page ``number``: one request of the run's client, its tries and the token they may need in one budget."""
         params = self.get_url_params(context, number)
         envelope = self.runtime.client.get(self.path, params)
-        self.records_of(envelope, f"GET {self.path}")
+        data = envelope["data"]
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            msg = f"GET {self.path} answered a list whose data is not a list of objects: {str(data)[:200]}"
+            raise ClosumBadResponse(msg)
         return Page.of(number, envelope)
 
     def _first_page(self, context: Context | None) -> Page | None:
