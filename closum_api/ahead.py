@@ -1,7 +1,7 @@
 """Ordered read-ahead: calls run on a pool of threads, their results come back in the order asked for.
 
 The tap's list pages and retrieves and the target's index reads all go through
-:func:`ordered`. How far it reads ahead is bounded by memory — at most
+a :class:`ReadAhead` (:func:`ordered` for one list of items). How far it reads ahead is bounded by memory — at most
 ``buffer`` results wait behind the one the caller needs — not by the requests in
 flight: while the call at the head waits out a backoff, the others go on (the
 run's :class:`~closum_api.pace.Pace` alone limits what is in flight). A caller
@@ -17,7 +17,7 @@ import typing as t
 from closum_api import stop
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable
+    from collections.abc import Callable, Generator, Iterable, Iterator
     from concurrent.futures import Future
 
 I = t.TypeVar("I")  # noqa: E741  # the item type, as R is the result type
@@ -43,10 +43,88 @@ def threads_for(max_parallel: int) -> int:
     return 1 if max_parallel <= 1 else min(MAX_THREADS, THREADS_PER_PLACE * max_parallel)
 
 
+class ReadAhead(t.Generic[I, R]):
+    """``fn`` over items fed as they come, on a pool of threads; the results taken in the order fed.
+
+    A call starts as soon as its item is fed (at most ``buffer`` calls not yet
+    taken), so a read-ahead kept across hand-overs never drains: while the
+    caller takes the results of one batch, the calls of the next go on. Items
+    are drawn lazily from what is fed (an iterable may be endless). With one
+    thread every call runs in the caller's, when its result is taken.
+
+    Args:
+        fn: one call (a request and its retries).
+        threads: threads to run the calls on.
+        buffer: the most calls submitted and not yet taken.
+    """
+
+    def __init__(self, fn: Callable[[I], R], *, threads: int, buffer: int = BUFFER) -> None:
+        """An empty read-ahead; no thread starts before the first item."""
+        self._fn = fn
+        self._threads = threads
+        self._buffer = buffer
+        self._pool: stop.WorkerPool | None = None
+        self._sources: collections.deque[Iterator[I]] = collections.deque()
+        self._pending: collections.deque[Future[R]] = collections.deque()
+
+    def feed(self, items: Iterable[I]) -> None:
+        """Queue ``items`` behind those fed before; their calls start while the buffer has room."""
+        self._sources.append(iter(items))
+        self._fill()
+
+    def _fill(self) -> None:
+        if self._threads <= 1:
+            return
+        while self._sources and len(self._pending) < self._buffer:
+            try:
+                item = next(self._sources[0])
+            except StopIteration:
+                self._sources.popleft()
+                continue
+            if self._pool is None:
+                self._pool = stop.WorkerPool(self._threads, "ahead")
+            self._pending.append(self._pool.submit(self._fn, item))
+
+    def take(self) -> R:
+        """The result of the oldest item fed and not taken (its exception raised).
+
+        Raises:
+            StopIteration: every item fed was taken.
+            ClosumStopped: the run was asked to stop while the caller waited.
+        """
+        if self._threads <= 1:
+            while self._sources:
+                try:
+                    item = next(self._sources[0])
+                except StopIteration:
+                    self._sources.popleft()
+                    continue
+                return self._fn(item)
+            raise StopIteration
+        self._fill()
+        if not self._pending:
+            raise StopIteration
+        future = self._pending.popleft()
+        try:
+            return stop.result(future)
+        finally:
+            self._fill()
+
+    def close(self) -> None:
+        """Drop what was fed and not taken: calls not started are cancelled; the pool ends."""
+        self._sources.clear()
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            stop.shutdown(pool)
+
+
 def ordered(
     fn: Callable[[I], R], items: Iterable[I], *, threads: int, buffer: int = BUFFER
 ) -> Generator[R, None, None]:
-    """``fn`` over ``items`` on ``threads`` threads; the results in the items' order.
+    """``fn`` over ``items`` on ``threads`` threads; the results in the items' order (a :class:`ReadAhead`).
 
     ``items`` is drawn lazily, never more than ``buffer`` ahead of the result the
     caller waits for, so it may be endless or change its mind (a list that turns
@@ -64,27 +142,14 @@ def ordered(
     Raises:
         ClosumStopped: the run was asked to stop while the caller waited.
     """
-    if threads <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    pool = stop.WorkerPool(threads, "ahead")
-    pending: collections.deque[Future[R]] = collections.deque()
-    source = iter(items)
+    reader: ReadAhead[I, R] = ReadAhead(fn, threads=threads, buffer=buffer)
+    reader.feed(items)
     try:
-        drained = False
         while True:
-            while not drained and len(pending) < buffer:
-                try:
-                    item = next(source)
-                except StopIteration:
-                    drained = True
-                    break
-                pending.append(pool.submit(fn, item))
-            if not pending:
+            try:
+                result = reader.take()
+            except StopIteration:
                 return
-            yield stop.result(pending.popleft())
+            yield result
     finally:
-        for future in pending:
-            future.cancel()
-        stop.shutdown(pool)
+        reader.close()

@@ -6,23 +6,28 @@ no list carries it. So ``lead_opt_ins`` is a child stream of ``leads`` (and
 lead the parent emits in this run, so an incremental run costs one request
 per *new* lead, never a re-read of the history.
 
-- The parent (:class:`OptInParent`) hands its ids over in batches of
-  :data:`BATCH` (one SDK child sync per batch, one SCHEMA message per run);
-  the child (:class:`OptInStream`) reads a batch ahead
-  (:func:`closum_api.ahead.ordered`) through the run's one client, as the list
-  pages (at most ``max_parallel_requests`` requests in flight for the whole
-  run), and emits the opt-ins in the parent's order.
+- The parent (:class:`OptInParent`) feeds each id it emits to the child
+  (:class:`OptInStream`), whose one read-ahead for the run
+  (:class:`closum_api.ahead.ReadAhead`) starts its retrieve at once, through
+  the run's one client, as the list pages (at most ``max_parallel_requests``
+  requests in flight for the whole run). The parent hands the ids over in
+  batches of :data:`BATCH` (one SDK child sync per batch, one SCHEMA message
+  per run) one batch late, so while the child emits a batch's opt-ins in the
+  parent's order the retrieves of the next are under way: the read-ahead never
+  drains at a hand-over, and a retrieve waiting out a backoff stalls nothing.
 - The child is one stream in the log, though synced per batch: the SDK's
   start lines of a batch after the first go to DEBUG, its METRICs and the
   progress lines span every batch, and :meth:`OptInStream.finish` (the parent
   calls it at its end) logs them once with the summary.
 - A 404 (the contact was deleted) emits the opt-in's tombstone (its key and
   ``_sdc_deleted_at``): the parent's sweep hands over the contacts it found deleted.
-- A retrieve without an opt-in emits nothing. When the first :data:`PROBE`
-  retrieves of a run carry none at all and the account never served one (the
-  stream's state says), it does not serve opt-ins there: the stream stops
-  retrieving new contacts for the rest of the run, with one warning; the
-  consent sweep still reads them later, so no opt-in is lost for good.
+- A retrieve without an opt-in emits nothing. Until the account is known to
+  serve opt-ins (the stream's state says it served one, or this run found
+  one), at most :data:`PROBE` retrieves are under way; when the first
+  :data:`PROBE` of a run carry none at all, the account does not serve opt-ins
+  there: the stream stops retrieving new contacts for the rest of the run,
+  with one warning; the consent sweep still reads them later, so no opt-in is
+  lost for good.
 - **The consent sweep.** No list carries opt-ins, so a consent withdrawn or
   given in Closum's UI shows only in a retrieve. After the parent's read,
   the parent hands over whole blocks of its ledger (the ids it emitted, see
@@ -37,7 +42,9 @@ per *new* lead, never a re-read of the history.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import itertools
 import json
 import logging
 import sys
@@ -46,6 +53,7 @@ import typing as t
 from singer_sdk import metrics
 
 from closum_api import ahead
+from closum_api.ahead import ReadAhead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
@@ -65,9 +73,12 @@ if t.TYPE_CHECKING:
     from closum_api.registry import OptIn
     from tap_closum.runtime import Runtime
 
+#: One retrieve: the parent id, its opt-in (``None``: none), whether the contact exists.
+Retrieved = tuple[int, "dict[str, t.Any] | None", bool]
+
 #: Parent ids handed to the child per batch (one SDK child sync each).
 BATCH = 250
-#: Retrieves without any opt-in after which a run stops asking.
+#: Retrieves without any opt-in after which a run stops asking (and at most under way until one shows up).
 PROBE = 50
 #: The child context key holding the batch of parent ids.
 PARENT_IDS = "parent_ids"
@@ -178,6 +189,14 @@ class OptInStream(ClosumStream):
         self._found = False
         self._without = 0
         self._given_up = False
+        #: the run's one read-ahead of retrieves (started at the first id fed)
+        self._reader: ReadAhead[int, Retrieved] | None = None
+        #: ids fed whose results are not taken yet
+        self._owed = 0
+        #: results taken (to judge the probe) and not emitted yet, in the order fed
+        self._ready: collections.deque[Retrieved] = collections.deque()
+        #: whether retrieves are held to :data:`PROBE` under way (no opt-in seen yet); decided at the first id fed
+        self._probing: bool | None = None
         self._meters: dict[str, StreamCounter | StreamTimer] = {}
         self._consent_blocks: tuple[tuple[int, tuple[int, ...]], ...] = ()
         self._consent_wraps = False
@@ -253,6 +272,7 @@ class OptInStream(ClosumStream):
 
     def finish(self) -> None:
         """The parent is read, so is this stream: its METRICs and its summary line, once."""
+        self.close_reader()
         meters, self._meters = self._meters, {}
         for meter in meters.values():
             meter.close()
@@ -317,7 +337,63 @@ class OptInStream(ClosumStream):
     def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, t.Any]:
         return {}
 
-    def _retrieve(self, parent_id: int) -> tuple[int, dict[str, t.Any] | None, bool]:
+    def feed(self, parent_id: int) -> None:
+        """A contact the parent emits: its retrieve starts now; its opt-in is emitted when its batch is handed over.
+
+        While no opt-in was seen, at most :data:`PROBE` retrieves are under way:
+        the parent waits for their results before feeding more, and the run
+        gives up when :data:`PROBE` of them carried none.
+        """
+        if self._given_up:
+            return
+        if self._probing is None:
+            self._probing = not self.consent.seen
+        while self._probing and self._owed and self._without + self._owed >= PROBE:
+            self._ready.append(self._pull())
+        if self._probing and self._without >= PROBE:
+            self._give_up()
+            return
+        if self._reader is None:
+            threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
+            self._reader = ReadAhead(self._retrieve, threads=threads)
+        self._reader.feed((parent_id,))
+        self._owed += 1
+
+    def _pull(self) -> Retrieved:
+        """The next result of the read-ahead, counted for the probe."""
+        if self._reader is None:
+            msg = "no retrieve is owed"  # only called with results owed
+            raise RuntimeError(msg)
+        result = self._reader.take()
+        self._owed -= 1
+        if result[1] is not None:
+            self._found, self._probing = True, False
+        elif result[2] and self._probing:
+            self._without += 1
+        return result
+
+    def _give_up(self) -> None:
+        self._given_up = True
+        self.close_reader()
+        self.logger.warning(
+            "%s: the first %d retrieves of %s carried no %s: this account does not serve opt-ins "
+            "there; not asking again in this run (deselect %s to skip the %d requests)",
+            self.name,
+            PROBE,
+            self.resource.item_path("ID"),
+            self.opt_in.name,
+            self.name,
+            PROBE,
+        )
+
+    def close_reader(self) -> None:
+        """End the run's read-ahead: retrieves not started are dropped (the parent's read ended or failed)."""
+        reader, self._reader = self._reader, None
+        self._owed = 0
+        if reader is not None:
+            reader.close()
+
+    def _retrieve(self, parent_id: int) -> Retrieved:
         """One retrieve: the parent id, its opt-in (or ``None``), and whether the contact exists."""
         path = self.resource.item_path(parent_id)
         try:
@@ -352,44 +428,22 @@ class OptInStream(ClosumStream):
             yield from self._consent_sweep(blocks, context)
             return
         ids, self._batch = self._batch, ()
-        threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
-            start = 0
-            while start < len(ids) and not self._given_up:
-                # Until an opt-in shows up, ask no more than the probe has left.
-                size = len(ids) - start if self._found else min(len(ids) - start, PROBE - self._without)
-                chunk = ids[start : start + size]
-                start += size
-                results = ahead.ordered(self._retrieve, chunk, threads=min(threads, len(chunk)))
-                try:
-                    for parent_id, opt_in, exists in results:
-                        counter.increment()
-                        self.progress.request()
-                        if opt_in is not None:
-                            self._found = True
-                            record = self._record(parent_id, opt_in)
-                            self.pending[parent_id] = record_hash(record)
-                            yield record
-                        elif not exists:
-                            yield self._deleted(parent_id)
-                        elif not self._found:
-                            self._without += 1
-                finally:
-                    results.close()
-                if not self._found and self._without >= PROBE and not self.consent.seen:
-                    self._given_up = True
-                    self.logger.warning(
-                        "%s: the first %d retrieves of %s carried no %s: this account does not serve opt-ins "
-                        "there; not asking again in this run (deselect %s to skip the %d requests)",
-                        self.name,
-                        PROBE,
-                        self.resource.item_path("ID"),
-                        self.opt_in.name,
-                        self.name,
-                        PROBE,
-                    )
+            # The ids fed are a prefix of the parent's (none after a give-up): this batch's come first.
+            for _ in range(min(len(ids), len(self._ready) + self._owed)):
+                parent_id, opt_in, exists = self._ready.popleft() if self._ready else self._pull()
+                counter.increment()
+                self.progress.request()
+                if opt_in is not None:
+                    record = self._record(parent_id, opt_in)
+                    self.pending[parent_id] = record_hash(record)
+                    yield record
+                elif not exists:
+                    yield self._deleted(parent_id)
+            if self._probing and self._without >= PROBE and not self._given_up:
+                self._give_up()
 
     def _deleted(self, parent_id: int) -> dict[str, t.Any]:
         """The tombstone of the opt-in of a contact found deleted (the consent sweep no longer reads it)."""
@@ -400,30 +454,39 @@ class OptInStream(ClosumStream):
     ) -> t.Iterator[dict[str, t.Any]]:
         """Retrieve whole parent blocks; emit the opt-ins that changed, new ones, and tombstones for those gone."""
         threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
+        total = sum(len(ids) for _lo, ids in blocks)
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
-            for lo, ids in blocks:
-                found: dict[int, dict[str, t.Any]] = {}
-                results = ahead.ordered(self._retrieve, ids, threads=min(threads, max(len(ids), 1)))
-                try:
-                    for parent_id, opt_in, _exists in results:
+            # One read-ahead over every block, so it never drains between two.
+            results = ahead.ordered(
+                self._retrieve, (i for _lo, ids in blocks for i in ids), threads=min(threads, max(total, 1))
+            )
+            try:
+                for lo, ids in blocks:
+                    found: dict[int, dict[str, t.Any]] = {}
+                    for parent_id, opt_in, _exists in itertools.islice(results, len(ids)):
                         counter.increment()
                         if opt_in is not None:
                             found[parent_id] = self._record(parent_id, opt_in)
-                finally:
-                    results.close()
-                consent = self.consent
-                held = consent.blocks.get(lo)
-                now = digests({parent_id: record_hash(record) for parent_id, record in found.items()}, CONSENT_SLOTS)
-                changed = {slot for slot in range(CONSENT_SLOTS) if held is None or now[slot] != held[slot]}
-                for parent_id in sorted(ids, reverse=True):
-                    if slot_of(parent_id, CONSENT_SLOTS) in changed:
-                        yield found.get(parent_id) or {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
-                consent.blocks[lo] = now
-                consent.seen = consent.seen or bool(found)
-                consent.next = lo
-                self.stream_state[CONSENT_KEY] = consent.encode()
+                    consent = self.consent
+                    held = consent.blocks.get(lo)
+                    now = digests(
+                        {parent_id: record_hash(record) for parent_id, record in found.items()}, CONSENT_SLOTS
+                    )
+                    changed = {slot for slot in range(CONSENT_SLOTS) if held is None or now[slot] != held[slot]}
+                    for parent_id in sorted(ids, reverse=True):
+                        if slot_of(parent_id, CONSENT_SLOTS) in changed:
+                            yield found.get(parent_id) or {
+                                self.opt_in.key: parent_id,
+                                "_sdc_deleted_at": self.deleted_at,
+                            }
+                    consent.blocks[lo] = now
+                    consent.seen = consent.seen or bool(found)
+                    consent.next = lo
+                    self.stream_state[CONSENT_KEY] = consent.encode()
+            finally:
+                results.close()
             if self._consent_wraps:
                 consent = self.consent
                 consent.next, consent.cycles = None, consent.cycles + 1
@@ -461,6 +524,7 @@ class OptInParent(SweptStream):
         """A stream of ``resource`` whose ids go to its opt-in child, if selected."""
         super().__init__(tap, runtime)
         self._handover: list[int] = []
+        self._late: tuple[int, ...] = ()
         self._collecting = False
 
     def _opt_in_children(self) -> list[OptInStream]:
@@ -468,30 +532,40 @@ class OptInParent(SweptStream):
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        self._handover = []
+        self._handover, self._late = [], ()
         self._collecting = bool(self._opt_in_children())
-        yield from super().get_records(context)
-        if self._handover:
-            batch, self._handover = self._handover, []
-            self._sync_children({PARENT_IDS: tuple(batch)})
-        # The consent sweep, once the history has been read whole once (a first run retrieved every opt-in).
-        if self.ledger is not None:
+        try:
+            yield from super().get_records(context)
+            for batch in (self._late, tuple(self._handover)):
+                if batch:
+                    self._sync_children({PARENT_IDS: batch})
+            self._handover, self._late = [], ()
+        finally:
             for child in self.child_streams:
-                if isinstance(child, OptInStream) and child.selected:
-                    child.file_pending(self.ledger, self.appended)
-                    plan = None if self.read_whole else child.consent_plan(self.ledger)
-                    if plan is not None:
-                        child.sync(context=plan)
+                if isinstance(child, OptInStream):
+                    child.close_reader()
+        self._sweep_consents()
         for child in self.child_streams:
             if isinstance(child, OptInStream):
                 child.finish()
+
+    def _sweep_consents(self) -> None:
+        """The consent sweep, once the history has been read whole once (a first run retrieved every opt-in)."""
+        if self.ledger is None:
+            return
+        for child in self.child_streams:
+            if isinstance(child, OptInStream) and child.selected:
+                child.file_pending(self.ledger, self.appended)
+                plan = None if self.read_whole else child.consent_plan(self.ledger)
+                if plan is not None:
+                    child.sync(context=plan)
 
     @override
     def generate_child_contexts(self, record: Record, context: Context | None) -> t.Iterable[Context | None]:
         if not self._collecting:
             return ()
-        # A child stops retrieving only while it syncs, at a hand-over: ask again only after one.
-        if not self._handover and not self._opt_in_children():
+        children = self._opt_in_children()
+        if not children:  # every child gave up: what was fed is handed over at the end
             self._collecting = False
             return ()
         # The SDK drops the contexts of a record a stream map filters out: such a record neither
@@ -499,7 +573,10 @@ class OptInParent(SweptStream):
         if not isinstance(record.get("id"), int) or not self.stream_maps[0].get_filter_result(record):
             return ()
         self._handover.append(record["id"])
+        for child in children:
+            child.feed(record["id"])
         if len(self._handover) < BATCH:
             return ()
-        batch, self._handover = self._handover, []
-        return ({PARENT_IDS: tuple(batch)},)
+        # Handed over one batch late: the retrieves of this one go on while the child emits the one before.
+        late, self._late, self._handover = self._late, tuple(self._handover), []
+        return ({PARENT_IDS: late},) if late else ()

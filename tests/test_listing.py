@@ -190,6 +190,49 @@ def test_read_ahead_is_bounded_by_its_buffer_not_by_threads():
     results.close()
 
 
+def test_a_read_ahead_fed_later_goes_on_while_the_caller_waits_for_an_earlier_result():
+    started: list[int] = []
+    release = threading.Event()
+
+    def slow_first(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            release.wait(5)  # the first waits (a backoff): what is fed after it goes on meanwhile
+        return n * 10
+
+    reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(slow_first, threads=4)
+    reader.feed([0, 1])
+    reader.feed(range(2, 6))  # a later hand-over's items
+    deadline = time.monotonic() + 5
+    while len(started) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(started) == [0, 1, 2, 3, 4, 5]  # all started before anything was taken
+    release.set()
+    assert [reader.take() for _ in range(6)] == [0, 10, 20, 30, 40, 50]  # in the order fed
+    with pytest.raises(StopIteration):
+        reader.take()
+    reader.feed([6])
+    assert reader.take() == 60
+    reader.close()
+
+
+def test_a_read_ahead_on_one_thread_calls_in_the_callers_thread_when_taken():
+    calls: list[tuple[int, str]] = []
+
+    def record(n: int) -> int:
+        calls.append((n, threading.current_thread().name))
+        return n
+
+    reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(record, threads=1)
+    reader.feed([1, 2])
+    assert calls == []  # nothing runs before it is taken
+    assert reader.take() == 1
+    assert calls == [(1, threading.current_thread().name)]
+    reader.close()
+    with pytest.raises(StopIteration):
+        reader.take()
+
+
 @pytest.mark.parametrize(
     ("pagination", "count", "has_next"),
     [
