@@ -30,7 +30,7 @@ DEFAULT_SWEEP_CYCLE_RUNS = 24
 #: The most list pages the sweep reads per stream and run (``sweep_requests_per_run`` default).
 DEFAULT_SWEEP_REQUESTS = 100
 #: The most lead retrieves the consent sweep sends per run (``consent_sweep_retrieves_per_run`` default).
-DEFAULT_CONSENT_RETRIEVES = 1000
+DEFAULT_CONSENT_RETRIEVES = 10_000
 
 #: The User-Agent sent unless ``user_agent`` says otherwise.
 USER_AGENT = f"tap-closum/{__version__}"
