@@ -7,9 +7,9 @@ returns only when every record is written, skipped or rejected. What each
 record needs is decided by :func:`target_closum.plan.decide`; a dry run counts
 those decisions instead of carrying them out.
 
-A create is written ahead in the ledger as ``pending`` just before its POST
-goes out (once the token is held and the pace slot taken: a create never sent
-is never pending); an answer lost on the way (500/502/504, timeout, dropped
+A create is written ahead in the ledger as ``pending`` just before its POST is
+handed to the client (a create that fails before any byte leaves forgets its
+intent again); an answer lost on the way (500/502/504, timeout, dropped
 connection) is followed by a search of the server before any new POST, and a
 ``pending`` intent a killed run left behind is settled the same way before the
 stream's first write. A create, its retries, the token it needs and its
@@ -458,7 +458,7 @@ class StreamWriter:
     def _create_with_intent(self, item: Item, resource: Resource, *, recovering: bool = False) -> Outcome:
         """POST behind a pending intent; on a lost answer, search before trying again; one budget for all.
 
-        The intent is marked pending just before the first POST goes out. A pending
+        The intent is marked pending just before the first POST is handed to the client. A pending
         intent being settled (``recovering``) is searched for before the first POST.
         """
         budget = self.load.client.budget()
@@ -482,15 +482,13 @@ class StreamWriter:
                 return found
             op.maybe_written = False
 
-        def mark_pending() -> None:
-            if not op.marked:
-                ledger.mark_pending(
-                    self.stream_name, item.key, resource.name, canonical_json(item.payload), item.payload_hash
-                )
-                op.marked = True
-
+        if not op.marked:
+            ledger.mark_pending(
+                self.stream_name, item.key, resource.name, canonical_json(item.payload), item.payload_hash
+            )
+            op.marked = True
         try:
-            new_id = self.load.client.create(resource, item.payload, budget=budget, on_sending=mark_pending)
+            new_id = self.load.client.create(resource, item.payload, budget=budget)
         except ClosumOutcomeUnknown as exc:
             op.maybe_written = True
             if exc.final:
