@@ -13,7 +13,7 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import threading
 import typing as t
@@ -21,9 +21,8 @@ from functools import cached_property
 
 from closum_api import ahead, pace, registry, stop
 from closum_api.errors import ClosumError, ClosumNotFoundError
-from closum_api.listing import DEFAULT_PAGE_SIZE, Page, ordered_pages
 from closum_api.retry import TRANSIENT
-from target_closum.index import Indexes, read_list
+from target_closum.index import Indexes, read_list, read_newest
 from target_closum.ledger import Ledger, LedgerLock
 from target_closum.rejects import RejectsFile
 from target_closum.summary import Tally
@@ -120,12 +119,9 @@ class LoadContext:
 
     @cached_property
     def indexes(self) -> Indexes:
-        """The run's indexes of what Closum holds, each read once, on first need."""
-        return Indexes(self._read_list)
-
-    def _read_list(self, resource: Resource) -> t.Iterator[dict[str, t.Any]]:
-        """A resource's whole list, its pages read ahead (:func:`target_closum.index.read_list`)."""
-        return read_list(self.client, resource, threads=ahead.threads_for(self.shared.max_parallel_requests))
+        """The run's indexes of what Closum holds, each read once, on first need, through the run's client."""
+        threads = ahead.threads_for(self.shared.max_parallel_requests)
+        return Indexes(functools.partial(read_list, self.client, threads=threads))
 
     def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
         """The index of ``resource`` by ``fields``; None when this account does not serve the resource (404)."""
@@ -164,7 +160,9 @@ class LoadContext:
         if self.dry_run or "client" not in self.__dict__:
             return
         try:
-            doubled = self.indexes.doubled(self._read_newest)
+            doubled = self.indexes.doubled(
+                functools.partial(read_newest, self.client, max_parallel=self.shared.max_parallel_requests)
+            )
         except (ClosumError, *TRANSIENT) as exc:
             LOGGER.warning("Could not read back the records written to check that no other run doubled them: %s", exc)
             return
@@ -182,31 +180,6 @@ class LoadContext:
             "Closum. Keep one writer per account (docs/scaling.md), then merge or delete the extra records in Closum"
         )
         raise DoubledError(msg)
-
-    def _read_newest(self, resource_name: str, floor: int, expected: int) -> t.Iterator[dict[str, t.Any]]:
-        """The records of a resource with an id above ``floor``, newest first, each once.
-
-        About ``expected`` of them are known (the run created them): as many pages as they fill
-        are read ahead at once; the walk stops at the first page reaching ``floor``.
-        """
-        resource = registry.get(resource_name)
-
-        def fetch(number: int) -> Page:
-            envelope = self.client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
-            return Page.of(number, envelope)
-
-        window = max(1, min(self.shared.max_parallel_requests, -(-expected // DEFAULT_PAGE_SIZE) + 1))
-        seen: set[int] = set()
-        pages = ordered_pages(fetch(1), fetch, threads=window, what=f"GET {resource.list_path}")
-        with contextlib.closing(pages):
-            for page in pages:
-                for record in page.records:
-                    rid = record.get("id")
-                    if isinstance(rid, int) and rid > floor and rid not in seen:
-                        seen.add(rid)
-                        yield record
-                if min(_ids(page.records), default=floor) <= floor:
-                    return
 
     def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
         """A sink of ``resource_name`` says how to write what it holds."""
@@ -229,8 +202,9 @@ class LoadContext:
         if self._opened:
             return
         self._opened = True
-        _ = self.ledger, self.rejects, self.indexes
+        _ = self.ledger, self.rejects
         if not self.dry_run:
+            _ = self.indexes
             self.executor.submit(_quiet_token, self.client)
 
     def close(self) -> None:
@@ -314,10 +288,6 @@ class LoadContext:
             return False
         self._recovered_streams.add(stream)
         return True
-
-
-def _ids(records: t.Iterable[dict[str, t.Any]]) -> t.Iterator[int]:
-    return (r["id"] for r in records if isinstance(r.get("id"), int))
 
 
 def _quiet_token(client: ClosumClient) -> None:

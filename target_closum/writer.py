@@ -55,7 +55,7 @@ from target_closum.lookups import ClosumLookupError, LookupMissError, find, look
 from target_closum.mapping import StreamMapping
 from target_closum.payloads import canonical_json, payload_hash, pk_key
 from target_closum.plan import Create, Item, Match, Skip, Update, decide
-from target_closum.reconcile import find_created
+from target_closum.reconcile import candidates
 from target_closum.rejects import RejectsFileError
 from target_closum.rules import ALL_HELPERS, AUDIENCE_LIST, MEMBERSHIPS, Lookup, rules_for
 from target_closum.summary import Tally
@@ -539,12 +539,13 @@ class StreamWriter:
         """
         item, resource = op.item, op.resource
         try:
-            found = find_created(
-                self.load.client,
-                resource,
-                item.payload,
-                budget=budget,
-                is_claimed=lambda cid: self.load.ledger.claimed(resource.name, cid),
+            found = next(
+                (
+                    cid
+                    for cid in candidates(self.load.client, resource, item.payload, budget=budget)
+                    if not self.load.ledger.claimed(resource.name, cid)
+                ),
+                None,
             )
         except (ClosumAuthError, ClosumBadResponse, ClosumStopped):
             raise
