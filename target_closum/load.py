@@ -47,6 +47,13 @@ class RejectedShareError(ClosumError):
     """More of the run's records were rejected than ``max_rejected_share`` allows."""
 
 
+class Batch(t.Protocol):
+    """What a sink holds for writing (a :class:`~target_closum.sinks.ClosumSink`)."""
+
+    def flush(self) -> None:
+        """Write what it holds; return once it is written."""
+
+
 class LoadContext:
     """The shared parts of one run of the target.
 
@@ -64,8 +71,8 @@ class LoadContext:
         self._recovered_streams: set[str] = set()
         self._opened = False
         self._unserved: set[str] = set()
-        self._flushes: dict[str, list[t.Callable[[], None]]] = {}
-        self._flush_lock = threading.Lock()
+        self._batches: dict[str, list[Batch]] = {}
+        self._batches_lock = threading.Lock()
 
     @property
     def dry_run(self) -> bool:
@@ -181,17 +188,15 @@ class LoadContext:
         )
         raise DoubledError(msg)
 
-    def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
-        """A sink of ``resource_name`` says how to write what it holds."""
-        with self._flush_lock:
-            self._flushes.setdefault(resource_name, []).append(flush)
+    def hold_batches(self, resource_name: str, batch: Batch) -> None:
+        """A sink of ``resource_name`` holds records in a batch (see :meth:`batches_of`)."""
+        with self._batches_lock:
+            self._batches.setdefault(resource_name, []).append(batch)
 
-    def flush_resources(self, resource_names: t.Iterable[str]) -> None:
-        """Write what the sinks of these resources hold, and return once it is written."""
-        with self._flush_lock:
-            flushes = [f for name in resource_names for f in self._flushes.get(name, ())]
-        for flush in flushes:
-            flush()
+    def batches_of(self, resource_names: t.Iterable[str]) -> list[Batch]:
+        """The batches of these resources' sinks: a sink writes them before its own records that refer to them."""
+        with self._batches_lock:
+            return [b for name in resource_names for b in self._batches.get(name, ())]
 
     def open(self) -> None:
         """Create the shared objects in the main thread, before any worker needs them. Idempotent.

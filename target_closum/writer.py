@@ -18,8 +18,8 @@ tries in a row whose outcome was unknown, each search page after as many failed
 tries of its own. A 2xx that is not the envelope ends the
 run at once, the intent left pending for the next run to settle.
 
-Before a batch is written, the streams it refers to are written first (see
-:attr:`target_closum.rules.Rules.parents`) and the indexes it needs are read (each
+Before a batch is written (its sink has written the streams it refers to first,
+see :attr:`target_closum.rules.Rules.parents`), the indexes it needs are read (each
 once per run, on the pool). Each record's lookups are then resolved, its ids
 translated, and its match key looked up in the index while the key is held, so
 two writers never create the same key twice. A lead's ``audience_lists`` become
@@ -206,14 +206,13 @@ class StreamWriter:
                 self._helpers[kind] = StreamWriter(self.load, mapping, self.logger, tally=own, helper=True)
             return self._helpers[kind]
 
-    # -- before a batch: parents written, indexes read --------------------------------
+    # -- before a batch: indexes read, missing references created -------------------
     def prepare(self, items: t.Sequence[Item]) -> None:
-        """Write the streams this batch refers to, and read the indexes it needs (in the calling thread).
+        """Read the indexes this batch needs (in the calling thread), and create the references it lacks.
 
         Raises:
             ClosumLookupError: a lookup needs a list this account does not serve.
         """
-        self.load.flush_resources(rules_for(self.resource).parents)
         fields = {f for item in items for f in item.names}
         if any(item.lists for item in items):
             fields.add(MEMBERSHIPS)
