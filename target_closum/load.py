@@ -33,6 +33,7 @@ if t.TYPE_CHECKING:
     from closum_api.registry import Resource
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
+    from target_closum.plan import Item
     from target_closum.settings import TargetSettings
 
 
@@ -140,18 +141,19 @@ class LoadContext:
             self._unserved.add(resource.name)
             return None
 
-    def note_written(
-        self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int, *, created: bool = False
-    ) -> None:
-        """A record the run wrote: its resource's indexes know it from now on (a created one is checked at the end).
+    def written(self, stream: str, item: Item, resource: Resource, closum_id: int, action: str) -> None:
+        """A write settled: the ledger holds its key as done, and the run's indexes know it.
 
         Args:
-            resource: the record's resource.
-            payload: what was sent.
-            closum_id: the record's id.
-            created: the run created it (see :meth:`check_doubled`).
+            stream: the ledger's stream name.
+            item: the record written.
+            resource: its resource.
+            closum_id: its id in Closum.
+            action: how it was written (``create`` or ``update``); what the run created is checked
+                for doubles at the end (:meth:`check_doubled`).
         """
-        self.indexes.note(resource.name, payload, closum_id, created=created)
+        self.ledger.mark_done(stream, item.key, resource.name, closum_id, item.payload_hash, action)
+        self.indexes.note(resource.name, item.payload, closum_id, created=action == "create")
 
     def check_doubled(self) -> None:
         """Before the run reports success: no record it created by a match key exists twice now.
