@@ -121,7 +121,7 @@ def _where(request: requests.Request | requests.PreparedRequest | None) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def describe(exc: BaseException) -> str:
+def failure_line(exc: BaseException) -> str:
     """One line saying what ended the run and, where it can, what to fix.
 
     Args:
@@ -203,7 +203,7 @@ def fail(logger: logging.Logger, program: str, exc: BaseException) -> t.NoReturn
     logger.error(
         "%s failed: %s",
         program,
-        describe(exc),
+        failure_line(exc),
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
     status = exit_status(exc)

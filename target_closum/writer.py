@@ -33,7 +33,7 @@ from closum_api.errors import (
     ClosumEndpointError,
     ClosumError,
 )
-from closum_api.failure import describe
+from closum_api.failure import failure_line
 from closum_api.retry import TRANSIENT, ClosumGaveUp
 from closum_api.stop import STOP, ClosumStopped
 from target_closum.creator import ClosumWriteError, CreateUnresolvedError
@@ -131,7 +131,7 @@ class StreamWriter:
                 raise
             msg = (
                 f"stream {self.stream_name}: could not read what Closum holds (to match records or resolve "
-                f"names) after retries: {describe(exc)}; rerun to finish"
+                f"names) after retries: {failure_line(exc)}; rerun to finish"
             )
             raise ClosumWriteError(msg) from exc
         self.resolver.create_missing(items)
@@ -165,7 +165,7 @@ class StreamWriter:
             first = failures[0]
             if _ends_as_it_is(first):
                 raise first
-            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({describe(first)}); rerun"
+            msg = f"stream {self.stream_name}: writing to Closum failed after retries ({failure_line(first)}); rerun"
             raise ClosumWriteError(msg) from first
         if unresolved:
             msg = (
