@@ -40,6 +40,10 @@ class ClosumError(Exception):
     """Base of every error raised by the Closum connectors."""
 
 
+class ClosumSettingsError(ClosumError):
+    """A setting, a stream's mapping, a file named on the command line, or the input cannot be used as given."""
+
+
 class ClosumRetriableError(RetriableAPIError, ClosumError):
     """A transient failure: the same request may succeed later.
 

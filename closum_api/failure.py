@@ -26,7 +26,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.plugin_base import PluginBase
 
 from closum_api.config import setting_errors, warn_unknown_settings
-from closum_api.errors import ClosumError, one_line
+from closum_api.errors import ClosumError, ClosumSettingsError, one_line
 from closum_api.retry import connection_reason
 from closum_api.stop import ClosumStopped, work_in_flight
 
@@ -36,10 +36,6 @@ if t.TYPE_CHECKING:
 #: Settings whose value never appears in a message.
 SECRET_SETTINGS = ("api_pw",)
 _MAX = 500
-
-
-class ClosumSettingsError(ClosumError):
-    """A setting, a file named on the command line, or the input cannot be used as given."""
 
 
 def exit_status(exc: BaseException) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass, field
 
-from target_closum.mapping import ClosumConfigError, StreamMapping, check_load_method, mapping_for
+from closum_api.errors import ClosumSettingsError
+from target_closum.mapping import StreamMapping, check_load_method, mapping_for
 
 #: The ledger and the rejects file default to ``output/``, relative to the working directory: the folder
 #: a Meltano project keeps its plugins' output in and git-ignores (``meltano init`` creates it so). The
@@ -63,14 +64,14 @@ class TargetSettings:
             The parsed settings, every stream of ``resource_map`` checked.
 
         Raises:
-            ClosumConfigError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
+            ClosumSettingsError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
         """
         load_method = _text(config, "load_method", DEFAULT_LOAD_METHOD)
         check_load_method(load_method)
         resource_map = config.get("resource_map") or {}
         if not isinstance(resource_map, t.Mapping):
             msg = "resource_map must be an object: stream name → {resource, action}"
-            raise ClosumConfigError(msg)
+            raise ClosumSettingsError(msg)
         settings = cls(
             rejects_path=_text(config, "rejects_path", DEFAULT_REJECTS_PATH),
             ledger_path=_text(config, "ledger_path", DEFAULT_LEDGER_PATH),
@@ -90,7 +91,7 @@ class TargetSettings:
         return settings
 
     def mapping_for(self, stream: str) -> StreamMapping:
-        """The resource and action for a stream, or a :class:`ClosumConfigError` of one line."""
+        """The resource and action for a stream, or a :class:`ClosumSettingsError` of one line."""
         return mapping_for(stream, self.resource_map, self.load_method)
 
 
