@@ -45,7 +45,8 @@ from closum_api.errors import (
     check_response,
     retry_after_seconds,
 )
-from closum_api.pace import Pace
+from closum_api.listing import DEFAULT_PAGE_SIZE
+from closum_api.pace import DEFAULT_PARALLEL_REQUESTS, Pace
 from closum_api.retry import CONNECTION_FAILURES, Budget, RetryPolicy
 
 if t.TYPE_CHECKING:
@@ -88,7 +89,9 @@ class ClosumClient:
         policy: the retry limits of each request.
     """
 
-    def __init__(self, connection: Connection, *, max_parallel: int = 8, pace: Pace | None = None) -> None:
+    def __init__(
+        self, connection: Connection, *, max_parallel: int = DEFAULT_PARALLEL_REQUESTS, pace: Pace | None = None
+    ) -> None:
         """Open a session; the token is fetched with the first request.
 
         Args:
@@ -134,7 +137,7 @@ class ClosumClient:
         resource: Resource,
         *,
         page: int = 1,
-        limit: int = 100,
+        limit: int = DEFAULT_PAGE_SIZE,
         direction: str = "asc",
         budget: Budget | None = None,
     ) -> dict[str, t.Any]:
