@@ -45,7 +45,8 @@ from closum_api.errors import (
     check_response,
     retry_after_seconds,
 )
-from closum_api.pace import Pace
+from closum_api.listing import DEFAULT_PAGE_SIZE
+from closum_api.pace import DEFAULT_PARALLEL_REQUESTS, Pace
 from closum_api.retry import CONNECTION_FAILURES, Budget, RetryPolicy
 
 if t.TYPE_CHECKING:
@@ -88,7 +89,9 @@ class ClosumClient:
         policy: the retry limits of each request.
     """
 
-    def __init__(self, connection: Connection, *, max_parallel: int = 8, pace: Pace | None = None) -> None:
+    def __init__(
+        self, connection: Connection, *, max_parallel: int = DEFAULT_PARALLEL_REQUESTS, pace: Pace | None = None
+    ) -> None:
         """Open a session; the token is fetched with the first request.
 
         Args:
@@ -134,7 +137,7 @@ class ClosumClient:
         resource: Resource,
         *,
         page: int = 1,
-        limit: int = 100,
+        limit: int = DEFAULT_PAGE_SIZE,
         direction: str = "asc",
         budget: Budget | None = None,
     ) -> dict[str, t.Any]:
@@ -160,7 +163,6 @@ class ClosumClient:
         payload: t.Mapping[str, t.Any],
         *,
         budget: Budget | None = None,
-        on_sending: t.Callable[[], None] | None = None,
     ) -> int:
         """POST a record.
 
@@ -168,9 +170,6 @@ class ClosumClient:
             resource: the resource to create a record of.
             payload: the request body.
             budget: the operation's budget (a fresh one if not given).
-            on_sending: called before each try, once the token is held and the
-                pace slot taken, just before the bytes go out (the target marks
-                its intent pending there, so a create never sent is never pending).
 
         Returns:
             The new record's id.
@@ -182,7 +181,7 @@ class ClosumClient:
         """
         call = Call("POST", f"/{resource.path}", idempotent=False, json=payload)
         try:
-            envelope = self.send(call, budget=budget, on_sending=on_sending)
+            envelope = self.send(call, budget=budget)
         except ClosumFatalError as exc:
             if exc.response is None or not self._no_collection(resource, exc):
                 raise
@@ -220,15 +219,12 @@ class ClosumClient:
         self.send(Call("PUT", resource.item_path(record_id), idempotent=True, json=payload))
 
     # -- the one request path ------------------------------------------------
-    def send(
-        self, call: Call, *, budget: Budget | None = None, on_sending: t.Callable[[], None] | None = None
-    ) -> dict[str, t.Any]:
+    def send(self, call: Call, *, budget: Budget | None = None) -> dict[str, t.Any]:
         """Send a request, retried within ``budget`` (a fresh one if none); the decoded envelope.
 
         Args:
             call: the request.
             budget: the operation's budget: the request's failed tries are counted there.
-            on_sending: called just before each try's bytes go out.
 
         Returns:
             The JSON envelope.
@@ -238,17 +234,17 @@ class ClosumClient:
             ClosumBadResponse: a read or update was answered 2xx without the envelope.
         """
         budget = budget if budget is not None else self.budget()
-        return retry.call(lambda: self._try(call, budget, on_sending), budget, call.what, _log_retry)
+        return retry.call(lambda: self._try(call, budget), budget, call.what, _log_retry)
 
-    def _try(self, call: Call, budget: Budget, on_sending: t.Callable[[], None] | None) -> dict[str, t.Any]:
+    def _try(self, call: Call, budget: Budget) -> dict[str, t.Any]:
         """One try: token, a place in flight and a pace slot, send, then decode the answer or raise what it means."""
         token = self.auth.token(budget)
-        response = self._send_once(call, token, on_sending)
+        response = self._send_once(call, token)
         if response.status_code == HTTPStatus.UNAUTHORIZED:
             # A token revoked early: renew it and resend, once.
             LOGGER.info("Closum answered 401 to %s; renewing the token once", call.what)
             self.auth.invalidate(token)
-            response = self._send_once(call, self.auth.token(budget), None)
+            response = self._send_once(call, self.auth.token(budget))
         try:
             return check_response(call.method, call.path, response)
         except ClosumBadResponse as exc:
@@ -263,7 +259,7 @@ class ClosumClient:
                 raise ClosumOutcomeUnknown(str(exc), exc.status) from None
             raise
 
-    def _send_once(self, call: Call, token: str, on_sending: t.Callable[[], None] | None) -> requests.Response:
+    def _send_once(self, call: Call, token: str) -> requests.Response:
         """The bytes of one try, within the run's limit in flight and pace; the answer, not yet checked."""
         request = self.session.prepare_request(
             requests.Request(
@@ -277,8 +273,6 @@ class ClosumClient:
         self.pace.acquire()
         started = time.monotonic()
         try:
-            if on_sending is not None:
-                on_sending()
             settings = self.session.merge_environment_settings(request.url, {}, None, None, None)  # proxies, CA
             response = self.session.send(request, timeout=self.timeout, **settings)
         except CONNECTION_FAILURES as exc:

@@ -11,18 +11,10 @@ from singer_sdk import typing as th
 
 from closum_api.client import ClosumClient
 from closum_api.connection import DEFAULT_API_URL, Connection
-from closum_api.pace import Pace
+from closum_api.pace import DEFAULT_PARALLEL_REQUESTS, Pace
 
 if t.TYPE_CHECKING:
     from singer_sdk.plugin_base import PluginBase
-
-#: Defaults of the shared settings: the one place they are written. The
-#: ``th.Property`` definitions below and :meth:`SharedSettings.from_config`
-#: both read them.
-DEFAULT_PARALLEL_REQUESTS = 8
-DEFAULT_REQUEST_TIMEOUT = 60  # whole seconds, as the settings tables and --about show it
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_BACKOFF_BASE = 1.0
 
 
 def connection_properties() -> list[th.Property]:
@@ -66,7 +58,7 @@ def connection_properties() -> list[th.Property]:
         th.Property(
             "request_timeout",
             th.NumberType(minimum=1),
-            default=DEFAULT_REQUEST_TIMEOUT,
+            default=60,  # whole seconds, as the settings tables and --about show it
             title="Request timeout",
             description="Seconds a whole request may take, its answer read to the end (however slowly a "
             "server trickles it), before the try counts as failed. Setting up the connection gives up sooner, "
@@ -75,7 +67,7 @@ def connection_properties() -> list[th.Property]:
         th.Property(
             "max_retries",
             th.IntegerType(minimum=0, maximum=20),
-            default=DEFAULT_MAX_RETRIES,
+            default=5,
             title="Max retries",
             description="Retries of a request after a transient failure "
             "(408, 429, any 5xx, timeout, dropped connection), with exponential backoff "
@@ -86,7 +78,7 @@ def connection_properties() -> list[th.Property]:
         th.Property(
             "backoff_base_seconds",
             th.NumberType(minimum=0),
-            default=DEFAULT_BACKOFF_BASE,
+            default=1.0,
             title="Backoff base",
             description="The step of the backoff, in seconds: the first retry of a request waits between half of "
             "it and all of it, and the step doubles with each retry of the same request (at most 60 s).",
@@ -107,6 +99,26 @@ def connection_properties() -> list[th.Property]:
             description="User-Agent header sent with every request.",
         ),
     ]
+
+
+def schema_values(config: t.Mapping[str, t.Any], properties: t.Iterable[th.Property]) -> dict[str, t.Any]:
+    """A config as its settings' schema fills it: a setting absent or null takes its property's default.
+
+    The SDK fills the defaults in when it validates a config (but a setting set
+    to null stays null there); settings parsed from a config it did not validate
+    (tests, tools) get the same values. So a default is written once, in its
+    ``th.Property``.
+
+    Args:
+        config: the plugin's config.
+        properties: the settings' definitions.
+
+    Returns:
+        The settings by name: those set, and the defaults of the others.
+    """
+    values = {p.name: p.default for p in properties if p.default is not None}
+    values.update((name, value) for name, value in config.items() if value is not None)
+    return values
 
 
 def setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
@@ -205,21 +217,23 @@ class SharedSettings:
         Returns:
             The parsed settings.
         """
-        max_retries = _integer(config, "max_retries", DEFAULT_MAX_RETRIES)
+        values = schema_values(config, connection_properties())
+        max_retries = int(values["max_retries"])
         connection = Connection(
-            api_url=str(config.get("api_url") or DEFAULT_API_URL),
+            api_url=str(values["api_url"]),
             username=str(config["api_username"]),
             password=str(config["api_pw"]),
-            timeout=_number(config, "request_timeout", DEFAULT_REQUEST_TIMEOUT),
+            timeout=float(values["request_timeout"]),
             max_tries=max_retries + 1,
-            backoff_base=_number(config, "backoff_base_seconds", DEFAULT_BACKOFF_BASE),
-            user_agent=str(config.get("user_agent") or user_agent),
+            backoff_base=float(values["backoff_base_seconds"]),
+            user_agent=str(values.get("user_agent") or user_agent),
         )
+        rate = values.get("max_requests_per_second")
         return cls(
             connection=connection,
-            max_parallel_requests=_integer(config, "max_parallel_requests", DEFAULT_PARALLEL_REQUESTS),
+            max_parallel_requests=int(values["max_parallel_requests"]),
             max_retries=max_retries,
-            max_requests_per_second=_optional_number(config, "max_requests_per_second"),
+            max_requests_per_second=None if rate is None else float(rate),
         )
 
     def client(self) -> ClosumClient:
@@ -230,21 +244,3 @@ class SharedSettings:
         """
         pace = Pace(self.max_requests_per_second, max_in_flight=self.max_parallel_requests)
         return ClosumClient(self.connection, max_parallel=self.max_parallel_requests, pace=pace)
-
-
-def _integer(config: t.Mapping[str, t.Any], key: str, default: int) -> int:
-    """A whole-number setting; ``default`` when it is absent or null."""
-    value = config.get(key)
-    return default if value is None else int(value)
-
-
-def _number(config: t.Mapping[str, t.Any], key: str, default: float) -> float:
-    """A numeric setting; ``default`` when it is absent or null."""
-    value = config.get(key)
-    return default if value is None else float(value)
-
-
-def _optional_number(config: t.Mapping[str, t.Any], key: str) -> float | None:
-    """A numeric setting without a default; None when it is absent or null."""
-    value = config.get(key)
-    return None if value is None else float(value)

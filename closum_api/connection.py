@@ -229,7 +229,7 @@ def _deadline_message(deadline: _Deadline) -> str:
     return f"timed out (the answer was not complete within request_timeout, {deadline.seconds:g} s)"
 
 
-def new_session(pool_size: int = 8) -> requests.Session:
+def new_session(pool_size: int) -> requests.Session:
     """A session whose connection pool holds ``pool_size`` connections per host.
 
     Args:

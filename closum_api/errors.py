@@ -40,6 +40,10 @@ class ClosumError(Exception):
     """Base of every error raised by the Closum connectors."""
 
 
+class ClosumSettingsError(ClosumError):
+    """A setting, a stream's mapping, a file named on the command line, or the input cannot be used as given."""
+
+
 class ClosumRetriableError(RetriableAPIError, ClosumError):
     """A transient failure: the same request may succeed later.
 
@@ -290,7 +294,7 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def describe(method: str, path: str, response: requests.Response) -> str:
+def answer_line(method: str, path: str, response: requests.Response) -> str:
     """``GET /lead answered 400 Bad Request: <server message>``."""
     try:
         reason = HTTPStatus(response.status_code).phrase
@@ -312,14 +316,14 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
     """
     status = response.status_code
     if status in RETRIABLE_STATUSES:
-        raise ClosumRetriableError(describe(method, path, response), response)
+        raise ClosumRetriableError(answer_line(method, path, response), response)
     if status == HTTPStatus.UNAUTHORIZED:
-        msg = f"Closum refused the credentials ({describe(method, path, response)}); check api_username and api_pw"
+        msg = f"Closum refused the credentials ({answer_line(method, path, response)}); check api_username and api_pw"
         raise ClosumAuthError(msg, response)
     if status == HTTPStatus.NOT_FOUND:
-        raise ClosumNotFoundError(describe(method, path, response), response)
+        raise ClosumNotFoundError(answer_line(method, path, response), response)
     if status >= HTTPStatus.BAD_REQUEST:
-        raise ClosumFatalError(describe(method, path, response), response)
+        raise ClosumFatalError(answer_line(method, path, response), response)
     try:
         envelope = _decode(response.content)
     except msgspec.DecodeError:

@@ -26,7 +26,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.plugin_base import PluginBase
 
 from closum_api.config import setting_errors, warn_unknown_settings
-from closum_api.errors import ClosumError, one_line
+from closum_api.errors import ClosumError, ClosumSettingsError, one_line
 from closum_api.retry import connection_reason
 from closum_api.stop import ClosumStopped, work_in_flight
 
@@ -36,10 +36,6 @@ if t.TYPE_CHECKING:
 #: Settings whose value never appears in a message.
 SECRET_SETTINGS = ("api_pw",)
 _MAX = 500
-
-
-class ClosumSettingsError(ClosumError):
-    """A setting, a file named on the command line, or the input cannot be used as given."""
 
 
 def exit_status(exc: BaseException) -> int:
@@ -121,7 +117,7 @@ def _where(request: requests.Request | requests.PreparedRequest | None) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def describe(exc: BaseException) -> str:
+def failure_line(exc: BaseException) -> str:
     """One line saying what ended the run and, where it can, what to fix.
 
     Args:
@@ -203,7 +199,7 @@ def fail(logger: logging.Logger, program: str, exc: BaseException) -> t.NoReturn
     logger.error(
         "%s failed: %s",
         program,
-        describe(exc),
+        failure_line(exc),
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
     status = exit_status(exc)

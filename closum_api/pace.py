@@ -53,6 +53,8 @@ from closum_api import stop
 if t.TYPE_CHECKING:
     import logging
 
+#: ``max_parallel_requests`` when it is not set: the most requests of a run in flight at once
+DEFAULT_PARALLEL_REQUESTS = 8
 #: the adaptive pace starts with this many requests in flight at most, one more per answer
 START_WINDOW = 2
 #: the slow start ends (no window any more) once this many may be in flight

@@ -13,8 +13,10 @@ import typing as t
 from dataclasses import dataclass
 from functools import cached_property
 
+from singer_sdk import typing as th
+
 from closum_api import __version__, pace
-from closum_api.config import SharedSettings
+from closum_api.config import SharedSettings, schema_values
 from closum_api.errors import ClosumError, shown_url
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, page_size_refused
 
@@ -24,13 +26,6 @@ if t.TYPE_CHECKING:
     from closum_api.client import ClosumClient
     from closum_api.connection import Connection
     from closum_api.errors import ClosumFatalError, ClosumNotFoundError
-
-#: Runs in which the sweep re-reads each stream's whole history (``sweep_cycle_runs`` default).
-DEFAULT_SWEEP_CYCLE_RUNS = 24
-#: The most list pages the sweep reads per stream and run (``sweep_requests_per_run`` default).
-DEFAULT_SWEEP_REQUESTS = 100
-#: The most lead retrieves the consent sweep sends per run (``consent_sweep_retrieves_per_run`` default).
-DEFAULT_CONSENT_RETRIEVES = 10_000
 
 #: The User-Agent sent unless ``user_agent`` says otherwise.
 USER_AGENT = f"tap-closum/{__version__}"
@@ -49,6 +44,55 @@ def parse_timestamp(value: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+def tap_properties() -> list[th.Property]:
+    """The tap's own settings, in the order the settings table lists them.
+
+    Returns:
+        Their ``th.Property`` definitions, each with its default (the one place it is written).
+    """
+    return [
+        th.Property(
+            "page_size",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_PAGE_SIZE,
+            title="Page size",
+            description="Records asked for per list request. If the server refuses it "
+            f"with a 400, the tap falls back once to the documented {DOCUMENTED_PAGE_SIZE} with a warning.",
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            title="Start date",
+            description="Skip records created before this instant (ISO 8601). Bookmarks still move on ids.",
+        ),
+        th.Property(
+            "sweep_cycle_runs",
+            th.IntegerType(minimum=1),
+            default=24,
+            title="Sweep cycle (runs)",
+            description="Closum's lists tell no edit or deletion, so each run also re-reads a slice of every "
+            "changeable stream's history (the sweep) and emits what changed and tombstones for what is gone: "
+            "the whole history is re-read within this many runs (24: a day of hourly runs).",
+        ),
+        th.Property(
+            "sweep_requests_per_run",
+            th.IntegerType(minimum=0),
+            default=100,
+            title="Sweep requests per run",
+            description="The most list pages the sweep re-reads per stream and run (0: no sweep). "
+            "A history larger than this many pages times sweep_cycle_runs takes more runs to re-read.",
+        ),
+        th.Property(
+            "consent_sweep_retrieves_per_run",
+            th.IntegerType(minimum=0),
+            default=10_000,
+            title="Consent sweep retrieves per run",
+            description="Opt-ins are served only by a lead's retrieve: the most retrieves per run and consent "
+            "stream that re-check the opt-ins of leads already synced, oldest check first (0: none).",
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class TapSettings:
     """The tap's settings, parsed once, defaults applied.
@@ -65,9 +109,9 @@ class TapSettings:
     shared: SharedSettings
     page_size: int
     start_date: dt.datetime | None
-    sweep_cycle_runs: int = DEFAULT_SWEEP_CYCLE_RUNS
-    sweep_requests_per_run: int = DEFAULT_SWEEP_REQUESTS
-    consent_sweep_retrieves_per_run: int = DEFAULT_CONSENT_RETRIEVES
+    sweep_cycle_runs: int
+    sweep_requests_per_run: int
+    consent_sweep_retrieves_per_run: int
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TapSettings:
@@ -79,17 +123,15 @@ class TapSettings:
         Returns:
             The parsed settings.
         """
-        page_size = config.get("page_size")
-        start_date = config.get("start_date")
+        values = schema_values(config, tap_properties())
+        start_date = values.get("start_date")
         return cls(
             shared=SharedSettings.from_config(config, user_agent=USER_AGENT),
-            page_size=DEFAULT_PAGE_SIZE if page_size is None else int(page_size),
+            page_size=int(values["page_size"]),
             start_date=parse_timestamp(str(start_date)) if start_date else None,
-            sweep_cycle_runs=int(config.get("sweep_cycle_runs") or DEFAULT_SWEEP_CYCLE_RUNS),
-            sweep_requests_per_run=int(config.get("sweep_requests_per_run", DEFAULT_SWEEP_REQUESTS)),
-            consent_sweep_retrieves_per_run=int(
-                config.get("consent_sweep_retrieves_per_run", DEFAULT_CONSENT_RETRIEVES)
-            ),
+            sweep_cycle_runs=int(values["sweep_cycle_runs"]),
+            sweep_requests_per_run=int(values["sweep_requests_per_run"]),
+            consent_sweep_retrieves_per_run=int(values["consent_sweep_retrieves_per_run"]),
         )
 
 

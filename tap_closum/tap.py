@@ -13,15 +13,8 @@ from singer_sdk import typing as th
 from closum_api import DISTRIBUTION
 from closum_api.config import connection_properties
 from closum_api.failure import OneLineCommand, read_json_argument
-from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE
 from closum_api.stop import STOP, ClosumStopped, signal_name
-from tap_closum.runtime import (
-    DEFAULT_CONSENT_RETRIEVES,
-    DEFAULT_SWEEP_CYCLE_RUNS,
-    DEFAULT_SWEEP_REQUESTS,
-    Runtime,
-    parse_timestamp,
-)
+from tap_closum.runtime import Runtime, parse_timestamp, tap_properties
 from tap_closum.streams import STREAM_TYPES
 from tap_closum.writer import ChunkedWriter
 
@@ -65,48 +58,7 @@ class TapClosum(OneLineCommand, Tap):
     package_name = DISTRIBUTION
     message_writer_class = ChunkedWriter
 
-    config_jsonschema = th.PropertiesList(
-        *connection_properties(),
-        th.Property(
-            "page_size",
-            th.IntegerType(minimum=1),
-            default=DEFAULT_PAGE_SIZE,
-            title="Page size",
-            description="Records asked for per list request. If the server refuses it "
-            f"with a 400, the tap falls back once to the documented {DOCUMENTED_PAGE_SIZE} with a warning.",
-        ),
-        th.Property(
-            "start_date",
-            th.DateTimeType,
-            title="Start date",
-            description="Skip records created before this instant (ISO 8601). Bookmarks still move on ids.",
-        ),
-        th.Property(
-            "sweep_cycle_runs",
-            th.IntegerType(minimum=1),
-            default=DEFAULT_SWEEP_CYCLE_RUNS,
-            title="Sweep cycle (runs)",
-            description="Closum's lists tell no edit or deletion, so each run also re-reads a slice of every "
-            "changeable stream's history (the sweep) and emits what changed and tombstones for what is gone: "
-            "the whole history is re-read within this many runs (24: a day of hourly runs).",
-        ),
-        th.Property(
-            "sweep_requests_per_run",
-            th.IntegerType(minimum=0),
-            default=DEFAULT_SWEEP_REQUESTS,
-            title="Sweep requests per run",
-            description="The most list pages the sweep re-reads per stream and run (0: no sweep). "
-            "A history larger than this many pages times sweep_cycle_runs takes more runs to re-read.",
-        ),
-        th.Property(
-            "consent_sweep_retrieves_per_run",
-            th.IntegerType(minimum=0),
-            default=DEFAULT_CONSENT_RETRIEVES,
-            title="Consent sweep retrieves per run",
-            description="Opt-ins are served only by a lead's retrieve: the most retrieves per run and consent "
-            "stream that re-check the opt-ins of leads already synced, oldest check first (0: none).",
-        ),
-    ).to_dict()
+    config_jsonschema = th.PropertiesList(*connection_properties(), *tap_properties()).to_dict()
 
     @property
     def writer(self) -> ChunkedWriter:

@@ -19,6 +19,7 @@ import typing as t
 import unicodedata
 from dataclasses import dataclass
 
+from closum_api import registry
 from closum_api.errors import ClosumFatalError
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, Page, ordered_pages, page_size_refused
 from target_closum.rules import rules_for
@@ -363,3 +364,32 @@ def read_list(
                 if isinstance(record.get("id"), int) and record["id"] not in seen:
                     seen.add(record["id"])
                     yield record
+
+
+def read_newest(
+    client: ClosumClient, resource_name: str, floor: int, expected: int, *, max_parallel: int
+) -> t.Iterator[dict[str, t.Any]]:
+    """The records of a resource with an id above ``floor``, newest first, each once (see :meth:`Indexes.doubled`).
+
+    About ``expected`` of them are known (the run created them): as many pages as they fill
+    are read ahead at once, at most ``max_parallel``; the walk stops at the first page reaching ``floor``.
+    """
+    resource = registry.get(resource_name)
+
+    def fetch(number: int) -> Page:
+        envelope = client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
+        return Page.of(number, envelope)
+
+    window = max(1, min(max_parallel, -(-expected // DEFAULT_PAGE_SIZE) + 1))
+    seen: set[int] = set()
+    pages = ordered_pages(fetch(1), fetch, threads=window, what=f"GET {resource.list_path}")
+    with contextlib.closing(pages):
+        for page in pages:
+            ids = [r["id"] for r in page.records if isinstance(r.get("id"), int)]
+            for record in page.records:
+                rid = record.get("id")
+                if isinstance(rid, int) and rid > floor and rid not in seen:
+                    seen.add(rid)
+                    yield record
+            if min(ids, default=floor) <= floor:
+                return

@@ -13,7 +13,7 @@ worker runs, and :meth:`LoadContext.close` releases those that were created.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import threading
 import typing as t
@@ -21,9 +21,8 @@ from functools import cached_property
 
 from closum_api import ahead, pace, registry, stop
 from closum_api.errors import ClosumError, ClosumNotFoundError
-from closum_api.listing import DEFAULT_PAGE_SIZE, Page, ordered_pages
 from closum_api.retry import TRANSIENT
-from target_closum.index import Indexes, read_list
+from target_closum.index import Indexes, read_list, read_newest
 from target_closum.ledger import Ledger, LedgerLock
 from target_closum.rejects import RejectsFile
 from target_closum.summary import Tally
@@ -34,6 +33,7 @@ if t.TYPE_CHECKING:
     from closum_api.registry import Resource
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
+    from target_closum.plan import Item
     from target_closum.settings import TargetSettings
 
 
@@ -46,6 +46,13 @@ class DoubledError(ClosumError):
 
 class RejectedShareError(ClosumError):
     """More of the run's records were rejected than ``max_rejected_share`` allows."""
+
+
+class Batch(t.Protocol):
+    """What a sink holds for writing (a :class:`~target_closum.sinks.ClosumSink`)."""
+
+    def flush(self) -> None:
+        """Write what it holds; return once it is written."""
 
 
 class LoadContext:
@@ -65,8 +72,8 @@ class LoadContext:
         self._recovered_streams: set[str] = set()
         self._opened = False
         self._unserved: set[str] = set()
-        self._flushes: dict[str, list[t.Callable[[], None]]] = {}
-        self._flush_lock = threading.Lock()
+        self._batches: dict[str, list[Batch]] = {}
+        self._batches_lock = threading.Lock()
 
     @property
     def dry_run(self) -> bool:
@@ -120,12 +127,9 @@ class LoadContext:
 
     @cached_property
     def indexes(self) -> Indexes:
-        """The run's indexes of what Closum holds, each read once, on first need."""
-        return Indexes(self._read_list)
-
-    def _read_list(self, resource: Resource) -> t.Iterator[dict[str, t.Any]]:
-        """A resource's whole list, its pages read ahead (:func:`target_closum.index.read_list`)."""
-        return read_list(self.client, resource, threads=ahead.threads_for(self.shared.max_parallel_requests))
+        """The run's indexes of what Closum holds, each read once, on first need, through the run's client."""
+        threads = ahead.threads_for(self.shared.max_parallel_requests)
+        return Indexes(functools.partial(read_list, self.client, threads=threads))
 
     def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
         """The index of ``resource`` by ``fields``; None when this account does not serve the resource (404)."""
@@ -137,18 +141,19 @@ class LoadContext:
             self._unserved.add(resource.name)
             return None
 
-    def note_written(
-        self, resource: Resource, payload: t.Mapping[str, t.Any], closum_id: int, *, created: bool = False
-    ) -> None:
-        """A record the run wrote: its resource's indexes know it from now on (a created one is checked at the end).
+    def written(self, stream: str, item: Item, resource: Resource, closum_id: int, action: str) -> None:
+        """A write settled: the ledger holds its key as done, and the run's indexes know it.
 
         Args:
-            resource: the record's resource.
-            payload: what was sent.
-            closum_id: the record's id.
-            created: the run created it (see :meth:`check_doubled`).
+            stream: the ledger's stream name.
+            item: the record written.
+            resource: its resource.
+            closum_id: its id in Closum.
+            action: how it was written (``create`` or ``update``); what the run created is checked
+                for doubles at the end (:meth:`check_doubled`).
         """
-        self.indexes.note(resource.name, payload, closum_id, created=created)
+        self.ledger.mark_done(stream, item.key, resource.name, closum_id, item.payload_hash, action)
+        self.indexes.note(resource.name, item.payload, closum_id, created=action == "create")
 
     def check_doubled(self) -> None:
         """Before the run reports success: no record it created by a match key exists twice now.
@@ -164,7 +169,9 @@ class LoadContext:
         if self.dry_run or "client" not in self.__dict__:
             return
         try:
-            doubled = self.indexes.doubled(self._read_newest)
+            doubled = self.indexes.doubled(
+                functools.partial(read_newest, self.client, max_parallel=self.shared.max_parallel_requests)
+            )
         except (ClosumError, *TRANSIENT) as exc:
             LOGGER.warning("Could not read back the records written to check that no other run doubled them: %s", exc)
             return
@@ -183,42 +190,15 @@ class LoadContext:
         )
         raise DoubledError(msg)
 
-    def _read_newest(self, resource_name: str, floor: int, expected: int) -> t.Iterator[dict[str, t.Any]]:
-        """The records of a resource with an id above ``floor``, newest first, each once.
+    def hold_batches(self, resource_name: str, batch: Batch) -> None:
+        """A sink of ``resource_name`` holds records in a batch (see :meth:`batches_of`)."""
+        with self._batches_lock:
+            self._batches.setdefault(resource_name, []).append(batch)
 
-        About ``expected`` of them are known (the run created them): as many pages as they fill
-        are read ahead at once; the walk stops at the first page reaching ``floor``.
-        """
-        resource = registry.get(resource_name)
-
-        def fetch(number: int) -> Page:
-            envelope = self.client.list_page(resource, page=number, limit=DEFAULT_PAGE_SIZE, direction="desc")
-            return Page.of(number, envelope)
-
-        window = max(1, min(self.shared.max_parallel_requests, -(-expected // DEFAULT_PAGE_SIZE) + 1))
-        seen: set[int] = set()
-        pages = ordered_pages(fetch(1), fetch, threads=window, what=f"GET {resource.list_path}")
-        with contextlib.closing(pages):
-            for page in pages:
-                for record in page.records:
-                    rid = record.get("id")
-                    if isinstance(rid, int) and rid > floor and rid not in seen:
-                        seen.add(rid)
-                        yield record
-                if min(_ids(page.records), default=floor) <= floor:
-                    return
-
-    def register_flush(self, resource_name: str, flush: t.Callable[[], None]) -> None:
-        """A sink of ``resource_name`` says how to write what it holds."""
-        with self._flush_lock:
-            self._flushes.setdefault(resource_name, []).append(flush)
-
-    def flush_resources(self, resource_names: t.Iterable[str]) -> None:
-        """Write what the sinks of these resources hold, and return once it is written."""
-        with self._flush_lock:
-            flushes = [f for name in resource_names for f in self._flushes.get(name, ())]
-        for flush in flushes:
-            flush()
+    def batches_of(self, resource_names: t.Iterable[str]) -> list[Batch]:
+        """The batches of these resources' sinks: a sink writes them before its own records that refer to them."""
+        with self._batches_lock:
+            return [b for name in resource_names for b in self._batches.get(name, ())]
 
     def open(self) -> None:
         """Create the shared objects in the main thread, before any worker needs them. Idempotent.
@@ -229,8 +209,9 @@ class LoadContext:
         if self._opened:
             return
         self._opened = True
-        _ = self.ledger, self.rejects, self.indexes
+        _ = self.ledger, self.rejects
         if not self.dry_run:
+            _ = self.indexes
             self.executor.submit(_quiet_token, self.client)
 
     def close(self) -> None:
@@ -314,10 +295,6 @@ class LoadContext:
             return False
         self._recovered_streams.add(stream)
         return True
-
-
-def _ids(records: t.Iterable[dict[str, t.Any]]) -> t.Iterator[int]:
-    return (r["id"] for r in records if isinstance(r.get("id"), int))
 
 
 def _quiet_token(client: ClosumClient) -> None:

@@ -25,17 +25,13 @@ import typing as t
 from dataclasses import dataclass
 
 from closum_api import registry
-from closum_api.errors import ClosumError
+from closum_api.errors import ClosumSettingsError
 from closum_api.registry import Resource, Verb
 from target_closum.index import default_match_on
 from target_closum.rules import rules_for
 
 ACTIONS = ("create", "update", "upsert")
 LOAD_METHODS = ("append-only", "upsert", "overwrite")
-
-
-class ClosumConfigError(ClosumError):
-    """The settings, or a stream, cannot be loaded as asked; fix the config."""
 
 
 @dataclass(frozen=True)
@@ -90,21 +86,21 @@ def check_load_method(load_method: str) -> None:
     """Refuse, with one line, a ``load_method`` that can never work (checked at start).
 
     Raises:
-        ClosumConfigError: ``overwrite`` (Closum cannot delete) or an unknown method.
+        ClosumSettingsError: ``overwrite`` (Closum cannot delete) or an unknown method.
     """
     if load_method == "overwrite":
         msg = (
             "load_method 'overwrite' is not supported: Closum has no endpoint that deletes records; "
             "use 'append-only' (create) or 'upsert'"
         )
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     if load_method not in LOAD_METHODS:
         msg = f"load_method {load_method!r} is unknown; use one of {', '.join(LOAD_METHODS)}"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
 
 
 def mapping_for(stream: str, resource_map: t.Mapping[str, t.Any], load_method: str) -> StreamMapping:
-    """The resource and action for a stream, or a :class:`ClosumConfigError` of one line.
+    """The resource and action for a stream, or a :class:`ClosumSettingsError` of one line.
 
     Args:
         stream: the input stream's name.
@@ -115,29 +111,29 @@ def mapping_for(stream: str, resource_map: t.Mapping[str, t.Any], load_method: s
         Where the stream's records go.
 
     Raises:
-        ClosumConfigError: the stream cannot be written as mapped, or matches no writable resource.
+        ClosumSettingsError: the stream cannot be written as mapped, or matches no writable resource.
     """
     entry = resource_map.get(stream)
     if entry is None:
         return _mapping_by_name(stream, load_method)
     if not isinstance(entry, t.Mapping) or not entry.get("resource"):
         msg = f"resource_map[{stream!r}] must be an object with a 'resource' (one of {_writable_names()})"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     resource = resource_by_any_name(str(entry["resource"]))
     if resource is None or not resource.has(Verb.CREATE):
         what = "is not a Closum resource" if resource is None else "cannot be written (the API only lists it)"
         msg = f"resource_map[{stream!r}]: resource {entry['resource']!r} {what}; use one of {_writable_names()}"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     action = str(entry.get("action") or default_action(resource, load_method))
     if action not in ACTIONS:
         msg = f"resource_map[{stream!r}]: action {action!r} is unknown; use one of {', '.join(ACTIONS)}"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     if action in {"update", "upsert"} and not resource.has(Verb.UPDATE):
         msg = (
             f"resource_map[{stream!r}]: action {action!r} is impossible, Closum resource "
             f"{resource.name!r} is create-only (no update endpoint); use action 'create'"
         )
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     return StreamMapping(stream, resource, action, check_match_on(stream, resource, entry.get("match_on")))
 
 
@@ -164,7 +160,7 @@ def _mapping_by_name(stream: str, load_method: str) -> StreamMapping:
             f"stream {stream!r} matches no Closum resource. Map it with resource_map, e.g. "
             f"{_example(stream)} (resources: {_writable_names()}), or deselect it in the tap"
         )
-    raise ClosumConfigError(msg)
+    raise ClosumSettingsError(msg)
 
 
 def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str, ...]:
@@ -179,7 +175,7 @@ def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str,
         The fields (the resource's default when not set; none for leads, emails and phones).
 
     Raises:
-        ClosumConfigError: not a list of the resource's key fields, or not the fixed key of a resource matched always.
+        ClosumSettingsError: not a list of the resource's key fields, or not the fixed key of a resource matched always.
     """
     default = default_match_on(resource)
     if value is None:
@@ -190,16 +186,16 @@ def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str,
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         msg = f"{where} must be a non-empty list of field names, one of {', '.join(allowed)}"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     unknown = [v for v in value if v not in allowed]
     if unknown:
         msg = f"{where}: {', '.join(map(repr, unknown))} cannot identify a {resource.name}; use {', '.join(allowed)}"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     fields = tuple(f for f in allowed if f in value)
     if default and fields != default:
         msg = f"{where}: a {resource.name} is always matched on {' and '.join(default)}; drop match_on"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     if resource.name == "phone" and "number" not in fields:
         msg = f"{where}: a phone is matched on its number (and extension); add 'number'"
-        raise ClosumConfigError(msg)
+        raise ClosumSettingsError(msg)
     return fields

@@ -1,8 +1,9 @@
-"""What to do with one valid record: skip it, create it, or update which id.
+"""What to do with one valid record: skip it, create it, or update which id; and what became of it.
 
 One function, :func:`decide`, answers from the stream's action and what the
 ledger knows of the record's key; the dry run counts its answers and the real
-write carries them out, so the two can never disagree.
+write carries them out, so the two can never disagree. An :class:`Outcome`
+says what the write made of the record.
 """
 
 from __future__ import annotations
@@ -76,6 +77,23 @@ class Match:
 
 
 Decision: t.TypeAlias = Skip | Create | Update | Match
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one record.
+
+    Attributes:
+        closum_id: the id it has in Closum (None when rejected).
+        kind: created, matched, updated, skipped or rejected.
+        message: why it was rejected.
+        status: Closum's HTTP status when Closum refused it.
+    """
+
+    closum_id: int | None
+    kind: str
+    message: str = ""
+    status: int | None = None
 
 
 def decide(action: str, entry: Entry | None, item: Item, matched_id: int | None = None) -> Decision:

@@ -6,8 +6,8 @@ never resend blindly: we read the newest records of the resource
 (``sort=id&direction=desc``, a few pages) and look for one carrying the
 payload's identifying fields (the resource's :attr:`~target_closum.rules.Rules.identity`,
 compared as ``match_on`` compares them: emails case-folded, phones on their
-digits, names without case or accents) whose id no finished write in the ledger
-already owns.
+digits, names without case or accents); the writer takes the first whose id no
+finished write in its ledger already owns.
 """
 
 from __future__ import annotations
@@ -27,32 +27,32 @@ PAGES = 5
 PAGE_SIZE = 100
 
 
-def find_created(
+def candidates(
     client: ClosumClient,
     resource: Resource,
     payload: t.Mapping[str, t.Any],
     *,
     budget: Budget | None = None,
-    is_claimed: t.Callable[[int], bool] = lambda _id: False,
-) -> int | None:
-    """The id of the record ``payload`` created, or None when it is absent.
+) -> t.Iterator[int]:
+    """The ids of the newest records that are the same record as ``payload``, newest first.
 
-    Its pages draw from ``budget``, the create's. Raises whatever the client
-    raises when the list cannot be read; the caller then leaves the intent
-    pending for the next run.
+    Pages are read as the ids are asked for (the caller stops at the first one no
+    finished write of its ledger owns), at most :data:`PAGES`. They draw from
+    ``budget``, the create's; whatever the client raises when the list cannot be
+    read is raised at the id asked for (the caller then leaves the intent pending
+    for the next run).
     """
     rule = KeyRule(resource.name, rules_for(resource).identity)
     wanted = rule.key(payload)
     if wanted is None:
-        return None
+        return
     for number in range(1, PAGES + 1):
         page = Page.of(
             number, client.list_page(resource, page=number, limit=PAGE_SIZE, direction="desc", budget=budget)
         )
         for item in page.records:
             found = item.get("id")
-            if isinstance(found, int) and rule.same(wanted, rule.key(item)) and not is_claimed(found):
-                return found
+            if isinstance(found, int) and rule.same(wanted, rule.key(item)):
+                yield found
         if not page.records or not page.has_next:
             break
-    return None

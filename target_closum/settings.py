@@ -1,36 +1,149 @@
-"""The target's own settings, parsed and checked once, with their defaults written here only.
+"""The target's own settings: their schema, with each default written once there, and the typed settings of a run.
 
-The ``th.Property`` definitions in :mod:`target_closum.target` take their
-defaults from the constants below, and :meth:`TargetSettings.from_config`
-applies the same constants, so a default is written in one place. The settings
-the tap and the target share (connection, parallel requests) are parsed by
-:class:`closum_api.config.SharedSettings`.
+:func:`target_properties` declares them (the target's ``config_jsonschema``
+adds the connection settings of :func:`closum_api.config.connection_properties`);
+:meth:`TargetSettings.from_config` converts a config, filled with the schema's
+defaults (:func:`closum_api.config.schema_values`), into the typed settings,
+and refuses with one line settings that can never work. The settings the tap
+and the target share are parsed by :class:`closum_api.config.SharedSettings`.
 """
 
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass, field
 
-from target_closum.mapping import ClosumConfigError, StreamMapping, check_load_method, mapping_for
+import msgspec
+from singer_sdk import typing as th
+
+from closum_api.config import schema_values
+from closum_api.errors import ClosumSettingsError
+from target_closum.mapping import (
+    ACTIONS,
+    LOAD_METHODS,
+    StreamMapping,
+    check_load_method,
+    mapping_for,
+    writable_resources,
+)
 
 #: The ledger and the rejects file default to ``output/``, relative to the working directory: the folder
 #: a Meltano project keeps its plugins' output in and git-ignores (``meltano init`` creates it so). The
 #: Meltano plugin definition anchors them at ``$MELTANO_PROJECT_ROOT``.
 OUTPUT_FOLDER = "output"
-DEFAULT_REJECTS_PATH = f"{OUTPUT_FOLDER}/closum-rejects.jsonl"
-DEFAULT_LEDGER_PATH = f"{OUTPUT_FOLDER}/closum-ledger.sqlite"
-DEFAULT_DRY_RUN = False
-DEFAULT_LOAD_METHOD = "append-only"
-DEFAULT_BATCH_ROWS = 1000
-DEFAULT_CREATE_MISSING_REFERENCES = False
-#: more than half the records refused: almost always a mapping error upstream, so the run fails
-DEFAULT_MAX_REJECTED_SHARE = 0.5
 
 
-@dataclass(frozen=True)
-class TargetSettings:
-    """The target's own settings, defaults applied.
+def target_properties() -> list[th.Property]:
+    """The target's own settings, in the order the settings table lists them.
+
+    Returns:
+        Their ``th.Property`` definitions, each with its default.
+    """
+    return [
+        th.Property(
+            "resource_map",
+            th.ObjectType(
+                additional_properties=th.ObjectType(
+                    th.Property(
+                        "resource",
+                        th.StringType,
+                        required=True,
+                        allowed_values=[r.name for r in writable_resources()],
+                        description="The Closum resource the stream's records become.",
+                    ),
+                    th.Property(
+                        "action",
+                        th.StringType,
+                        allowed_values=list(ACTIONS),
+                        description="create (POST), update (PUT by the record's id) or upsert "
+                        "(PUT when the id is given or known from the ledger, else POST).",
+                    ),
+                    th.Property(
+                        "match_on",
+                        th.ArrayType(th.StringType),
+                        description="Fields that identify a record already in Closum, which is then not created "
+                        "again (counted 'matched existing'; upsert updates it): leads and unqualified leads email "
+                        "and/or phone, emails email, phones number (+ extension). Contact types (label), audience "
+                        "lists (name) and lead audience lists (lead_id + audience_list_id) are always matched. "
+                        "Costs one read of the resource's list per run.",
+                    ),
+                    additional_properties=False,
+                ),
+            ),
+            title="Resource map",
+            description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
+            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert, '
+            '"match_on": [fields]}. '
+            "Streams not listed map by name (leads, lead, contact-types...) with action create. "
+            "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
+        ),
+        th.Property(
+            "create_missing_references",
+            th.BooleanType,
+            default=False,
+            title="Create missing references",
+            description="Create the contact types (a record's contact_type) and audience lists (audience_lists, "
+            "audience_list) that a record names and Closum does not have; otherwise such a record is rejected.",
+        ),
+        th.Property(
+            "rejects_path",
+            th.StringType(min_length=1),
+            default=f"{OUTPUT_FOLDER}/closum-rejects.jsonl",
+            title="Rejects file",
+            description="JSON-lines file that receives every record set aside (failed validation or "
+            "refused by Closum with 400/403/404/405), with stream, record, payload, status, message and "
+            "time. Appended to; relative paths are from the working directory (in a Meltano project, from "
+            "its root). It holds people's personal data (names, emails, phones): keep it out of version "
+            "control and delete it once its records are fixed.",
+        ),
+        th.Property(
+            "max_rejected_share",
+            th.NumberType(minimum=0, maximum=1),
+            default=0.5,  # more than half refused: almost always a mapping error upstream
+            title="Max rejected share",
+            description="The run fails (exit status 1, one line) when more than this share of its records is "
+            "rejected, after writing the others and setting the rejected aside; its last STATE is then held back, "
+            "so a rerun after the fix sends them again. 0: any reject fails the run; 1: never.",
+        ),
+        th.Property(
+            "ledger_path",
+            th.StringType(min_length=1),
+            default=f"{OUTPUT_FOLDER}/closum-ledger.sqlite",
+            title="Ledger file",
+            description="SQLite file recording each write (stream + record key → Closum id, payload hash), "
+            "so a rerun or a replay writes nothing twice. Keep it between runs of the same load. Relative "
+            "paths are from the working directory (in a Meltano project, from its root).",
+        ),
+        th.Property(
+            "dry_run",
+            th.BooleanType,
+            default=False,
+            title="Dry run",
+            description="Map and validate every record and report what would be written, without "
+            "sending any POST/PUT and without writing the ledger or the rejects file.",
+        ),
+        th.Property(
+            "load_method",
+            th.StringType,
+            allowed_values=list(LOAD_METHODS),
+            default="append-only",
+            title="Load method",
+            description="SDK setting. append-only: streams default to action create. upsert: streams of "
+            "resources that can be updated (email, phone, contact_type) default to action upsert. "
+            "overwrite is refused at start (Closum cannot delete). An action in resource_map always wins.",
+        ),
+        th.Property(
+            "batch_size_rows",
+            th.IntegerType(minimum=1),
+            default=1000,
+            title="Batch size",
+            description="Records held per stream before they are written; "
+            "bounds memory. STATE is emitted only once the records before it are written.",
+        ),
+    ]
+
+
+class TargetSettings(msgspec.Struct, frozen=True):
+    """The target's own settings, converted from its config with the schema's defaults.
 
     Attributes:
         rejects_path: the JSON-lines file of records set aside.
@@ -43,57 +156,42 @@ class TargetSettings:
         max_rejected_share: the run fails when a larger share of its records is rejected (0: any reject, 1: never).
     """
 
-    rejects_path: str = DEFAULT_REJECTS_PATH
-    ledger_path: str = DEFAULT_LEDGER_PATH
-    dry_run: bool = DEFAULT_DRY_RUN
-    load_method: str = DEFAULT_LOAD_METHOD
-    resource_map: t.Mapping[str, t.Mapping[str, t.Any]] = field(default_factory=dict)
-    batch_size_rows: int = DEFAULT_BATCH_ROWS
-    create_missing_references: bool = DEFAULT_CREATE_MISSING_REFERENCES
-    max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
+    rejects_path: str
+    ledger_path: str
+    dry_run: bool
+    load_method: str
+    batch_size_rows: int
+    create_missing_references: bool
+    max_rejected_share: float
+    resource_map: dict[str, dict[str, t.Any]] = msgspec.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TargetSettings:
-        """Parse the target's settings; refuse, with one line, settings that can never work.
+        """Convert the target's settings; refuse, with one line, settings that can never work.
 
         Args:
             config: the target's config.
 
         Returns:
-            The parsed settings, every stream of ``resource_map`` checked.
+            The settings, every stream of ``resource_map`` checked.
 
         Raises:
-            ClosumConfigError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
+            ClosumSettingsError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
         """
-        load_method = _text(config, "load_method", DEFAULT_LOAD_METHOD)
-        check_load_method(load_method)
-        resource_map = config.get("resource_map") or {}
-        if not isinstance(resource_map, t.Mapping):
+        values = schema_values(config, target_properties())
+        check_load_method(str(values["load_method"]))
+        if not isinstance(values.get("resource_map", {}), t.Mapping):
             msg = "resource_map must be an object: stream name → {resource, action}"
-            raise ClosumConfigError(msg)
-        settings = cls(
-            rejects_path=_text(config, "rejects_path", DEFAULT_REJECTS_PATH),
-            ledger_path=_text(config, "ledger_path", DEFAULT_LEDGER_PATH),
-            dry_run=bool(config.get("dry_run") or DEFAULT_DRY_RUN),
-            load_method=load_method,
-            resource_map=dict(resource_map),
-            batch_size_rows=int(config.get("batch_size_rows") or DEFAULT_BATCH_ROWS),
-            create_missing_references=bool(
-                config.get("create_missing_references") or DEFAULT_CREATE_MISSING_REFERENCES
-            ),
-            max_rejected_share=float(
-                DEFAULT_MAX_REJECTED_SHARE if config.get("max_rejected_share") is None else config["max_rejected_share"]
-            ),
-        )
+            raise ClosumSettingsError(msg)
+        try:
+            settings = msgspec.convert(values, cls)
+        except msgspec.ValidationError as exc:
+            msg = f"invalid settings: {exc}"
+            raise ClosumSettingsError(msg) from None
         for stream in settings.resource_map:
             settings.mapping_for(stream)
         return settings
 
     def mapping_for(self, stream: str) -> StreamMapping:
-        """The resource and action for a stream, or a :class:`ClosumConfigError` of one line."""
+        """The resource and action for a stream, or a :class:`ClosumSettingsError` of one line."""
         return mapping_for(stream, self.resource_map, self.load_method)
-
-
-def _text(config: t.Mapping[str, t.Any], key: str, default: str) -> str:
-    """A text setting; ``default`` when it is absent, null or empty."""
-    return str(config.get(key) or default)

@@ -10,9 +10,10 @@ The records of BATCH files arrive here one by one too (the target hands each on
 as a RECORD message): the SDK's ``process_batch_files`` is never used, and the
 batch context never carries ``records``.
 
-Parents before children: each sink registers its flush with the run's
-:class:`LoadContext`, and a writer has the sinks of the resources its records
-refer to flushed before it writes (a membership waits for its lead and list).
+Parents before children: each sink makes its batch known to the run's
+:class:`LoadContext`, and before it writes its own batch a sink flushes the
+sinks of the resources its records refer to (a membership waits for its lead
+and list).
 The queue is the sink's own, under a lock, so a batch taken out for writing is
 written before a child's flush returns, whichever thread drains it.
 
@@ -32,6 +33,7 @@ from singer_sdk.sinks import BatchSink
 from target_closum.lookups import extract, with_placeholders
 from target_closum.payloads import build_payload, payload_hash, pk_key, record_id, unsendable, validation_message
 from target_closum.plan import Item
+from target_closum.rules import rules_for
 from target_closum.writer import StreamWriter
 
 if t.TYPE_CHECKING:
@@ -86,7 +88,7 @@ class ClosumSink(BatchSink):
         super().setup()
         self.logger.info("Loading stream %s", self.mapping.describe() + (" [dry run]" if self.dry_run else ""))
         self.load.open()
-        self.load.register_flush(self.resource.name, self.flush)
+        self.load.hold_batches(self.resource.name, self)
         if not self.dry_run and self.load.first_recovery(self.stream_name):
             self.writer.recover_pending()
 
@@ -167,5 +169,9 @@ class ClosumSink(BatchSink):
         with self._flush_lock:
             with self._queue_lock:
                 items, self._queue = self._queue, []
-            if items:
-                self.writer.write_batch(items)
+            if not items:
+                return
+            if not self.dry_run:
+                for parent in self.load.batches_of(rules_for(self.resource).parents):
+                    parent.flush()  # the records this batch refers to are written first
+            self.writer.write_batch(items)

@@ -21,18 +21,8 @@ from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.ledger import LedgerInUseError
 from target_closum.load import LoadContext
-from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
 from target_closum.reader import BadInputError, ClosumReader, batch_records, batch_storage
-from target_closum.settings import (
-    DEFAULT_BATCH_ROWS,
-    DEFAULT_CREATE_MISSING_REFERENCES,
-    DEFAULT_DRY_RUN,
-    DEFAULT_LEDGER_PATH,
-    DEFAULT_LOAD_METHOD,
-    DEFAULT_MAX_REJECTED_SHARE,
-    DEFAULT_REJECTS_PATH,
-    TargetSettings,
-)
+from target_closum.settings import TargetSettings, target_properties
 from target_closum.sinks import ClosumSink
 
 if sys.version_info >= (3, 12):
@@ -87,109 +77,7 @@ class TargetClosum(OneLineCommand, Target):
     #: the SDK's, and BATCH messages (their records go the way of RECORD messages)
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [*Target.capabilities, PluginCapabilities.BATCH]
 
-    config_jsonschema = th.PropertiesList(
-        *connection_properties(),
-        th.Property(
-            "resource_map",
-            th.ObjectType(
-                additional_properties=th.ObjectType(
-                    th.Property(
-                        "resource",
-                        th.StringType,
-                        required=True,
-                        allowed_values=[r.name for r in writable_resources()],
-                        description="The Closum resource the stream's records become.",
-                    ),
-                    th.Property(
-                        "action",
-                        th.StringType,
-                        allowed_values=list(ACTIONS),
-                        description="create (POST), update (PUT by the record's id) or upsert "
-                        "(PUT when the id is given or known from the ledger, else POST).",
-                    ),
-                    th.Property(
-                        "match_on",
-                        th.ArrayType(th.StringType),
-                        description="Fields that identify a record already in Closum, which is then not created "
-                        "again (counted 'matched existing'; upsert updates it): leads and unqualified leads email "
-                        "and/or phone, emails email, phones number (+ extension). Contact types (label), audience "
-                        "lists (name) and lead audience lists (lead_id + audience_list_id) are always matched. "
-                        "Costs one read of the resource's list per run.",
-                    ),
-                    additional_properties=False,
-                ),
-            ),
-            title="Resource map",
-            description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
-            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert, '
-            '"match_on": [fields]}. '
-            "Streams not listed map by name (leads, lead, contact-types...) with action create. "
-            "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
-        ),
-        th.Property(
-            "create_missing_references",
-            th.BooleanType,
-            default=DEFAULT_CREATE_MISSING_REFERENCES,
-            title="Create missing references",
-            description="Create the contact types (a record's contact_type) and audience lists (audience_lists, "
-            "audience_list) that a record names and Closum does not have; otherwise such a record is rejected.",
-        ),
-        th.Property(
-            "rejects_path",
-            th.StringType(min_length=1),
-            default=DEFAULT_REJECTS_PATH,
-            title="Rejects file",
-            description="JSON-lines file that receives every record set aside (failed validation or "
-            "refused by Closum with 400/403/404/405), with stream, record, payload, status, message and "
-            "time. Appended to; relative paths are from the working directory (in a Meltano project, from "
-            "its root). It holds people's personal data (names, emails, phones): keep it out of version "
-            "control and delete it once its records are fixed.",
-        ),
-        th.Property(
-            "max_rejected_share",
-            th.NumberType(minimum=0, maximum=1),
-            default=DEFAULT_MAX_REJECTED_SHARE,
-            title="Max rejected share",
-            description="The run fails (exit status 1, one line) when more than this share of its records is "
-            "rejected, after writing the others and setting the rejected aside; its last STATE is then held back, "
-            "so a rerun after the fix sends them again. 0: any reject fails the run; 1: never.",
-        ),
-        th.Property(
-            "ledger_path",
-            th.StringType(min_length=1),
-            default=DEFAULT_LEDGER_PATH,
-            title="Ledger file",
-            description="SQLite file recording each write (stream + record key → Closum id, payload hash), "
-            "so a rerun or a replay writes nothing twice. Keep it between runs of the same load. Relative "
-            "paths are from the working directory (in a Meltano project, from its root).",
-        ),
-        th.Property(
-            "dry_run",
-            th.BooleanType,
-            default=DEFAULT_DRY_RUN,
-            title="Dry run",
-            description="Map and validate every record and report what would be written, without "
-            "sending any POST/PUT and without writing the ledger or the rejects file.",
-        ),
-        th.Property(
-            "load_method",
-            th.StringType,
-            allowed_values=list(LOAD_METHODS),
-            default=DEFAULT_LOAD_METHOD,
-            title="Load method",
-            description="SDK setting. append-only: streams default to action create. upsert: streams of "
-            "resources that can be updated (email, phone, contact_type) default to action upsert. "
-            "overwrite is refused at start (Closum cannot delete). An action in resource_map always wins.",
-        ),
-        th.Property(
-            "batch_size_rows",
-            th.IntegerType(minimum=1),
-            default=DEFAULT_BATCH_ROWS,
-            title="Batch size",
-            description="Records held per stream before they are written; "
-            "bounds memory. STATE is emitted only once the records before it are written.",
-        ),
-    ).to_dict()
+    config_jsonschema = th.PropertiesList(*connection_properties(), *target_properties()).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Build the target; settings that can never work are refused here, with one line.

@@ -1,10 +1,19 @@
-"""The house's layout holds: one-way imports between packages, no import cycle between modules.
+"""The house's layout holds: one-way imports between packages, no import cycle between modules, no hook handed down.
 
 ``closum_api`` is the bottom layer; ``tap_closum``, ``target_closum`` and
 ``closum_sandbox`` sit on it and never import one another. Within the four
 packages no module imports one that imports it back, directly or through
 others (imports under ``if TYPE_CHECKING:`` count too: a cycle hidden from
 the interpreter is still a cycle for the reader).
+
+Nor does ``closum_api`` call back up through a hook a caller hands it: a
+parameter of ``closum_api`` that takes a callable called for its effect
+(annotated ``Callable[..., None]``, or named ``on_*``) is one the layers above
+could fill with their own code, where a return value and an explicit step
+would do. Each one that remains is listed in :data:`HOOKS` with why it is no
+call back up. What the check cannot see: a callable annotated as returning a
+value (``Callable[[], bool]``) or ``Any``, a hook behind a type alias, and an
+object handed down whose methods the bottom layer calls.
 """
 
 from __future__ import annotations
@@ -22,6 +31,15 @@ ALLOWED = {
     "tap_closum": {"closum_api"},
     "target_closum": {"closum_api"},
     "closum_sandbox": {"closum_api"},
+}
+
+
+#: closum_api's parameters that take a callable called for its effect, each with why it is no call back up
+HOOKS = {
+    ("closum_api/pace.py", "Pace.__init__", "sleep"): "how to wait: stop.sleep, or a fake beside a fake clock in tests",
+    ("closum_api/retry.py", "call", "on_retry"): "closum_api's own: the client and the token holder word their retries",
+    ("closum_api/connection.py", "_Deadline.attach", "shut"): "the socket's own shutdown, from inside closum_api",
+    ("closum_api/connection.py", "_shut_quietly", "shut"): "the same",
 }
 
 
@@ -139,3 +157,53 @@ def test_code_map_lists_every_module():
             f"docs/development.md's code map of {package}/ is out of date: "
             f"missing {sorted(present - shown)}, gone {sorted(shown - present)}"
         )
+
+
+def _calls_for_effect(annotation: ast.expr | None) -> bool:
+    """Whether an annotation is a callable returning None (alone, in a union, or Optional)."""
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        return _calls_for_effect(annotation.left) or _calls_for_effect(annotation.right)
+    if not isinstance(annotation, ast.Subscript):
+        return False
+    base = annotation.value
+    name = base.attr if isinstance(base, ast.Attribute) else base.id if isinstance(base, ast.Name) else ""
+    if name == "Optional":
+        return _calls_for_effect(annotation.slice)
+    if name != "Callable" or not isinstance(annotation.slice, ast.Tuple) or len(annotation.slice.elts) != 2:
+        return False
+    returns = annotation.slice.elts[1]
+    return isinstance(returns, ast.Constant) and returns.value is None
+
+
+def _hooks(package: str) -> set[tuple[str, str, str]]:
+    """The parameters of a package's functions that take a callable called for its effect, or are named ``on_*``."""
+    found = set()
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        owners = {child: node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for child in node.body}
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            name = f"{owners[node]}.{node.name}" if node in owners else node.name
+            args = node.args
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                if arg.arg.startswith("on_") or _calls_for_effect(arg.annotation):
+                    found.add((str(path.relative_to(ROOT)), name, arg.arg))
+    return found
+
+
+def test_the_hook_finder_sees_a_hook():
+    source = "def f(a: t.Callable[[], None] | None, b: Callable[[int], bool], on_x: int, c: Callable[..., None]): ..."
+    function = ast.parse(source).body[0]
+    assert isinstance(function, ast.FunctionDef)
+    args = function.args.args
+    assert [a.arg for a in args if a.arg.startswith("on_") or _calls_for_effect(a.annotation)] == ["a", "on_x", "c"]
+
+
+def test_closum_api_takes_no_hook_from_the_layers_above():
+    found = _hooks("closum_api")
+    assert found == set(HOOKS), (
+        "closum_api takes a callable it calls for its effect: return a value and let the caller take the next "
+        f"step, or list it in HOOKS with why it is no call back up (new: {sorted(found - set(HOOKS))}, "
+        f"gone: {sorted(set(HOOKS) - found)})"
+    )

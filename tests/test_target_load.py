@@ -11,7 +11,7 @@ import secrets
 import pytest
 from test_target_support import lead, open_schema, posts, rejects, run_target, singer, target_config, writes
 
-from target_closum.mapping import ClosumConfigError
+from closum_api.errors import ClosumSettingsError
 from target_closum.target import TargetClosum
 
 
@@ -283,7 +283,7 @@ def test_load_method_upsert_makes_updatable_streams_upsert_with_the_given_id(san
 
 
 def test_update_on_a_create_only_resource_fails_at_start():
-    with pytest.raises(ClosumConfigError) as info:
+    with pytest.raises(ClosumSettingsError) as info:
         TargetClosum(
             config={
                 "api_username": "u",
@@ -300,7 +300,7 @@ def test_update_on_a_create_only_resource_fails_at_start():
 def test_unwritable_stream_fails_at_its_schema_message(sandbox, tmp_path, stream):
     target = TargetClosum(config=target_config(sandbox, tmp_path))
     text = singer(stream, [{"id": 1}]) + singer("leads", [lead(1)])
-    with pytest.raises(ClosumConfigError) as info:
+    with pytest.raises(ClosumSettingsError) as info:
         target.listen(io.StringIO(text))
     assert repr(stream) in str(info.value)
     assert "resource_map" in str(info.value)

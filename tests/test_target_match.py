@@ -13,12 +13,11 @@ import requests
 from test_target_support import lead, rejects, run_target, singer, target_config, writes
 
 from closum_api.client import ClosumClient, Connection
-from closum_api.errors import ClosumError, ClosumFatalError
+from closum_api.errors import ClosumError, ClosumFatalError, ClosumSettingsError
 from closum_api.registry import get
 from target_closum.index import Indexes, fold_email, fold_name, phone_digits, read_list
 from target_closum.ledger import Ledger
 from target_closum.lookups import extract
-from target_closum.mapping import ClosumConfigError
 from target_closum.target import TargetClosum
 
 
@@ -81,7 +80,7 @@ def test_lookup_fields_are_taken_out_of_the_record():
     ],
 )
 def test_a_match_on_that_cannot_be_is_refused_at_start_with_one_line(sandbox, tmp_path, entry, words):
-    with pytest.raises(ClosumConfigError) as info:
+    with pytest.raises(ClosumSettingsError) as info:
         TargetClosum(config=target_config(sandbox, tmp_path, resource_map={"leads": entry}))
     assert words in str(info.value)
     assert "\n" not in str(info.value)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from closum_api import registry
+from closum_api.errors import ClosumSettingsError
 from target_closum.index import KeyRule
 from target_closum.ledger import Ledger
-from target_closum.mapping import ClosumConfigError
 from target_closum.payloads import build_payload, validation_message
 from target_closum.rules import rules_for
 from target_closum.settings import TargetSettings
@@ -51,7 +51,7 @@ def test_resource_map_wins_and_load_method_upsert_only_defaults_updatable_resour
 
 def refusal_of(stream: str) -> str:
     """The config error for a stream the target does not write: one line naming it and saying to deselect it."""
-    with pytest.raises(ClosumConfigError) as info:
+    with pytest.raises(ClosumSettingsError) as info:
         TargetSettings.from_config({}).mapping_for(stream)
     message = str(info.value)
     assert "\n" not in message
@@ -73,12 +73,12 @@ def test_the_taps_consent_streams_are_never_written_on_their_own(stream):
 @pytest.mark.parametrize("resource", ["lead", "unqualified_lead", "audience_list", "lead_audience_list"])
 @pytest.mark.parametrize("action", ["update", "upsert"])
 def test_update_on_a_create_only_resource_is_a_config_error(resource, action):
-    with pytest.raises(ClosumConfigError, match="create-only"):
+    with pytest.raises(ClosumSettingsError, match="create-only"):
         TargetSettings.from_config({"resource_map": {"s": {"resource": resource, "action": action}}})
 
 
 def test_overwrite_is_refused():
-    with pytest.raises(ClosumConfigError, match=r"cannot delete|no endpoint that deletes"):
+    with pytest.raises(ClosumSettingsError, match=r"cannot delete|no endpoint that deletes"):
         TargetSettings.from_config({"load_method": "overwrite"})
 
 
