@@ -29,15 +29,11 @@ per *new* lead, never a re-read of the history.
   with one warning; the consent sweep still reads them later, so no opt-in is
   lost for good.
 - **The consent sweep.** No list carries opt-ins, so a consent withdrawn or
-  given in Closum's UI shows only in a retrieve. After the parent's read,
-  the parent hands over whole blocks of its ledger (the ids it emitted, see
-  :mod:`tap_closum.ledger`), at most ``consent_sweep_retrieves_per_run`` ids
-  per run, continuing below where the last run stopped; the child retrieves
-  them and compares each block with the opt-in digests it keeps in its state
-  (``consent``: per parent block, the ids holding an opt-in as runs and 16
-  slot digests). A changed opt-in is emitted (with its slot's), a new one
-  emitted, one gone (withdrawn, or the contact deleted) emitted once as a
-  tombstone.
+  given in Closum's UI shows only in a retrieve. After the parent's read, the
+  parent hands over whole blocks of its ledger, as many as
+  :meth:`tap_closum.consent.Consent.plan` allows this run; the child
+  retrieves them and emits what :meth:`~tap_closum.consent.Consent.settle`
+  says changed: an opt-in changed or new, a tombstone for one gone.
 """
 
 from __future__ import annotations
@@ -57,9 +53,10 @@ from closum_api.ahead import ReadAhead
 from closum_api.errors import ClosumBadResponse, ClosumNotFoundError
 from closum_api.schemas import record_schema
 from tap_closum.client import ClosumStream
-from tap_closum.ledger import DIGEST_BYTES, Ledger, digests, pack, record_hash, slot_of, unpack
+from tap_closum.consent import CONSENT_KEY, Consent
+from tap_closum.ledger import record_hash
 from tap_closum.progress import StreamCounter, StreamTimer
-from tap_closum.sweep import SLACK, SweptStream
+from tap_closum.sweep import SweptStream
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -71,6 +68,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, Record
 
     from closum_api.registry import OptIn
+    from tap_closum.ledger import Ledger
     from tap_closum.runtime import Runtime
 
 #: One retrieve: the parent id, its opt-in (``None``: none), whether the contact exists.
@@ -86,68 +84,6 @@ PARENT_IDS = "parent_ids"
 CONSENT_BLOCKS = "consent_blocks"
 #: The child context key: whether the consent sweep's blocks reach the parent's oldest block.
 CONSENT_WRAPS = "consent_wraps"
-#: The stream state's key holding the consent sweep's digests and position.
-CONSENT_KEY = "consent"
-
-
-def _consent_block(encoded: object) -> tuple[int, list[int]] | None:
-    """A consent block ``[lo, digests]`` from the state; ``None`` when it is not one."""
-    if not (isinstance(encoded, list) and len(encoded) == 2 and isinstance(encoded[0], int)):  # noqa: PLR2004  # [lo, digests]
-        return None
-    try:
-        return encoded[0], unpack(str(encoded[1]), CONSENT_SLOTS)
-    except ValueError:
-        return None
-
-
-#: Digests per parent block the consent sweep keeps: a changed opt-in re-emits its slot's (about 32 contacts).
-CONSENT_SLOTS = 8
-
-
-class Consent:
-    """The consent sweep's state: per parent ledger block, :data:`CONSENT_SLOTS` digests of its contacts' opt-ins.
-
-    No id is kept: when a slot's digest changed, every contact of the block in
-    that slot is emitted again, its opt-in, or a tombstone when it has none (a
-    tombstone of an opt-in that never was deletes nothing).
-
-    Attributes:
-        blocks: slot digests by the parent block's ``lo``.
-        next: the sweep goes on with the parent blocks below this ``lo`` (``None``: from the newest).
-        seen: whether the account ever served an opt-in (then the probe never gives up).
-        cycles: whole consent sweeps completed.
-        credit: retrieves the consent sweep may still send (it earns 1.5 x contacts / ``sweep_cycle_runs`` per run).
-    """
-
-    def __init__(self, value: object) -> None:
-        """Read from the stream state (anything unreadable starts afresh)."""
-        raw = value if isinstance(value, dict) else {}
-        self.blocks: dict[int, list[int]] = {}
-        for encoded in raw.get("blocks") or []:
-            block = _consent_block(encoded)
-            if block is not None:
-                self.blocks[block[0]] = block[1]
-        nxt = raw.get("next")
-        self.next: int | None = nxt if isinstance(nxt, int) else None
-        self.seen = bool(raw.get("seen"))
-        self.cycles = int(raw.get("cycles") or 0)
-        self.credit = int(raw.get("credit_milli") or 0) / 1000
-
-    def encode(self) -> dict[str, t.Any]:
-        """As the stream state holds it."""
-        return {
-            "next": self.next,
-            "seen": self.seen,
-            "cycles": self.cycles,
-            "credit_milli": round(self.credit * 1000),  # an integer: SDK targets read JSON numbers as Decimal
-            "blocks": [[lo, pack(self.blocks[lo])] for lo in sorted(self.blocks)],
-        }
-
-    def add(self, lo: int, record_id: int, value: int) -> None:
-        """The opt-in of a new contact, first emitted: into the digests of parent block ``lo``."""
-        slots = self.blocks.setdefault(lo, [0] * CONSENT_SLOTS)
-        slot = slot_of(record_id, CONSENT_SLOTS)
-        slots[slot] = (slots[slot] + value) % (1 << (8 * DIGEST_BYTES))
 
 
 def _as_object(value: object) -> dict[str, t.Any] | None:
@@ -293,11 +229,7 @@ class OptInStream(ClosumStream):
             new: the ids of this run's new records (an older contact's opt-in is in its digests already).
         """
         consent = self.consent
-        for record_id, value in sorted(self.pending.items()):
-            index = ledger.index_of(record_id)
-            if index >= 0 and record_id in new:
-                consent.add(ledger.blocks[index].lo, record_id, value)
-        consent.seen = consent.seen or bool(self.pending)
+        consent.file(self.pending, ledger, new)
         self.pending = {}
         self.stream_state[CONSENT_KEY] = consent.encode()
 
@@ -312,25 +244,12 @@ class OptInStream(ClosumStream):
         """
         consent = self.consent
         settings = self.runtime.settings
-        budget = settings.consent_sweep_retrieves_per_run
-        if budget <= 0 or not ledger.blocks:
-            return None
-        # Each run earns the retrieves of 1/sweep_cycle_runs of the contacts (with the sweep's slack for whole
-        # blocks), at most the budget.
-        consent.credit = min(consent.credit + SLACK * len(ledger) / settings.sweep_cycle_runs, budget)
-        index = len(ledger.blocks) - 1 if consent.next is None else ledger.index_of(consent.next - 1)
-        blocks: list[tuple[int, tuple[int, ...]]] = []
-        # Whole blocks while credit is left: the last one may overdraw it (repaid by the next runs), so a run
-        # spends its budget on average, not the whole blocks that fit in it.
-        while index >= 0 and consent.credit > 0:
-            blocks.append((ledger.blocks[index].lo, tuple(ledger.blocks[index].ids)))
-            consent.credit -= len(ledger.blocks[index].ids)
-            index -= 1
+        blocks, wraps = consent.plan(ledger, settings.consent_sweep_retrieves_per_run, settings.sweep_cycle_runs)
         self.stream_state[CONSENT_KEY] = consent.encode()
         if not blocks:
             return None
         los = tuple(b.lo for b in ledger.blocks)
-        return {CONSENT_BLOCKS: tuple(blocks), CONSENT_WRAPS: index < 0, "parent_los": los}
+        return {CONSENT_BLOCKS: blocks, CONSENT_WRAPS: wraps, "parent_los": los}
 
     # -- requests --------------------------------------------------------------
     @override
@@ -446,7 +365,7 @@ class OptInStream(ClosumStream):
                 self._give_up()
 
     def _deleted(self, parent_id: int) -> dict[str, t.Any]:
-        """The tombstone of the opt-in of a contact found deleted (the consent sweep no longer reads it)."""
+        """The tombstone of the opt-in of a contact found deleted, or found without one by the consent sweep."""
         return {self.opt_in.key: parent_id, "_sdc_deleted_at": self.deleted_at}
 
     def _consent_sweep(
@@ -470,27 +389,14 @@ class OptInStream(ClosumStream):
                         if opt_in is not None:
                             found[parent_id] = self._record(parent_id, opt_in)
                     consent = self.consent
-                    held = consent.blocks.get(lo)
-                    now = digests(
-                        {parent_id: record_hash(record) for parent_id, record in found.items()}, CONSENT_SLOTS
-                    )
-                    changed = {slot for slot in range(CONSENT_SLOTS) if held is None or now[slot] != held[slot]}
-                    for parent_id in sorted(ids, reverse=True):
-                        if slot_of(parent_id, CONSENT_SLOTS) in changed:
-                            yield found.get(parent_id) or {
-                                self.opt_in.key: parent_id,
-                                "_sdc_deleted_at": self.deleted_at,
-                            }
-                    consent.blocks[lo] = now
-                    consent.seen = consent.seen or bool(found)
-                    consent.next = lo
+                    for parent_id in consent.settle(lo, ids, {i: record_hash(r) for i, r in found.items()}):
+                        yield found.get(parent_id) or self._deleted(parent_id)
                     self.stream_state[CONSENT_KEY] = consent.encode()
             finally:
                 results.close()
             if self._consent_wraps:
                 consent = self.consent
-                consent.next, consent.cycles = None, consent.cycles + 1
-                consent.blocks = {lo: b for lo, b in consent.blocks.items() if lo in self._parent_los}
+                consent.wrap(self._parent_los)
                 self.stream_state[CONSENT_KEY] = consent.encode()
 
     def _record(self, parent_id: int, opt_in: dict[str, t.Any]) -> dict[str, t.Any]:
