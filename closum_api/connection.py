@@ -101,6 +101,11 @@ class _Deadline:
         if shut is not None:
             _shut_quietly(shut)
 
+    @property
+    def finished(self) -> bool:
+        """Whether the request is over."""
+        return self._finished
+
     def finish(self) -> None:
         """The request is over (answered or failed): the deadline no longer applies."""
         with self._lock:
@@ -114,16 +119,29 @@ def _shut_quietly(shut: t.Callable[[int], None]) -> None:
 
 
 class _Watchdog:
-    """One thread for the whole process: expires the deadlines that pass."""
+    """One thread for the whole process: expires the deadlines that pass.
+
+    A request that ends in time leaves its entry behind; once most entries are
+    such, :meth:`arm` drops them, so the heap holds about the requests in
+    flight, not every request of the last ``request_timeout``.
+    """
+
+    #: finished entries tolerated before a clean-up (and at most half the heap)
+    STALE = 256
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Deadline]] = []
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._stale = 0
 
     def arm(self, deadline: _Deadline) -> None:
         with self._wake:
+            if self._stale > self.STALE and self._stale * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].finished]
+                heapq.heapify(self._heap)
+                self._stale = 0
             heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
@@ -131,12 +149,19 @@ class _Watchdog:
             if self._heap[0][2] is deadline:
                 self._wake.notify()
 
+    def finished(self) -> None:
+        """A deadline armed here is over (its entry stays until popped or cleaned up)."""
+        with self._wake:
+            self._stale += 1
+
     def _run(self) -> None:
         while True:
             with self._wake:
                 while not self._heap or self._heap[0][0] > time.monotonic():
                     self._wake.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
                 _, _, deadline = heapq.heappop(self._heap)
+                if deadline.finished:
+                    self._stale = max(0, self._stale - 1)
             deadline.expire()
 
 
@@ -220,6 +245,8 @@ class TimeoutAdapter(HTTPAdapter):
         finally:
             _CURRENT.deadline = None
             deadline.finish()
+            if not deadline.expired:  # an expired one has left the heap
+                _WATCHDOG.finished()
         if deadline.expired:  # the shut socket read as the end of a short answer
             raise DeadlineExceeded(_deadline_message(deadline), request=request)
         return response

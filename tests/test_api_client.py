@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from closum_api import connection
 from closum_api.client import ClosumClient, Connection
 from closum_api.errors import ClosumAuthError, ClosumOutcomeUnknown
 from closum_api.registry import get
@@ -85,3 +86,17 @@ def test_a_401_renews_the_token_and_resends_once_only(sandbox, client):
     log = [(r["path"], r["status"]) for r in sandbox.requests_log()]
     assert log == [("/api/email", 401), ("/api/token", 200), ("/api/email", 401)]
     assert client.auth.tokens_issued == 2
+
+
+def test_the_deadline_watchdog_holds_about_the_requests_in_flight_not_every_request_of_the_timeout():
+    watchdog = connection._Watchdog()
+    live = [connection._Deadline(60) for _ in range(10)]
+    for deadline in live:
+        watchdog.arm(deadline)
+    for _ in range(5000):  # requests answered in time, long before their deadline
+        deadline = connection._Deadline(60)
+        watchdog.arm(deadline)
+        deadline.finish()
+        watchdog.finished()
+    assert len(watchdog._heap) <= 2 * connection._Watchdog.STALE + 10
+    assert all(any(entry[2] is d for entry in watchdog._heap) for d in live)  # the live ones are kept
