@@ -230,7 +230,13 @@ class ClosumClient:
         return False
 
     def add(
-        self, resource: Resource, payload: t.Mapping[str, t.Any], *, resend_safe: bool, budget: Budget | None = None
+        self,
+        resource: Resource,
+        payload: t.Mapping[str, t.Any],
+        *,
+        resend_safe: bool,
+        budget: Budget | None = None,
+        on_sending: t.Callable[[], None] | None = None,
     ) -> v2.Answer:
         """POST a record to the V2 API (``/lead/add/``) and read its answer tolerantly (:mod:`closum_api.v2`).
 
@@ -240,6 +246,7 @@ class ClosumClient:
             resend_safe: sending it twice writes it once (``update_enabled``): every transient failure is
                 retried; otherwise an answer lost after sending is an unknown outcome.
             budget: the operation's budget (a fresh one if not given).
+            on_sending: called just before each try's bytes go out (as for :meth:`create`).
 
         Returns:
             What the answer says (the id, if it gave one).
@@ -249,7 +256,7 @@ class ClosumClient:
         """
         call = Call("POST", resource.create_path, idempotent=resend_safe, json=payload, api=resource.api)
         try:
-            answer = self.send(call, budget=budget)
+            answer = self.send(call, budget=budget, on_sending=on_sending)
         except ClosumFatalError as exc:
             if exc.response is None or exc.status not in ENDPOINT_MISSING or isinstance(exc, ClosumEndpointError):
                 raise

@@ -1,4 +1,4 @@
-"""Closum's V2 API answers, read tolerantly: their shape is not documented.
+"""Closum's V2 API answers, read tolerantly (their shape is not documented), and its lifecycle stages.
 
 The V2 documentation ("CLOSUM V2.0", 2022) shows the body of ``POST
 /v2/lead/add/`` but not its answer; the only answer it shows (``sms/send``) is
@@ -41,6 +41,20 @@ if t.TYPE_CHECKING:
     import requests
 
 LOGGER = logging.getLogger("closum_api.v2")
+
+#: The lifecycle stages a V2 contact's ``contact_lifecycle_stage_id`` takes (1 to 9): the nine the V1
+#: API's 2021 revision lists, by id, with their labels there.
+LIFECYCLE_STAGES = (
+    "Não Qualificado",
+    "Subscritor",
+    "Lead",
+    "Marketing Qualified Lead",
+    "Sales Qualified Lead",
+    "Oportunidade",
+    "Cliente",
+    "Evangelista",
+    "Outro",
+)
 
 _TRUE = frozenset({"true", "ok", "success", "1"})
 _FALSE = frozenset({"false", "error", "fail", "failed", "failure", "0"})

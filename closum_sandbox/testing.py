@@ -160,9 +160,8 @@ class SandboxAdmin:
         leads: list[dict[str, Any]] = []
         page = 1
         while True:
-            r = self._http.get(
-                self.api_v2_url + "/lead/", params={"api-key": self.api_key, "page": page, "limit": 1000}, timeout=60
-            )
+            params: dict[str, str | int] = {"api-key": self.api_key, "page": page, "limit": 1000}
+            r = self._http.get(self.api_v2_url + "/lead/", params=params, timeout=60)
             r.raise_for_status()
             answer = r.json()
             leads += answer["data"]

@@ -13,6 +13,8 @@ import typing as t
 from dataclasses import dataclass, field
 
 from target_closum.mapping import ClosumConfigError, StreamMapping, check_load_method, mapping_for
+from target_closum.payloads import PayloadOptions
+from target_closum.phones import DEFAULT_REGION, check_region
 
 #: The ledger and the rejects file default to ``output/``, relative to the working directory: the folder
 #: a Meltano project keeps its plugins' output in and git-ignores (``meltano init`` creates it so). The
@@ -26,6 +28,9 @@ DEFAULT_BATCH_ROWS = 1000
 DEFAULT_CREATE_MISSING_REFERENCES = False
 #: more than half the records refused: almost always a mapping error upstream, so the run fails
 DEFAULT_MAX_REJECTED_SHARE = 0.5
+DEFAULT_PHONE_REGION = DEFAULT_REGION
+#: a V2 add updates the contact Closum already has, so sending it again never creates a second one
+DEFAULT_UPDATE_ENABLED = True
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class TargetSettings:
         batch_size_rows: records held per stream before they are written.
         create_missing_references: create the contact types and audience lists a record names that do not exist.
         max_rejected_share: the run fails when a larger share of its records is rejected (0: any reject, 1: never).
+        default_phone_region: the region of phone numbers written without a country code.
+        default_consent_email: a contact's ``consent_email`` when its record has none (None: rejected).
+        default_consent_sms: the same for ``consent_sms``.
+        update_enabled: a V2 add updates the contact that exists already.
     """
 
     rejects_path: str = DEFAULT_REJECTS_PATH
@@ -51,6 +60,19 @@ class TargetSettings:
     batch_size_rows: int = DEFAULT_BATCH_ROWS
     create_missing_references: bool = DEFAULT_CREATE_MISSING_REFERENCES
     max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
+    default_phone_region: str = DEFAULT_PHONE_REGION
+    default_consent_email: bool | None = None
+    default_consent_sms: bool | None = None
+    update_enabled: bool = DEFAULT_UPDATE_ENABLED
+
+    @property
+    def payload_options(self) -> PayloadOptions:
+        """The settings that shape payloads."""
+        return PayloadOptions(
+            phone_region=self.default_phone_region,
+            consent_email=self.default_consent_email,
+            consent_sms=self.default_consent_sms,
+        )
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TargetSettings:
@@ -84,7 +106,17 @@ class TargetSettings:
             max_rejected_share=float(
                 DEFAULT_MAX_REJECTED_SHARE if config.get("max_rejected_share") is None else config["max_rejected_share"]
             ),
+            default_phone_region=_text(config, "default_phone_region", DEFAULT_PHONE_REGION).upper(),
+            default_consent_email=_optional_bool(config, "default_consent_email"),
+            default_consent_sms=_optional_bool(config, "default_consent_sms"),
+            update_enabled=bool(
+                DEFAULT_UPDATE_ENABLED if config.get("update_enabled") is None else config["update_enabled"]
+            ),
         )
+        problem = check_region(settings.default_phone_region)
+        if problem:
+            msg = f"default_phone_region: {problem}"
+            raise ClosumConfigError(msg)
         for stream in settings.resource_map:
             settings.mapping_for(stream)
         return settings
@@ -97,3 +129,9 @@ class TargetSettings:
 def _text(config: t.Mapping[str, t.Any], key: str, default: str) -> str:
     """A text setting; ``default`` when it is absent, null or empty."""
     return str(config.get(key) or default)
+
+
+def _optional_bool(config: t.Mapping[str, t.Any], key: str) -> bool | None:
+    """An on/off setting without a default; None when it is absent or null."""
+    value = config.get(key)
+    return None if value is None else bool(value)

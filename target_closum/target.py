@@ -21,7 +21,7 @@ from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.ledger import LedgerInUseError
 from target_closum.load import LoadContext
-from target_closum.mapping import ACTIONS, LOAD_METHODS, writable_resources
+from target_closum.mapping import ACTIONS, LOAD_METHODS, ClosumConfigError, credentials_problem, writable_resources
 from target_closum.reader import BadInputError, ClosumReader, batch_records, batch_storage
 from target_closum.settings import (
     DEFAULT_BATCH_ROWS,
@@ -30,7 +30,9 @@ from target_closum.settings import (
     DEFAULT_LEDGER_PATH,
     DEFAULT_LOAD_METHOD,
     DEFAULT_MAX_REJECTED_SHARE,
+    DEFAULT_PHONE_REGION,
     DEFAULT_REJECTS_PATH,
+    DEFAULT_UPDATE_ENABLED,
     TargetSettings,
 )
 from target_closum.sinks import ClosumSink
@@ -88,7 +90,7 @@ class TargetClosum(OneLineCommand, Target):
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [*Target.capabilities, PluginCapabilities.BATCH]
 
     config_jsonschema = th.PropertiesList(
-        *connection_properties(),
+        *connection_properties(v2=True),
         th.Property(
             "resource_map",
             th.ObjectType(
@@ -121,10 +123,44 @@ class TargetClosum(OneLineCommand, Target):
             ),
             title="Resource map",
             description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
-            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert, '
+            'contact_type | audience_list | lead_audience_list | contact, "action": create | update | upsert, '
             '"match_on": [fields]}. '
-            "Streams not listed map by name (leads, lead, contact-types...) with action create. "
-            "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
+            "Streams not listed map by name (leads, lead, contact-types, contacts...) with action create. "
+            "update and upsert need a resource with an update endpoint (email, phone, contact_type). "
+            "contact is written through Closum's V2 API (api_key): action create, no match_on.",
+        ),
+        th.Property(
+            "update_enabled",
+            th.BooleanType,
+            default=DEFAULT_UPDATE_ENABLED,
+            title="Update existing contacts (V2)",
+            description="Contacts (V2 lead/add): ask Closum to update the contact it already has (same email or "
+            "mobile number) instead of refusing the add. On, sending a contact again never creates a second one "
+            "(a replay, or a machine without the ledger); off, Closum refuses a contact that exists (a reject).",
+        ),
+        th.Property(
+            "default_consent_email",
+            th.BooleanType,
+            title="Default email consent (V2)",
+            description="Contacts (V2): the consent_email sent for a record that has none. Unset: such a record "
+            "is rejected (Closum's V2 API requires it). Set it only to what the contacts really agreed to.",
+        ),
+        th.Property(
+            "default_consent_sms",
+            th.BooleanType,
+            title="Default SMS consent (V2)",
+            description="Contacts (V2): the consent_sms sent for a record that has none. Unset: such a record "
+            "is rejected (Closum's V2 API requires it). Set it only to what the contacts really agreed to.",
+        ),
+        th.Property(
+            "default_phone_region",
+            th.StringType(min_length=2, max_length=3),
+            default=DEFAULT_PHONE_REGION,
+            title="Default phone region",
+            description="The region (two letters, such as PT or ES) of phone numbers written without a country "
+            "code: +351 912 345 678, 00351912345678 and, with PT, 912 345 678 are one number. A contact's "
+            "mobile_number is sent in E.164 (+351912345678); a lead's phone given as one string as "
+            "extension 00351 and number 912345678. A number that cannot be one is rejected with the reason.",
         ),
         th.Property(
             "create_missing_references",
@@ -236,8 +272,16 @@ class TargetClosum(OneLineCommand, Target):
 
     # -- sinks: each one is handed the run's shared parts ---------------------------
     def get_sink_class(self, stream_name: str) -> type[ClosumSink]:
-        """Refuse a stream that cannot be written, at its SCHEMA message."""
-        self.settings.mapping_for(stream_name)
+        """Refuse a stream that cannot be written (or not with the credentials given), at its SCHEMA message.
+
+        Raises:
+            ClosumConfigError: the stream's API needs credentials that are not set.
+        """
+        mapping = self.settings.mapping_for(stream_name)
+        connection = self.load.shared.connection
+        problem = credentials_problem(mapping, v1=connection.has_v1_credentials, v2=bool(connection.api_key))
+        if problem:
+            raise ClosumConfigError(problem)
         return ClosumSink
 
     def get_sink(
