@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import socket
 import sqlite3
 
 import pytest
+import requests
 from test_target_support import rejects, run_target, run_target_process, singer
 
+from closum_api import redact
+from closum_api.errors import server_message
 from target_closum.mapping import ClosumConfigError
 
 #: a key no other text of a run contains by chance
@@ -416,3 +421,49 @@ def test_a_leads_phone_typed_as_one_string_is_split_as_the_reference_shows(sandb
     assert phones == [("001", "517-388-1452"), ("00351", "912345678"), ("00351", "913000111")]  # an object as given
     [reject] = rejects(tmp_path / "r.jsonl")
     assert reject["message"].startswith("field phone: 'ligar depois' is not a valid phone number")
+
+
+def test_a_failed_connection_at_debug_shows_its_traceback_without_the_key(sandbox, tmp_path, loglevel_debug):
+    _ = loglevel_debug
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = free.getsockname()[1]
+    config = v2_config(sandbox, tmp_path, api_key=KEY, api_v2_url=f"http://127.0.0.1:{closed}/v2", max_retries=0)
+    code, out, err = run_target_process(config, tmp_path, singer("contacts", [contact(1)]))
+    assert code == 1
+    [line] = [line for line in err.splitlines() if "target-closum failed" in line]
+    assert f"cannot reach http://127.0.0.1:{closed}/v2 after 1 try: connection refused" in line
+    assert "Traceback" in err  # at DEBUG
+    assert KEY not in out + err
+
+
+def test_a_logged_traceback_that_quotes_a_url_with_the_key_is_scrubbed():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("test_target_v2.scrub")
+    logger.addHandler(handler)
+    logger.propagate = False
+    root_handlers = logging.getLogger().handlers
+    try:
+        logging.getLogger().handlers = [handler]
+        redact.guard_logs()
+        try:
+            requests.get(f"http://127.0.0.1:1/v2/lead/?api-key={KEY}", timeout=1)
+        except requests.ConnectionError:
+            logger.exception("failed: %s", f"/v2/lead/?api-key={KEY}")
+    finally:
+        logging.getLogger().handlers = root_handlers
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "failed: /v2/lead/?api-key=***" in text
+    assert "url: /v2/lead/?api-key=***" in text  # the exception's own message, in the traceback
+    assert KEY not in text
+
+
+def test_what_a_server_says_is_shown_without_the_key():
+    redact.remember(KEY)
+    answer = requests.Response()
+    answer.status_code = 400
+    answer._content = json.dumps({"message": f"invalid key {KEY} in /v2/lead/add/?api-key={KEY}&x=1"}).encode()
+    assert server_message(answer) == "invalid key *** in /v2/lead/add/?api-key=***&x=1"
+    assert redact.scrub("GET /v2/lead/?API_KEY=abc&page=2") == "GET /v2/lead/?API_KEY=***&page=2"
