@@ -277,7 +277,8 @@ class OptIn:
 
 
 BY_NAME: dict[str, Resource] = {r.name: r for r in ALL_RESOURCES}
-BY_STREAM: dict[str, Resource] = {r.stream_name: r for r in ALL_RESOURCES}
+#: The V1 resources by the name of the tap stream that reads each (no tap stream reads a V2 resource).
+BY_STREAM: dict[str, Resource] = {r.stream_name: r for r in RESOURCES}
 #: V1 resources by path (V2's contact lives at ``lead`` too: it is found by its name).
 BY_PATH: dict[str, Resource] = {r.path: r for r in RESOURCES}
 
@@ -286,7 +287,7 @@ OPT_INS: tuple[OptIn, ...] = (OptIn(BY_NAME["lead"]), OptIn(BY_NAME["unqualified
 
 
 def get(name: str) -> Resource:
-    """Look a resource up by its name (``lead``), stream name or URL path.
+    """Look a resource up by its name (``lead``, ``contact``), or a V1 resource by its stream name or URL path.
 
     Args:
         name: a name, stream name or path.
