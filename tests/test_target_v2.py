@@ -12,8 +12,8 @@ import pytest
 import requests
 from test_target_support import rejects, run_target, run_target_process, singer
 
-from closum_api import redact
-from closum_api.errors import server_message
+from closum_api import redact, v2
+from closum_api.errors import ClosumFatalError, server_message
 from target_closum.mapping import ClosumConfigError
 
 #: a key no other text of a run contains by chance
@@ -467,3 +467,29 @@ def test_what_a_server_says_is_shown_without_the_key():
     answer._content = json.dumps({"message": f"invalid key {KEY} in /v2/lead/add/?api-key={KEY}&x=1"}).encode()
     assert server_message(answer) == "invalid key *** in /v2/lead/add/?api-key=***&x=1"
     assert redact.scrub("GET /v2/lead/?API_KEY=abc&page=2") == "GET /v2/lead/?API_KEY=***&page=2"
+
+
+@pytest.mark.parametrize(
+    ("answer", "written", "closum_id"),
+    [
+        ({"status": True, "data": {"id": 7}}, True, 7),
+        ({"success": "ok", "id": "8"}, True, 8),
+        ({"status": 1, "data": {"lead_id": 9}}, True, 9),
+        ({"status": True, "message": "Lead added"}, True, None),
+        ({"status": False, "message": "email invalid"}, False, None),
+        ({"success": "error", "message": "no"}, False, None),
+        ({"result": "ok"}, True, None),
+        ({"error": "quota exceeded"}, False, None),
+    ],
+)
+def test_an_answer_is_read_for_what_it_may_say(answer, written, closum_id):
+    response = requests.Response()
+    response.status_code = 200
+    response._content = json.dumps(answer).encode()
+    try:
+        read = v2.AnswerReader().read("POST /lead/add/", v2.check_answer("POST", "/lead/add/", response))
+    except ClosumFatalError:
+        assert not written
+    else:
+        assert written
+        assert read.closum_id == closum_id
