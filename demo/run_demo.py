@@ -62,7 +62,6 @@ PLUGIN_EXECUTABLES = [
     ".meltano/extractors/tap-closum/venv/bin/tap-closum",
     ".meltano/extractors/tap-jsonl/venv/bin/tap-jsonl",
     ".meltano/extractors/tap-spreadsheets/venv/bin/tap-spreadsheets",
-    ".meltano/extractors/tap-spreadsheets-contacts/venv/bin/tap-spreadsheets",
     ".meltano/loaders/target-closum/venv/bin/target-closum",
     ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
 ]
