@@ -144,10 +144,9 @@ class ContactWriter:
     def _unsettled(self, key: str, count: int) -> str:
         return (
             f"stream {self.stream_name}: {count} add{'s' if count != 1 else ''} (first: key {key}) may have been "
-            "written by Closum, the answer lost, and its V2 API offers no documented way to check; it stays pending. "
-            "Rerun with "
-            "update_enabled on (the default) to send them again safely (Closum then updates what it has), or "
-            "check the contacts in Closum and remove their rows from the ledger"
+            "written by Closum, the answer lost, and its V2 API offers no documented way to check: left pending. "
+            "Rerun with update_enabled on (the default) to send them again safely (Closum then updates what it "
+            "has), or check the contacts in Closum and remove their rows from the ledger"
         )
 
     # -- per batch ----------------------------------------------------------------------
