@@ -1,4 +1,4 @@
-"""Bearer-token authentication for the Closum API.
+"""How a request proves who sends it: a bearer token (V1 API) or the api-key (V2 API).
 
 ``POST /token`` trades ``api_username``/``api_pw`` for a token with a lifetime.
 :class:`ClosumTokenAuth` holds one token and renews it shortly before it
@@ -13,6 +13,14 @@ request (but holds no place in flight: a request that renews the token after a
 401 holds one already). An answer that can never succeed (credentials refused,
 a 200 that is not the envelope, no token endpoint at all: a 404 or 405,
 ``api_url`` is wrong) is kept: every later request fails with the same line at once.
+
+:class:`ApiKeyAuth` is the V2 API's: the key travels as the ``api-key`` query
+parameter of every request (:meth:`ApiKeyAuth.sign`), nothing is fetched or
+renewed, and a 401 means the key is refused (:meth:`ApiKeyAuth.refused`). The
+key is remembered by :mod:`closum_api.redact`, so no message or log line shows it.
+Both auths offer the client the same four steps: ``token`` (the credential of a
+try), ``sign`` (where it travels), ``renews`` (a 401 renews it and resends once)
+and ``invalidate``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import threading
 import time
 import typing as t
 
-from closum_api import retry
+from closum_api import redact, retry
 from closum_api.connection import new_session
 from closum_api.errors import (
     ENDPOINT_MISSING,
@@ -34,10 +42,13 @@ from closum_api.errors import (
     ClosumEndpointError,
     ClosumError,
     check_response,
+    answer_line,
     retry_after_seconds,
 )
 
 if t.TYPE_CHECKING:
+    import requests
+
     from closum_api.connection import Connection
     from closum_api.pace import Pace
 
@@ -49,12 +60,15 @@ MAX_RENEW_MARGIN = 60.0
 
 
 class ClosumTokenAuth:
-    """Holds a Closum bearer token and renews it on demand.
+    """Holds a Closum bearer token and renews it on demand (the V1 API).
 
     Attributes:
         connection: the account.
         tokens_issued: tokens fetched so far.
+        renews: a 401 renews the token and the request is sent once more.
     """
+
+    renews = True
 
     def __init__(
         self, connection: Connection, pace: Pace | None = None, policy: retry.RetryPolicy | None = None
@@ -103,6 +117,11 @@ class ClosumTokenAuth:
                 token = self._fetch_counted(budget or self.policy.budget())
             return token
 
+    @staticmethod
+    def sign(token: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Where the token travels: the query parameters and headers of a request (``Authorization: Bearer``)."""
+        return {}, {"Authorization": f"Bearer {token}"}
+
     def prefetch(self) -> None:
         """Fetch the token ahead of the first request, with one try; a failure is left for that request."""
         once = dataclasses.replace(self.policy, max_tries=1).budget()
@@ -137,6 +156,13 @@ class ClosumTokenAuth:
     def _fetch(self, budget: retry.Budget) -> str:
         """Fetch a new token and hold it; called with the lock held."""
         if self._fatal is not None:
+            raise self._fatal
+        if not self.connection.has_v1_credentials:
+            msg = (
+                "this needs Closum's V1 API, which takes api_username and api_pw; only api_key is set, and it "
+                "reaches the V2 API only (resource contact): set api_username and api_pw too"
+            )
+            self._fatal = ClosumAuthError(msg)
             raise self._fatal
         try:
             envelope = retry.call(self._post_token, budget, f"POST {AUTH_PATH}", _log_retry)
@@ -180,6 +206,76 @@ class ClosumTokenAuth:
         if response.status_code in ENDPOINT_MISSING:
             raise ClosumEndpointError.for_token(conn.api_url + AUTH_PATH, conn.api_url, response)
         return check_response("POST", AUTH_PATH, response)
+
+
+class ApiKeyAuth:
+    """The V2 API's api-key: the ``api-key`` query parameter of every request; nothing to fetch or renew.
+
+    Attributes:
+        connection: the account.
+        renews: False: a refused key stays refused.
+    """
+
+    renews = False
+
+    def __init__(self, connection: Connection) -> None:
+        """Hold the connection's key; remember it as a secret and guard the logs (:mod:`closum_api.redact`).
+
+        Args:
+            connection: the account; its ``api_key`` is never logged or shown.
+        """
+        self.connection = connection
+        if connection.api_key:
+            redact.remember(connection.api_key)
+            redact.guard_logs()
+
+    def __repr__(self) -> str:
+        """Where, never the key."""
+        return f"ApiKeyAuth(api_v2_url={self.connection.api_v2_url!r})"
+
+    def token(self, budget: retry.Budget | None = None) -> str:
+        """The key.
+
+        Args:
+            budget: unused: nothing is fetched.
+
+        Returns:
+            The api-key.
+
+        Raises:
+            ClosumAuthError: no ``api_key`` is set.
+        """
+        _ = budget
+        if not self.connection.api_key:
+            msg = (
+                "this needs Closum's V2 API, which takes an api_key "
+                "(created in Closum: Settings → Integrations → API Keys); set api_key"
+            )
+            raise ClosumAuthError(msg)
+        return self.connection.api_key
+
+    @staticmethod
+    def sign(token: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Where the key travels: the ``api-key`` query parameter."""
+        return {redact.KEY_PARAM: token}, {}
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Nothing to forget: a key is not renewed."""
+
+    @staticmethod
+    def refused(method: str, path: str, response: requests.Response) -> ClosumAuthError:
+        """The error of a 401: Closum refused the key.
+
+        Args:
+            method: the request's verb.
+            path: its path below ``api_v2_url``.
+            response: the answer.
+
+        Returns:
+            The error, its line saying what to check.
+        """
+        msg = f"Closum refused the api_key ({answer_line(method, path, response)}); check api_key and api_v2_url"
+        return ClosumAuthError(msg, response)
 
 
 def _log_retry(wait: float, _tries: int, exc: BaseException) -> None:

@@ -16,6 +16,13 @@ connection dropped after sending or cut during the answer) the client raises
 the server within the same budget. A 2xx that is not the envelope is never
 retried: on a create it is an unknown outcome that ends the run
 (``ClosumOutcomeUnknown`` with ``final`` set).
+
+A :class:`Call` names the API it goes to (:class:`~closum_api.registry.Api`):
+V1 calls go to ``api_url`` with the bearer token, V2 calls to ``api_v2_url``
+with the api-key as a query parameter (:class:`~closum_api.auth.ApiKeyAuth`),
+their answers read by :mod:`closum_api.v2`; pace, place in flight and retries
+are the same. The key is added to the request as it is prepared, never to the
+``Call``, so a request is logged and counted by its method and path alone.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ from urllib.parse import urlencode
 import requests
 import urllib3
 
-from closum_api import retry
-from closum_api.auth import ClosumTokenAuth
+from closum_api import retry, v2
+from closum_api.auth import ApiKeyAuth, ClosumTokenAuth
 from closum_api.connection import Connection, new_session
 from closum_api.errors import (
     ENDPOINT_MISSING,
@@ -47,6 +54,7 @@ from closum_api.errors import (
 )
 from closum_api.listing import DEFAULT_PAGE_SIZE
 from closum_api.pace import DEFAULT_PARALLEL_REQUESTS, Pace
+from closum_api.registry import Api
 from closum_api.retry import CONNECTION_FAILURES, Budget, RetryPolicy
 
 if t.TYPE_CHECKING:
@@ -84,9 +92,11 @@ class ClosumClient:
         api_url: the base URL, up to and including ``/api``.
         timeout: seconds a whole request may take.
         session: the HTTP session, shared by every thread.
-        auth: the token holder.
+        auth: the token holder (V1).
+        key_auth: the api-key (V2).
         pace: the run's request rate and its limit of requests in flight.
-        policy: the retry limits of each request.
+        policy: the retry limits of each request (V1; :attr:`policies` has each API's).
+        answers: the reader of V2 answers.
     """
 
     def __init__(
@@ -106,15 +116,25 @@ class ClosumClient:
         self.session.headers["User-Agent"] = connection.user_agent or self.session.headers["User-Agent"]
         self.pace = pace if pace is not None else Pace(max_in_flight=max_parallel)
         self.policy = RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
+        self.policies = {
+            Api.V1: self.policy,
+            Api.V2: RetryPolicy(connection.api_v2_url, connection.max_tries, connection.backoff_base),
+        }
         self.auth = ClosumTokenAuth(connection, self.pace, self.policy)
+        self.key_auth = ApiKeyAuth(connection)
+        self.answers = v2.AnswerReader()
 
     def close(self) -> None:
         """Close the session's connections."""
         self.session.close()
 
-    def budget(self) -> Budget:
-        """A fresh retry budget, for an operation of several requests (a create and its check)."""
-        return self.policy.budget()
+    def budget(self, api: Api = Api.V1) -> Budget:
+        """A fresh retry budget, for an operation of several requests (a create and its check).
+
+        Args:
+            api: the API the operation talks to (its give-up line names that API's URL).
+        """
+        return self.policies[api].budget()
 
     # -- reads ---------------------------------------------------------------
     def get(
@@ -208,6 +228,38 @@ class ClosumClient:
             return True
         return False
 
+    def add(
+        self,
+        resource: Resource,
+        payload: t.Mapping[str, t.Any],
+        *,
+        resend_safe: bool,
+        budget: Budget | None = None,
+    ) -> v2.Answer:
+        """POST a record to the V2 API (``/lead/add/``) and read its answer tolerantly (:mod:`closum_api.v2`).
+
+        Args:
+            resource: a V2 resource.
+            payload: the request body.
+            resend_safe: sending it twice writes it once (``update_enabled``): every transient failure is
+                retried; otherwise an answer lost after sending is an unknown outcome.
+            budget: the operation's budget (a fresh one if not given).
+
+        Returns:
+            What the answer says (the id, if it gave one).
+
+        Raises:
+            ClosumEndpointError: the endpoint answered 404 or 405 (``api_v2_url`` is wrong).
+        """
+        call = Call("POST", resource.create_path, idempotent=resend_safe, json=payload, api=resource.api)
+        try:
+            answer = self.send(call, budget=budget)
+        except ClosumFatalError as exc:
+            if exc.response is None or exc.status not in ENDPOINT_MISSING or isinstance(exc, ClosumEndpointError):
+                raise
+            raise v2.endpoint_error(exc.response, self.connection.api_v2_url) from None
+        return self.answers.read(call.what, answer)
+
     def update(self, resource: Resource, record_id: int, payload: t.Mapping[str, t.Any]) -> None:
         """PUT a record; idempotent, so every transient failure is retried.
 
@@ -233,20 +285,24 @@ class ClosumClient:
             ClosumOutcomeUnknown: a create may have happened.
             ClosumBadResponse: a read or update was answered 2xx without the envelope.
         """
-        budget = budget if budget is not None else self.budget()
+        budget = budget if budget is not None else self.budget(call.api)
         return retry.call(lambda: self._try(call, budget), budget, call.what, _log_retry)
 
     def _try(self, call: Call, budget: Budget) -> dict[str, t.Any]:
         """One try: token, a place in flight and a pace slot, send, then decode the answer or raise what it means."""
-        token = self.auth.token(budget)
-        response = self._send_once(call, token)
+        auth = self.key_auth if call.api is Api.V2 else self.auth
+        token = auth.token(budget)
+        response = self._send_once(call, auth.sign(token))
         if response.status_code == HTTPStatus.UNAUTHORIZED:
+            if not auth.renews:
+                raise self.key_auth.refused(call.method, call.path, response)
             # A token revoked early: renew it and resend, once.
             LOGGER.info("Closum answered 401 to %s; renewing the token once", call.what)
-            self.auth.invalidate(token)
-            response = self._send_once(call, self.auth.token(budget))
+            auth.invalidate(token)
+            response = self._send_once(call, auth.sign(auth.token(budget)))
+        check = v2.check_answer if call.api is Api.V2 else check_response
         try:
-            return check_response(call.method, call.path, response)
+            return check(call.method, call.path, response)
         except ClosumBadResponse as exc:
             if call.idempotent:
                 raise
@@ -259,15 +315,20 @@ class ClosumClient:
                 raise ClosumOutcomeUnknown(str(exc), exc.status) from None
             raise
 
-    def _send_once(self, call: Call, token: str) -> requests.Response:
-        """The bytes of one try, within the run's limit in flight and pace; the answer, not yet checked."""
+    def _send_once(self, call: Call, signed: tuple[dict[str, str], dict[str, str]]) -> requests.Response:
+        """The bytes of one try, within the run's limit in flight and pace; the answer, not yet checked.
+
+        ``signed`` is what the auth adds: query parameters (the V2 key) and headers (the V1 token).
+        """
+        params, headers = signed
+        base = self.connection.api_v2_url if call.api is Api.V2 else self.api_url
         request = self.session.prepare_request(
             requests.Request(
                 call.method,
-                self.api_url + call.path,
-                params=call.params,
+                base + call.path,
+                params={**(call.params or {}), **params},
                 json=call.json,
-                headers={"Authorization": f"Bearer {token}"},
+                headers=headers,
             )
         )
         self.pace.acquire()
@@ -296,8 +357,9 @@ class Call:
         method: the HTTP verb.
         path: the API path (``/lead``).
         idempotent: whether repeating it is harmless (everything but a create).
-        params: the query string.
+        params: the query string (never a credential: the auth adds it as the request is prepared).
         json: the request body.
+        api: the API it goes to.
     """
 
     method: str
@@ -305,6 +367,7 @@ class Call:
     idempotent: bool
     params: t.Mapping[str, t.Any] | None = None
     json: t.Mapping[str, t.Any] | None = None
+    api: Api = Api.V1
 
     @property
     def what(self) -> str:

@@ -10,34 +10,76 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 
 from closum_api.client import ClosumClient
-from closum_api.connection import DEFAULT_API_URL, Connection
+from closum_api.connection import DEFAULT_API_URL, DEFAULT_API_V2_URL, Connection
 from closum_api.pace import DEFAULT_PARALLEL_REQUESTS, Pace
+from closum_api.redact import scrub
 
 if t.TYPE_CHECKING:
     from singer_sdk.plugin_base import PluginBase
 
+#: The V1 API's credentials (a bearer token is traded for them) and the V2 API's key: a plugin that speaks
+#: both (the target) needs one group or the other, each whole; one that speaks only V1 (the tap), the first.
+V1_CREDENTIALS = ("api_username", "api_pw")
+V2_CREDENTIALS = ("api_key",)
 
-def connection_properties() -> list[th.Property]:
-    """The connection settings, in the order the README's tables list them.
+
+def credential_groups(settings: t.Iterable[str]) -> list[tuple[str, ...]]:
+    """The groups of credentials a plugin with these settings accepts (Meltano's ``settings_group_validation``).
+
+    Args:
+        settings: the names of the plugin's settings.
 
     Returns:
-        The ``th.Property`` definitions the tap and the target both declare.
+        The V1 group, and the V2 group when the plugin has ``api_key``.
     """
+    return [V1_CREDENTIALS, *([V2_CREDENTIALS] if "api_key" in set(settings) else [])]
+
+
+def connection_properties(*, v2: bool = False) -> list[th.Property]:
+    """The connection settings, in the order the README's tables list them.
+
+    Args:
+        v2: the plugin also writes through Closum's V2 API (the target): ``api_key`` and ``api_v2_url``
+            are added, and ``api_username``/``api_pw`` are needed only without an ``api_key``.
+
+    Returns:
+        The ``th.Property`` definitions the tap and the target declare.
+    """
+    either = " Needed unless api_key is set (then only the V2 resource contact can be written)." if v2 else ""
+    v2_properties = [
+        th.Property(
+            "api_key",
+            th.StringType(min_length=1),
+            secret=True,
+            title="API key (V2)",
+            description="A key of Closum's V2 API (created in Closum: Settings → Application → Integrations → "
+            "API Keys), sent as the api-key query parameter. It writes the resource contact (stream contacts): "
+            "with only a key, set no api_username/api_pw. Secret: never logged, never shown in an error or a reject.",
+        ),
+        th.Property(
+            "api_v2_url",
+            th.StringType,
+            default=DEFAULT_API_V2_URL,
+            title="API V2 base URL",
+            description="Base URL of Closum's V2 API, up to and including /v2 "
+            "(closum-sandbox serves it at http://127.0.0.1:8080/v2).",
+        ),
+    ]
     return [
         th.Property(
             "api_username",
             th.StringType(min_length=1),
-            required=True,
+            required=not v2,
             title="API username",
-            description="Your Closum api_username (account details page in Closum).",
+            description="Your Closum api_username (account details page in Closum)." + either,
         ),
         th.Property(
             "api_pw",
             th.StringType(min_length=1),
-            required=True,
+            required=not v2,
             secret=True,
             title="API password",
-            description="Your Closum api_pw. Secret: never logged.",
+            description="Your Closum api_pw. Secret: never logged." + either,
         ),
         th.Property(
             "api_url",
@@ -47,6 +89,7 @@ def connection_properties() -> list[th.Property]:
             description="Base URL of the Closum API, up to and including /api. "
             "Point it at `closum-sandbox` (http://127.0.0.1:8080/api) to try things out.",
         ),
+        *(v2_properties if v2 else []),
         th.Property(
             "max_parallel_requests",
             th.IntegerType(minimum=1, maximum=64),
@@ -131,11 +174,18 @@ def setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         One message per shared setting that cannot be used.
     """
     errors = []
-    api_url = config.get("api_url")
-    if isinstance(api_url, str) and api_url:
-        problem = url_problem(api_url)
-        if problem:
-            errors.append(f"api_url: {api_url!r} {problem}, such as {DEFAULT_API_URL}")
+    for name, default in (("api_url", DEFAULT_API_URL), ("api_v2_url", DEFAULT_API_V2_URL)):
+        url = config.get(name)
+        if isinstance(url, str) and url:
+            problem = url_problem(url)
+            if problem:
+                errors.append(f"{name}: {scrub(url)!r} {problem}, such as {default}")
+    v1 = [name for name in V1_CREDENTIALS if config.get(name)]
+    if len(v1) == 1:
+        missing = next(name for name in V1_CREDENTIALS if name not in v1)
+        errors.append(f"{missing}: not set, but {v1[0]} is: give both, or neither and api_key")
+    elif not v1 and not config.get("api_key"):
+        errors.append("no credentials: give api_username and api_pw (Closum's V1 API), or api_key (its V2 API)")
     return errors
 
 
@@ -155,6 +205,8 @@ def url_problem(url: str) -> str | None:
         return "has no http:// or https:// in front; it must be a full URL"
     if not parts.hostname:
         return "names no host; it must be a full URL"
+    if parts.query or parts.fragment:
+        return "has a query or fragment (give a key as api_key, never in a URL); it must be a base URL"
     return None
 
 
@@ -211,18 +263,20 @@ class SharedSettings:
         """Parse the shared settings of a tap or target config.
 
         Args:
-            config: the plugin's config (``api_username`` and ``api_pw`` required).
+            config: the plugin's config (``api_username`` and ``api_pw``, or ``api_key``: checked before).
             user_agent: the User-Agent to send when ``user_agent`` is not set.
 
         Returns:
             The parsed settings.
         """
-        values = schema_values(config, connection_properties())
+        values = schema_values(config, connection_properties(v2=True))
         max_retries = int(values["max_retries"])
         connection = Connection(
             api_url=str(values["api_url"]),
-            username=str(config["api_username"]),
-            password=str(config["api_pw"]),
+            username=_optional_text(config, "api_username"),
+            password=_optional_text(config, "api_pw"),
+            api_key=_optional_text(config, "api_key"),
+            api_v2_url=str(values["api_v2_url"]),
             timeout=float(values["request_timeout"]),
             max_tries=max_retries + 1,
             backoff_base=float(values["backoff_base_seconds"]),
@@ -244,3 +298,10 @@ class SharedSettings:
         """
         pace = Pace(self.max_requests_per_second, max_in_flight=self.max_parallel_requests)
         return ClosumClient(self.connection, max_parallel=self.max_parallel_requests, pace=pace)
+
+
+
+def _optional_text(config: t.Mapping[str, t.Any], key: str) -> str | None:
+    """A text setting without a default; None when it is absent, null or empty."""
+    value = config.get(key)
+    return None if value is None or value == "" else str(value)

@@ -38,6 +38,8 @@ if t.TYPE_CHECKING:
     import urllib3
 
 DEFAULT_API_URL = "https://api.closum.com/api"
+#: the base of Closum's V2 API ("CLOSUM V2.0": ``POST /v2/lead/add/?api-key=…``)
+DEFAULT_API_V2_URL = "https://api.closum.com/v2"
 #: seconds a try waits for the connection to be set up (at most ``request_timeout``): a host that
 #: drops packets (a firewall, a wrong address) fails a try in seconds, not after ``request_timeout``
 CONNECT_TIMEOUT = 10.0
@@ -45,31 +47,41 @@ CONNECT_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Connection:
-    """Everything the token auth and the client need to reach an account.
+    """Everything the auths and the client need to reach an account, through either API.
 
     Attributes:
-        api_url: base URL up to and including ``/api``.
-        username: the account's ``api_username``.
-        password: the account's ``api_pw``; kept out of ``repr``.
+        api_url: base URL of the V1 API, up to and including ``/api``.
+        username: the account's ``api_username`` (V1); None when only an api-key is given.
+        password: the account's ``api_pw`` (V1); kept out of ``repr``.
         timeout: seconds to wait for each answer.
         max_tries: attempts per request on transient failures (1 = no retry).
         backoff_base: first wait between attempts, in seconds (doubles).
         user_agent: the User-Agent header, if any.
+        api_key: the account's V2 ``api-key``, if given; kept out of ``repr``.
+        api_v2_url: base URL of the V2 API, up to and including ``/v2``.
     """
 
     api_url: str
-    username: str
-    password: str = field(repr=False)
+    username: str | None
+    password: str | None = field(repr=False)
     # No defaults here: they are the settings' (closum_api.config), written once there.
     timeout: float = field(kw_only=True)
     max_tries: int = field(kw_only=True)
     backoff_base: float = field(kw_only=True)
     user_agent: str | None = field(default=None, kw_only=True)
+    api_key: str | None = field(default=None, repr=False, kw_only=True)
+    api_v2_url: str = field(default=DEFAULT_API_V2_URL, kw_only=True)
 
     def __post_init__(self) -> None:
-        """Normalise: no trailing slash on ``api_url``, at least one try."""
+        """Normalise: no trailing slash on the base URLs, at least one try."""
         object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
+        object.__setattr__(self, "api_v2_url", self.api_v2_url.rstrip("/"))
         object.__setattr__(self, "max_tries", max(1, self.max_tries))
+
+    @property
+    def has_v1_credentials(self) -> bool:
+        """Whether ``api_username`` and ``api_pw`` are given (the V1 API can be reached)."""
+        return bool(self.username) and bool(self.password)
 
 
 class _Deadline:

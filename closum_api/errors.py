@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import msgspec
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
+from closum_api.redact import scrub
+
 if t.TYPE_CHECKING:
     import requests
 
@@ -253,7 +255,11 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 def server_message(response: requests.Response) -> str:
-    """What the server said, as one short line, whatever shape its body has."""
+    """What the server said, as one short line, whatever shape its body has; secrets masked (:mod:`.redact`)."""
+    return scrub(_said(response))
+
+
+def _said(response: requests.Response) -> str:
     body = response.content or b""
     if not body.strip():
         return "(empty body)"
@@ -303,16 +309,13 @@ def answer_line(method: str, path: str, response: requests.Response) -> str:
     return f"{method} {path} answered {response.status_code} {reason}: {server_message(response)}"
 
 
-def check_response(method: str, path: str, response: requests.Response) -> dict[str, t.Any]:
-    """Raise the right error for a failed answer; return the decoded envelope.
+def raise_for_status(method: str, path: str, response: requests.Response) -> None:
+    """Raise the error a failed answer's status means (retriable, credentials refused, not found, refused).
 
     Args:
         method: the HTTP verb, for the message.
         path: the API path (``/lead``), for the message; never a full URL.
         response: the answer.
-
-    Returns:
-        The JSON envelope, with ``success`` true and a ``data`` key.
     """
     status = response.status_code
     if status in RETRIABLE_STATUSES:
@@ -324,13 +327,28 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
         raise ClosumNotFoundError(answer_line(method, path, response), response)
     if status >= HTTPStatus.BAD_REQUEST:
         raise ClosumFatalError(answer_line(method, path, response), response)
+
+
+def check_response(method: str, path: str, response: requests.Response) -> dict[str, t.Any]:
+    """Raise the right error for a failed answer; return the decoded envelope.
+
+    Args:
+        method: the HTTP verb, for the message.
+        path: the API path (``/lead``), for the message; never a full URL.
+        response: the answer.
+
+    Returns:
+        The JSON envelope, with ``success`` true and a ``data`` key.
+    """
+    raise_for_status(method, path, response)
+    status = response.status_code
     try:
         envelope = _decode(response.content)
     except msgspec.DecodeError:
         msg = f"{method} {path} answered {status} with {server_message(response)}{NOT_CLOSUM}"
         raise ClosumBadResponse(msg, response) from None
     if not isinstance(envelope, dict):
-        msg = f"{method} {path} answered {status} with JSON that is not an object: {one_line(str(envelope))}"
+        msg = f"{method} {path} answered {status} with JSON that is not an object: {scrub(one_line(str(envelope)))}"
         raise ClosumBadResponse(msg, response)
     if envelope.get("success") is False:
         msg = f"{method} {path} answered {status} with success=false: {server_message(response)}"

@@ -34,7 +34,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.plugin_base import _ConfigInput
 
 #: Settings whose value never appears in a message.
-SECRET_SETTINGS = ("api_pw",)
+SECRET_SETTINGS = ("api_pw", "api_key")
 _MAX = 500
 
 

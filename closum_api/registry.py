@@ -1,6 +1,7 @@
 """The one registry of Closum resources.
 
-Every resource of both API revisions is listed here once. The tap builds its
+Every resource of both revisions of Closum's V1 API (``/api``, a bearer token)
+and of its V2 API (``/v2``, an api-key) is listed here once. The tap builds its
 streams from it, the target its sinks, and the sandbox its routes, so the three
 can never disagree about a path, a verb or a schema.
 """
@@ -20,8 +21,15 @@ class Verb(str, enum.Enum):
     UPDATE = "update"
 
 
+class Api(str, enum.Enum):
+    """Which of Closum's two APIs serves a resource: where it is, and how a request proves who sends it."""
+
+    V1 = "v1"  #: ``api_url`` (``…/api``), a bearer token from ``POST /token`` (``api_username`` + ``api_pw``)
+    V2 = "v2"  #: ``api_v2_url`` (``…/v2``), the ``api-key`` query parameter (``api_key``)
+
+
 class Revision(str, enum.Enum):
-    """A published revision of the Closum API reference."""
+    """A published revision of the Closum V1 API reference."""
 
     R2019 = "2019"
     R2021 = "2021"
@@ -34,6 +42,7 @@ class Replication(str, enum.Enum):
     # re-reads a slice of the history each run (records change and disappear: nothing is append-only).
     INCREMENTAL = "INCREMENTAL"
     FULL_TABLE = "FULL_TABLE"  # a small reference list, read whole each run
+    NOT_READ = "NOT_READ"  # the tap has no stream for it (a V2 resource: its list is not documented)
 
 
 BOTH = frozenset({Revision.R2019, Revision.R2021})
@@ -56,6 +65,8 @@ class Resource:
         read_only: fields the API serves but never accepts in a payload.
         list_path_suffix: appended to the list URL (the 2021 reference lists
             lifecycle stages at ``/contact-lifecycle-stage/``).
+        api: the API that serves it (V1 unless said).
+        create_suffix: appended to the create URL (V2 adds a lead at ``/lead/add/``).
     """
 
     name: str
@@ -66,6 +77,8 @@ class Resource:
     replication: Replication
     read_only: tuple[str, ...] = ("id",)
     list_path_suffix: str = ""
+    api: Api = Api.V1
+    create_suffix: str = ""
 
     @property
     def record_schema_file(self) -> str:
@@ -94,6 +107,11 @@ class Resource:
         return verb in self.verbs
 
     @property
+    def create_path(self) -> str:
+        """The path a record is created at (``/lead``; ``/lead/add/`` in V2)."""
+        return f"/{self.path}{self.create_suffix}"
+
+    @property
     def list_path(self) -> str:
         """The path its list is served at (``/lead``)."""
         return f"/{self.path}{self.list_path_suffix}"
@@ -114,6 +132,7 @@ _READ = frozenset({Verb.LIST, Verb.RETRIEVE})
 _CREATE = frozenset({Verb.LIST, Verb.CREATE, Verb.RETRIEVE})
 _CRUD = frozenset({Verb.LIST, Verb.CREATE, Verb.RETRIEVE, Verb.UPDATE})
 
+#: The resources of the V1 API (both revisions): the tap's streams, the sandbox's ``/api`` routes.
 RESOURCES: tuple[Resource, ...] = (
     Resource(
         name="lead",
@@ -198,6 +217,28 @@ RESOURCES: tuple[Resource, ...] = (
 )
 
 
+#: Resources of Closum's V2 API ("CLOSUM V2.0", 2022): only what its documentation shows. The target
+#: writes them; the tap reads none (the V2 list's paging and record shape are not documented), and the
+#: revisions of the V1 reference do not apply (none listed).
+V2_RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        name="contact",
+        path="lead",
+        stream_name="contacts",
+        verbs=frozenset({Verb.LIST, Verb.CREATE}),
+        revisions=frozenset(),
+        replication=Replication.NOT_READ,
+        read_only=("id", "creation_date"),
+        list_path_suffix="/",
+        api=Api.V2,
+        create_suffix="/add/",
+    ),
+)
+
+#: Every resource of both APIs.
+ALL_RESOURCES: tuple[Resource, ...] = RESOURCES + V2_RESOURCES
+
+
 @dataclass(frozen=True)
 class OptIn:
     """A contact's marketing consent: a nested object of its parent's retrieve, not a resource.
@@ -235,8 +276,10 @@ class OptIn:
         return f"records/{self.name}.json"
 
 
-BY_NAME: dict[str, Resource] = {r.name: r for r in RESOURCES}
+BY_NAME: dict[str, Resource] = {r.name: r for r in ALL_RESOURCES}
+#: The V1 resources by the name of the tap stream that reads each (no tap stream reads a V2 resource).
 BY_STREAM: dict[str, Resource] = {r.stream_name: r for r in RESOURCES}
+#: V1 resources by path (V2's contact lives at ``lead`` too: it is found by its name).
 BY_PATH: dict[str, Resource] = {r.path: r for r in RESOURCES}
 
 #: The opt-ins, one per resource whose retrieve carries one.
@@ -244,7 +287,7 @@ OPT_INS: tuple[OptIn, ...] = (OptIn(BY_NAME["lead"]), OptIn(BY_NAME["unqualified
 
 
 def get(name: str) -> Resource:
-    """Look a resource up by its name (``lead``), stream name or URL path.
+    """Look a resource up by its name (``lead``, ``contact``), or a V1 resource by its stream name or URL path.
 
     Args:
         name: a name, stream name or path.
@@ -264,7 +307,7 @@ def get(name: str) -> Resource:
 
 
 def for_revision(revision: Revision | str) -> tuple[Resource, ...]:
-    """The resources one API revision serves.
+    """The resources one revision of the V1 API serves.
 
     Args:
         revision: the revision, or its name (``2019``).

@@ -49,7 +49,7 @@ from closum_sandbox import seed as seeding
 from closum_sandbox.faults import normalize_fault
 from closum_sandbox.guard import require_admin_token
 from closum_sandbox.responses import ApiError, json_response, read_object
-from closum_sandbox.settings import PAGINATION_LIES, RUNTIME_KNOBS
+from closum_sandbox.settings import LEAD_ADD_ANSWERS, PAGINATION_LIES, RUNTIME_KNOBS
 from closum_sandbox.state import Sandbox, sandbox_of
 
 #: The most records one ``POST /_admin/records/{name}`` generates.
@@ -120,9 +120,8 @@ def _knob_problem(key: str, value: object) -> str | None:
         return f"unknown field {key}; changeable: {', '.join(RUNTIME_KNOBS)}"
     kind, low = RUNTIME_KNOBS[key]
     if kind is str:
-        return (
-            None if value in PAGINATION_LIES else f"field {key}: {value!r} is not one of {', '.join(PAGINATION_LIES)}"
-        )
+        choices = LEAD_ADD_ANSWERS if key == "lead_add_answer" else PAGINATION_LIES
+        return None if value in choices else f"field {key}: {value!r} is not one of {', '.join(choices)}"
     if kind is bool:
         return None if isinstance(value, bool) else f"field {key}: {value!r} is not true or false"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):

@@ -4,6 +4,7 @@ Routes under ``/api`` are generated from :mod:`closum_api.registry` for the
 revisions the server answers as: list, create, retrieve and update where the
 resource has the verb, and a 405 for every other method on the same paths.
 A resource of the other revision is not routed at all, so it answers 404.
+The V2 API's routes, under ``/v2``, are :mod:`closum_sandbox.v2`'s.
 
 Responses use the service's envelopes: ``{"success": true, "data": ...}``
 (lists add ``pagination`` with ``limit`` always ``null``) and
@@ -39,6 +40,7 @@ from closum_sandbox.responses import (
 )
 from closum_sandbox.settings import Settings
 from closum_sandbox.state import Sandbox, sandbox_of
+from closum_sandbox.v2 import add_v2_routes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -354,7 +356,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Closum sandbox",
         description="A local Closum-compatible API server. Get a token at POST /api/token "
-        f"(revision {settings.revision}). Admin routes are under /_admin.",
+        f"(revision {settings.revision}); the V2 API under /v2 takes ?api-key=. Admin routes are under /_admin.",
         version="1.0",
         redirect_slashes=False,
     )
@@ -410,6 +412,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for res in sandbox.resources:
         add_resource_routes(app, res)
+    add_v2_routes(app)
 
     app.include_router(admin_router)
     app.add_middleware(FaultMiddleware, faults=sandbox.faults, log=sandbox.log)

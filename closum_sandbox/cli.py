@@ -15,7 +15,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from closum_sandbox.settings import PAGINATION_LIES, REVISION_CHOICES, Settings
+from closum_sandbox.settings import LEAD_ADD_ANSWERS, PAGINATION_LIES, REVISION_CHOICES, Settings
 
 try:
     import uvicorn
@@ -97,8 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     knob("revision", "API revision to answer as; resources of the other one answer 404", choices=REVISION_CHOICES)
     knob("username", "api_username that POST /api/token accepts", metavar="U")
     knob("password", "api_pw that POST /api/token accepts", metavar="P")
+    knob("api_key", "api-key that the V2 API (/v2/...?api-key=) accepts", metavar="KEY")
+    knob(
+        "lead_add_answer",
+        "the shape of POST /v2/lead/add/'s answer (undocumented): status_id, status (no id), "
+        "success_lead_id, or unknown (no status or success marker)",
+        choices=LEAD_ADD_ANSWERS,
+    )
     knob("token_ttl", "bearer token lifetime", type=float, metavar="SECONDS")
-    knob("latency_ms", "delay added to every /api call", type=float, metavar="MS")
+    knob("latency_ms", "delay added to every /api and /v2 call", type=float, metavar="MS")
     knob(
         "fail_rate",
         "fraction (0..1) of /api calls answered 500/503 (some with HTML or empty bodies)",

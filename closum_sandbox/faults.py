@@ -1,6 +1,6 @@
 """Faults of the sandbox: latency, random failures, rate limit, scripted faults.
 
-They apply to ``/api`` calls only (never ``/_admin``, ``/docs``,
+They apply to ``/api`` and ``/v2`` calls only (never ``/_admin``, ``/docs``,
 ``/openapi.json``), in this order, by :class:`FaultMiddleware`:
 
 1. ``latency_ms``: ``await asyncio.sleep`` before each call (calls overlap).
@@ -19,7 +19,8 @@ They apply to ``/api`` calls only (never ``/_admin``, ``/docs``,
    HTML maintenance page (as a proxy sends) and some 500 bodies are empty.
    ``fail_every``: every Nth call is answered so too.
 
-Every ``/api`` call is also recorded in the :class:`RequestLog`.
+Every ``/api`` and ``/v2`` call is also recorded in the :class:`RequestLog` (a V2 call's
+``api-key`` as ``***``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import parse_qsl
 
+from closum_api.redact import KEY_PARAM
 from closum_sandbox.seed import reproducible_rng
 
 if TYPE_CHECKING:
@@ -323,7 +325,8 @@ async def _trickle(app: ASGIApp, scope: Scope, receive: Receive, send: Send, eve
 
 
 def _is_api(path: str) -> bool:
-    return path == "/api" or path.startswith("/api/")
+    """A call of either API (``/api``, ``/v2``): faulted and recorded."""
+    return any(path == base or path.startswith(base + "/") for base in ("/api", "/v2"))
 
 
 class FaultMiddleware:
@@ -347,6 +350,8 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        if KEY_PARAM in query:
+            query[KEY_PARAM] = "***"  # the log shows that a key came, never the key
         entry: dict[str, Any] = {
             "method": scope["method"],
             "path": scope["path"],

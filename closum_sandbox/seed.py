@@ -18,6 +18,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from closum_api import v2
 from closum_api.registry import Revision
 
 if TYPE_CHECKING:
@@ -83,17 +84,7 @@ CITIES = (
     "Viseu",
 )
 
-LIFECYCLE_STAGES = (
-    "Não Qualificado",
-    "Subscritor",
-    "Lead",
-    "Marketing Qualified Lead",
-    "Sales Qualified Lead",
-    "Oportunidade",
-    "Cliente",
-    "Evangelista",
-    "Outro",
-)
+LIFECYCLE_STAGES = v2.LIFECYCLE_STAGES  # as the 2021 reference lists them (ids 1 to 9)
 
 CONTACT_TYPES = (
     "Cliente particular",

@@ -19,6 +19,11 @@ REVISION_CHOICES = ("2019", "2021", "both")
 #: 1,000,000 pages and a next one; pages past the data are empty); ``repeat_last`` (every page says a next one
 #: follows; a page past the data serves the last page again).
 PAGINATION_LIES = ("none", "page_count", "repeat_last")
+#: What ``POST /v2/lead/add/`` answers when it writes (``lead_add_answer``): its answer is not documented, so
+#: the sandbox can give each shape a client may meet: ``status_id`` ``{"status": true, "message", "data": {"id"}}``;
+#: ``status`` ``{"status": true, "message"}`` (no id, as the documented ``sms/send`` answers); ``success_lead_id``
+#: ``{"success": true, "data": {"lead_id"}}``; ``unknown`` ``{"result": "ok", "lead": {"id", "email"}}`` (no marker).
+LEAD_ADD_ANSWERS = ("status_id", "status", "success_lead_id", "unknown")
 
 #: Knobs ``PATCH /_admin/config`` may change, with their kind and lower bound: numbers
 #: (``float``/``int``) must reach the bound; on/off knobs (``bool``) take JSON booleans
@@ -33,6 +38,7 @@ RUNTIME_KNOBS: dict[str, tuple[type, float]] = {
     "token_ttl": (float, 0),
     "fault_seed": (int, 0),
     "opt_ins_on_retrieve": (bool, 0),
+    "lead_add_answer": (str, 0),
 }
 
 
@@ -47,6 +53,8 @@ class Settings:
             data: cities and lifecycle stages); also seeds the data RNG.
         revision: ``"2019"``, ``"2021"`` or ``"both"``.
         username, password: the only credentials ``POST /api/token`` accepts.
+        api_key: the only key the V2 API (``/v2``, ``?api-key=``) accepts.
+        lead_add_answer: the shape of ``POST /v2/lead/add/``'s answer (see :data:`LEAD_ADD_ANSWERS`).
         token_ttl: token lifetime in seconds.
         latency_ms: delay added to every ``/api`` call.
         fail_rate: fraction (0..1) of ``/api`` calls answered 500/503.
@@ -72,6 +80,8 @@ class Settings:
     revision: str = "both"
     username: str = "sandbox"
     password: str = field(default="sandbox", repr=False)
+    api_key: str = field(default="sandbox-api-key", repr=False)
+    lead_add_answer: str = "status_id"
     token_ttl: float = 3600
     latency_ms: float = 0
     fail_rate: float = 0.0
@@ -110,7 +120,21 @@ class Settings:
             msg = "admin_token must not be empty"
         if msg is not None:
             raise ValueError(msg)
+        self._check_v2_knobs()
         self.revision = str(self.revision)
+
+    def _check_v2_knobs(self) -> None:
+        """Check the V2 API's knobs.
+
+        Raises:
+            ValueError: a knob is out of its range.
+        """
+        if self.lead_add_answer not in LEAD_ADD_ANSWERS:
+            msg = f"lead_add_answer must be one of {', '.join(LEAD_ADD_ANSWERS)}, not {self.lead_add_answer!r}"
+            raise ValueError(msg)
+        if not self.api_key.strip():
+            msg = "api_key must not be empty"
+            raise ValueError(msg)
 
     @property
     def revisions(self) -> frozenset[Revision]:
@@ -120,9 +144,10 @@ class Settings:
         return frozenset({Revision(self.revision)})
 
     def runtime_config(self) -> dict[str, Any]:
-        """The knobs ``GET /_admin/config`` shows (never the password or the admin token)."""
+        """The knobs ``GET /_admin/config`` shows (never the password, the api-key or the admin token)."""
         data = asdict(self)
         data.pop("password")
+        data.pop("api_key")
         data.pop("admin_token")
         return data
 
@@ -138,6 +163,8 @@ class Knobs(TypedDict, total=False):
     revision: str
     username: str
     password: str
+    api_key: str
+    lead_add_answer: str
     token_ttl: float
     latency_ms: float
     fail_rate: float

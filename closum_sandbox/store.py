@@ -58,6 +58,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
     "audience_list": ("id", "name", "creation_date"),
     "lead_audience_list": ("id", "lead_id", "audience_list_id", "creation_date"),
+    # What the V2 API keeps of a lead beyond the V1 fields (id = the lead's id): tags and custom_fields as JSON.
+    "lead_v2": ("id", "tags", "custom_fields", "birth_date"),
 }
 
 _CONTACTS = ("lead", "unqualified_lead")
@@ -304,6 +306,41 @@ class Store:
             rows = self.conn.execute(sql).fetchall()
         return [self.render(name, r, retrieve=retrieve) for r in rows]
 
+    # ---- V2 ---------------------------------------------------------------
+    def lead_with_email(self, email: str) -> int | None:
+        """The oldest lead whose email is ``email`` (case-insensitive), if any."""
+        sql = "SELECT t.id FROM lead t JOIN email e ON e.id = t.email_id WHERE lower(e.email) = lower(?) ORDER BY t.id"
+        with self.lock:
+            row = self.conn.execute(sql + " LIMIT 1", (email.strip(),)).fetchone()
+        return None if row is None else int(row[0])
+
+    def lead_with_phone(self, country_code: str, national: str) -> int | None:
+        """The oldest lead whose phone is this number (extension ``00351`` or ``351``, the number's digits), if any."""
+        sql = (
+            "SELECT t.id FROM lead t JOIN phone p ON p.id = t.phone_id "
+            "WHERE ltrim(coalesce(p.extension, ''), '0') = ? "
+            "AND replace(replace(replace(replace(p.number, '-', ''), ' ', ''), '.', ''), '+', '') = ? "
+            "ORDER BY t.id LIMIT 1"
+        )
+        with self.lock:
+            row = self.conn.execute(sql, (country_code, national)).fetchone()
+        return None if row is None else int(row[0])
+
+    def v2_page(self, limit: int, page: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of leads as the sandbox's V2 list serves them (oldest first), and the number of leads."""
+        sql = _sql(
+            "SELECT t.id, t.name, t.contact_lifecycle_stage_id, t.custom_data, t.creation_date, t.opt_in, "
+            "e.email AS e_email, p.extension AS p_extension, p.number AS p_number, "
+            "v.tags AS v_tags, v.custom_fields AS v_custom_fields, v.birth_date AS v_birth_date "
+            "FROM {table} t{join} LEFT JOIN lead_v2 v ON v.id = t.id ORDER BY t.id LIMIT ? OFFSET ?",
+            "lead",
+            join=_JOIN,
+        )
+        with self.lock:
+            count = self._count["lead"]
+            rows = self.conn.execute(sql, (limit, (page - 1) * limit)).fetchall()
+        return [_v2_record(r) for r in rows], count
+
     # ---- shaping ------------------------------------------------------
     def render(self, name: str, r: sqlite3.Row, *, retrieve: bool) -> dict[str, Any]:
         """A row as the service serves the record: by retrieve, or as a list item."""
@@ -429,3 +466,26 @@ class Store:
                 base = stored or {"id": row["id"], f"{name}_id": row["id"], "creation_date": row["creation_date"]}
                 values["opt_in"] = json.dumps(base | change, ensure_ascii=False)
         return values
+
+
+def _v2_record(r: sqlite3.Row) -> dict[str, Any]:
+    """A lead as the sandbox's V2 list serves it: the lead/add fields, flat."""
+    opt_in = json.loads(r["opt_in"]) if r["opt_in"] else {}
+    mobile = None
+    if r["p_number"] is not None:
+        digits = "".join(ch for ch in f"{r['p_extension'] or ''}{r['p_number']}" if ch.isdigit())
+        mobile = "+" + digits.lstrip("0")
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "email": r["e_email"],
+        "mobile_number": mobile,
+        "consent_email": opt_in.get("email"),
+        "consent_sms": opt_in.get("sms"),
+        "contact_lifecycle_stage_id": r["contact_lifecycle_stage_id"],
+        "custom_data": r["custom_data"],
+        "custom_fields": json.loads(r["v_custom_fields"]) if r["v_custom_fields"] else None,
+        "tags": json.loads(r["v_tags"]) if r["v_tags"] else [],
+        "birth_date": r["v_birth_date"],
+        "creation_date": r["creation_date"],
+    }

@@ -134,6 +134,41 @@ class SandboxAdmin:
         """The API's base URL (``.../api``), as a tap or target config takes it."""
         return self.url + "/api"
 
+    @property
+    def api_v2_url(self) -> str:
+        """The V2 API's base URL (``.../v2``), as the target's ``api_v2_url`` takes it."""
+        return self.url + "/v2"
+
+    @property
+    def api_key(self) -> str:
+        """The ``api_key`` the server's V2 API accepts."""
+        return self.settings.api_key
+
+    def key_config(self, **overrides: Any) -> dict[str, Any]:
+        """What a target config needs to write to this server's V2 API only (no V1 credentials).
+
+        Args:
+            overrides: more settings of the config.
+
+        Returns:
+            ``api_url``, ``api_v2_url``, ``api_key`` and the overrides.
+        """
+        return {"api_url": self.api_url, "api_v2_url": self.api_v2_url, "api_key": self.api_key} | overrides
+
+    def v2_leads(self) -> list[dict[str, Any]]:
+        """Every lead as the V2 list serves it (``GET /v2/lead/``, page by page), oldest first."""
+        leads: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            params: dict[str, str | int] = {"api-key": self.api_key, "page": page, "limit": 1000}
+            r = self._http.get(self.api_v2_url + "/lead/", params=params, timeout=60)
+            r.raise_for_status()
+            answer = r.json()
+            leads += answer["data"]
+            if not answer["pagination"]["has_next_page"]:
+                return leads
+            page += 1
+
     def config(self, **overrides: Any) -> dict[str, Any]:
         """What a tap or target config needs to reach this server.
 

@@ -18,7 +18,11 @@
    meltano.yml: print created / matched existing / rejected per stream and why;
 6. the same export again with another ledger file, as a second machine would:
    everything matches, nothing is created;
-7. stop the sandbox (also on Ctrl-C or an error).
+7. `meltano --environment=dev run tap-spreadsheets-contacts target-closum`: the
+   export once more, as contacts of Closum's V2 API (lead/add with an api_key),
+   their lists as tags: the contacts step 5 wrote are updated (update_enabled),
+   not added twice; then again with another ledger: nothing new;
+8. stop the sandbox (also on Ctrl-C or an error).
 
 Everything the demo writes lives in output/demo/ (sandbox SQLite file, DuckDB
 file, target ledger and rejects, Meltano's own system database holding the
@@ -340,6 +344,51 @@ def crm_export_again(env: dict[str, str], sandbox: SandboxProcess) -> None:
     say("   created nothing: the ledger was new, the matches were found on the server")
 
 
+def crm_export_as_v2_contacts(env: dict[str, str], sandbox: SandboxProcess) -> None:
+    """Step 6: the export through the V2 API (contacts, tags); then again from a second machine: nothing new."""
+    step(
+        f"6. {CRM_EXPORT.relative_to(ROOT)} → Closum's V2 API (tap-spreadsheets-contacts: one stream, contacts, "
+        "lists as tags; target-closum with api_key, lead/add)"
+    )
+    before = {lead["id"] for lead in sandbox.v2_leads()}
+    for n, ledger in enumerate(("closum-ledger-v2.sqlite", "closum-ledger-v2-second-machine.sqlite"), 1):
+        out = meltano(
+            env | {"TARGET_CLOSUM_LEDGER_PATH": str(WORK / ledger)},
+            WORK / f"run6{'ab'[n - 1]}-tap-spreadsheets-contacts-target-closum.log",
+            "--environment=dev",
+            "run",
+            "--full-refresh",
+            "tap-spreadsheets-contacts",
+            "target-closum",
+        )
+        for s in load_summaries(out):
+            say(
+                f"   stream {s['stream']} → {s['resource']}: adds sent {s['created']}, "
+                f"rejected {s['rejected']} ({'first machine' if n == 1 else 'a second machine, its own ledger'})"
+            )
+        leads = sandbox.v2_leads()
+        new = [lead for lead in leads if lead["id"] not in before]
+        say(f"   the V2 lead list holds {len(leads)} leads: {len(new)} added since step 6 began")
+        if n == 1:
+            tagged = [lead for lead in leads if lead["tags"]]
+            for lead in tagged[:3]:
+                say(f"     {lead['email'] or lead['mobile_number']}: tags {lead['tags']}")
+            say(
+                f"   {len(tagged)} leads carry tags; the contacts that step 4 created as leads (same email) were "
+                "updated, not added again (update_enabled); the unqualified leads' rows became new leads"
+            )
+            added = len(new)
+        elif len(new) != added:
+            msg = f"the second machine's V2 load added {len(new) - added} leads"
+            raise SystemExit(msg)
+    v2_rejects = [r for r in map(json.loads, REJECTS.read_text().splitlines()) if r["stream"] == "contacts"]
+    if v2_rejects:
+        say(f"   rejected rows ({REJECTS.relative_to(ROOT)}):")
+        for r in v2_rejects:
+            say(f"     {r['record'].get('record_id')}: {r['message']}")
+    say("   the second machine added nothing: each add updated the contact Closum had")
+
+
 def on_signal(signum: int, _frame: FrameType | None) -> NoReturn:
     """SIGTERM/SIGHUP end the demo like Ctrl-C: through ``finally``, stopping the sandbox."""
     raise SystemExit(128 + signum)
@@ -358,6 +407,7 @@ def main() -> int:
         "MELTANO_DATABASE_URI": f"sqlite:///{WORK / 'meltano.db'}",
         "TAP_CLOSUM_API_URL": f"http://127.0.0.1:{sandbox.port}/api",
         "TARGET_CLOSUM_API_URL": f"http://127.0.0.1:{sandbox.port}/api",
+        "TARGET_CLOSUM_API_V2_URL": f"http://127.0.0.1:{sandbox.port}/v2",
         "TARGET_DUCKDB_PATH": str(DUCK),
         "TARGET_CLOSUM_REJECTS_PATH": str(REJECTS),
         "TARGET_CLOSUM_LEDGER_PATH": str(WORK / "closum-ledger.sqlite"),
@@ -379,6 +429,7 @@ def main() -> int:
         closum_changes_to_duckdb(env, sandbox)
         crm_export_to_closum(env, sandbox)
         crm_export_again(env, sandbox)
+        crm_export_as_v2_contacts(env, sandbox)
     finally:
         sandbox.stop()
         sandbox_log.close()

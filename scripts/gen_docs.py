@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from closum_api import registry
+from closum_api.config import credential_groups
 from tap_closum.tap import TapClosum
 from target_closum.target import TargetClosum
 
@@ -209,9 +210,8 @@ def plugin_yaml(name: str, info: Json, pip_url: str, indent: str) -> str:
         "  capabilities:",
         *[f"  - {c}" for c in info["capabilities"]],
     ]
-    required = schema.get("required", [])
-    if required:
-        out += ["  settings_group_validation:", "  - [" + ", ".join(required) + "]"]
+    groups = credential_groups(schema["properties"])
+    out += ["  settings_group_validation:", *("  - [" + ", ".join(group) + "]" for group in groups)]
     out.append("  settings:")
     for sname, prop in schema["properties"].items():
         out.append(f"  - name: {sname}")

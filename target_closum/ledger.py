@@ -231,9 +231,9 @@ class Ledger:
         )
 
     def mark_done(  # noqa: PLR0913, PLR0917  # one argument per column of the row written
-        self, stream: str, record_key: str, resource: str, closum_id: int, payload_hash: str, action: str
+        self, stream: str, record_key: str, resource: str, closum_id: int | None, payload_hash: str, action: str
     ) -> None:
-        """Record a finished write: the key now owns ``closum_id``."""
+        """Record a finished write: the key now owns ``closum_id`` (None when the answer gave none: a V2 add)."""
         self._write(
             _INSERT + "VALUES (?, ?, ?, 'done', ?, ?, NULL, ?, ?) "
             "ON CONFLICT (stream, record_key) DO UPDATE SET resource = excluded.resource, state = 'done', "

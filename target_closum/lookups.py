@@ -74,6 +74,7 @@ def extract(resource: str, record: t.Mapping[str, t.Any]) -> Extracted:
     if not rules.lookups:
         return Extracted(dict(record), {})
     fields = {lk.field for lk in rules.lookups} | ({MEMBERSHIPS} if MEMBERSHIPS in rules.helpers else set())
+    fields |= set(rules.refused)
     if rules.contact:
         fields |= set(CONTACT_LOOKUP_FIELDS)
     rest = {k: v for k, v in record.items() if k not in fields}

@@ -7,7 +7,8 @@ Rules, in order:
    ``upsert`` when ``load_method`` is ``upsert`` and the resource can be updated).
 2. Otherwise a stream named like a writable resource maps to it: the
    singular or plural registry names, with underscores or hyphens
-   (``lead``, ``leads``, ``contact_type``, ``contact-types``...).
+   (``lead``, ``leads``, ``contact_type``, ``contact-types``...; ``contact``
+   and ``contacts`` go to the V2 API's contact).
 3. Anything else is refused at its SCHEMA message with one line that names the
    stream and says how to map or deselect it; the tap's consent streams
    (``lead_opt_ins``...) are never written on their own.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from closum_api import registry
 from closum_api.errors import ClosumSettingsError
-from closum_api.registry import Resource, Verb
+from closum_api.registry import Api, Resource, Verb
 from target_closum.index import default_match_on
 from target_closum.rules import rules_for
 
@@ -50,18 +51,19 @@ class StreamMapping:
 
 
 def writable_resources() -> tuple[Resource, ...]:
-    """The resources Closum can create: the ones a stream may be written to."""
-    return tuple(r for r in registry.RESOURCES if r.has(Verb.CREATE))
+    """The resources Closum can create, in either API: the ones a stream may be written to."""
+    return tuple(r for r in registry.ALL_RESOURCES if r.has(Verb.CREATE))
 
 
 def _names_of(resource: Resource) -> set[str]:
-    names = {resource.name, resource.stream_name, resource.path}
+    # A V2 resource's path (lead) is a V1 resource's name: it is known by its names only.
+    names = {resource.name, resource.stream_name} | ({resource.path} if resource.api is Api.V1 else set())
     return names | {n.replace("_", "-") for n in names} | {n.replace("-", "_") for n in names}
 
 
 def resource_by_any_name(name: str) -> Resource | None:
     """The resource a stream or resource name refers to (``contact-types`` → contact_type)."""
-    for resource in registry.RESOURCES:
+    for resource in registry.ALL_RESOURCES:
         if name in _names_of(resource):
             return resource
     return None
@@ -127,6 +129,14 @@ def mapping_for(stream: str, resource_map: t.Mapping[str, t.Any], load_method: s
     action = str(entry.get("action") or default_action(resource, load_method))
     if action not in ACTIONS:
         msg = f"resource_map[{stream!r}]: action {action!r} is unknown; use one of {', '.join(ACTIONS)}"
+        raise ClosumSettingsError(msg)
+    if resource.api is Api.V2 and (action != "create" or entry.get("match_on") is not None):
+        what = f"action {action!r}" if action != "create" else "match_on"
+        msg = (
+            f"resource_map[{stream!r}]: {what} does not apply to {resource.name}: Closum's V2 lead/add finds the "
+            f"{resource.name} that exists already itself and updates it (setting update_enabled, on by default); "
+            f"use action 'create' without match_on"
+        )
         raise ClosumSettingsError(msg)
     if action in {"update", "upsert"} and not resource.has(Verb.UPDATE):
         msg = (
@@ -199,3 +209,29 @@ def check_match_on(stream: str, resource: Resource, value: object) -> tuple[str,
         msg = f"{where}: a phone is matched on its number (and extension); add 'number'"
         raise ClosumSettingsError(msg)
     return fields
+
+
+def credentials_problem(mapping: StreamMapping, *, v1: bool, v2: bool) -> str | None:
+    """Why a stream cannot be written with the credentials given; None when it can.
+
+    Args:
+        mapping: where the stream goes.
+        v1: ``api_username`` and ``api_pw`` are set (the V1 API).
+        v2: ``api_key`` is set (the V2 API).
+
+    Returns:
+        The one line saying what to set, or None.
+    """
+    resource = mapping.resource
+    if resource.api is Api.V2 and not v2:
+        return (
+            f"stream {mapping.stream!r} writes {resource.name} through Closum's V2 API (lead/add), which takes an "
+            "api_key: set api_key (created in Closum: Settings → Application → Integrations → API Keys)"
+        )
+    if resource.api is Api.V1 and not v1:
+        return (
+            f"stream {mapping.stream!r} writes {resource.name} through Closum's V1 API, which takes api_username and "
+            "api_pw; only api_key is set, and it writes through the V2 API (resource contact, stream contacts) only: "
+            "set api_username and api_pw, or map the stream to contact"
+        )
+    return None

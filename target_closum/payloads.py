@@ -23,7 +23,21 @@ What happens to a record, in order:
 - Any other field is kept, so the payload validation names it and the record
   is rejected rather than silently changed.
 
-Which shaping a resource gets is its :attr:`target_closum.rules.Rules.shape`.
+- A contact's ``phone`` given as one string is parsed (:mod:`target_closum.phones`,
+  in ``default_phone_region``) and sent split as the reference's examples have it,
+  ``{"extension": "00351", "number": "912345678"}``; a phone given as an object is sent as given.
+- A V2 contact (``contact``, Closum's ``lead/add``) is flat: its email trimmed and
+  case-folded, ``mobile_number`` parsed and sent in E.164, ``consent_email`` and
+  ``consent_sms`` as booleans (``"true"``, ``"yes"``, ``1``... read as such; a
+  missing one takes ``default_consent_email``/``default_consent_sms`` when set,
+  else the record is refused), ``tags`` a list of names (given as a list, or one
+  string separated by ``;`` or ``,``), ``custom_fields`` an object (or a string
+  holding one), and ``birth_date`` a ``Y-m-d`` date (a timestamp's date part).
+  (Its ``update_enabled`` is the setting's, added as it is sent: it is not the contact's data.)
+
+Which shaping a resource gets is its :attr:`target_closum.rules.Rules.shape`; the
+settings it reads are a :class:`PayloadOptions`. A record that cannot be shaped
+raises :class:`PayloadError`, whose message is the reject's reason.
 """
 
 from __future__ import annotations
@@ -33,10 +47,13 @@ import functools
 import hashlib
 import json
 import math
+import re
 import typing as t
+from dataclasses import dataclass
 
 from closum_api import registry
 from closum_api.schemas import payload_errors, payload_schema
+from target_closum.phones import DEFAULT_REGION, PhoneError, parse
 from target_closum.rules import Shape, rules_for
 
 if t.TYPE_CHECKING:
@@ -48,6 +65,34 @@ OPT_IN_READ_ONLY = frozenset({"id", "lead_id", "unqualified_lead_id", "creation_
 INTEGER_FIELDS = frozenset({"contact_type_id", "city_id", "contact_lifecycle_stage_id", "lead_id", "audience_list_id"})
 #: The field of a contact's payload holding its opt-in (``lead_opt_in``), from the registry.
 OPT_IN_KEY = {opt_in.parent.name: opt_in.name for opt_in in registry.OPT_INS}
+#: A V2 contact's consent flags, and the setting that gives each a default.
+CONSENTS = {"consent_email": "default_consent_email", "consent_sms": "default_consent_sms"}
+_TRUE_WORDS = frozenset({"true", "yes", "y", "1", "sim", "s"})
+_FALSE_WORDS = frozenset({"false", "no", "n", "0", "não", "nao"})
+_TAG_SEPARATORS = re.compile(r"[;,]")
+_TIMESTAMP_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ]")
+
+
+class PayloadError(ValueError):
+    """A record that cannot be made into a payload; the message is the reject's reason."""
+
+
+@dataclass(frozen=True)
+class PayloadOptions:
+    """The settings that shape payloads.
+
+    Attributes:
+        phone_region: the region of phone numbers written without a country code (``default_phone_region``).
+        consent_email: a V2 contact's ``consent_email`` when its record has none (None: the record is refused).
+        consent_sms: the same for ``consent_sms``.
+    """
+
+    phone_region: str = DEFAULT_REGION
+    consent_email: bool | None = None
+    consent_sms: bool | None = None
+
+
+DEFAULT_OPTIONS = PayloadOptions()
 
 
 def json_default(value: object) -> object:
@@ -158,12 +203,19 @@ def _payload_fields(resource_name: str) -> frozenset[str]:
 
 
 def build_payload(
-    resource: Resource, record: t.Mapping[str, t.Any], key_properties: t.Iterable[str] = ()
+    resource: Resource,
+    record: t.Mapping[str, t.Any],
+    key_properties: t.Iterable[str] = (),
+    *,
+    options: PayloadOptions = DEFAULT_OPTIONS,
 ) -> dict[str, t.Any]:
     """The request body for ``resource`` built from an input record (never the id).
 
     ``key_properties`` the payload schema does not know (a CSV's own key column)
     are dropped too: they serve as the ledger key, not as data for Closum.
+
+    Raises:
+        PayloadError: the record cannot be shaped (an impossible phone number, a V2 contact without consent).
     """
     known = _payload_fields(resource.name)
     drop = SERVED_ONLY | set(resource.read_only) | {"id"} | (set(key_properties) - known)
@@ -175,17 +227,23 @@ def build_payload(
 
     shape = _SHAPERS.get(rules_for(resource).shape)
     if shape is not None:
-        shape(resource, payload)
+        shape(resource, payload, options)
     for key in INTEGER_FIELDS & payload.keys():
         payload[key] = _as_int(payload[key])
     return {k: v for k, v in payload.items() if v is not None}
 
 
-def _shape_lead(resource: Resource, payload: dict[str, t.Any]) -> None:
+def _shape_lead(resource: Resource, payload: dict[str, t.Any], options: PayloadOptions) -> None:
     """Nested email, phone and opt-in as the API wants them; custom_data as a JSON string."""
     if "email" in payload:
         payload["email"] = _email_object(payload["email"])
-    if "phone" in payload:
+    if isinstance(payload.get("phone"), (str, int)) and not isinstance(payload["phone"], bool):
+        try:
+            phone = parse(payload["phone"], options.phone_region)
+        except PhoneError as exc:
+            raise PayloadError(str(exc)) from None
+        payload["phone"] = {"extension": phone.extension, "number": phone.national}
+    elif "phone" in payload:
         payload["phone"] = _phone_object(payload["phone"])
     opt_key = OPT_IN_KEY[resource.name]
     if opt_key in payload:
@@ -194,7 +252,7 @@ def _shape_lead(resource: Resource, payload: dict[str, t.Any]) -> None:
         payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=json_default)
 
 
-def _shape_email(_resource: Resource, payload: dict[str, t.Any]) -> None:
+def _shape_email(_resource: Resource, payload: dict[str, t.Any], _options: PayloadOptions) -> None:
     """An email given as ``{"email": ...}`` (a lead's nested shape) becomes the plain address."""
     value = payload.get("email")
     if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:
@@ -203,17 +261,114 @@ def _shape_email(_resource: Resource, payload: dict[str, t.Any]) -> None:
         payload["email"] = _trimmed(value)
 
 
-def _shape_phone(_resource: Resource, payload: dict[str, t.Any]) -> None:
+def _shape_phone(_resource: Resource, payload: dict[str, t.Any], _options: PayloadOptions) -> None:
     """Phone parts given as numbers become text."""
     for part in ("extension", "number"):
         if part in payload:
             payload[part] = _as_text(payload[part])
 
 
-_SHAPERS: dict[Shape, t.Callable[[Resource, dict[str, t.Any]], None]] = {
+def _shape_contact_v2(_resource: Resource, payload: dict[str, t.Any], options: PayloadOptions) -> None:
+    """A V2 contact: flat fields as lead/add takes them (see the module's docstring).
+
+    Raises:
+        PayloadError: an impossible phone number, tags that are not names, or a consent flag missing without default.
+    """
+    email = payload.get("email")
+    if isinstance(email, t.Mapping) and set(email) - {"id"} == {"email"}:
+        email = email["email"]
+    if isinstance(email, str):
+        payload["email"] = email.strip().casefold()
+    if "mobile_number" in payload:
+        try:
+            payload["mobile_number"] = parse(payload["mobile_number"], options.phone_region, field="mobile_number").e164
+        except PhoneError as exc:
+            raise PayloadError(str(exc)) from None
+    _consents(payload, options)
+    if "tags" in payload:
+        tags = _tag_names(payload["tags"])
+        if tags is None:
+            msg = "field tags: give a list of names, or one string of names separated by ; or ,"
+            raise PayloadError(msg)
+        payload["tags"] = tags or None
+    if isinstance(payload.get("custom_fields"), str):
+        payload["custom_fields"] = _parse_json(payload["custom_fields"])
+    if isinstance(payload.get("custom_data"), (t.Mapping, list)):
+        payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=json_default)
+    birth = payload.get("birth_date")
+    if isinstance(birth, str):
+        day = _TIMESTAMP_DATE.match(birth.strip())
+        payload["birth_date"] = day.group(1) if day else birth.strip()
+
+
+def _consents(payload: dict[str, t.Any], options: PayloadOptions) -> None:
+    """Both consent flags as booleans, a missing one its default.
+
+    Raises:
+        PayloadError: one is missing and has no default.
+    """
+    missing = []
+    for field, setting in CONSENTS.items():
+        if field in payload:
+            payload[field] = _as_bool(payload[field])
+            continue
+        default = options.consent_email if field == "consent_email" else options.consent_sms
+        if default is None:
+            missing.append((field, setting))
+        else:
+            payload[field] = default
+    if missing:
+        fields = " and ".join(f for f, _ in missing)
+        settings = " and ".join(s for _, s in missing)
+        msg = (
+            f"missing required field {fields}: Closum's V2 API needs each contact's consent (true or false); "
+            f"give it in the record, or set {settings}"
+        )
+        raise PayloadError(msg)
+
+
+def _as_bool(value: object) -> object:
+    """``"yes"``, ``"true"``, ``1`` → True; ``"no"``, ``"false"``, ``0`` → False; anything else unchanged."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float, decimal.Decimal)) and value in {0, 1}:
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().casefold()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    return value
+
+
+def _tag_names(value: object) -> list[str] | None:
+    """The tag names of a list or of a string separated by ``;`` or ``,``, trimmed, each once; None when not names."""
+    if isinstance(value, str):
+        items: list[object] = list(_TAG_SEPARATORS.split(value))
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        return None
+    names: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            return None
+        name = " ".join(str(item).split())
+        if name and name.casefold() not in seen:
+            seen.add(name.casefold())
+            names.append(name)
+    return names
+
+
+_SHAPERS: dict[Shape, t.Callable[[Resource, dict[str, t.Any], PayloadOptions], None]] = {
     Shape.CONTACT: _shape_lead,
     Shape.EMAIL: _shape_email,
     Shape.PHONE: _shape_phone,
+    Shape.CONTACT_V2: _shape_contact_v2,
 }
 
 

@@ -77,6 +77,7 @@ class Shape(enum.Enum):
     CONTACT = "contact"  #: a lead: nested email and phone, custom_data as JSON text, its opt-in
     EMAIL = "email"  #: an address, trimmed, given plain or as ``{"email": ...}``
     PHONE = "phone"  #: extension and number as text
+    CONTACT_V2 = "contact_v2"  #: a V2 contact: flat fields, email folded, mobile in E.164, consents, tags a list
 
 
 @dataclass(frozen=True)
@@ -174,13 +175,25 @@ RULES: dict[str, Rules] = {
             translated={"lead_id": "lead", "audience_list_id": "audience_list"},
             parents=("lead", "audience_list"),
         ),
+        # The V2 API's contact: written through lead/add, where Closum itself finds the contact that exists
+        # already (update_enabled); none of the target's matching applies, its stage is looked up by label.
+        Rules(
+            "contact",
+            lookups=(STAGE,),
+            refused={
+                CITY.field: "Closum's V2 lead/add takes no city; drop the field",
+                CONTACT_TYPE.field: "Closum's V2 lead/add takes no contact type; drop the field",
+                MEMBERSHIPS: "Closum's V2 API has tags, not audience lists: give the names as tags",
+            },
+            shape=Shape.CONTACT_V2,
+        ),
         # Read-only resources: nothing is written to them, but a name is looked up in them.
         Rules("city", identity=("city_name",)),
         Rules("contact_lifecycle_stage", identity=("label",)),
     )
 }
 
-_MISSING = {r.name for r in registry.RESOURCES} ^ set(RULES)
+_MISSING = {r.name for r in registry.ALL_RESOURCES} ^ set(RULES)
 if _MISSING:  # pragma: no cover - a resource added to the registry without its rules
     msg = f"target_closum.rules: the registry and RULES disagree on {sorted(_MISSING)}"
     raise RuntimeError(msg)

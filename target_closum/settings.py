@@ -25,6 +25,8 @@ from target_closum.mapping import (
     mapping_for,
     writable_resources,
 )
+from target_closum.payloads import PayloadOptions
+from target_closum.phones import DEFAULT_REGION, check_region
 
 #: The ledger and the rejects file default to ``output/``, relative to the working directory: the folder
 #: a Meltano project keeps its plugins' output in and git-ignores (``meltano init`` creates it so). The
@@ -71,10 +73,44 @@ def target_properties() -> list[th.Property]:
             ),
             title="Resource map",
             description='Input stream name → {"resource": lead | unqualified_lead | email | phone | '
-            'contact_type | audience_list | lead_audience_list, "action": create | update | upsert, '
+            'contact_type | audience_list | lead_audience_list | contact, "action": create | update | upsert, '
             '"match_on": [fields]}. '
-            "Streams not listed map by name (leads, lead, contact-types...) with action create. "
-            "update and upsert need a resource with an update endpoint (email, phone, contact_type).",
+            "Streams not listed map by name (leads, lead, contact-types, contacts...) with action create. "
+            "update and upsert need a resource with an update endpoint (email, phone, contact_type). "
+            "contact is written through Closum's V2 API (api_key): action create, no match_on.",
+        ),
+        th.Property(
+            "update_enabled",
+            th.BooleanType,
+            default=True,  # a V2 add then updates the contact Closum has: sending it again never creates a second
+            title="Update existing contacts (V2)",
+            description="Contacts (V2 lead/add): ask Closum to update the contact it already has (same email or "
+            "mobile number) instead of refusing the add. On, sending a contact again never creates a second one "
+            "(a replay, or a machine without the ledger); off, Closum refuses a contact that exists (a reject).",
+        ),
+        th.Property(
+            "default_consent_email",
+            th.BooleanType,
+            title="Default email consent (V2)",
+            description="Contacts (V2): the consent_email sent for a record that has none. Unset: such a record "
+            "is rejected (Closum's V2 API requires it). Set it only to what the contacts really agreed to.",
+        ),
+        th.Property(
+            "default_consent_sms",
+            th.BooleanType,
+            title="Default SMS consent (V2)",
+            description="Contacts (V2): the consent_sms sent for a record that has none. Unset: such a record "
+            "is rejected (Closum's V2 API requires it). Set it only to what the contacts really agreed to.",
+        ),
+        th.Property(
+            "default_phone_region",
+            th.StringType(min_length=2, max_length=3),
+            default=DEFAULT_REGION,
+            title="Default phone region",
+            description="The region (two letters, such as PT or ES) of phone numbers written without a country "
+            "code: +351 912 345 678, 00351912345678 and, with PT, 912 345 678 are one number. A contact's "
+            "mobile_number is sent in E.164 (+351912345678); a lead's phone given as one string as "
+            "extension 00351 and number 912345678. A number that cannot be one is rejected with the reason.",
         ),
         th.Property(
             "create_missing_references",
@@ -154,6 +190,10 @@ class TargetSettings(msgspec.Struct, frozen=True):
         batch_size_rows: records held per stream before they are written.
         create_missing_references: create the contact types and audience lists a record names that do not exist.
         max_rejected_share: the run fails when a larger share of its records is rejected (0: any reject, 1: never).
+        default_phone_region: the region of phone numbers written without a country code.
+        update_enabled: a V2 add updates the contact that exists already.
+        default_consent_email: a contact's ``consent_email`` when its record has none (None: rejected).
+        default_consent_sms: the same for ``consent_sms``.
     """
 
     rejects_path: str
@@ -163,7 +203,20 @@ class TargetSettings(msgspec.Struct, frozen=True):
     batch_size_rows: int
     create_missing_references: bool
     max_rejected_share: float
+    default_phone_region: str
+    update_enabled: bool
+    default_consent_email: bool | None = None
+    default_consent_sms: bool | None = None
     resource_map: dict[str, dict[str, t.Any]] = msgspec.field(default_factory=dict)
+
+    @property
+    def payload_options(self) -> PayloadOptions:
+        """The settings that shape payloads."""
+        return PayloadOptions(
+            phone_region=self.default_phone_region,
+            consent_email=self.default_consent_email,
+            consent_sms=self.default_consent_sms,
+        )
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TargetSettings:
@@ -179,6 +232,7 @@ class TargetSettings(msgspec.Struct, frozen=True):
             ClosumSettingsError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
         """
         values = schema_values(config, target_properties())
+        values["default_phone_region"] = str(values["default_phone_region"]).upper()
         check_load_method(str(values["load_method"]))
         if not isinstance(values.get("resource_map", {}), t.Mapping):
             msg = "resource_map must be an object: stream name → {resource, action}"
@@ -188,6 +242,10 @@ class TargetSettings(msgspec.Struct, frozen=True):
         except msgspec.ValidationError as exc:
             msg = f"invalid settings: {exc}"
             raise ClosumSettingsError(msg) from None
+        problem = check_region(settings.default_phone_region)
+        if problem:
+            msg = f"default_phone_region: {problem}"
+            raise ClosumSettingsError(msg)
         for stream in settings.resource_map:
             settings.mapping_for(stream)
         return settings

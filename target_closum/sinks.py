@@ -30,8 +30,18 @@ import typing as t
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
+from closum_api.registry import Api
+from target_closum.lead_add import ContactWriter
 from target_closum.lookups import extract, with_placeholders
-from target_closum.payloads import build_payload, payload_hash, pk_key, record_id, unsendable, validation_message
+from target_closum.payloads import (
+    PayloadError,
+    build_payload,
+    payload_hash,
+    pk_key,
+    record_id,
+    unsendable,
+    validation_message,
+)
 from target_closum.plan import Item
 from target_closum.rules import rules_for
 from target_closum.writer import StreamWriter
@@ -75,7 +85,12 @@ class ClosumSink(BatchSink):
         self._queue_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         super().__init__(target, stream_name, schema, key_properties)
-        self.writer = StreamWriter(load, self.mapping, self.logger)
+        # A V2 resource is written through lead/add (target_closum.lead_add), a V1 one by the stream writer.
+        self.writer: StreamWriter | ContactWriter = (
+            ContactWriter(load, self.mapping, self.logger)
+            if self.resource.api is Api.V2
+            else StreamWriter(load, self.mapping, self.logger)
+        )
 
     # -- batching ----------------------------------------------------------------
     @property
@@ -143,10 +158,15 @@ class ClosumSink(BatchSink):
         if extracted.problem:
             self.writer.reject(record, None, None, extracted.problem)
             return
-        payload = build_payload(self.resource, extracted.record, self.key_properties)
-        problem = validation_message(self.resource, with_placeholders(self.resource.name, payload, extracted.names))
+        try:
+            payload = build_payload(
+                self.resource, extracted.record, self.key_properties, options=self.load.settings.payload_options
+            )
+            problem = validation_message(self.resource, with_placeholders(self.resource.name, payload, extracted.names))
+        except PayloadError as exc:
+            payload, problem = {}, str(exc)
         if problem:
-            self.writer.reject(record, payload, None, problem)
+            self.writer.reject(record, payload or None, None, problem)
             return
         rid = record_id(record)
         if self.action == "update" and rid is None:

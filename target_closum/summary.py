@@ -66,6 +66,8 @@ class Tally:
     matched: int = 0  # found on the server by match_on (or a default match): not created again
     references_created: int = 0  # contact types / audience lists created for a lookup (create_missing_references)
     changed_but_skipped: int = 0
+    #: what the counts mean beyond their names, added to the summary line (a V2 add may have updated)
+    note: str = field(default="", compare=False)
     #: reason → [count, the first message of that reason]
     reasons: dict[str, list[t.Any]] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -140,6 +142,8 @@ class Tally:
             body += f"; rejects in {rejects_path}"
         if self.recovered:
             body += f"; {self.recovered} writes left pending by an earlier run settled first"
+        if self.note:
+            body += f"; {self.note}"
         if self.changed_but_skipped:
             body += (
                 f"; {self.changed_but_skipped} already-loaded records changed since, use action upsert to update them"

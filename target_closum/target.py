@@ -21,6 +21,7 @@ from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.ledger import LedgerInUseError
 from target_closum.load import LoadContext
+from target_closum.mapping import credentials_problem
 from target_closum.reader import BadInputError, ClosumReader, batch_records, batch_storage
 from target_closum.settings import TargetSettings, target_properties
 from target_closum.sinks import ClosumSink
@@ -77,7 +78,7 @@ class TargetClosum(OneLineCommand, Target):
     #: the SDK's, and BATCH messages (their records go the way of RECORD messages)
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [*Target.capabilities, PluginCapabilities.BATCH]
 
-    config_jsonschema = th.PropertiesList(*connection_properties(), *target_properties()).to_dict()
+    config_jsonschema = th.PropertiesList(*connection_properties(v2=True), *target_properties()).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Build the target; settings that can never work are refused here, with one line.
@@ -124,8 +125,16 @@ class TargetClosum(OneLineCommand, Target):
 
     # -- sinks: each one is handed the run's shared parts ---------------------------
     def get_sink_class(self, stream_name: str) -> type[ClosumSink]:
-        """Refuse a stream that cannot be written, at its SCHEMA message."""
-        self.settings.mapping_for(stream_name)
+        """Refuse a stream that cannot be written (or not with the credentials given), at its SCHEMA message.
+
+        Raises:
+            ClosumSettingsError: the stream's API needs credentials that are not set.
+        """
+        mapping = self.settings.mapping_for(stream_name)
+        connection = self.load.shared.connection
+        problem = credentials_problem(mapping, v1=connection.has_v1_credentials, v2=bool(connection.api_key))
+        if problem:
+            raise ClosumSettingsError(problem)
         return ClosumSink
 
     def get_sink(

@@ -271,7 +271,9 @@ def offline_env(sandbox, tmp_path):
 
 def _listed_values(output: str) -> dict[str, str]:
     """``name -> current value`` from ``meltano config list ... --all``."""
-    return dict(re.findall(r"^(\w+) \[env: \w+\] current value: (.+)$", output, re.MULTILINE))
+    return dict(
+        re.findall(r"^(\w+) (?:\(required by group \d+\) )?\[env: \w+\] current value: (.+)$", output, re.MULTILINE)
+    )
 
 
 def run_documented_offline_commands(project: Path, env: dict[str, str]) -> list[tuple]:

@@ -62,7 +62,7 @@ def test_generator_knows_every_setting_and_stream():
     for cls, doc, marker in ((TapClosum, TAP_DOC, "tap-settings"), (TargetClosum, TARGET_DOC, "target-settings")):
         text = doc.read_text(encoding="utf-8")
         block = text.split(f"<!-- BEGIN GENERATED: {marker} -->")[1].split(f"<!-- END GENERATED: {marker} -->")[0]
-        rows = re.findall(r"^\| `([a-z_]+)` \| (yes|no) \|", block, re.MULTILINE)
+        rows = re.findall(r"^\| `([a-z0-9_]+)` \| (yes|no) \|", block, re.MULTILINE)
         required = set(cls.config_jsonschema.get("required", []))
         own = [
             name

@@ -74,7 +74,7 @@ def test_config_patch_names_every_changeable_knob(sandbox):
     assert r.status_code == 400
     assert r.json()["message"] == (
         "unknown field nope; changeable: latency_ms, fail_rate, fail_every, pagination_lie, rate_limit, "
-        "max_page_size, token_ttl, fault_seed, opt_ins_on_retrieve"
+        "max_page_size, token_ttl, fault_seed, opt_ins_on_retrieve, lead_add_answer"
     )
 
 
