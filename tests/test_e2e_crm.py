@@ -26,7 +26,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 import unicodedata
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import pytest
 import requests
 from meltano_project import OWN_SETTINGS, ROOT, meltano_env, project_copy, require_plugins, run_meltano
 
-from closum_sandbox.testing import LOOPBACK, free_port
+from closum_sandbox.testing import LOOPBACK, free_port, wait_until
 
 BIN = Path(sys.executable).parent
 EXPORT = ROOT / "demo" / "crm_contacts.csv"
@@ -289,17 +288,21 @@ def s3_state_backend(tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited with {proc.returncode}: {(tmp_path / 'moto.log').read_text()}")
+
+        def bucket_made() -> bool:
             try:
                 requests.put(f"{url}/closum-state", timeout=5).raise_for_status()
-                break
             except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not answer within 30 s")
-                time.sleep(0.1)
+                return False
+            return True
+
+        def exited() -> str | None:
+            return None if proc.poll() is None else f"moto_server exited with {proc.returncode}"
+
+        try:
+            wait_until(bucket_made, "moto_server to make the bucket", interval=0.1, gone=exited)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}: {(tmp_path / 'moto.log').read_text()}")
         yield (
             url,
             {
