@@ -223,6 +223,14 @@ def _readme_block() -> str:
     return block.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
+def _repository_pip_url() -> str:
+    """The one pip_url of tap-closum and target-closum in the repository's meltano.yml."""
+    plugins = yaml.safe_load((ROOT / "meltano.yml").read_text(encoding="utf-8"))["plugins"]
+    urls = {p["pip_url"] for kind in plugins.values() for p in kind if p["name"] in PLUGINS}
+    assert len(urls) == 1, urls
+    return urls.pop()
+
+
 def fresh_project(tmp_path: Path, env: dict[str, str]) -> Path:
     """``meltano init`` + the README's block pasted (pip_url: this checkout), the installed venvs shared."""
     proc = subprocess.run(  # argv is ours: this venv's meltano, no shell
@@ -237,8 +245,12 @@ def fresh_project(tmp_path: Path, env: dict[str, str]) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     project = tmp_path / "project"
     assert "plugins:" not in (project / "meltano.yml").read_text()
+    # The pip_url of the repository's meltano.yml, which installed the venvs this project shares: their
+    # fingerprint then matches and no command reinstalls them (Meltano 4.4's invoke and select install a
+    # plugin whose fingerprint differs even with MELTANO_AUTO_INSTALL=false: that rebuilt the shared venvs
+    # under the other tests' runs).
     block = _readme_block().replace(
-        "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone", f"-e {ROOT}"
+        "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone", _repository_pip_url()
     )
     with (project / "meltano.yml").open("a", encoding="utf-8") as f:
         f.write(block)
