@@ -60,6 +60,23 @@ class Ended(t.NamedTuple):
         return lines[0].split(f"{program} failed: ", 1)[1]
 
 
+#: Each console script's entry point: (module, class whose ``cli`` it runs).
+ENTRY_POINTS = {
+    "tap-closum": ("tap_closum.tap", "TapClosum"),
+    "target-closum": ("target_closum.target", "TargetClosum"),
+}
+
+
+def patched(program: str, constants: dict[str, t.Any]) -> list[str]:
+    """The command running ``program`` with module constants set first (``{"closum_api.stop.STOP_GRACE": 1.0}``).
+
+    For a wait of the product's that a test needs shorter, never for what the test asserts.
+    """
+    module, cls = ENTRY_POINTS[program]
+    lines = [f"import {name.rsplit('.', 1)[0]}; {name} = {value!r}" for name, value in constants.items()]
+    return [sys.executable, "-c", "\n".join([*lines, f"from {module} import {cls}; {cls}.cli()"])]
+
+
 def _argv(program: str | list[str]) -> list[str]:
     """A console script of this venv by name, or a command given whole."""
     return [str(BIN / program)] if isinstance(program, str) else list(program)
@@ -123,9 +140,20 @@ class Program(subprocess.Popen):
         return ended
 
 
-def start(program: str, config: dict[str, t.Any], *args: str, cwd: Path, stdin: t.Any = None) -> Program:
-    """``program --config <config> <args>`` as a process in ``cwd``; its stderr in ``cwd/<program>.err``."""
-    argv = [*_argv(program), "--config", write_json(cwd / f"{program}-config.json", config), *args]
+def start(  # the program, its options, and where and how it runs
+    program: str,
+    config: dict[str, t.Any],
+    *args: str,
+    cwd: Path,
+    stdin: t.Any = None,
+    constants: dict[str, t.Any] | None = None,
+) -> Program:
+    """``program --config <config> <args>`` as a process in ``cwd`` (``constants``: see :func:`patched`).
+
+    Its stderr goes to ``cwd/<program>.err``.
+    """
+    command = patched(program, constants) if constants else _argv(program)
+    argv = [*command, "--config", write_json(cwd / f"{program}-config.json", config), *args]
     return Program(argv, cwd=cwd, stdin=stdin, err_path=cwd / f"{program}.err")
 
 

@@ -10,11 +10,11 @@ import threading
 import time
 
 import pytest
+from helpers import patched
 from tap_run import run_tap, run_tap_process
 from test_target_support import lead, posts, run_target_process, singer, target_config
 
 from closum_api import stop
-from closum_api.connection import CONNECT_TIMEOUT
 from closum_api.pace import FIXED_HEADROOM, START_WINDOW, Pace
 from closum_api.stop import ClosumStopped
 from closum_sandbox.testing import SandboxProcess, free_port
@@ -369,11 +369,14 @@ def silent_port():
 
 
 def test_a_host_that_never_answers_fails_a_try_after_the_connect_timeout_not_request_timeout(silent_port, tmp_path):
-    # request_timeout is 60 s; connecting gives up after CONNECT_TIMEOUT (10 s) and the one try ends the run.
+    # request_timeout is 60 s; connecting gives up after CONNECT_TIMEOUT (10 s; 1 s in this run, which would
+    # otherwise wait the 10 s) and the one try ends the run.
     config = _unreachable(silent_port, max_retries=0, request_timeout=60)
+    connect_timeout = 1.0
+    command = patched("tap-closum", {"closum_api.connection.CONNECT_TIMEOUT": connect_timeout})
     began = time.monotonic()
-    out = run_tap_process(config, tmp_path, streams={"emails"})
-    assert time.monotonic() - began < CONNECT_TIMEOUT + 15
+    out = run_tap_process(config, tmp_path, streams={"emails"}, command=command)
+    assert time.monotonic() - began < connect_timeout + 15  # and so well before request_timeout (60 s)
     assert out.returncode == 1
     assert (
         f"tap-closum failed: cannot reach http://127.0.0.1:{silent_port}/api after 1 try: "

@@ -454,7 +454,8 @@ def test_target_stops_within_seconds_when_a_create_hangs_and_the_next_run_settle
     with (tmp_path / "in.jsonl").open("w+") as fh:
         fh.write(text)
         fh.seek(0)
-        proc = start("target-closum", config, cwd=tmp_path, stdin=fh)
+        # A grace of 1 s (the product's is 5 s): still far below request_timeout.
+        proc = start("target-closum", config, cwd=tmp_path, stdin=fh, constants={"closum_api.stop.STOP_GRACE": 1.0})
         ledger = tmp_path / "ledger.sqlite"
         wait_for(lambda: _writes(ledger) == {"done": 2, "pending": 1}, "the other two created, one hanging", proc)
         ended = proc.stop(signal.SIGTERM, "target-closum")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-import sys
 from dataclasses import dataclass
 
 import pytest
+from helpers import patched
 from tap_run import run_tap_process
 
 from tap_closum.optins import BATCH
@@ -45,11 +45,7 @@ class Line:
 
 def tap_command(interval: float) -> list[str]:
     """tap-closum, its progress interval set to ``interval`` seconds."""
-    code = (
-        f"import tap_closum.progress as p; p.INTERVAL = {interval!r}; "
-        "from tap_closum.tap import TapClosum; TapClosum.cli()"
-    )
-    return [sys.executable, "-c", code]
+    return patched("tap-closum", {"tap_closum.progress.INTERVAL": interval})
 
 
 def parse(stderr: str, *, strict: bool = True) -> list[Line]:
