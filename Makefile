@@ -33,7 +33,7 @@ $(PLUGINS_STAMP): $(STAMP) meltano.yml pyproject.toml
 
 # The suite spread over TEST_WORKERS processes (pytest-xdist): one test's waits overlap another's work.
 # Our packages are compiled to bytecode first, once, instead of in each of the ~200 processes the tests start.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 COMPILE := $(BIN)/python -m compileall -q closum_api tap_closum target_closum closum_sandbox > /dev/null
 
 test: $(PLUGINS_STAMP)
