@@ -25,7 +25,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -33,13 +32,14 @@ import click
 import pytest
 import yaml
 from meltano.cli import cli as meltano_cli
-from meltano_project import MELTANO, ROOT, meltano_env, require_plugins
+from meltano_project import ROOT, meltano_env, require_plugins, run_meltano
 
 from closum_api import registry
 from tap_closum.tap import TapClosum
 from target_closum.target import TargetClosum
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -232,17 +232,8 @@ def _repository_pip_url() -> str:
 
 
 def fresh_project(tmp_path: Path, env: dict[str, str]) -> Path:
-    """``meltano init`` + the README's block pasted (pip_url: this checkout), the installed venvs shared."""
-    proc = subprocess.run(  # argv is ours: this venv's meltano, no shell
-        [str(MELTANO), "init", "project"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """``meltano init`` + the README's block pasted (pip_url: the repository's), the installed venvs shared."""
+    run_meltano(tmp_path, ["init", "project"], env, environment=None)
     project = tmp_path / "project"
     assert "plugins:" not in (project / "meltano.yml").read_text()
     # The pip_url of the repository's meltano.yml, which installed the venvs this project shares: their
@@ -260,18 +251,8 @@ def fresh_project(tmp_path: Path, env: dict[str, str]) -> Path:
 
 
 def meltano(project: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(  # argv is ours or the docs' own, no shell; a confirmation asked is answered yes
-        [str(MELTANO), *argv],
-        cwd=project,
-        env=env,
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"meltano {shlex.join(argv)} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-    return proc
+    """``meltano <argv>`` as written in ``project``; a confirmation asked is answered yes; a failed test if it fails."""
+    return run_meltano(project, argv, env, environment=None, answer="y\n")
 
 
 @pytest.fixture

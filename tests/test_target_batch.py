@@ -6,11 +6,10 @@ import gzip
 import json
 import re
 import signal
-import subprocess
 import typing as t
 
 import pytest
-from helpers import BIN, wait_for
+from helpers import start, wait_for, write_json
 from tap_run import catalog_selecting
 from test_target_support import (
     lead,
@@ -222,18 +221,14 @@ def _tap_into_target(source: t.Any, dest: t.Any, tmp_path: Path, streams: set[st
         page_size=50,
         batch_config={"encoding": GZIP, "storage": {"root": batches.as_uri(), "prefix": "closum-"}},
     )
-    (tmp_path / "tap-config.json").write_text(json.dumps(tap_config))
-    (tmp_path / "catalog.json").write_text(json.dumps(catalog_selecting(tap_config, streams)))
-    argv = [str(BIN / "tap-closum"), "--config", str(tmp_path / "tap-config.json")]
-    with subprocess.Popen(  # argv is ours, no shell
-        [*argv, "--catalog", str(tmp_path / "catalog.json")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    ) as tap:
+    catalog = write_json(tmp_path / "catalog.json", catalog_selecting(tap_config, streams))
+    with start("tap-closum", tap_config, "--catalog", catalog, cwd=tmp_path) as tap:
         target = target_process(target_config(dest, tmp_path), tmp_path, tap.stdout)
         assert tap.stdout is not None
         tap.stdout.close()  # the target holds the pipe's reading end now
         ended = target.finish(timeout=300)
         out, err = ended.out, ended.err
-        assert tap.wait(timeout=60) == 0
+        assert tap.wait(timeout=60) == 0, tap.err()[-2000:]
     assert ended.code == 0, err[-2000:]
     return out, err
 
