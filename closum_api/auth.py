@@ -41,8 +41,8 @@ from closum_api.errors import (
     ClosumBadResponse,
     ClosumEndpointError,
     ClosumError,
-    check_response,
     answer_line,
+    check_response,
     retry_after_seconds,
 )
 

@@ -300,7 +300,6 @@ class SharedSettings:
         return ClosumClient(self.connection, max_parallel=self.max_parallel_requests, pace=pace)
 
 
-
 def _optional_text(config: t.Mapping[str, t.Any], key: str) -> str | None:
     """A text setting without a default; None when it is absent, null or empty."""
     value = config.get(key)

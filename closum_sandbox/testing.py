@@ -11,6 +11,9 @@
 
 Both start on a free loopback port, wait until the server answers, and share
 the helpers of :class:`SandboxAdmin`, which call the admin API over HTTP.
+
+:func:`wait_until` is the one way a test (or a server starting) waits: for a
+condition it can observe, with a deadline, never for a fixed time.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import requests
 import uvicorn
@@ -43,6 +46,47 @@ if TYPE_CHECKING:
 
 #: Where the test servers listen: loopback only.
 LOOPBACK = "127.0.0.1"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T],
+    what: str,
+    *,
+    timeout: float = 30,
+    interval: float = 0.01,
+    gone: Callable[[], str | None] | None = None,
+) -> T:
+    """Poll ``condition`` until it answers something true; answer that.
+
+    Args:
+        condition: what to look at (a request log, a file, a process's output...).
+        what: what is awaited, for the error (``"the tap to ask for a page"``).
+        timeout: seconds until giving up.
+        interval: seconds between two looks.
+        gone: says why waiting is pointless (a process that ended, a server that stopped), or None.
+
+    Returns:
+        The condition's first true answer.
+
+    Raises:
+        RuntimeError: ``gone`` said why, before the condition held.
+        TimeoutError: the condition did not hold within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = condition()
+        if answer:
+            return answer
+        reason = gone() if gone is not None else None
+        if reason is not None:
+            msg = f"{reason} while waiting for {what}"
+            raise RuntimeError(msg)
+        if time.monotonic() > deadline:
+            msg = f"gave up waiting {timeout:g} s for {what}"
+            raise TimeoutError(msg)
+        time.sleep(interval)
 
 
 class _QuickServer(uvicorn.Server):
@@ -88,21 +132,18 @@ class SandboxAdmin:
 
     def _wait_until_healthy(self, timeout: float, died: Callable[[], str | None], interval: float) -> None:
         """Poll ``/_admin/health`` until it answers 200; ``died()`` says why the server is gone."""
-        deadline = time.monotonic() + timeout
-        while True:
-            reason = died()
-            if reason is not None:
-                raise RuntimeError(reason)
+
+        def healthy() -> bool:
             try:
-                if self._http.get(self.url + "/_admin/health", timeout=2).ok:
-                    return
+                return self._http.get(self.url + "/_admin/health", timeout=2).ok
             except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                msg = f"the sandbox did not answer within {timeout:.0f} s"
-                raise RuntimeError(msg)
-            time.sleep(interval)
+                return False
+
+        try:
+            wait_until(healthy, "the sandbox to answer", timeout=timeout, interval=interval, gone=died)
+        except TimeoutError as exc:
+            self.stop()
+            raise RuntimeError(str(exc)) from None
 
     def stop(self) -> None:
         """Stop the server (the subclass knows how)."""
@@ -340,6 +381,10 @@ class SandboxServer(SandboxAdmin):
     ) -> None:
         """Stop the server."""
         self.stop()
+
+    def requests_in_flight(self) -> int:
+        """How many requests the server is serving right now (those of clients gone included)."""
+        return 0 if self._server is None else len(self._server.server_state.tasks)
 
     @property
     def app(self) -> FastAPI | None:

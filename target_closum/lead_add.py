@@ -297,7 +297,9 @@ class ContactWriter:
             except (ClosumError, *TRANSIENT) as exc:
                 if isinstance(exc, ClosumAuthError):
                     raise
-                msg = f"stream {self.stream_name}: could not read Closum's lifecycle stages ({failure_line(exc)}); rerun"
+                msg = (
+                    f"stream {self.stream_name}: could not read Closum's lifecycle stages ({failure_line(exc)}); rerun"
+                )
                 raise ClosumAddError(msg) from exc
         if index is None:  # no V1 credentials, or an account whose V1 revision lists no stages
             index = ServerIndex(KeyRule(stages.name, ("label",)))

@@ -24,11 +24,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from closum_sandbox.testing import LOOPBACK, free_port
+from closum_sandbox.testing import LOOPBACK, free_port, wait_until
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -151,21 +150,21 @@ class EmbeddedPostgres:
 
     def _wait_ready(self, log: Path) -> None:
         """Wait until the server accepts connections (``pg_isready``), or fail with its log."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                msg = f"postgres exited with {self._proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-                raise RuntimeError(msg)
-            ready = self._run(
-                [str(self._bin / "pg_isready"), "-h", self.host, "-p", str(self.port), "-U", self.user], check=False
-            )
-            if ready.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                msg = f"postgres not ready within {READY_TIMEOUT} s:\n{log.read_text(errors='replace')[-3000:]}"
-                raise RuntimeError(msg)
-            time.sleep(0.05)
+        proc = self._proc
+        assert proc is not None
+
+        def exited() -> str | None:
+            return None if proc.poll() is None else f"postgres exited with {proc.returncode}"
+
+        def ready() -> bool:
+            argv = [str(self._bin / "pg_isready"), "-h", self.host, "-p", str(self.port), "-U", self.user]
+            return self._run(argv, check=False).returncode == 0
+
+        try:
+            wait_until(ready, "postgres to accept connections", timeout=READY_TIMEOUT, interval=0.05, gone=exited)
+        except (RuntimeError, TimeoutError) as exc:
+            msg = f"{exc}:\n{log.read_text(errors='replace')[-3000:]}"
+            raise RuntimeError(msg) from None
 
     # -- running as the server's owner -----------------------------------------------
     def _reachable(self) -> bool:

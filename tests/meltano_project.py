@@ -73,15 +73,27 @@ def meltano_env(sandbox, database: Path, drop: tuple[str, ...] = OWN_SETTINGS) -
     }
 
 
-def run_meltano(
-    project: Path, args: tuple[str, ...], env: dict[str, str], *, environment: str = "dev", check: bool = True
+def run_meltano(  # noqa: PLR0913  # where, what, and how a test runs Meltano
+    project: Path,
+    args: tuple[str, ...] | list[str],
+    env: dict[str, str],
+    *,
+    environment: str | None = "dev",
+    check: bool = True,
+    answer: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """``meltano --environment=<environment> <args>`` in ``project`` (with ``check``, a failed test when it fails)."""
-    proc = subprocess.run(  # argv is ours: Meltano and the test's arguments, no shell
-        [str(MELTANO), f"--environment={environment}", *args],
+    """``meltano --environment=<environment> <args>`` in ``project`` (with ``check``, a failed test when it fails).
+
+    ``environment`` None: the arguments as given (a command of the docs, as written); ``answer``: its input,
+    for a command that asks to confirm.
+    """
+    where = [] if environment is None else [f"--environment={environment}"]
+    proc = subprocess.run(  # argv is ours (or the docs' own): Meltano and the test's arguments, no shell
+        [str(MELTANO), *where, *args],
         cwd=project,
         env=env,
-        stdin=subprocess.DEVNULL,
+        input=answer,
+        stdin=subprocess.DEVNULL if answer is None else None,
         capture_output=True,
         text=True,
         timeout=600,

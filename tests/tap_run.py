@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
 import typing as t
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from helpers import run, write_json
 
 from tap_closum.tap import TapClosum
 
-BIN = Path(sys.executable).parent
+if t.TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass
@@ -75,20 +74,10 @@ def run_tap_process(
     command: list[str] | None = None,
 ) -> TapOutput:
     """Run the ``tap-closum`` command (or ``command``, taking the same options); its messages, stderr and exit code."""
-    config_file = tmp_path / "tap-config.json"
-    config_file.write_text(json.dumps(config))
     extra = list(args)
     if streams:
-        catalog_file = tmp_path / "catalog.json"
-        catalog_file.write_text(json.dumps(catalog_selecting(config, streams)))
-        extra += ["--catalog", str(catalog_file)]
-    proc = subprocess.run(  # argv is ours, no shell
-        [*(command or [str(BIN / "tap-closum")]), "--config", str(config_file), *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"type"')]
-    return TapOutput([json.loads(line) for line in lines], proc.stderr, proc.stdout, proc.returncode)
+        extra += ["--catalog", write_json(tmp_path / "catalog.json", catalog_selecting(config, streams))]
+    config_file = write_json(tmp_path / "tap-config.json", config)
+    ended = run(command or "tap-closum", "--config", config_file, *extra, cwd=tmp_path, env=env, timeout=300)
+    lines = [line for line in ended.out.splitlines() if line.startswith('{"type"')]
+    return TapOutput([json.loads(line) for line in lines], ended.err, ended.out, ended.code)

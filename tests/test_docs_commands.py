@@ -25,7 +25,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -33,13 +32,14 @@ import click
 import pytest
 import yaml
 from meltano.cli import cli as meltano_cli
-from meltano_project import MELTANO, ROOT, meltano_env, require_plugins
+from meltano_project import ROOT, meltano_env, require_plugins, run_meltano
 
 from closum_api import registry
 from tap_closum.tap import TapClosum
 from target_closum.target import TargetClosum
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -223,22 +223,25 @@ def _readme_block() -> str:
     return block.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
+def _repository_pip_url() -> str:
+    """The one pip_url of tap-closum and target-closum in the repository's meltano.yml."""
+    plugins = yaml.safe_load((ROOT / "meltano.yml").read_text(encoding="utf-8"))["plugins"]
+    urls = {p["pip_url"] for kind in plugins.values() for p in kind if p["name"] in PLUGINS}
+    assert len(urls) == 1, urls
+    return urls.pop()
+
+
 def fresh_project(tmp_path: Path, env: dict[str, str]) -> Path:
-    """``meltano init`` + the README's block pasted (pip_url: this checkout), the installed venvs shared."""
-    proc = subprocess.run(  # argv is ours: this venv's meltano, no shell
-        [str(MELTANO), "init", "project"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """``meltano init`` + the README's block pasted (pip_url: the repository's), the installed venvs shared."""
+    run_meltano(tmp_path, ["init", "project"], env, environment=None)
     project = tmp_path / "project"
     assert "plugins:" not in (project / "meltano.yml").read_text()
+    # The pip_url of the repository's meltano.yml, which installed the venvs this project shares: their
+    # fingerprint then matches and no command reinstalls them (Meltano 4.4's invoke and select install a
+    # plugin whose fingerprint differs even with MELTANO_AUTO_INSTALL=false: that rebuilt the shared venvs
+    # under the other tests' runs).
     block = _readme_block().replace(
-        "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone", f"-e {ROOT}"
+        "git+https://YOUR-GIT-HOST/closum-singer.git  # or -e /path/to/a/clone", _repository_pip_url()
     )
     with (project / "meltano.yml").open("a", encoding="utf-8") as f:
         f.write(block)
@@ -248,18 +251,8 @@ def fresh_project(tmp_path: Path, env: dict[str, str]) -> Path:
 
 
 def meltano(project: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(  # argv is ours or the docs' own, no shell; a confirmation asked is answered yes
-        [str(MELTANO), *argv],
-        cwd=project,
-        env=env,
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"meltano {shlex.join(argv)} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-    return proc
+    """``meltano <argv>`` as written in ``project``; a confirmation asked is answered yes; a failed test if it fails."""
+    return run_meltano(project, argv, env, environment=None, answer="y\n")
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ runs belongs to the test alone.
   the consent tables (``lead_opt_ins``...) included; after
   ``sandbox.add_records("lead", 5)`` the second run moves exactly those 5
   leads (Meltano passed the saved state) with at most 2 list requests and
-  exactly 5 retrieves (their opt-ins).
+  exactly 5 retrieves (their opt-ins); a third moves nothing; after an edit, a
+  consent withdrawn and deletions in Closum, the next run brings them.
 - tap-jsonl → target-closum with the shipped demo/leads.jsonl: the good rows
   are created in the sandbox, the bad rows land in the rejects file with their
   reasons; a full-refresh rerun writes nothing twice (the ledger).
@@ -123,7 +124,7 @@ def _state(meltano, state_id: str) -> dict:
     return json.loads(proc.stdout)["singer_state"]
 
 
-def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
+def test_closum_to_duckdb_then_only_new_leads_then_edits_and_deletions(meltano, sandbox):
     duck = meltano.tmp / "warehouse.duckdb"
     # New records only: the consent sweep's retrieves of the history have tests of their own (test_tap_changes.py).
     new_only = {"TAP_CLOSUM_CONSENT_SWEEP_RETRIEVES_PER_RUN": "0"}
@@ -176,12 +177,14 @@ def test_closum_to_duckdb_then_only_new_leads(meltano, sandbox):
     assert sandbox.requests_log("/api/lead/") == []
     assert _query(duck, "select count(*) from closum.leads where _sdc_batched_at > ?", (second_batch_end,))[0][0] == 0
 
+    # A lead moved to another stage, a consent withdrawn, a lead and an email deleted: one run later, DuckDB has it.
+    _edits_reach_duckdb(meltano, sandbox)
 
-def test_edits_consent_changes_and_deletions_reach_duckdb(meltano, sandbox):
-    """A lead moved to another stage, a consent withdrawn, a lead and an email deleted: one run later, DuckDB has it."""
+
+def _edits_reach_duckdb(meltano, sandbox) -> None:
+    """Edit, withdraw a consent, delete a lead and an email; one run (with the whole sweep) later, DuckDB has it."""
     duck = meltano.tmp / "warehouse.duckdb"
-    one_cycle = {"TAP_CLOSUM_SWEEP_CYCLE_RUNS": "1"}  # 25 leads: one run re-reads the whole history
-    meltano.pipeline("tap-closum", "target-duckdb", extra_env=one_cycle)
+    one_cycle = {"TAP_CLOSUM_SWEEP_CYCLE_RUNS": "1"}  # 30 leads: one run re-reads the whole history
     leads = sorted(sandbox.records("lead"), key=lambda r: r["id"])
     moved, consenting = leads[0], next(r for r in leads[1:] if (r.get("lead_opt_in") or {}).get("sms"))
     gone = next(r for r in leads[1:] if r["id"] != consenting["id"])

@@ -10,76 +10,25 @@ target finish what came before it, and a signal stops tap and target within
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 import typing as t
-from pathlib import Path
 
 import pytest
+from helpers import Ended, run, start, wait_for, write_json
 from tap_run import catalog_selecting
 from test_target_support import lead, rejects, singer, target_config
 
 from closum_sandbox.testing import free_port
 
-BIN = Path(sys.executable).parent
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
 #: api_url of a loopback port nobody listens on: connections are refused
 CLOSED = "http://127.0.0.1:{port}/api"
-#: the longest a stop may take, from the signal to the exit
-STOP_SECONDS = 10
-
-
-class Ended(t.NamedTuple):
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-    def line(self, program: str) -> str:
-        """The one failure line; asserts there is exactly one and no traceback."""
-        assert "Traceback" not in self.err, self.err[-3000:]
-        lines = [line for line in self.err.splitlines() if f"{program} failed: " in line]
-        assert len(lines) == 1, self.err[-3000:]
-        return lines[0].split(f"{program} failed: ", 1)[1]
-
-
-def run(
-    program: str,
-    *args: str,
-    cwd: Path,
-    stdin: str = "",
-    env: dict[str, str] | None = None,
-    preexec: t.Callable[[], None] | None = None,
-) -> Ended:
-    start = time.monotonic()
-    proc = subprocess.run(  # argv is ours, no shell
-        [str(BIN / program), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=os.environ | (env or {}),
-        check=False,
-        preexec_fn=preexec,  # a resource limit of the child, set before it runs
-    )
-    return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
-
-
-def start(program: str, config: dict[str, t.Any], *args: str, cwd: Path, stdin: t.Any = None) -> subprocess.Popen:
-    """``program --config <config> <args>`` as a process in ``cwd``, its output piped."""
-    return subprocess.Popen(  # argv is ours, no shell
-        [str(BIN / program), "--config", write_json(cwd / "c.json", config), *args],
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-    )
 
 
 def assert_fails_with_one_line(ended: Ended, program: str, needles: tuple[str, ...]) -> None:
@@ -90,11 +39,6 @@ def assert_fails_with_one_line(ended: Ended, program: str, needles: tuple[str, .
         assert needle in line, line
     assert "Wr0ng-pw" not in ended.err
     assert "secret-Pw-1" not in ended.err
-
-
-def write_json(path: Path, value: t.Any) -> str:
-    path.write_text(json.dumps(value))
-    return str(path)
 
 
 def closed_config(**overrides: t.Any) -> dict[str, t.Any]:
@@ -269,17 +213,13 @@ def test_tap_api_going_away_mid_sync_is_one_line(sandbox_factory, tmp_path):
     config = sandbox.config(page_size=10, max_parallel_requests=2, max_retries=2, backoff_base_seconds=0.05)
     catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads"}))
     proc = start("tap-closum", config, "--catalog", catalog, cwd=tmp_path)
-    deadline = time.monotonic() + 30
-    while len(sandbox.requests_log("/api/lead")) < 3:
-        assert time.monotonic() < deadline, "the tap never read a page"
-        time.sleep(0.02)
+    wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 3, "the tap to read pages", proc)
     sandbox.stop()  # the API goes away in the middle of the sync
-    out, err = proc.communicate(timeout=60)
-    ended = Ended(proc.returncode, out, err, 0)
+    ended = proc.finish(timeout=60)
     assert ended.code == 1
     line = ended.line("tap-closum")
     assert "cannot reach http://127.0.0.1:" in line
-    assert any(json.loads(x)["type"] == "RECORD" for x in out.splitlines()), "the records read were not written"
+    assert any(json.loads(x)["type"] == "RECORD" for x in ended.out.splitlines()), "the records read were not written"
 
 
 def test_a_traceback_is_shown_at_log_level_debug(tmp_path):
@@ -444,24 +384,19 @@ def test_a_bad_line_records_the_rejects_before_it(sandbox, tmp_path):
 
 
 # -- signals ------------------------------------------------------------------------------------
-def _wait_for(predicate: t.Callable[[], bool], what: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while not predicate():
-        assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1][-3000:]}"
-        assert time.monotonic() < deadline, f"never {what}"
-        time.sleep(0.02)
+#: What a program logs when it starts to wait out a Retry-After of 30 s.
+BACKOFF_30S = "Retrying in 30.0 s after try 1"
 
 
-def _stop(proc: subprocess.Popen, sig: signal.Signals, program: str) -> Ended:
-    """Send ``sig``; asserts the program ended within STOP_SECONDS, 128 + the signal, one line saying so."""
-    began = time.monotonic()
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    ended = Ended(proc.returncode, out, err, time.monotonic() - began)
-    assert ended.seconds < STOP_SECONDS
-    assert ended.code == 128 + sig
-    assert "stopped by " + sig.name in ended.line(program)
-    return ended
+def _writes(ledger: Path) -> dict[str, int]:
+    """How many writes of the ledger are in each state (read beside the run that holds it: WAL)."""
+    if not ledger.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(ledger, timeout=5)) as db:
+        try:
+            return dict(db.execute("SELECT state, count(*) FROM writes GROUP BY state").fetchall())
+        except sqlite3.OperationalError:  # the run has not created its table yet
+            return {}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -470,9 +405,8 @@ def test_tap_stops_mid_backoff_within_seconds_with_128_plus_signal(sandbox, tmp_
     sandbox.script_faults([{"method": "GET", "path": "/api/lead", "status": 503, "retry_after": 30, "times": 20}])
     catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads"}))
     proc = start("tap-closum", config, "--catalog", catalog, cwd=tmp_path)
-    _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 1, "asked for a page", proc)
-    time.sleep(0.5)  # in the 30 s backoff now
-    ended = _stop(proc, sig, "tap-closum")
+    wait_for(lambda: BACKOFF_30S in proc.err(), "the tap to wait out the Retry-After", proc)
+    ended = proc.stop(sig, "tap-closum")
     assert any(json.loads(x)["type"] == "STATE" for x in ended.out.splitlines())
 
 
@@ -485,9 +419,8 @@ def test_target_stops_mid_backoff_within_seconds_and_leaves_nothing_pending(sand
         proc = start("target-closum", config, cwd=tmp_path, stdin=fh)
         # The first 429's Retry-After pauses every worker (the run's pace): the creates not yet
         # sent wait there, never pending; those sent are in their 30 s backoff.
-        _wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 1, "sent a create", proc)
-        time.sleep(0.5)  # in the 30 s backoff now
-        ended = _stop(proc, sig, "target-closum")
+        wait_for(lambda: BACKOFF_30S in proc.err(), "the target to wait out the Retry-After", proc)
+        ended = proc.stop(sig, "target-closum")
     assert ended.out == ""  # no STATE: nothing was written
     # A 429 means the create was not made: no write is left pending for the next run.
     with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
@@ -501,9 +434,13 @@ def test_tap_stops_within_seconds_when_a_request_in_flight_hangs(sandbox, tmp_pa
     sandbox.script_faults([{"method": "GET", "path": "/api/lead/", "status": 503, "delay_ms": 40_000, "times": 1}])
     catalog = write_json(tmp_path / "k.json", catalog_selecting(config, {"leads", "lead_opt_ins"}))
     proc = start("tap-closum", config, "--catalog", catalog, cwd=tmp_path)
-    _wait_for(lambda: len(sandbox.requests_log("/api/lead/")) >= 3, "retrieved opt-ins", proc)
-    time.sleep(0.3)
-    ended = _stop(proc, signal.SIGTERM, "tap-closum")
+
+    def hanging_among_retrieves() -> bool:
+        retrieves = sandbox.requests_log("/api/lead/")
+        return len(retrieves) >= 3 and any(e["fault"] == "scripted" and e["status"] is None for e in retrieves)
+
+    wait_for(hanging_among_retrieves, "opt-ins retrieved while one retrieve hangs", proc)
+    ended = proc.stop(signal.SIGTERM, "tap-closum")
     assert any(json.loads(x)["type"] == "STATE" for x in ended.out.splitlines())
 
 
@@ -517,19 +454,18 @@ def test_target_stops_within_seconds_when_a_create_hangs_and_the_next_run_settle
     with (tmp_path / "in.jsonl").open("w+") as fh:
         fh.write(text)
         fh.seek(0)
-        proc = start("target-closum", config, cwd=tmp_path, stdin=fh)
-        _wait_for(lambda: len(sandbox.records("lead")) - len(before) >= 2, "created the other two", proc)
-        time.sleep(0.3)
-        ended = _stop(proc, signal.SIGTERM, "target-closum")
+        # A grace of 1 s (the product's is 5 s): still far below request_timeout.
+        proc = start("target-closum", config, cwd=tmp_path, stdin=fh, constants={"closum_api.stop.STOP_GRACE": 1.0})
+        ledger = tmp_path / "ledger.sqlite"
+        wait_for(lambda: _writes(ledger) == {"done": 2, "pending": 1}, "the other two created, one hanging", proc)
+        ended = proc.stop(signal.SIGTERM, "target-closum")
     assert ended.out == ""  # no STATE: one record of it is not written
-    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-        assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (1,)
+    assert _writes(ledger) == {"done": 2, "pending": 1}
     again = run("target-closum", "--config", write_json(tmp_path / "c.json", config), cwd=tmp_path, stdin=text)
     assert again.code == 0, again.err[-3000:]
     new = [r for r in sandbox.records("lead") if r["id"] not in before]
     assert sorted(r["email"]["email"] for r in new) == sorted(lead(i)["email"]["email"] for i in range(3))
-    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-        assert db.execute("SELECT count(*) FROM writes WHERE state = 'pending'").fetchone() == (0,)
+    assert _writes(ledger) == {"done": 3}
 
 
 def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_written(sandbox, tmp_path):
@@ -540,8 +476,7 @@ def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_w
     proc.stdin.write(singer("leads", [lead(1), lead(2)], final_state={"bookmarks": {"leads": 2}}))
     proc.stdin.write(json.dumps({"type": "RECORD", "stream": "leads", "record": lead(3)}) + "\n")
     proc.stdin.flush()  # the input stays open: the target waits for more
-    _wait_for(lambda: len(sandbox.records("lead")) - before >= 2, "wrote the first batch", proc)
-    time.sleep(0.3)
-    ended = _stop(proc, signal.SIGTERM, "target-closum")
+    wait_for(lambda: _writes(tmp_path / "ledger.sqlite") == {"done": 2}, "the first batch written", proc)
+    ended = proc.stop(signal.SIGTERM, "target-closum")
     assert [json.loads(x) for x in ended.out.splitlines()] == [{"bookmarks": {"leads": 2}}]
     assert len(sandbox.records("lead")) - before == 2  # lead 3 was read, not written: no STATE covers it

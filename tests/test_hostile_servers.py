@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from helpers import wait_for
 from tap_run import run_tap, run_tap_process
 from test_target_support import lead, posts, run_target, run_target_process, singer, target_config, target_process
 
@@ -82,14 +83,15 @@ def test_headers_trickled_byte_by_byte_end_the_request_at_request_timeout(header
 
 
 def test_tap_and_target_end_within_a_minute_against_a_trickling_server(sandbox, tmp_path):
-    trickle = {"trickle_ms": 2000, "times": 1000}
+    # A byte every 0.4 s: no read ever waits request_timeout (1 s), only the whole request's watchdog can end it.
+    trickle = {"trickle_ms": 400, "times": 1000}
     sandbox.script_faults([{"method": "GET", "path": "/api/lead", **trickle}, {"method": "POST", **trickle}])
-    config = sandbox.config(request_timeout=3, max_retries=1, backoff_base_seconds=0.01)
+    config = sandbox.config(request_timeout=1, max_retries=1, backoff_base_seconds=0.01)
     began = time.monotonic()
     out = run_tap_process(config, tmp_path, streams={"leads"})
     assert out.returncode == 1
     assert "not complete within request_timeout" in out.stderr.strip().splitlines()[-1]
-    tconfig = target_config(sandbox, tmp_path, request_timeout=3, max_retries=1, backoff_base_seconds=0.01)
+    tconfig = target_config(sandbox, tmp_path, request_timeout=1, max_retries=1, backoff_base_seconds=0.01)
     code, _, err = run_target_process(tconfig, tmp_path, singer("leads", [lead(1)]), timeout=60)
     assert code == 1
     assert "target-closum failed: " in err.strip().splitlines()[-1]
@@ -168,6 +170,10 @@ def test_a_target_run_through_every_sixth_call_failing_and_two_second_tokens_com
 
 
 # -- a stop during the match index read -------------------------------------------------
+def lead_calls(sandbox, method: str) -> list[dict]:
+    return [e for e in sandbox.requests_log("/api/lead") if e["method"] == method]
+
+
 def test_sigterm_during_the_match_index_read_ends_the_target_within_seconds(sandbox_factory, tmp_path):
     sandbox = sandbox_factory(seed=25, latency_ms=400)
     sandbox.add_records("lead", 3000)
@@ -177,17 +183,12 @@ def test_sigterm_during_the_match_index_read_ends_the_target_within_seconds(sand
     (tmp_path / "in.jsonl").write_text(singer("leads", [lead(i) for i in range(5)]))
     with (tmp_path / "in.jsonl").open() as fh:
         proc = target_process(config, tmp_path, fh)
-        deadline = time.monotonic() + 30
-        while len([e for e in sandbox.requests_log("/api/lead") if e["method"] == "GET"]) < 3:
-            assert proc.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        began = time.monotonic()
+        wait_for(lambda: len(lead_calls(sandbox, "GET")) >= 3, "the target to read its match index", proc)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - began < 5
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM" in err.strip().splitlines()[-1]
+        ended = proc.finish(timeout=60)
+    assert ended.seconds < 5
+    assert ended.code == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in ended.err.strip().splitlines()[-1]
     assert posts(sandbox, "/api/lead") == []
 
 

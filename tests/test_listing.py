@@ -10,6 +10,7 @@ import pytest
 
 from closum_api import ahead
 from closum_api.listing import Page, has_next_page, ordered_pages, page_count
+from closum_sandbox.testing import wait_until
 
 
 def pager(pages: dict[int, Page]):
@@ -180,9 +181,7 @@ def test_read_ahead_is_bounded_by_its_buffer_not_by_threads():
     results = ahead.ordered(slow_head, itertools.count(), threads=4, buffer=20)
     waiter = threading.Thread(target=lambda: next(results))
     waiter.start()
-    deadline = time.monotonic() + 5
-    while len(started) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(started) >= 20, "the buffer's 20 calls to start", timeout=5)
     time.sleep(0.05)  # would more start? (none may: 20 are submitted, the buffer is full)
     assert len(started) == 20
     release.set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import inspect
 import re
@@ -26,15 +27,22 @@ _ROW = re.compile(r"^\| `([\w/]+\.py)` \| `(\w+(?:\.\w+)*)` \| .+ \|$")
 def _sdk_private_names(cls: type) -> set[str]:
     names: set[str] = set()
     for base in cls.__mro__:
-        if not getattr(base, "__module__", "").startswith("singer_sdk"):
-            continue
-        for name, value in vars(base).items():
-            final = getattr(value, "__final__", False) or getattr(getattr(value, "fget", None), "__final__", False)
-            if (name.startswith("_") and not name.startswith("__") and name != "_abc_impl") or final:
-                names.add(name)
-        with contextlib.suppress(OSError, TypeError):
-            names |= set(_SELF_ATTR.findall(inspect.getsource(base)))
+        if getattr(base, "__module__", "").startswith("singer_sdk"):
+            names |= _private_names_of_sdk_class(base)
     return names
+
+
+@functools.cache
+def _private_names_of_sdk_class(base: type) -> frozenset[str]:
+    """The private and final names an SDK class defines or sets on self (read once per class: its source is long)."""
+    names: set[str] = set()
+    for name, value in vars(base).items():
+        final = getattr(value, "__final__", False) or getattr(getattr(value, "fget", None), "__final__", False)
+        if (name.startswith("_") and not name.startswith("__") and name != "_abc_impl") or final:
+            names.add(name)
+    with contextlib.suppress(OSError, TypeError):
+        names |= set(_SELF_ATTR.findall(inspect.getsource(base)))
+    return frozenset(names)
 
 
 def _derives_from_sdk(cls: object, module: object) -> bool:
@@ -70,7 +78,8 @@ def _self_or_super_uses(rel: str, tree: ast.AST, names: set[str]) -> set[tuple[s
     return found
 
 
-def used_private_parts() -> set[tuple[str, str]]:
+@functools.cache
+def used_private_parts() -> frozenset[tuple[str, str]]:
     """(file, name) for every private SDK part our code overrides, calls, reads or imports."""
     found: set[tuple[str, str]] = set()
     for package in PACKAGES:
@@ -86,7 +95,7 @@ def used_private_parts() -> set[tuple[str, str]]:
                     sdk_names |= private
                     found |= {(rel, name) for name in vars(cls) if name in private}
             found |= _self_or_super_uses(rel, tree, sdk_names)
-    return found
+    return frozenset(found)
 
 
 def listed_private_parts() -> set[tuple[str, str]]:

@@ -8,12 +8,14 @@ the sweep's cycle promises, and a run over an unchanged account emits nothing.
 
 from __future__ import annotations
 
+import copy
 import json
 import typing as t
 
 import pytest
 from tap_run import run_tap
 
+from closum_sandbox.testing import SandboxServer
 from tap_closum import sweep
 from tap_closum.ledger import BLOCK, SLOTS, Ledger
 
@@ -55,23 +57,38 @@ def runs_until_equal(synced, state, *, streams: dict[str, str], most: int) -> tu
     return most + 1, state
 
 
-@pytest.fixture
-def synced(sandbox_factory):
-    """A 2019 sandbox of 600 leads synced once, with a small page and a sweep cycle of CYCLE runs."""
-    sandbox = sandbox_factory(seed=600, revision="2019")
-    config = sandbox.config(page_size=25, sweep_cycle_runs=CYCLE)
-    warehouse = Warehouse()
-    out = run_tap(config, streams={"leads", "emails", "phones", "contact_types"})
-    warehouse.load(out)
-    return sandbox, config, out.state, warehouse
-
-
 STREAMS = {"leads": "lead", "emails": "email", "phones": "phone", "contact_types": "contact_type"}
+
+
+#: A 2019 account of 600 leads: the seed makes the same records every time.
+ACCOUNT = {"seed": 600, "revision": "2019"}
+
+
+def _config(sandbox: t.Any) -> dict[str, t.Any]:
+    """A small page and a sweep cycle of CYCLE runs."""
+    return sandbox.config(page_size=25, sweep_cycle_runs=CYCLE)
+
+
+@pytest.fixture(scope="module")
+def first_sync() -> t.Any:
+    """The first sync of ACCOUNT: the same for every test, so run once (each test gets a copy)."""
+    with SandboxServer(**ACCOUNT) as sandbox:
+        return run_tap(_config(sandbox), streams=set(STREAMS))
+
+
+@pytest.fixture
+def synced(sandbox_factory, first_sync):
+    """ACCOUNT synced once (a fresh server, the first sync's output and state), a config, the warehouse."""
+    sandbox = sandbox_factory(**ACCOUNT)
+    out = copy.deepcopy(first_sync)
+    warehouse = Warehouse()
+    warehouse.load(out)
+    return sandbox, _config(sandbox), out.state, warehouse
 
 
 def test_edits_and_deletions_reach_the_warehouse_within_the_cycle(synced):
     sandbox, config, state, warehouse = synced
-    assert all(warehouse.tables[s] == closum(sandbox, n) for s, n in STREAMS.items())
+    assert all(warehouse.tables[s] == closum(sandbox, n) for s, n in STREAMS.items())  # the first sync's copy holds
     leads = sorted(closum(sandbox, "lead"))
     for lead_id in leads[5:25]:
         sandbox.edit_record("lead", lead_id, name="Nome Editado", custom_data=json.dumps({"score": lead_id}))

@@ -5,16 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from helpers import FAST, stored_ids
 from tap_run import run_tap, run_tap_process
 
 from closum_api.client import ClosumClient, Connection
 from closum_api.registry import get
-
-FAST = {"backoff_base_seconds": 0.05, "max_retries": 6}
-
-
-def stored_ids(sandbox, resource: str) -> list[int]:
-    return sorted(r["id"] for r in sandbox.records(resource))
 
 
 def test_bursts_of_500_503_and_429_lose_and_double_nothing(sandbox_factory, caplog):

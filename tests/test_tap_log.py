@@ -1,7 +1,7 @@
 """What tap-closum prints on stderr: at the default level a short log that is never silent for long.
 
 The tap runs as a process over real HTTP, its progress interval shortened
-(``tap_closum.progress.INTERVAL``) so that a 5,000-lead read with consent lasts
+(``tap_closum.progress.INTERVAL``) so that a 1,000-lead read with consent lasts
 several intervals; the assertions are about the log lines it printed.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-import sys
 from dataclasses import dataclass
 
 import pytest
+from helpers import patched
 from tap_run import run_tap_process
 
 from tap_closum.optins import BATCH
@@ -21,6 +21,9 @@ from tap_closum.optins import BATCH
 #: The progress interval of these runs (the tap's is 10 s), and how late a line may be on a busy machine.
 INTERVAL = 2.0
 MARGIN = 3.0
+#: The leads of the long read, and the tap's page size (the default).
+LEADS = 1000
+PAGE = 100
 #: The SDK's console format: ``{asctime:23s} | {levelname:8s} | {name:30s} | {message}``.
 LINE = re.compile(
     r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \| (?P<level>\w+)\s*\| (?P<name>\S+)\s*\| (?P<msg>.*)$"
@@ -42,11 +45,7 @@ class Line:
 
 def tap_command(interval: float) -> list[str]:
     """tap-closum, its progress interval set to ``interval`` seconds."""
-    code = (
-        f"import tap_closum.progress as p; p.INTERVAL = {interval!r}; "
-        "from tap_closum.tap import TapClosum; TapClosum.cli()"
-    )
-    return [sys.executable, "-c", code]
+    return patched("tap-closum", {"tap_closum.progress.INTERVAL": interval})
 
 
 def parse(stderr: str, *, strict: bool = True) -> list[Line]:
@@ -73,12 +72,13 @@ def default_level(monkeypatch):
 
 @pytest.mark.usefixtures("default_level")
 def test_a_long_read_with_consent_prints_a_short_log_that_is_never_silent_for_long(sandbox_factory, tmp_path):
-    sandbox = sandbox_factory(seed=5000, latency_ms=10)
+    # 1,000 leads answered after 40 ms each: a read of several intervals, made of waits more than of work.
+    sandbox = sandbox_factory(seed=LEADS, latency_ms=40)
     streams = {"leads", "lead_opt_ins"}
     out = run_tap_process(sandbox.config(), tmp_path, streams=streams, command=tap_command(INTERVAL))
     assert out.returncode == 0, out.stderr
     leads, opt_ins = len(out.records["leads"]), len(out.records["lead_opt_ins"])
-    assert leads == 5000
+    assert leads == LEADS
     assert opt_ins > 0
 
     lines = parse(out.stderr)
@@ -86,10 +86,10 @@ def test_a_long_read_with_consent_prints_a_short_log_that_is_never_silent_for_lo
     messages = [line.msg for line in lines]
     assert not [m for m in messages if "assumed to be unsorted" in m]
 
-    # One summary per stream, with what it emitted and the requests it sent (50 pages, one retrieve per lead).
+    # One summary per stream, with what it emitted and the requests it sent (its pages, one retrieve per lead).
     summaries = {m["stream"]: m for msg in messages if (m := SUMMARY.match(msg))}
     assert len([msg for msg in messages if SUMMARY.match(msg)]) == len(summaries) == 2
-    assert (count(summaries["leads"]["records"]), count(summaries["leads"]["requests"])) == (leads, 50)
+    assert (count(summaries["leads"]["records"]), count(summaries["leads"]["requests"])) == (leads, LEADS // PAGE)
     assert (count(summaries["lead_opt_ins"]["records"]), count(summaries["lead_opt_ins"]["requests"])) == (
         opt_ins,
         leads,

@@ -11,13 +11,13 @@ import logging
 import re
 
 import pytest
+from helpers import FAST
 from tap_run import run_tap
 
 from closum_api import registry
 from tap_closum import optins
 from tap_closum.optins import PROBE
 
-FAST = {"backoff_base_seconds": 0.05, "max_retries": 6}
 LEAD_RETRIEVE = re.compile(r"^/api/lead/(\d+)$")
 UNQUALIFIED_RETRIEVE = re.compile(r"^/api/unqualified-lead/(\d+)$")
 

@@ -6,19 +6,12 @@ import json
 import logging
 import math
 import signal
-import subprocess
-import time
 
 import pytest
-from tap_run import BIN, TapOutput, catalog_selecting, run_tap
+from helpers import FAST, start, stored_ids, wait_for, write_json
+from tap_run import TapOutput, catalog_selecting, run_tap
 
 from closum_api import registry
-
-FAST = {"backoff_base_seconds": 0.05, "max_retries": 6}
-
-
-def stored_ids(sandbox, resource: str) -> set[int]:
-    return {r["id"] for r in sandbox.records(resource)}
 
 
 def test_full_sync_emits_every_record_of_every_stream_exactly_once(sandbox):
@@ -26,7 +19,7 @@ def test_full_sync_emits_every_record_of_every_stream_exactly_once(sandbox):
     for resource in registry.RESOURCES:
         ids = out.ids(resource.stream_name)
         assert len(ids) == len(set(ids)), f"{resource.stream_name} has duplicates"
-        assert set(ids) == stored_ids(sandbox, resource.name), resource.stream_name
+        assert sorted(ids) == stored_ids(sandbox, resource.name), resource.stream_name
         assert ids, f"{resource.stream_name} is empty; the sandbox seeds every resource"
 
 
@@ -140,28 +133,12 @@ def test_an_interrupted_run_never_moves_the_bookmark_past_unemitted_records(sand
     new_ids = sandbox.add_records("lead", 12)
     sandbox.configure(latency_ms=100)  # six pages of new leads, read one by one behind the bookmark
     sandbox.clear_log()
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / "state.json").write_text(json.dumps(first.state))
-    (tmp_path / "catalog.json").write_text(json.dumps(catalog_selecting(config, {"leads"})))
-    proc = subprocess.Popen(  # argv is ours, no shell
-        [
-            str(BIN / "tap-closum"),
-            "--config",
-            str(tmp_path / "config.json"),
-            "--state",
-            str(tmp_path / "state.json"),
-            "--catalog",
-            str(tmp_path / "catalog.json"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while len(sandbox.requests_log("/api/lead")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    state = write_json(tmp_path / "state.json", first.state)
+    catalog = write_json(tmp_path / "catalog.json", catalog_selecting(config, {"leads"}))
+    proc = start("tap-closum", config, "--state", state, "--catalog", catalog, cwd=tmp_path)
+    wait_for(lambda: len(sandbox.requests_log("/api/lead")) >= 3, "the tap to read pages", proc)
     proc.send_signal(signal.SIGTERM)  # stop it half way, as an orchestrator would
-    out, _ = proc.communicate(timeout=30)
+    out = proc.finish(timeout=30).out
     broken = TapOutput([json.loads(x) for x in out.splitlines() if x.startswith("{")])
     emitted = broken.ids("leads")
     assert 0 < len(emitted) < 12, "the run was not interrupted half way"

@@ -6,12 +6,11 @@ import gzip
 import json
 import re
 import signal
-import subprocess
-import time
 import typing as t
 
 import pytest
-from tap_run import BIN, catalog_selecting
+from helpers import start, wait_for, write_json
+from tap_run import catalog_selecting
 from test_target_support import (
     lead,
     open_schema,
@@ -139,13 +138,10 @@ def test_sigterm_mid_batch_then_rerun_writes_every_record_exactly_once(sandbox_f
     input_file.write_text(text)
     with input_file.open() as fh:
         proc = target_process(config, tmp_path, fh)
-        deadline = time.monotonic() + 30
-        while len(sandbox.records("lead")) - len(before) < 30:
-            assert time.monotonic() < deadline, "the target ended before it could be stopped"
-            assert proc.poll() is None, "the target ended before it could be stopped"
-            time.sleep(0.02)
+        wait_for(lambda: len(sandbox.records("lead")) - len(before) >= 30, "30 leads written", proc)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        ended = proc.finish(timeout=60)
+        out, err = ended.out, ended.err
     written_at_stop = len(_new(sandbox, "lead", before))
     assert 0 < written_at_stop < n, "the stop came too late to test anything"
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
@@ -225,18 +221,15 @@ def _tap_into_target(source: t.Any, dest: t.Any, tmp_path: Path, streams: set[st
         page_size=50,
         batch_config={"encoding": GZIP, "storage": {"root": batches.as_uri(), "prefix": "closum-"}},
     )
-    (tmp_path / "tap-config.json").write_text(json.dumps(tap_config))
-    (tmp_path / "catalog.json").write_text(json.dumps(catalog_selecting(tap_config, streams)))
-    argv = [str(BIN / "tap-closum"), "--config", str(tmp_path / "tap-config.json")]
-    with subprocess.Popen(  # argv is ours, no shell
-        [*argv, "--catalog", str(tmp_path / "catalog.json")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    ) as tap:
+    catalog = write_json(tmp_path / "catalog.json", catalog_selecting(tap_config, streams))
+    with start("tap-closum", tap_config, "--catalog", catalog, cwd=tmp_path) as tap:
         target = target_process(target_config(dest, tmp_path), tmp_path, tap.stdout)
         assert tap.stdout is not None
         tap.stdout.close()  # the target holds the pipe's reading end now
-        out, err = target.communicate(timeout=300)
-        assert tap.wait(timeout=60) == 0
-    assert target.returncode == 0, err[-2000:]
+        ended = target.finish(timeout=300)
+        out, err = ended.out, ended.err
+        assert tap.wait(timeout=60) == 0, tap.err()[-2000:]
+    assert ended.code == 0, err[-2000:]
     return out, err
 
 

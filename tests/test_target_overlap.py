@@ -19,7 +19,7 @@ import subprocess
 import typing as t
 
 import pytest
-from test_failures import Ended, _wait_for, run, start, write_json
+from helpers import Ended, Program, run, start, wait_for, write_json
 from test_target_support import lead, singer, target_config
 
 if t.TYPE_CHECKING:
@@ -27,11 +27,11 @@ if t.TYPE_CHECKING:
 
 
 @pytest.fixture
-def launch() -> t.Iterator[t.Callable[..., subprocess.Popen]]:
-    """``start`` of test_failures, its processes ended with the test, even a failing one."""
-    started: list[subprocess.Popen] = []
+def launch() -> t.Iterator[t.Callable[..., Program]]:
+    """``helpers.start`` of target-closum, its processes ended with the test, even a failing one."""
+    started: list[Program] = []
 
-    def launch_one(config: dict[str, t.Any], cwd: Path) -> subprocess.Popen:
+    def launch_one(config: dict[str, t.Any], cwd: Path) -> Program:
         proc = start("target-closum", config, cwd=cwd, stdin=subprocess.PIPE)
         started.append(proc)
         return proc
@@ -51,23 +51,22 @@ def _emails(sandbox: t.Any) -> list[str]:
     return [r["email"]["email"] for r in sandbox.records("lead")]
 
 
-def _feed(proc: subprocess.Popen, text: str) -> None:
+def _feed(proc: Program, text: str) -> None:
     assert proc.stdin is not None
     proc.stdin.write(text)
     proc.stdin.flush()
 
 
-def _finish(proc: subprocess.Popen) -> Ended:
+def _finish(proc: Program) -> Ended:
     """Close the run's input and wait for its end."""
-    out, err = proc.communicate(timeout=120)
-    return Ended(proc.returncode, out, err, 0)
+    return proc.finish(timeout=120)
 
 
 def test_a_second_run_on_a_ledger_in_use_is_refused_at_once(sandbox, tmp_path, launch):
     config = target_config(sandbox, tmp_path, batch_size_rows=1)
     first = launch(config, tmp_path)
     _feed(first, singer("leads", [lead(1)]))  # its SCHEMA took the ledger; the input stays open
-    _wait_for(lambda: "lead1@example.com" in _emails(sandbox), "written its first record", first)
+    wait_for(lambda: "lead1@example.com" in _emails(sandbox), "written its first record", first)
     second = run(
         "target-closum", "--config", write_json(tmp_path / "c2.json", config), cwd=tmp_path, stdin=singer("leads", [])
     )
@@ -86,7 +85,7 @@ def test_the_lock_goes_with_a_run_killed_by_sigkill(sandbox, tmp_path, launch):
     config = target_config(sandbox, tmp_path, batch_size_rows=1)
     first = launch(config, tmp_path)
     _feed(first, singer("leads", [lead(1)]))
-    _wait_for(lambda: "lead1@example.com" in _emails(sandbox), "written its first record", first)
+    wait_for(lambda: "lead1@example.com" in _emails(sandbox), "written its first record", first)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=60)
     assert (tmp_path / "ledger.sqlite.lock").exists()  # left behind, and harmless: no process holds it
@@ -97,8 +96,8 @@ def test_the_lock_goes_with_a_run_killed_by_sigkill(sandbox, tmp_path, launch):
 
 
 def _two_machines(
-    sandbox: t.Any, tmp_path: Path, launch: t.Callable[..., subprocess.Popen], overrides: dict[str, t.Any]
-) -> list[subprocess.Popen]:
+    sandbox: t.Any, tmp_path: Path, launch: t.Callable[..., Program], overrides: dict[str, t.Any]
+) -> list[Program]:
     """Two runs with ledgers of their own, each writing every record as it comes (a batch of one)."""
     runs = []
     for name in ("a", "b"):
@@ -114,7 +113,7 @@ def test_runs_that_cannot_see_each_others_ledger_and_double_a_match_key_fail_nam
     machine_a, machine_b = _two_machines(sandbox, tmp_path, launch, leads_map)
     for proc, own in ((machine_a, 100), (machine_b, 200)):
         _feed(proc, singer("leads", [lead(own)]))
-        _wait_for(lambda own=own: f"lead{own}@example.com" in _emails(sandbox), "read Closum and written", proc)
+        wait_for(lambda own=own: f"lead{own}@example.com" in _emails(sandbox), "read Closum and written", proc)
     shared = [lead(n) for n in range(1, 6)]
     _feed(machine_a, _lines("leads", shared))
     ended_a = _finish(machine_a)
@@ -143,7 +142,7 @@ def test_references_two_runs_created_alike_fail_naming_them(sandbox, tmp_path, l
     machine_a, machine_b = _two_machines(sandbox, tmp_path, launch, overrides)
     for proc, own in ((machine_a, "Só de A"), (machine_b, "Só de B")):
         _feed(proc, singer("unqualified_leads", [unqualified(1, own)]))
-        _wait_for(lambda own=own: own in labels(), "read Closum and created its type", proc)
+        wait_for(lambda own=own: own in labels(), "read Closum and created its type", proc)
     shared = _lines("unqualified_leads", [unqualified(2, "Feira 2026"), unqualified(3, "Natal 2026")])
     _feed(machine_a, shared)
     ended_a = _finish(machine_a)

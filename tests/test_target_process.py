@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
+from helpers import wait_for
 from tap_run import run_tap
 from test_target_support import lead, run_target, run_target_process, singer, target_config, target_process
+
+from closum_sandbox.testing import wait_until
 
 
 def _assert_one_line_failure(code: int, err: str, *needles: str) -> str:
@@ -82,13 +84,10 @@ def test_killed_run_then_rerun_writes_every_record_exactly_once(sandbox_factory,
     input_file.write_text(singer("leads", [lead(i) for i in range(n)], state_every=40))
     with input_file.open() as fh:
         proc = target_process(config, tmp_path, fh)
-        deadline = time.monotonic() + 30
-        while len(sandbox.records("lead")) - before < 30:
-            assert time.monotonic() < deadline, "the target ended before it could be killed"
-            assert proc.poll() is None, "the target ended before it could be killed"
-            time.sleep(0.02)
+        wait_for(lambda: len(sandbox.records("lead")) - before >= 30, "30 leads written", proc)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        ended = proc.finish(timeout=60)
+        out, err = ended.out, ended.err
     written_at_kill = len(sandbox.records("lead")) - before
     assert 0 < written_at_kill < n, "the kill came too late to test anything"
     if sig == signal.SIGTERM:  # a graceful stop: writes finished, STATE out, no traceback, 128 + 15 as a shell says
@@ -97,7 +96,8 @@ def test_killed_run_then_rerun_writes_every_record_exactly_once(sandbox_factory,
     # Every STATE printed by the killed run covers only records already on the server.
     for line in out.splitlines():
         assert json.loads(line)["bookmarks"]["leads"]["done"] <= written_at_kill
-    time.sleep(0.3)  # requests cut by the kill finish server-side before the rerun looks
+    # The creates the kill cut off end on the server (written or not) before the rerun looks for them.
+    wait_until(lambda: sandbox.requests_in_flight() == 0, "the server to end the requests of the killed run")
     run = run_target(config, input_file.read_text())
     mails = [r["email"]["email"] for r in sandbox.records("lead") if r.get("email")]
     assert len(sandbox.records("lead")) - before == n

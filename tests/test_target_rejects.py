@@ -14,7 +14,7 @@ import json
 import resource
 import typing as t
 
-from test_failures import Ended, run, write_json
+from helpers import Ended, run, write_json
 from test_target_support import lead, rejects, run_target, singer, target_config
 
 if t.TYPE_CHECKING:

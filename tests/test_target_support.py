@@ -5,17 +5,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
 import typing as t
 from pathlib import Path
+
+from helpers import FAST, Program, run, start, write_json
 
 from closum_api import registry
 from closum_api.schemas import record_schema
 from target_closum.target import TargetClosum
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -58,9 +56,8 @@ def target_config(sandbox: t.Any, tmp_path: Path, **overrides: t.Any) -> dict[st
         sandbox.config(
             ledger_path=str(tmp_path / "ledger.sqlite"),
             rejects_path=str(tmp_path / "rejects.jsonl"),
-            backoff_base_seconds=0.05,
-            max_retries=6,
             request_timeout=10,
+            **FAST,
         )
         | overrides
     )
@@ -101,33 +98,18 @@ def writes(sandbox: t.Any) -> list[dict[str, t.Any]]:
     return [e for e in sandbox.requests_log("/api") if e["method"] in {"POST", "PUT"} and e["path"] != "/api/token"]
 
 
-def target_process(config: dict[str, t.Any], tmp_path: Path, stdin: t.Any, **kwargs: t.Any) -> subprocess.Popen:
-    """Start the ``target-closum`` command reading ``stdin`` (a file object)."""
-    config_file = tmp_path / "target-config.json"
-    config_file.write_text(json.dumps(config))
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    return subprocess.Popen(  # argv is ours, no shell
-        [str(BIN / "target-closum"), "--config", str(config_file)],
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        **kwargs,
-    )
+def target_process(config: dict[str, t.Any], tmp_path: Path, stdin: t.Any) -> Program:
+    """Start the ``target-closum`` command in ``tmp_path`` reading ``stdin`` (a file object or a pipe)."""
+    return start("target-closum", config, cwd=tmp_path, stdin=stdin)
 
 
 def run_target_process(
     config: dict[str, t.Any], tmp_path: Path, text: str, timeout: float = 60
 ) -> tuple[int, str, str]:
-    """Run the command to its end; exit code, stdout, stderr."""
-    input_file = tmp_path / "input.singer"
-    input_file.write_text(text)
-    with input_file.open() as fh:
-        proc = target_process(config, tmp_path, fh)
-        out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+    """Run the command on ``text`` to its end; exit code, stdout, stderr."""
+    config_file = write_json(tmp_path / "target-config.json", config)
+    ended = run("target-closum", "--config", config_file, cwd=tmp_path, stdin=text, timeout=timeout)
+    return ended.code, ended.out, ended.err
 
 
 def lead(n: int, **extra: t.Any) -> dict[str, t.Any]:

@@ -13,8 +13,7 @@ import requests
 from test_target_support import rejects, run_target, run_target_process, singer
 
 from closum_api import redact, v2
-from closum_api.errors import ClosumFatalError, server_message
-from closum_api.errors import ClosumSettingsError
+from closum_api.errors import ClosumFatalError, ClosumSettingsError, server_message
 
 #: a key no other text of a run contains by chance
 KEY = "k3y-V2-0123456789abcdef"
