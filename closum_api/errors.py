@@ -329,6 +329,30 @@ def raise_for_status(method: str, path: str, response: requests.Response) -> Non
         raise ClosumFatalError(answer_line(method, path, response), response)
 
 
+def answer_object(method: str, path: str, response: requests.Response, hint: str) -> dict[str, t.Any]:
+    """A 2xx answer's JSON object, or :class:`ClosumBadResponse` naming what came instead.
+
+    Args:
+        method: the HTTP verb, for the message.
+        path: the API path, for the message.
+        response: the answer.
+        hint: what the message adds when the answer is not JSON (the URL setting to check).
+
+    Returns:
+        The decoded object.
+    """
+    status = response.status_code
+    try:
+        answer = _decode(response.content or b"")
+    except msgspec.DecodeError:
+        msg = f"{method} {path} answered {status} with {server_message(response)}{hint}"
+        raise ClosumBadResponse(msg, response) from None
+    if not isinstance(answer, dict):
+        msg = f"{method} {path} answered {status} with JSON that is not an object: {scrub(one_line(str(answer)))}"
+        raise ClosumBadResponse(msg, response)
+    return answer
+
+
 def check_response(method: str, path: str, response: requests.Response) -> dict[str, t.Any]:
     """Raise the right error for a failed answer; return the decoded envelope.
 
@@ -342,14 +366,7 @@ def check_response(method: str, path: str, response: requests.Response) -> dict[
     """
     raise_for_status(method, path, response)
     status = response.status_code
-    try:
-        envelope = _decode(response.content)
-    except msgspec.DecodeError:
-        msg = f"{method} {path} answered {status} with {server_message(response)}{NOT_CLOSUM}"
-        raise ClosumBadResponse(msg, response) from None
-    if not isinstance(envelope, dict):
-        msg = f"{method} {path} answered {status} with JSON that is not an object: {scrub(one_line(str(envelope)))}"
-        raise ClosumBadResponse(msg, response)
+    envelope = answer_object(method, path, response, NOT_CLOSUM)
     if envelope.get("success") is False:
         msg = f"{method} {path} answered {status} with success=false: {server_message(response)}"
         raise ClosumFatalError(msg, response)

@@ -23,12 +23,10 @@ import threading
 import typing as t
 from dataclasses import dataclass
 
-import msgspec
-
 from closum_api.errors import (
-    ClosumBadResponse,
     ClosumEndpointError,
     ClosumFatalError,
+    answer_object,
     one_line,
     raise_for_status,
     server_message,
@@ -83,14 +81,7 @@ def check_answer(method: str, path: str, response: requests.Response) -> dict[st
     """
     raise_for_status(method, path, response)
     status = response.status_code
-    try:
-        answer = msgspec.json.decode(response.content or b"")
-    except msgspec.DecodeError:
-        msg = f"{method} {path} answered {status} with {server_message(response)}{NOT_CLOSUM_V2}"
-        raise ClosumBadResponse(msg, response) from None
-    if not isinstance(answer, dict):
-        msg = f"{method} {path} answered {status} with JSON that is not an object: {scrub(one_line(str(answer)))}"
-        raise ClosumBadResponse(msg, response)
+    answer = answer_object(method, path, response, NOT_CLOSUM_V2)
     if verdict(answer) is False:
         msg = f"{method} {path} answered {status} saying it failed: {server_message(response)}"
         raise ClosumFatalError(msg, response)

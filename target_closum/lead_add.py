@@ -31,19 +31,18 @@ import json
 import threading
 import typing as t
 
-from closum_api import registry, stop, v2
+from closum_api import registry, v2
 from closum_api.errors import ClosumAuthError, ClosumEndpointError, ClosumError, ClosumFatalError, ClosumOutcomeUnknown
 from closum_api.failure import failure_line
 from closum_api.registry import Api
 from closum_api.retry import TRANSIENT
-from closum_api.stop import STOP
 from target_closum.index import KeyRule, ServerIndex
 from target_closum.lookups import LookupMissError, find, lookup_for, not_found
 from target_closum.payloads import canonical_json
+from target_closum.writer import write_groups
 
 if t.TYPE_CHECKING:
     import logging
-    from concurrent.futures import Future
 
     from closum_api.registry import Resource
     from closum_api.retry import Budget
@@ -165,25 +164,7 @@ class ContactWriter:
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
         """The groups on the shared pool: in order within a group, groups in parallel; stop at the first failure."""
-        abort = threading.Event()
-        failures: list[BaseException] = []
-        lock = threading.Lock()
-
-        def run(group: list[Item]) -> None:
-            for item in group:
-                if abort.is_set() or STOP.stopping():
-                    return
-                try:
-                    self.write_one(item)
-                except BaseException as exc:  # noqa: BLE001  # kept, and raised again in the calling thread
-                    with lock:
-                        failures.append(exc)
-                    abort.set()
-                    return
-
-        futures: list[Future[None]] = [self.load.executor.submit(run, group) for group in groups]
-        stop.wait_all(futures)
-        STOP.check()
+        failures, _ = write_groups(self.load.executor, groups, self.write_one)
         if failures:
             first = failures[0]
             if isinstance(first, ClosumError):

@@ -45,7 +45,8 @@ from target_closum.resolve import Resolver
 
 if t.TYPE_CHECKING:
     import logging
-    from concurrent.futures import Future
+    from collections.abc import Callable
+    from concurrent.futures import Executor, Future
 
     from closum_api.registry import Resource
     from target_closum.load import LoadContext
@@ -138,29 +139,7 @@ class StreamWriter:
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
         """Write the groups on the shared pool: in order within a group, groups in parallel; stop at a failure."""
-        abort = threading.Event()
-        failures: list[BaseException] = []
-        unresolved: list[str] = []
-        lock = threading.Lock()
-
-        def run(group: list[Item]) -> None:
-            for item in group:
-                if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
-                    return
-                try:
-                    self.write_one(item)
-                except CreateUnresolvedError as exc:
-                    with lock:
-                        unresolved.append(str(exc))
-                except BaseException as exc:  # noqa: BLE001  # kept, and raised again in the calling thread
-                    with lock:
-                        failures.append(exc)
-                    abort.set()
-                    return
-
-        futures: list[Future[None]] = [self.load.executor.submit(run, g) for g in groups]
-        stop.wait_all(futures)
-        STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
+        failures, unresolved = write_groups(self.load.executor, groups, self.write_one, kept=CreateUnresolvedError)
         if failures:
             first = failures[0]
             if _ends_as_it_is(first):
@@ -195,3 +174,52 @@ class StreamWriter:
         if outcome.closum_id is not None and list_ids:
             self.resolver.join_lists(outcome.closum_id, list_ids)
         return outcome
+
+
+def write_groups(
+    executor: Executor,
+    groups: list[list[Item]],
+    write_one: Callable[[Item], object],
+    *,
+    kept: type[BaseException] | tuple[type[BaseException], ...] = (),
+) -> tuple[list[BaseException], list[str]]:
+    """Write ``groups`` on the run's pool: in order within a group, groups in parallel; a failure stops them all.
+
+    After a stop or a failure no new write starts; the writes in flight finish (or stay pending).
+
+    Args:
+        executor: the run's write pool.
+        groups: the items, grouped so that a group's are written one after another.
+        write_one: writes one item.
+        kept: failures of one item that do not stop the others (kept as their messages).
+
+    Returns:
+        The failures that stopped the writes (the first is the cause) and the messages of those kept.
+
+    Raises:
+        ClosumStopped: the run was asked to stop.
+    """
+    abort = threading.Event()
+    failures: list[BaseException] = []
+    messages: list[str] = []
+    lock = threading.Lock()
+
+    def run(group: list[Item]) -> None:
+        for item in group:
+            if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
+                return
+            try:
+                write_one(item)
+            except kept as exc:
+                with lock:
+                    messages.append(str(exc))
+            except BaseException as exc:  # noqa: BLE001  # kept, and raised again in the calling thread
+                with lock:
+                    failures.append(exc)
+                abort.set()
+                return
+
+    futures: list[Future[None]] = [executor.submit(run, group) for group in groups]
+    stop.wait_all(futures)
+    STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
+    return failures, messages
