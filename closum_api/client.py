@@ -95,7 +95,7 @@ class ClosumClient:
         auth: the token holder (V1).
         key_auth: the api-key (V2).
         pace: the run's request rate and its limit of requests in flight.
-        policy: the retry limits of each request (V1; :attr:`policies` has each API's).
+        policy: the retry limits of each request (V1's; each API has its own, naming its URL).
         answers: the reader of V2 answers.
     """
 
@@ -116,13 +116,18 @@ class ClosumClient:
         self.session.headers["User-Agent"] = connection.user_agent or self.session.headers["User-Agent"]
         self.pace = pace if pace is not None else Pace(max_in_flight=max_parallel)
         self.policy = RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
-        self.policies = {
-            Api.V1: self.policy,
-            Api.V2: RetryPolicy(connection.api_v2_url, connection.max_tries, connection.backoff_base),
-        }
         self.auth = ClosumTokenAuth(connection, self.pace, self.policy)
         self.key_auth = ApiKeyAuth(connection)
         self.answers = v2.AnswerReader()
+        self._routes = {
+            Api.V1: _Route(self.api_url, self.auth, check_response, self.policy),
+            Api.V2: _Route(
+                connection.api_v2_url,
+                self.key_auth,
+                v2.check_answer,
+                RetryPolicy(connection.api_v2_url, connection.max_tries, connection.backoff_base),
+            ),
+        }
 
     def close(self) -> None:
         """Close the session's connections."""
@@ -134,7 +139,7 @@ class ClosumClient:
         Args:
             api: the API the operation talks to (its give-up line names that API's URL).
         """
-        return self.policies[api].budget()
+        return self._routes[api].policy.budget()
 
     # -- reads ---------------------------------------------------------------
     def get(
@@ -290,19 +295,19 @@ class ClosumClient:
 
     def _try(self, call: Call, budget: Budget) -> dict[str, t.Any]:
         """One try: token, a place in flight and a pace slot, send, then decode the answer or raise what it means."""
-        auth = self.key_auth if call.api is Api.V2 else self.auth
+        route = self._routes[call.api]
+        auth = route.auth
         token = auth.token(budget)
-        response = self._send_once(call, auth.sign(token))
+        response = self._send_once(call, route.base, auth.sign(token))
         if response.status_code == HTTPStatus.UNAUTHORIZED:
             if not auth.renews:
                 raise self.key_auth.refused(call.method, call.path, response)
             # A token revoked early: renew it and resend, once.
             LOGGER.info("Closum answered 401 to %s; renewing the token once", call.what)
             auth.invalidate(token)
-            response = self._send_once(call, auth.sign(auth.token(budget)))
-        check = v2.check_answer if call.api is Api.V2 else check_response
+            response = self._send_once(call, route.base, auth.sign(auth.token(budget)))
         try:
-            return check(call.method, call.path, response)
+            return route.check(call.method, call.path, response)
         except ClosumBadResponse as exc:
             if call.idempotent:
                 raise
@@ -315,13 +320,13 @@ class ClosumClient:
                 raise ClosumOutcomeUnknown(str(exc), exc.status) from None
             raise
 
-    def _send_once(self, call: Call, signed: tuple[dict[str, str], dict[str, str]]) -> requests.Response:
+    def _send_once(self, call: Call, base: str, signed: tuple[dict[str, str], dict[str, str]]) -> requests.Response:
         """The bytes of one try, within the run's limit in flight and pace; the answer, not yet checked.
 
-        ``signed`` is what the auth adds: query parameters (the V2 key) and headers (the V1 token).
+        ``base`` is the call's API's base URL; ``signed`` what its auth adds: query parameters (the V2 key) and
+        headers (the V1 token).
         """
         params, headers = signed
-        base = self.connection.api_v2_url if call.api is Api.V2 else self.api_url
         request = self.session.prepare_request(
             requests.Request(
                 call.method,
@@ -347,6 +352,16 @@ class ClosumClient:
         LOGGER.debug("%s: %d in %.3f s", call.what, response.status_code, time.monotonic() - started)
         self.pace.observe(response.status_code, retry_after_seconds(response))
         return response
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where the calls of one API go and how: its base URL, its auth, the check of its answers, its retry limits."""
+
+    base: str
+    auth: ClosumTokenAuth | ApiKeyAuth
+    check: t.Callable[[str, str, requests.Response], dict[str, t.Any]]
+    policy: RetryPolicy
 
 
 @dataclass(frozen=True)
