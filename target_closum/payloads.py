@@ -164,8 +164,7 @@ def _email_object(value: object) -> object:
 
 
 def _phone_object(value: object) -> object:
-    if isinstance(value, str):
-        return {"number": value}
+    # A phone typed as one string was parsed before (_shape_lead): only objects and what cannot be one reach here.
     if isinstance(value, t.Mapping):
         obj = _drop_nulls({k: v for k, v in value.items() if k != "id"})
         for part in ("extension", "number"):
@@ -252,13 +251,17 @@ def _shape_lead(resource: Resource, payload: dict[str, t.Any], options: PayloadO
         payload["custom_data"] = json.dumps(payload["custom_data"], ensure_ascii=False, default=json_default)
 
 
-def _shape_email(_resource: Resource, payload: dict[str, t.Any], _options: PayloadOptions) -> None:
-    """An email given as ``{"email": ...}`` (a lead's nested shape) becomes the plain address."""
-    value = payload.get("email")
+def _plain_email(value: object) -> object:
+    """An email given as ``{"email": ...}`` (a lead's nested shape) as the plain address, trimmed."""
     if isinstance(value, t.Mapping) and set(value) - {"id"} == {"email"}:
         value = value["email"]
+    return _trimmed(value)
+
+
+def _shape_email(_resource: Resource, payload: dict[str, t.Any], _options: PayloadOptions) -> None:
+    """An email given as ``{"email": ...}`` (a lead's nested shape) becomes the plain address."""
     if "email" in payload:
-        payload["email"] = _trimmed(value)
+        payload["email"] = _plain_email(payload["email"])
 
 
 def _shape_phone(_resource: Resource, payload: dict[str, t.Any], _options: PayloadOptions) -> None:
@@ -274,11 +277,9 @@ def _shape_contact_v2(_resource: Resource, payload: dict[str, t.Any], options: P
     Raises:
         PayloadError: an impossible phone number, tags that are not names, or a consent flag missing without default.
     """
-    email = payload.get("email")
-    if isinstance(email, t.Mapping) and set(email) - {"id"} == {"email"}:
-        email = email["email"]
+    email = _plain_email(payload.get("email"))
     if isinstance(email, str):
-        payload["email"] = email.strip().casefold()
+        payload["email"] = email.casefold()
     if "mobile_number" in payload:
         try:
             payload["mobile_number"] = parse(payload["mobile_number"], options.phone_region, field="mobile_number").e164
