@@ -30,11 +30,13 @@ from closum_sandbox.admin import router as admin_router
 from closum_sandbox.faults import FaultMiddleware, quiet_dropped_connections
 from closum_sandbox.guard import BodyLimitMiddleware
 from closum_sandbox.responses import (
+    DEFAULT_LIMIT,
     NOT_AN_OBJECT,
     STATUS_TEXT,
     ApiError,
     error_response,
     json_response,
+    positive_int,
     read_json,
     read_object,
 )
@@ -43,28 +45,13 @@ from closum_sandbox.state import Sandbox, sandbox_of
 from closum_sandbox.v2 import add_v2_routes
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable
 
     from closum_api.schemas import JsonValue
 
     _Handler = Callable[[Request], Awaitable[Response]]
 
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-#: The page size of a list call without ``limit``, as the service has it.
-DEFAULT_LIMIT = 25
-
-
-def _positive_int(params: Mapping[str, str], name: str, default: int) -> int:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ApiError(400, f"Bad Request: query parameter {name} must be an integer, not {raw!r}") from None
-    if value < 1:
-        raise ApiError(400, f"Bad Request: query parameter {name} must be at least 1, not {value}")
-    return value
 
 
 def _now() -> str:
@@ -111,8 +98,8 @@ def _make_list(res: Resource) -> _Handler:
         sb = sandbox_of(request)
         sb.check_auth(request)
         q = request.query_params
-        limit = min(_positive_int(q, "limit", DEFAULT_LIMIT), sb.settings.max_page_size)
-        page = _positive_int(q, "page", 1)
+        limit = min(positive_int(q, "limit", DEFAULT_LIMIT), sb.settings.max_page_size)
+        page = positive_int(q, "page", 1)
         sort = q.get("sort", "id")
         allowed = sb.store.served_fields(res.name, fields)
         if sort not in allowed:

@@ -5,6 +5,7 @@
 - :func:`json_response` / :func:`error_response`: JSON answers, encoded with msgspec.
 - :func:`read_json` / :func:`read_object`: a request's JSON body, or a 400.
 - :func:`bearer_token`: the token of a request's ``Authorization: Bearer`` header.
+- :func:`positive_int`: a whole-number query parameter from 1 (``limit``, ``page``), or a 400.
 - :data:`STATUS_TEXT`: the reference's one-line text for each error status.
 """
 
@@ -18,6 +19,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from closum_api.schemas import JsonValue
 
 _encode = msgspec.json.Encoder().encode
@@ -33,6 +36,8 @@ STATUS_TEXT = {
 }
 
 NOT_AN_OBJECT = "Bad Request: the body must be a JSON object"
+#: The page size of a list call without ``limit``, as the service has it.
+DEFAULT_LIMIT = 25
 
 
 class ApiError(Exception):
@@ -142,3 +147,21 @@ async def read_object(request: Request, *, allow_empty: bool = False) -> dict[st
     if not isinstance(body, dict):
         raise ApiError(400, NOT_AN_OBJECT)
     return body
+
+
+def positive_int(params: Mapping[str, str], name: str, default: int) -> int:
+    """A whole-number query parameter from 1; ``default`` when absent.
+
+    Raises:
+        ApiError: 400, naming the parameter and what came.
+    """
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(400, f"Bad Request: query parameter {name} must be an integer, not {raw!r}") from None
+    if value < 1:
+        raise ApiError(400, f"Bad Request: query parameter {name} must be at least 1, not {value}")
+    return value

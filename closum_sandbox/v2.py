@@ -40,7 +40,7 @@ from fastapi.responses import Response
 
 from closum_api import registry, schemas
 from closum_api.redact import KEY_PARAM
-from closum_sandbox.responses import STATUS_TEXT, ApiError, json_response, read_json
+from closum_sandbox.responses import DEFAULT_LIMIT, STATUS_TEXT, ApiError, json_response, positive_int, read_json
 from closum_sandbox.state import sandbox_of
 
 if TYPE_CHECKING:
@@ -53,7 +53,6 @@ CONTACT = registry.get("contact")
 PREFIX = "/v2"
 ADD_PATH = PREFIX + CONTACT.create_path
 LIST_PATH = PREFIX + CONTACT.list_path
-DEFAULT_LIMIT = 25
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -221,21 +220,12 @@ async def lead_add(request: Request) -> Response:
     return _answer(sb, lead_id, body, updated=updated)
 
 
-def _positive(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ApiError(400, f"Bad Request: query parameter {name} must be a whole number from 1, not {raw!r}")
-    return int(raw)
-
-
 async def lead_list(request: Request) -> Response:
     """List leads (V2; the sandbox's own shape and paging: ``limit``, ``page``), oldest first."""
     sb = sandbox_of(request)
     check_key(request, sb)
-    limit = min(_positive(request, "limit", DEFAULT_LIMIT), sb.settings.max_page_size)
-    page = _positive(request, "page", 1)
+    limit = min(positive_int(request.query_params, "limit", DEFAULT_LIMIT), sb.settings.max_page_size)
+    page = positive_int(request.query_params, "page", 1)
     data, count = sb.store.v2_page(limit, page)
     page_count = max(1, math.ceil(count / limit))
     pagination = {
