@@ -469,14 +469,22 @@ def test_target_stops_within_seconds_when_a_create_hangs_and_the_next_run_settle
 
 
 def test_target_waiting_for_input_stops_at_once_and_emits_the_state_of_what_is_written(sandbox, tmp_path):
-    config = target_config(sandbox, tmp_path, batch_size_rows=2)
+    config = target_config(sandbox, tmp_path, batch_size_rows=3)
     proc = start("target-closum", config, cwd=tmp_path, stdin=subprocess.PIPE)
     assert proc.stdin is not None
     before = len(sandbox.records("lead"))
-    proc.stdin.write(singer("leads", [lead(1), lead(2)], final_state={"bookmarks": {"leads": 2}}))
-    proc.stdin.write(json.dumps({"type": "RECORD", "stream": "leads", "record": lead(3)}) + "\n")
+
+    def bad(n: int) -> dict[str, t.Any]:  # rejected as it is read: its line in the rejects file is observable
+        return lead(n, email={"email": "not an address"})
+
+    # A batch of three (two leads and a reject) is written before its STATE is read.
+    proc.stdin.write(singer("leads", [lead(1), lead(2), bad(4)], final_state={"bookmarks": {"leads": 2}}))
+    # A reject read after the STATE (its line shows the STATE was read), then lead 3: a batch of two, not full.
+    for record in (bad(5), lead(3)):
+        proc.stdin.write(json.dumps({"type": "RECORD", "stream": "leads", "record": record}) + "\n")
     proc.stdin.flush()  # the input stays open: the target waits for more
     wait_for(lambda: _writes(tmp_path / "ledger.sqlite") == {"done": 2}, "the first batch written", proc)
+    wait_for(lambda: len(rejects(tmp_path / "rejects.jsonl")) == 2, "the STATE read (the reject after it)", proc)
     ended = proc.stop(signal.SIGTERM, "target-closum")
     assert [json.loads(x) for x in ended.out.splitlines()] == [{"bookmarks": {"leads": 2}}]
     assert len(sandbox.records("lead")) - before == 2  # lead 3 was read, not written: no STATE covers it
