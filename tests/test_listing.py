@@ -91,6 +91,7 @@ def test_stopping_early_cancels_queued_pages():
 
     iterator = ordered_pages(pages[1], fetch, threads=3)
     assert [next(iterator).number for _ in range(3)] == [1, 2, 3]
+    wait_until(lambda: len(calls) == 5, "pages 4, 5 and 6 in flight")  # the three threads are busy
     threading.Timer(0.2, gate.set).start()  # the pages in flight are answered while close() waits for them
     iterator.close()
     assert sorted(calls) == [
