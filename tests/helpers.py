@@ -3,7 +3,8 @@
 - :data:`FAST`: retry settings that keep a test's backoff waits short.
 - :func:`run` runs ``tap-closum`` or ``target-closum`` to its end (:class:`Ended`);
   :func:`start` starts one (:class:`Program`: its stderr goes to a file, so a test
-  can read it while the program runs), :meth:`Program.stop` signals it.
+  can read it while the program runs), :meth:`Program.stop` signals it. Each is a
+  process of its own, forked from one that has imported both (:mod:`launcher`).
 - :func:`wait_for` waits for a condition a test can observe while a program runs,
   failing at once if the program ends first; it is
   :func:`closum_sandbox.testing.wait_until`, the one poll loop of the tests.
@@ -15,9 +16,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from pathlib import Path
+
+import launcher
 
 from closum_sandbox.testing import wait_until
 
@@ -60,23 +64,6 @@ class Ended(t.NamedTuple):
         return lines[0].split(f"{program} failed: ", 1)[1]
 
 
-#: Each console script's entry point: (module, class whose ``cli`` it runs).
-ENTRY_POINTS = {
-    "tap-closum": ("tap_closum.tap", "TapClosum"),
-    "target-closum": ("target_closum.target", "TargetClosum"),
-}
-
-
-def patched(program: str, constants: dict[str, t.Any]) -> list[str]:
-    """The command running ``program`` with module constants set first (``{"closum_api.stop.STOP_GRACE": 1.0}``).
-
-    For a wait of the product's that a test needs shorter, never for what the test asserts.
-    """
-    module, cls = ENTRY_POINTS[program]
-    lines = [f"import {name.rsplit('.', 1)[0]}; {name} = {value!r}" for name, value in constants.items()]
-    return [sys.executable, "-c", "\n".join([*lines, f"from {module} import {cls}; {cls}.cli()"])]
-
-
 def _argv(program: str | list[str]) -> list[str]:
     """A console script of this venv by name, or a command given whole."""
     return [str(BIN / program)] if isinstance(program, str) else list(program)
@@ -90,30 +77,58 @@ def run(  # noqa: PLR0913  # what subprocess.run takes for these programs
     env: dict[str, str] | None = None,
     preexec: t.Callable[[], None] | None = None,
     timeout: float = 120,
+    constants: dict[str, t.Any] | None = None,
 ) -> Ended:
-    """Run ``program`` (a console script's name, or a command) to its end in ``cwd``, ``stdin`` as its input."""
+    """Run ``program`` (a console script's name, or a command) to its end in ``cwd``, ``stdin`` as its input.
+
+    tap-closum and target-closum are forked ready-imported (:mod:`launcher`; ``constants``: module
+    constants set first, see :func:`start`); a ``preexec`` (a resource limit of the child) or any other
+    program runs as a new process.
+    """
     began = time.monotonic()
-    proc = subprocess.run(  # argv is ours, no shell
-        [*_argv(program), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=os.environ | (env or {}),
-        check=False,
-        preexec_fn=preexec,  # a resource limit of the child, set before it runs
-    )
-    return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - began)
+    environment = os.environ | (env or {})
+    if program not in launcher.PROGRAMS or preexec is not None:
+        assert not constants, "constants are set by the launcher"
+        proc = subprocess.run(  # argv is ours, no shell
+            [*_argv(program), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=environment,
+            check=False,
+            preexec_fn=preexec,  # a resource limit of the child, set before it runs
+        )
+        return Ended(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - began)
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as given,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as out,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as err,
+    ):
+        given.write(stdin)
+        given.flush()
+        given.seek(0)
+        ran = launcher.launch(
+            str(program), list(args), cwd=cwd, env=environment, stdin=given, stdout=out, stderr=err, constants=constants
+        )
+        try:
+            code = ran.wait(timeout)
+        except subprocess.TimeoutExpired:
+            ran.kill()
+            ran.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return Ended(code, out.read(), err.read(), time.monotonic() - began)
 
 
-class Program(subprocess.Popen):
+class Program(launcher.Run):
     """A program started by :func:`start`: stdout piped, stderr in a file that can be read while it runs."""
 
-    def __init__(self, argv: list[str], *, cwd: Path, stdin: t.Any, err_path: Path) -> None:
+    def __init__(self, ran: launcher.Run, err_path: Path) -> None:
+        super().__init__(ran.pid, ran.status, ran.stdin, ran.stdout)
         self.err_path = err_path
-        with err_path.open("w") as err:
-            super().__init__(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=err, text=True, cwd=cwd)
 
     def err(self) -> str:
         """What the program wrote on stderr so far."""
@@ -128,7 +143,7 @@ class Program(subprocess.Popen):
         """Close its input, wait for its end; how it ended."""
         began = time.monotonic()
         out, _ = self.communicate(timeout=timeout)
-        return Ended(self.returncode, out, self.err(), time.monotonic() - began)
+        return Ended(t.cast("int", self.returncode), out or "", self.err(), time.monotonic() - began)
 
     def stop(self, sig: signal.Signals, program: str) -> Ended:
         """Send ``sig``; asserts it ended within STOP_SECONDS, with 128 + the signal and one line saying so."""
@@ -148,13 +163,25 @@ def start(  # the program, its options, and where and how it runs
     stdin: t.Any = None,
     constants: dict[str, t.Any] | None = None,
 ) -> Program:
-    """``program --config <config> <args>`` as a process in ``cwd`` (``constants``: see :func:`patched`).
+    """``program --config <config> <args>`` as a process in ``cwd``; its stderr goes to ``cwd/<program>.err``.
 
-    Its stderr goes to ``cwd/<program>.err``.
+    ``constants``: module constants set before it runs (``{"closum_api.stop.STOP_GRACE": 1.0}``), for a
+    wait of the product's that a test needs shorter, never for what the test asserts.
     """
-    command = patched(program, constants) if constants else _argv(program)
-    argv = [*command, "--config", write_json(cwd / f"{program}-config.json", config), *args]
-    return Program(argv, cwd=cwd, stdin=stdin, err_path=cwd / f"{program}.err")
+    argv = ["--config", write_json(cwd / f"{program}-config.json", config), *args]
+    err_path = cwd / f"{program}.err"
+    with err_path.open("w") as err:
+        ran = launcher.launch(
+            program,
+            argv,
+            cwd=cwd,
+            env=dict(os.environ),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            constants=constants,
+        )
+    return Program(ran, err_path)
 
 
 def wait_for(condition: t.Callable[[], T], what: str, program: Program, timeout: float = 30) -> T:

@@ -71,13 +71,13 @@ def run_tap_process(
     *args: str,
     env: dict[str, str] | None = None,
     streams: set[str] | None = None,
-    command: list[str] | None = None,
+    constants: dict[str, t.Any] | None = None,
 ) -> TapOutput:
-    """Run the ``tap-closum`` command (or ``command``, taking the same options); its messages, stderr and exit code."""
+    """Run the ``tap-closum`` command (``constants``: see :func:`helpers.start`); its messages, stderr, exit code."""
     extra = list(args)
     if streams:
         extra += ["--catalog", write_json(tmp_path / "catalog.json", catalog_selecting(config, streams))]
     config_file = write_json(tmp_path / "tap-config.json", config)
-    ended = run(command or "tap-closum", "--config", config_file, *extra, cwd=tmp_path, env=env, timeout=300)
+    ended = run("tap-closum", "--config", config_file, *extra, cwd=tmp_path, env=env, timeout=300, constants=constants)
     lines = [line for line in ended.out.splitlines() if line.startswith('{"type"')]
     return TapOutput([json.loads(line) for line in lines], ended.err, ended.out, ended.code)

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from helpers import patched
 from tap_run import run_tap, run_tap_process
 from test_target_support import lead, posts, run_target_process, singer, target_config
 
@@ -373,9 +372,9 @@ def test_a_host_that_never_answers_fails_a_try_after_the_connect_timeout_not_req
     # otherwise wait the 10 s) and the one try ends the run.
     config = _unreachable(silent_port, max_retries=0, request_timeout=60)
     connect_timeout = 1.0
-    command = patched("tap-closum", {"closum_api.connection.CONNECT_TIMEOUT": connect_timeout})
+    constants = {"closum_api.connection.CONNECT_TIMEOUT": connect_timeout}
     began = time.monotonic()
-    out = run_tap_process(config, tmp_path, streams={"emails"}, command=command)
+    out = run_tap_process(config, tmp_path, streams={"emails"}, constants=constants)
     assert time.monotonic() - began < connect_timeout + 15  # and so well before request_timeout (60 s)
     assert out.returncode == 1
     assert (

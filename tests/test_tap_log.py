@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from helpers import patched
 from tap_run import run_tap_process
 
 from tap_closum.optins import BATCH
@@ -43,9 +42,9 @@ class Line:
     msg: str
 
 
-def tap_command(interval: float) -> list[str]:
-    """tap-closum, its progress interval set to ``interval`` seconds."""
-    return patched("tap-closum", {"tap_closum.progress.INTERVAL": interval})
+def progress_every(interval: float) -> dict[str, float]:
+    """The constants of a tap-closum run whose progress interval is ``interval`` seconds."""
+    return {"tap_closum.progress.INTERVAL": interval}
 
 
 def parse(stderr: str, *, strict: bool = True) -> list[Line]:
@@ -75,7 +74,7 @@ def test_a_long_read_with_consent_prints_a_short_log_that_is_never_silent_for_lo
     # 1,000 leads answered after 40 ms each: a read of several intervals, made of waits more than of work.
     sandbox = sandbox_factory(seed=LEADS, latency_ms=40)
     streams = {"leads", "lead_opt_ins"}
-    out = run_tap_process(sandbox.config(), tmp_path, streams=streams, command=tap_command(INTERVAL))
+    out = run_tap_process(sandbox.config(), tmp_path, streams=streams, constants=progress_every(INTERVAL))
     assert out.returncode == 0, out.stderr
     leads, opt_ins = len(out.records["leads"]), len(out.records["lead_opt_ins"])
     assert leads == LEADS
