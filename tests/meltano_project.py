@@ -10,6 +10,7 @@ overwriting each other's.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,6 +106,36 @@ def run_meltano(  # noqa: PLR0913  # where, what, and how a test runs Meltano
             pytrace=False,
         )
     return proc
+
+
+def run_meltano_commands(
+    project: Path, commands: list[list[str]], env: dict[str, str], *, answer: str = ""
+) -> list[subprocess.CompletedProcess]:
+    """``meltano <argv>`` for each of ``commands``, in order, in ``project``, in one process (:mod:`meltano_batch`).
+
+    Each as its own ``meltano`` would run (its argv as given, ``answer`` on its input); a failed test
+    naming the first that fails.
+    """
+    given, taken = project / ".meltano-batch-commands.json", project / ".meltano-batch-results.json"
+    given.write_text(json.dumps({"commands": commands, "answer": answer}), encoding="utf-8")
+    subprocess.run(  # argv is ours: this venv's Python and a file of the tests, no shell
+        [sys.executable, str(Path(__file__).with_name("meltano_batch.py")), str(given), str(taken)],
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=True,
+    )
+    done = []
+    for argv, result in zip(commands, json.loads(taken.read_text(encoding="utf-8")), strict=True):
+        if result["code"] != 0:
+            pytest.fail(
+                f"meltano {' '.join(argv)} exited {result['code']}:\n{result['stdout'][-4000:]}\n"
+                f"{result['stderr'][-6000:]}",
+                pytrace=False,
+            )
+        done.append(subprocess.CompletedProcess(["meltano", *argv], result["code"], result["stdout"], result["stderr"]))
+    return done
 
 
 #: The key of each warehouse table: ``id``, but the consent tables' is their lead's id.

@@ -8,7 +8,9 @@
   pasted (no other change but ``pip_url``), the documented commands that need
   no network run as written: ``config list/set/print``, ``select``, ``state
   get/clear``, ``invoke --discover``; ``meltano config list <plugin> --all``
-  shows every default of both plugins.
+  shows every default of both plugins. They run one after the other through
+  Meltano's own entry point in one process, each with its argv and a project
+  found afresh (``meltano_batch.py``).
 - The CRM recipe of docs/target.md runs as written in such a project (its
   tap-spreadsheets entry and target-closum config pasted, the export beside
   it) against a seeded sandbox, and prints the counts the doc shows; a second
@@ -32,7 +34,7 @@ import click
 import pytest
 import yaml
 from meltano.cli import cli as meltano_cli
-from meltano_project import ROOT, meltano_env, require_plugins, run_meltano
+from meltano_project import ROOT, meltano_env, require_plugins, run_meltano, run_meltano_commands
 
 from closum_api import registry
 from tap_closum.tap import TapClosum
@@ -272,30 +274,31 @@ def _listed_values(output: str) -> dict[str, str]:
 def run_documented_offline_commands(project: Path, env: dict[str, str]) -> list[tuple]:
     """Run the docs' own offline commands, as written, in the order they appear (each distinct one once).
 
+    Before the first command on a pipeline's state, that state is set as a run would have left it. The
+    commands run one after the other in one process (Meltano's start paid once, :mod:`meltano_batch`).
+
     Returns:
         (where, command path, argv, completed process) for each.
     """
     state_ids = set()
-    ran = []
-    done = set()
+    shown = []
+    commands = []
     for where, argv in documented_commands():
         path = path_of(argv)
         if not complete(argv) and path != ("config", "set"):
             continue
         if path not in OFFLINE and not (path == ("invoke",) and DISCOVER in argv):
             continue
-        if len(argv) <= len(path) or tuple(argv) in done:  # a command named in prose, or already run
+        if len(argv) <= len(path) or argv in commands:  # a command named in prose, or already run
             continue
-        done.add(tuple(argv))
-        if path[0] == "state":
-            state_id = argv[-1]
-            if state_id not in state_ids:  # a pipeline's state, as a run would have left it
-                state = {"singer_state": {"bookmarks": {"leads": {"replication_key_value": 25}}}}
-                meltano(project, ["state", "set", "--force", state_id, json.dumps(state)], env)
-                state_ids.add(state_id)
-        proc = meltano(project, argv, env)
-        ran.append((where, path, argv, proc))
-    return ran
+        if path[0] == "state" and argv[-1] not in state_ids:  # a pipeline's state, as a run would have left it
+            state = {"singer_state": {"bookmarks": {"leads": {"replication_key_value": 25}}}}
+            commands.append(["state", "set", "--force", argv[-1], json.dumps(state)])
+            state_ids.add(argv[-1])
+        commands.append(argv)
+        shown.append((where, path, argv))
+    done = dict(zip(map(tuple, commands), run_meltano_commands(project, commands, env, answer="y\n"), strict=True))
+    return [(where, path, argv, done[tuple(argv)]) for where, path, argv in shown]
 
 
 @pytest.mark.e2e
