@@ -272,7 +272,7 @@ class ContactWriter:
                 return self._stages
         stages = registry.get("contact_lifecycle_stage")
         index = None
-        if self.load.shared.connection.has_v1_credentials:
+        if self.load.settings.shared.connection.has_v1_credentials:
             try:
                 index = self.load.index(stages, ("label",))
             except (ClosumError, *TRANSIENT) as exc:

@@ -29,7 +29,6 @@ from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
     from closum_api.client import ClosumClient
-    from closum_api.config import SharedSettings
     from closum_api.registry import Resource
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
@@ -59,14 +58,12 @@ class LoadContext:
     """The shared parts of one run of the target.
 
     Args:
-        settings: the target's own settings.
-        shared: the settings shared with the tap (connection, parallel requests).
+        settings: the target's settings (those shared with the tap in ``settings.shared``).
     """
 
-    def __init__(self, settings: TargetSettings, shared: SharedSettings) -> None:
+    def __init__(self, settings: TargetSettings) -> None:
         """Hold the settings; the shared objects are created when first needed."""
         self.settings = settings
-        self.shared = shared
         self._tallies: dict[str, Tally] = {}
         self._tally_lock = threading.Lock()
         self._recovered_streams: set[str] = set()
@@ -91,7 +88,7 @@ class LoadContext:
         if self.dry_run:
             msg = "a dry run never talks to Closum"
             raise RuntimeError(msg)
-        return self.shared.client()
+        return self.settings.shared.client()
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -122,13 +119,13 @@ class LoadContext:
         a write waiting out its backoff holds a thread, not a place, and the
         client's pace keeps at most ``max_parallel_requests`` requests in flight.
         """
-        threads = ahead.threads_for(self.shared.max_parallel_requests)
+        threads = ahead.threads_for(self.settings.shared.max_parallel_requests)
         return stop.WorkerPool(threads, "write")
 
     @cached_property
     def indexes(self) -> Indexes:
         """The run's indexes of what Closum holds, each read once, on first need, through the run's client."""
-        threads = ahead.threads_for(self.shared.max_parallel_requests)
+        threads = ahead.threads_for(self.settings.shared.max_parallel_requests)
         return Indexes(functools.partial(read_list, self.client, threads=threads))
 
     def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
@@ -170,7 +167,7 @@ class LoadContext:
             return
         try:
             doubled = self.indexes.doubled(
-                functools.partial(read_newest, self.client, max_parallel=self.shared.max_parallel_requests)
+                functools.partial(read_newest, self.client, max_parallel=self.settings.shared.max_parallel_requests)
             )
         except (ClosumError, *TRANSIENT) as exc:
             LOGGER.warning("Could not read back the records written to check that no other run doubled them: %s", exc)

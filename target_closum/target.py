@@ -15,8 +15,8 @@ from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from closum_api import DISTRIBUTION, __version__
-from closum_api.config import SharedSettings, connection_properties
+from closum_api import DISTRIBUTION
+from closum_api.config import connection_properties
 from closum_api.failure import ClosumSettingsError, OneLineCommand
 from closum_api.stop import STOP, ClosumStopped, signal_name
 from target_closum.ledger import LedgerInUseError
@@ -39,8 +39,6 @@ if t.TYPE_CHECKING:
 
     from closum_api.client import ClosumClient
     from target_closum.summary import Tally
-
-USER_AGENT = f"target-closum/{__version__}"
 
 
 def path_problem(path: str) -> str | None:
@@ -106,7 +104,7 @@ class TargetClosum(OneLineCommand, Target):
                     raise ClosumSettingsError(msg)
         self.batch_storage = batch_storage(self.config)
         self.max_parallelism = 4
-        self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
+        self.load = LoadContext(self.settings)
 
     @property
     def reader(self) -> ClosumReader:
@@ -131,7 +129,7 @@ class TargetClosum(OneLineCommand, Target):
             ClosumSettingsError: the stream's API needs credentials that are not set.
         """
         mapping = self.settings.mapping_for(stream_name)
-        connection = self.load.shared.connection
+        connection = self.settings.shared.connection
         problem = credentials_problem(mapping, v1=connection.has_v1_credentials, v2=bool(connection.api_key))
         if problem:
             raise ClosumSettingsError(problem)
