@@ -164,7 +164,7 @@ class ContactWriter:
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
         """The groups on the shared pool: in order within a group, groups in parallel; stop at the first failure."""
-        failures, _ = write_groups(self.load.executor, groups, self.write_one)
+        failures, _ = write_groups(self.load.executor, groups, self.write_one, stop=self.load.stop)
         if failures:
             first = failures[0]
             if isinstance(first, ClosumError):
