@@ -4,7 +4,7 @@
 - :mod:`closum_api.schemas`: loading and validating the JSON Schemas in ``schemas/``.
 - :mod:`closum_api.connection`: where an account is and how patiently to talk to it.
 - :mod:`closum_api.config`: the settings the tap and the target share.
-- :mod:`closum_api.stop`: the stop event a signal sets; every wait ends on it.
+- :mod:`closum_api.stop`: the stop event of a run, which its signal handler sets; every wait of the run ends on it.
 - :mod:`closum_api.pace`: the request rate of the run (fixed or adaptive).
 - :mod:`closum_api.retry`: one retry budget per operation.
 - :mod:`closum_api.auth`: the bearer-token authenticator.

@@ -6,7 +6,8 @@ a :class:`ReadAhead` (:func:`ordered` for one list of items). How far it reads a
 flight: while the call at the head waits out a backoff, the others go on (the
 run's :class:`~closum_api.pace.Pace` alone limits what is in flight). A caller
 that stops iterating cancels the calls not started yet, and waiting for the head
-ends within :data:`closum_api.stop.POLL` of a stop.
+ends within :data:`closum_api.stop.POLL` of a stop of the run's event, which the
+read-ahead is given (its pool's work is counted there as in flight).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import collections
 import typing as t
 
-from closum_api import stop
+from closum_api.stop import WorkerPool
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
     from concurrent.futures import Future
+
+    from closum_api.stop import StopEvent
 
 I = t.TypeVar("I")  # noqa: E741  # the item type, as R is the result type
 R = t.TypeVar("R")
@@ -55,15 +58,17 @@ class ReadAhead(t.Generic[I, R]):
     Args:
         fn: one call (a request and its retries).
         threads: threads to run the calls on.
+        stop: the run's stop event: waiting for a result ends on it.
         buffer: the most calls submitted and not yet taken.
     """
 
-    def __init__(self, fn: Callable[[I], R], *, threads: int, buffer: int = BUFFER) -> None:
+    def __init__(self, fn: Callable[[I], R], *, threads: int, stop: StopEvent, buffer: int = BUFFER) -> None:
         """An empty read-ahead; no thread starts before the first item."""
         self._fn = fn
         self._threads = threads
+        self._stop = stop
         self._buffer = buffer
-        self._pool: stop.WorkerPool | None = None
+        self._pool: WorkerPool | None = None
         self._sources: collections.deque[Iterator[I]] = collections.deque()
         self._pending: collections.deque[Future[R]] = collections.deque()
 
@@ -82,7 +87,7 @@ class ReadAhead(t.Generic[I, R]):
                 self._sources.popleft()
                 continue
             if self._pool is None:
-                self._pool = stop.WorkerPool(self._threads, "ahead")
+                self._pool = WorkerPool(self._threads, "ahead", self._stop)
             self._pending.append(self._pool.submit(self._fn, item))
 
     def take(self) -> R:
@@ -106,7 +111,7 @@ class ReadAhead(t.Generic[I, R]):
             raise StopIteration
         future = self._pending.popleft()
         try:
-            return stop.result(future)
+            return self._stop.result(future)
         finally:
             self._fill()
 
@@ -118,11 +123,11 @@ class ReadAhead(t.Generic[I, R]):
         self._pending.clear()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            stop.shutdown(pool)
+            self._stop.shutdown(pool)
 
 
 def ordered(
-    fn: Callable[[I], R], items: Iterable[I], *, threads: int, buffer: int = BUFFER
+    fn: Callable[[I], R], items: Iterable[I], *, threads: int, stop: StopEvent, buffer: int = BUFFER
 ) -> Generator[R, None, None]:
     """``fn`` over ``items`` on ``threads`` threads; the results in the items' order (a :class:`ReadAhead`).
 
@@ -134,6 +139,7 @@ def ordered(
         fn: one call (a request and its retries).
         items: what to call it with.
         threads: threads to run the calls on.
+        stop: the run's stop event: waiting for a result ends on it.
         buffer: the most calls submitted and not yet handed to the caller.
 
     Yields:
@@ -142,7 +148,7 @@ def ordered(
     Raises:
         ClosumStopped: the run was asked to stop while the caller waited.
     """
-    reader: ReadAhead[I, R] = ReadAhead(fn, threads=threads, buffer=buffer)
+    reader: ReadAhead[I, R] = ReadAhead(fn, threads=threads, stop=stop, buffer=buffer)
     reader.feed(items)
     try:
         while True:

@@ -51,6 +51,7 @@ if t.TYPE_CHECKING:
 
     from closum_api.connection import Connection
     from closum_api.pace import Pace
+    from closum_api.stop import StopEvent
 
 LOGGER = logging.getLogger("closum_api.auth")
 #: the endpoint that trades the credentials for a token
@@ -71,7 +72,12 @@ class ClosumTokenAuth:
     renews = True
 
     def __init__(
-        self, connection: Connection, pace: Pace | None = None, policy: retry.RetryPolicy | None = None
+        self,
+        connection: Connection,
+        pace: Pace | None = None,
+        policy: retry.RetryPolicy | None = None,
+        *,
+        stop: StopEvent,
     ) -> None:
         """Hold no token yet: the first request fetches one.
 
@@ -79,9 +85,11 @@ class ClosumTokenAuth:
             connection: the account; its password is never logged or shown.
             pace: the run's request rate, which ``POST /token`` follows too.
             policy: the retry limits (the client's); from ``connection`` when not given.
+            stop: the run's stop event: a wait between two tries of ``POST /token`` ends on it.
         """
         self.connection = connection
         self.pace = pace
+        self.stop = stop
         self.policy = policy or retry.RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
         self._fatal: ClosumError | None = None
         self._last_failure: ClosumError | None = None
@@ -165,7 +173,7 @@ class ClosumTokenAuth:
             self._fatal = ClosumAuthError(msg)
             raise self._fatal
         try:
-            envelope = retry.call(self._post_token, budget, f"POST {AUTH_PATH}", _log_retry)
+            envelope = retry.call(self._post_token, budget, f"POST {AUTH_PATH}", _log_retry, stop=self.stop)
         except (ClosumAuthError, ClosumBadResponse, ClosumEndpointError) as exc:
             self._fatal = exc  # it will never work: every request gets this line at once
             raise

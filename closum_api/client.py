@@ -59,6 +59,7 @@ from closum_api.retry import CONNECTION_FAILURES, Budget, RetryPolicy
 
 if t.TYPE_CHECKING:
     from closum_api.registry import Resource
+    from closum_api.stop import StopEvent
 
 LOGGER = logging.getLogger("closum_api.client")
 __all__ = ["CONNECTION_FAILURES", "ClosumClient", "Connection"]
@@ -94,29 +95,37 @@ class ClosumClient:
         session: the HTTP session, shared by every thread.
         auth: the token holder (V1).
         key_auth: the api-key (V2).
+        stop: the run's stop event, handed to the pace, the token holder and the retry loop: every wait ends on it.
         pace: the run's request rate and its limit of requests in flight.
         policy: the retry limits of each request (V1's; each API has its own, naming its URL).
         answers: the reader of V2 answers.
     """
 
     def __init__(
-        self, connection: Connection, *, max_parallel: int = DEFAULT_PARALLEL_REQUESTS, pace: Pace | None = None
+        self,
+        connection: Connection,
+        *,
+        stop: StopEvent,
+        max_parallel: int = DEFAULT_PARALLEL_REQUESTS,
+        max_rps: float | None = None,
     ) -> None:
         """Open a session; the token is fetched with the first request.
 
         Args:
             connection: the account and the retry settings.
+            stop: the run's stop event.
             max_parallel: most requests in flight at once (``max_parallel_requests``).
-            pace: the run's request rate (an adaptive one of its own if not given).
+            max_rps: the run's fixed pace (``max_requests_per_second``); None for the adaptive pace.
         """
         self.connection = connection
         self.api_url = connection.api_url
         self.timeout = connection.timeout
+        self.stop = stop
         self.session = new_session(max_parallel)
         self.session.headers["User-Agent"] = connection.user_agent or self.session.headers["User-Agent"]
-        self.pace = pace if pace is not None else Pace(max_in_flight=max_parallel)
+        self.pace = Pace(max_rps, stop=stop, max_in_flight=max_parallel)
         self.policy = RetryPolicy(connection.api_url, connection.max_tries, connection.backoff_base)
-        self.auth = ClosumTokenAuth(connection, self.pace, self.policy)
+        self.auth = ClosumTokenAuth(connection, self.pace, self.policy, stop=stop)
         self.key_auth = ApiKeyAuth(connection)
         self.answers = v2.AnswerReader()
         self._routes = {
@@ -291,7 +300,7 @@ class ClosumClient:
             ClosumBadResponse: a read or update was answered 2xx without the envelope.
         """
         budget = budget if budget is not None else self.budget(call.api)
-        return retry.call(lambda: self._try(call, budget), budget, call.what, _log_retry)
+        return retry.call(lambda: self._try(call, budget), budget, call.what, _log_retry, stop=self.stop)
 
     def _try(self, call: Call, budget: Budget) -> dict[str, t.Any]:
         """One try: token, a place in flight and a pace slot, send, then decode the answer or raise what it means."""

@@ -11,11 +11,13 @@ from singer_sdk import typing as th
 
 from closum_api.client import ClosumClient
 from closum_api.connection import DEFAULT_API_URL, DEFAULT_API_V2_URL, Connection
-from closum_api.pace import DEFAULT_PARALLEL_REQUESTS, Pace
+from closum_api.pace import DEFAULT_PARALLEL_REQUESTS
 from closum_api.redact import scrub
 
 if t.TYPE_CHECKING:
     from singer_sdk.plugin_base import PluginBase
+
+    from closum_api.stop import StopEvent
 
 #: The V1 API's credentials (a bearer token is traded for them) and the V2 API's key: a plugin that speaks
 #: both (the target) needs one group or the other, each whole; one that speaks only V1 (the tap), the first.
@@ -290,14 +292,21 @@ class SharedSettings:
             max_requests_per_second=None if rate is None else float(rate),
         )
 
-    def client(self) -> ClosumClient:
+    def client(self, stop: StopEvent) -> ClosumClient:
         """A client for these settings, with the run's one pace.
+
+        Args:
+            stop: the run's stop event: every wait of the client's requests ends on it.
 
         Returns:
             A :class:`ClosumClient` whose pool holds ``max_parallel_requests`` connections.
         """
-        pace = Pace(self.max_requests_per_second, max_in_flight=self.max_parallel_requests)
-        return ClosumClient(self.connection, max_parallel=self.max_parallel_requests, pace=pace)
+        return ClosumClient(
+            self.connection,
+            stop=stop,
+            max_parallel=self.max_parallel_requests,
+            max_rps=self.max_requests_per_second,
+        )
 
 
 def _optional_text(config: t.Mapping[str, t.Any], key: str) -> str | None:

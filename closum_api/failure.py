@@ -28,7 +28,7 @@ from singer_sdk.plugin_base import PluginBase
 from closum_api.config import setting_errors, warn_unknown_settings
 from closum_api.errors import ClosumError, ClosumSettingsError, one_line
 from closum_api.retry import connection_reason
-from closum_api.stop import ClosumStopped, work_in_flight
+from closum_api.stop import ClosumStopped
 
 if t.TYPE_CHECKING:
     from singer_sdk.plugin_base import _ConfigInput
@@ -203,10 +203,10 @@ def fail(logger: logging.Logger, program: str, exc: BaseException) -> t.NoReturn
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
     status = exit_status(exc)
-    if isinstance(exc, ClosumStopped) and work_in_flight():
-        # Requests still unanswered after the stop's grace: everything of ours is written and
-        # flushed; exiting normally would wait out their request_timeout (a create among them
-        # stays pending in the ledger, and the next run settles it).
+    if isinstance(exc, ClosumStopped) and exc.stop.work_in_flight():
+        # Requests of the stopped run still unanswered after the stop's grace: everything of ours
+        # is written and flushed; exiting normally would wait out their request_timeout (a create
+        # among them stays pending in the ledger, and the next run settles it).
         sys.stdout.flush()
         logging.shutdown()
         os._exit(status)

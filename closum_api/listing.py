@@ -26,6 +26,7 @@ from closum_api import ahead
 
 if t.TYPE_CHECKING:
     from closum_api.errors import ClosumFatalError
+    from closum_api.stop import StopEvent
 
 LOGGER = logging.getLogger("closum_api.listing")
 
@@ -190,6 +191,7 @@ def ordered_pages(
     fetch: t.Callable[[int], Page],
     *,
     threads: int,
+    stop: StopEvent,
     what: str = "a list",
 ) -> t.Generator[Page, None, None]:
     """Yield ``first`` and every following page, in page order, until the list ends.
@@ -206,6 +208,7 @@ def ordered_pages(
         first: the first page, already read (it tells the page count).
         fetch: reads a page by its number.
         threads: threads to read ahead on (1: every page in the caller's thread, none ahead).
+        stop: the run's stop event: waiting for a page read ahead ends on it.
         what: the list (``GET /lead``), for the warning.
 
     Yields:
@@ -218,7 +221,7 @@ def ordered_pages(
     while True:
         start = last.number + 1
         if start <= walk.count:
-            pages = ahead.ordered(fetch, walk.numbers(start), threads=threads)
+            pages = ahead.ordered(fetch, walk.numbers(start), threads=threads, stop=stop)
         elif last.has_next and last.records:
             pages = (fetch(number) for number in (start,))  # past the count: one at a time
         else:

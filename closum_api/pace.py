@@ -28,7 +28,8 @@ One :class:`Pace` per run: every request takes a send slot from
   are sent and not yet answered, whatever the threads; this is the run's one
   limit of concurrency. A request waiting out its backoff holds no place.
 
-Every wait goes through :func:`closum_api.stop.sleep`, so a signal ends it.
+Every wait goes through the run's :meth:`~closum_api.stop.StopEvent.sleep` (the
+event the pace is built with), so a signal ends it.
 
 The first 429 of a run also tells what the server allowed: the most answers
 seen within one second before it. :func:`report` ends a run with one line, the metric, and,
@@ -48,10 +49,10 @@ import typing as t
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from closum_api import stop
-
 if t.TYPE_CHECKING:
     import logging
+
+    from closum_api.stop import StopEvent
 
 #: ``max_parallel_requests`` when it is not set: the most requests of a run in flight at once
 DEFAULT_PARALLEL_REQUESTS = 8
@@ -169,24 +170,27 @@ class Pace:
 
     Args:
         max_rps: ``max_requests_per_second``; None for the adaptive pace.
+        stop: the run's stop event: a wait for a place in flight ends on it.
         max_in_flight: most requests sent and not yet answered (``max_parallel_requests``); None: no limit.
         clock: monotonic seconds (a fake one in tests).
-        sleep: how to wait (a fake one in tests); :func:`closum_api.stop.sleep` by default.
+        sleep: how to wait for a send slot (a fake one in tests); ``stop.sleep`` by default, which a stop ends.
     """
 
     def __init__(
         self,
         max_rps: float | None = None,
         *,
+        stop: StopEvent,
         max_in_flight: int | None = None,
         clock: t.Callable[[], float] = time.monotonic,
-        sleep: t.Callable[[float], None] = stop.sleep,
+        sleep: t.Callable[[float], None] | None = None,
     ) -> None:
         """Start unpaced (adaptive) or at ``max_rps`` (fixed)."""
         self.max_rps = max_rps
         self.max_in_flight = max_in_flight
+        self._stop = stop
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep if sleep is not None else stop.sleep
         self._lock = threading.Lock()
         self._rate: float | None = max_rps * FIXED_HEADROOM if max_rps else None
         self._ceiling: float | None = None
@@ -231,7 +235,7 @@ class Pace:
         with self._lock:
             while windowed and self._in_flight >= self._places():
                 self._room.wait(WINDOW_POLL)
-                stop.STOP.check()
+                self._stop.check()
             if windowed:
                 self._in_flight += 1
             now = self._clock()

@@ -14,8 +14,8 @@ the step fixed, half at random, so bursts spread without retrying at once). A
 ``Retry-After`` is honoured: a 429's exactly (the pace spreads the retries),
 any other answer's as a floor. The loop around them (:func:`call`) is ours, not
 ``backoff.on_exception``: a wait must end at once when the run is stopped
-(:func:`closum_api.stop.sleep`), and one budget spans the nested requests of an
-operation. When a request's tries are spent, :meth:`Budget.failed` raises
+(the run's :meth:`~closum_api.stop.StopEvent.sleep`, handed to it), and one
+budget spans the nested requests of an operation. When a request's tries are spent, :meth:`Budget.failed` raises
 :class:`ClosumGaveUp` with one line:
 ``cannot reach http://127.0.0.1:8080/api after 6 tries: connection refused``.
 """
@@ -31,11 +31,12 @@ import backoff
 import requests
 import urllib3
 
-from closum_api import stop
 from closum_api.errors import ClosumError, ClosumRetriableError
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator
+
+    from closum_api.stop import StopEvent
 
 R = t.TypeVar("R")
 
@@ -264,6 +265,8 @@ def call(
     budget: Budget,
     what: str,
     on_retry: Callable[[float, int, BaseException], None],
+    *,
+    stop: StopEvent,
 ) -> R:
     """Try ``func`` (one request) until it is answered, fails for good, or its tries are spent.
 
@@ -272,6 +275,7 @@ def call(
         budget: the operation's budget.
         what: the request (``GET /lead?page=2``): its tries are counted under this name.
         on_retry: told the wait, the request's failed tries so far and the failure, before each wait.
+        stop: the run's stop event: a wait between two tries ends on it.
 
     Returns:
         What ``func`` returned.

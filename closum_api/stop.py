@@ -1,18 +1,25 @@
-"""The run's stop event: a termination signal asks every wait to end now.
+"""A run's stop event: a termination signal asks every wait of the run to end now.
 
-The tap and the target install signal handlers that call
-:meth:`StopEvent.request_stop`; every wait in :mod:`closum_api` (backoff
-sleeps, the :class:`~closum_api.pace.Pace`'s waits) goes through
-:meth:`StopEvent.sleep`, which returns within milliseconds of a stop and then
-raises :class:`ClosumStopped`. The program turns that into exit status
-128 + the signal's number, as a shell reports a process ended by a signal.
+Each run (the tap's, the target's) creates one :class:`StopEvent` and hands it
+to what waits on it: the client gives it to its
+:class:`~closum_api.pace.Pace` and its retry loop, a
+:class:`~closum_api.ahead.ReadAhead` and a :class:`WorkerPool` take it, the
+target hands it to its reader and, through its load context, to its writers.
+The run's signal handler calls :meth:`StopEvent.request_stop`; every wait
+(backoff sleeps, the pace's waits) goes through :meth:`StopEvent.sleep`, which
+returns within milliseconds of a stop and then raises :class:`ClosumStopped`.
+The program turns that into exit status 128 + the signal's number, as a shell
+reports a process ended by a signal. Nothing here is process-wide: two runs in
+one process have two events.
 
 A request already sent cannot be called back: after a stop, the requests in
-flight get :data:`STOP_GRACE` seconds to be answered (:func:`wait_all`,
-:func:`shutdown`), then the run ends without them (a create left unanswered
-stays pending in the target's ledger, settled by the next run), instead of
-waiting out ``request_timeout``. :func:`work_in_flight` tells the program
-whether some are still running when it exits, so that it need not wait for them.
+flight get :data:`STOP_GRACE` seconds to be answered
+(:meth:`StopEvent.wait_all`, :meth:`StopEvent.shutdown`), then the run ends
+without them (a create left unanswered stays pending in the target's ledger,
+settled by the next run), instead of waiting out ``request_timeout``. The
+event counts the work its pools are running (:meth:`StopEvent.work_in_flight`),
+and the :class:`ClosumStopped` it raises names it, so that the program, exiting,
+knows whether some is still running and need not wait for it.
 """
 
 from __future__ import annotations
@@ -43,16 +50,19 @@ class ClosumStopped(ClosumError):  # noqa: N818  # public name shared by the tap
 
     Attributes:
         signum: the signal's number.
+        stop: the run's stop event that was set: it tells the work still in flight.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, stop: StopEvent) -> None:
         """Name the signal.
 
         Args:
             signum: the signal's number.
+            stop: the run's stop event that was set.
         """
         super().__init__(f"stopped by {signal_name(signum)}; rerun to continue from the last STATE")
         self.signum = signum
+        self.stop = stop
 
 
 def signal_name(signum: int) -> str:
@@ -64,7 +74,7 @@ def signal_name(signum: int) -> str:
 
 
 class StopEvent:
-    """A ``threading.Event``-like flag that a signal handler may set.
+    """The stop of one run: a ``threading.Event``-like flag that a signal handler may set.
 
     :meth:`request_stop` never takes a lock in the calling thread: a signal
     handler runs in the main thread between two bytecodes, possibly while that
@@ -72,10 +82,12 @@ class StopEvent:
     """
 
     def __init__(self) -> None:
-        """Not stopping."""
+        """Not stopping; no work in flight."""
         self._event = threading.Event()
         self._signum: int | None = None
         self._stopped_at = 0.0
+        self._running = 0
+        self._running_lock = threading.Lock()
 
     def request_stop(self, signum: int) -> None:
         """Ask every wait to end; safe to call from a signal handler.
@@ -115,121 +127,102 @@ class StopEvent:
             self._event.wait(seconds)
         signum = self._signum
         if signum is not None:
-            raise ClosumStopped(signum)
+            raise ClosumStopped(signum, self)
 
     def check(self) -> None:
         """Raise :class:`ClosumStopped` if a stop was requested, else return at once."""
         self.sleep(0)
 
-    def clear(self) -> None:
-        """Forget a stop (for a new run in the same process, as tests do)."""
-        self._signum = None
-        self._event.clear()
+    def wait_all(self, futures: Iterable[concurrent.futures.Future[t.Any]]) -> None:
+        """Wait until ``futures`` are done; after a stop, for :data:`STOP_GRACE` seconds at most.
 
+        Args:
+            futures: the work in flight.
 
-#: The one stop event of the process.
-STOP = StopEvent()
+        Raises:
+            ClosumStopped: a stop was requested and some are still running after the grace.
+        """
+        pending = set(futures)
+        while pending:
+            left = self.grace_left()
+            if left == 0.0:
+                for future in pending:
+                    future.cancel()
+                self.check()
+            _, pending = concurrent.futures.wait(pending, timeout=POLL if left is None else min(POLL, left))
 
+    def result(self, future: concurrent.futures.Future[R]) -> R:
+        """What ``future`` returns once it is done, or :class:`ClosumStopped` as soon as a stop is requested.
 
-def wait_all(futures: Iterable[concurrent.futures.Future[t.Any]]) -> None:
-    """Wait until ``futures`` are done; after a stop, for :data:`STOP_GRACE` seconds at most.
+        Args:
+            future: work on a pool (a read: dropping it at a stop loses nothing).
 
-    Args:
-        futures: the work in flight.
+        Returns:
+            Its result (its exception is raised).
+        """
+        while not future.done():
+            self.check()
+            concurrent.futures.wait([future], timeout=POLL)
+        return future.result()
 
-    Raises:
-        ClosumStopped: a stop was requested and some are still running after the grace.
-    """
-    pending = set(futures)
-    while pending:
-        left = STOP.grace_left()
-        if left == 0.0:
-            for future in pending:
-                future.cancel()
-            STOP.check()
-        _, pending = concurrent.futures.wait(pending, timeout=POLL if left is None else min(POLL, left))
+    def shutdown(self, pool: concurrent.futures.Executor) -> None:
+        """Close ``pool``: wait for its work, unless a stop was requested (then its queued work is dropped).
 
+        Args:
+            pool: a pool of the run.
+        """
+        stopping = self.stopping()
+        pool.shutdown(wait=not stopping, cancel_futures=stopping)
 
-def result(future: concurrent.futures.Future[R]) -> R:
-    """What ``future`` returns once it is done, or :class:`ClosumStopped` as soon as a stop is requested.
+    def counted(self, call: t.Callable[[], R]) -> R:
+        """Run ``call``, counted as work in flight of this run while it runs (:meth:`work_in_flight`).
 
-    Args:
-        future: work on a pool (a read: dropping it at a stop loses nothing).
+        Args:
+            call: one task of a pool of the run.
 
-    Returns:
-        Its result (its exception is raised).
-    """
-    while not future.done():
-        STOP.check()
-        concurrent.futures.wait([future], timeout=POLL)
-    return future.result()
+        Returns:
+            What it returns.
+        """
+        with self._running_lock:
+            self._running += 1
+        try:
+            return call()
+        finally:
+            with self._running_lock:
+                self._running -= 1
 
-
-def shutdown(pool: concurrent.futures.Executor) -> None:
-    """Close ``pool``: wait for its work, unless a stop was requested (then its queued work is dropped).
-
-    Args:
-        pool: a pool of the run.
-    """
-    stopping = STOP.stopping()
-    pool.shutdown(wait=not stopping, cancel_futures=stopping)
+    def work_in_flight(self) -> int:
+        """How many tasks of the run's pools are running: the interpreter waits for them at exit, daemon or not."""
+        with self._running_lock:
+            return self._running
 
 
 class WorkerPool(concurrent.futures.ThreadPoolExecutor):
-    """A thread pool of the run whose work is counted while it runs (:func:`work_in_flight`).
+    """A thread pool of the run whose work its stop counts while it runs (:meth:`StopEvent.work_in_flight`).
 
     Args:
         threads: its most threads.
         name: what its threads are called (``closum-<name>``), for thread dumps only.
+        stop: the run's stop event, which counts the pool's work.
+
+    Attributes:
+        stop: the run's stop event.
     """
 
-    def __init__(self, threads: int, name: str) -> None:
+    def __init__(self, threads: int, name: str, stop: StopEvent) -> None:
         """A pool of ``threads`` threads."""
         super().__init__(max_workers=threads, thread_name_prefix=f"closum-{name}")
+        self.stop = stop
 
     def submit(self, fn: t.Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
-        """Run ``fn`` on the pool, counted as work in flight while it runs."""
-        return super().submit(_counted, functools.partial(fn, *args, **kwargs))
+        """Run ``fn`` on the pool, counted as work in flight of the run while it runs."""
+        return super().submit(self.stop.counted, functools.partial(fn, *args, **kwargs))
 
-
-_RUNNING = [0]
-_RUNNING_LOCK = threading.Lock()
-
-
-def _counted(call: t.Callable[[], R]) -> R:
-    with _RUNNING_LOCK:
-        _RUNNING[0] += 1
-    try:
-        return call()
-    finally:
-        with _RUNNING_LOCK:
-            _RUNNING[0] -= 1
-
-
-def work_in_flight() -> int:
-    """How many tasks of the run's pools are running: the interpreter waits for them at exit, daemon or not."""
-    with _RUNNING_LOCK:
-        return _RUNNING[0]
-
-
-request_stop = STOP.request_stop
-stopping = STOP.stopping
-signum = STOP.signum
-sleep = STOP.sleep
 
 __all__ = [
-    "STOP",
     "STOP_GRACE",
     "ClosumStopped",
     "StopEvent",
     "WorkerPool",
-    "request_stop",
-    "result",
-    "shutdown",
     "signal_name",
-    "signum",
-    "sleep",
-    "stopping",
-    "wait_all",
-    "work_in_flight",
 ]

@@ -305,7 +305,13 @@ class ClosumStream(RESTStream[int]):
         counter = self.get_http_request_counter()
         with counter:
             counter.with_context(context)
-            pages = ordered_pages(first, lambda n: self._fetch(n, context), threads=threads, what=f"GET {self.path}")
+            pages = ordered_pages(
+                first,
+                lambda n: self._fetch(n, context),
+                threads=threads,
+                stop=self.runtime.stop,
+                what=f"GET {self.path}",
+            )
             try:
                 for page in pages:
                     counter.increment()

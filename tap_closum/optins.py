@@ -274,7 +274,7 @@ class OptInStream(ClosumStream):
             return
         if self._reader is None:
             threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
-            self._reader = ReadAhead(self._retrieve, threads=threads)
+            self._reader = ReadAhead(self._retrieve, threads=threads, stop=self.runtime.stop)
         self._reader.feed((parent_id,))
         self._owed += 1
 
@@ -379,7 +379,10 @@ class OptInStream(ClosumStream):
             counter.with_context(context)
             # One read-ahead over every block, so it never drains between two.
             results = ahead.ordered(
-                self._retrieve, (i for _lo, ids in blocks for i in ids), threads=min(threads, max(total, 1))
+                self._retrieve,
+                (i for _lo, ids in blocks for i in ids),
+                threads=min(threads, max(total, 1)),
+                stop=self.runtime.stop,
             )
             try:
                 for lo, ids in blocks:

@@ -1,8 +1,10 @@
-"""What every stream of one run shares: its settings, one client (the request path), the page size.
+"""What every stream of one run shares: its settings, its stop event, one client (the request path), the page size.
 
 The tap builds one :class:`Runtime` and hands it to each stream it creates.
 Settings are parsed once, on first use (discovery needs no credentials), with
-the defaults the settings' ``th.Property`` definitions declare.
+the defaults the settings' ``th.Property`` definitions declare. The run's one
+:class:`~closum_api.stop.StopEvent` is created with the runtime: the tap's
+signal handler sets it, and the client and the streams' read-aheads wait on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from closum_api import __version__, pace
 from closum_api.config import SharedSettings, schema_values
 from closum_api.errors import ClosumError, shown_url
 from closum_api.listing import DEFAULT_PAGE_SIZE, DOCUMENTED_PAGE_SIZE, page_size_refused
+from closum_api.stop import StopEvent
 
 if t.TYPE_CHECKING:
     import logging
@@ -136,17 +139,21 @@ class TapSettings:
 
 
 class Runtime:
-    """What every stream of one run shares: settings, client (session, token, pace), page size.
+    """What every stream of one run shares: settings, stop event, client (session, token, pace), page size.
 
     Args:
         config: the tap's config; parsed on first use.
         logger: where the page size fall-back is told.
+
+    Attributes:
+        stop: the run's stop event (set by the tap's signal handler): every wait of the run ends on it.
     """
 
     def __init__(self, config: t.Mapping[str, t.Any], logger: logging.Logger) -> None:
         """Nothing is parsed or opened yet: discovery needs no credentials."""
         self._config = config
         self._logger = logger
+        self.stop = StopEvent()
         self._lock = threading.Lock()
         self._fell_back = False
         #: streams whose list answered 404 (the other API revision), with the URL asked
@@ -167,7 +174,7 @@ class Runtime:
     @cached_property
     def client(self) -> ClosumClient:
         """The one client of the run: its session, token, pace and retry budgets serve every stream."""
-        return self.settings.shared.client()
+        return self.settings.shared.client(self.stop)
 
     def report_budget(self, metrics_logger: logging.Logger) -> None:
         """At the end of a run that sent requests: what its request budget saw (:func:`closum_api.pace.report`).

@@ -233,7 +233,11 @@ class SweptStream(ClosumStream):
         if bookmark is None:
             threads = ahead.threads_for(self.runtime.settings.shared.max_parallel_requests)
             pages: t.Iterator[Page] = ordered_pages(
-                first, lambda n: self._fetch(n, context), threads=threads, what=f"GET {self.path}"
+                first,
+                lambda n: self._fetch(n, context),
+                threads=threads,
+                stop=self.runtime.stop,
+                what=f"GET {self.path}",
             )
         else:
             pages = self._walk(first, lambda n: self._fetch(n, context))

@@ -13,7 +13,7 @@ from singer_sdk import typing as th
 from closum_api import DISTRIBUTION
 from closum_api.config import connection_properties
 from closum_api.failure import OneLineCommand, read_json_argument
-from closum_api.stop import STOP, ClosumStopped, signal_name
+from closum_api.stop import ClosumStopped, signal_name
 from tap_closum.runtime import Runtime, parse_timestamp, tap_properties
 from tap_closum.streams import STREAM_TYPES
 from tap_closum.writer import ChunkedWriter
@@ -111,18 +111,20 @@ class TapClosum(OneLineCommand, Tap):
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: stop now, once the chunk being written is out; every wait ends at once.
 
-        :meth:`sync_all` then writes the state, and :meth:`invoke` exits with 128 + ``signum``.
+        The run's stop event (:attr:`Runtime.stop`) is set; :meth:`sync_all` then writes the state,
+        and :meth:`invoke` exits with 128 + ``signum``.
         """
         _ = frame  # where the signal interrupted: not needed
-        if STOP.stopping():
+        run_stop = self.runtime.stop
+        if run_stop.stopping():
             return  # a second signal: the stop is already under way
-        STOP.request_stop(signum)
+        run_stop.request_stop(signum)
         self.logger.warning(
             "Received %s: stopping; the records read so far and the state go out first", signal_name(signum)
         )
 
         def stop() -> None:
-            raise ClosumStopped(signum)
+            raise ClosumStopped(signum, run_stop)
 
         if not self.writer.defer_if_writing(stop):
             stop()

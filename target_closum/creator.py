@@ -28,7 +28,7 @@ from closum_api.errors import (
     ClosumOutcomeUnknown,
 )
 from closum_api.retry import TRANSIENT, ClosumGaveUp
-from closum_api.stop import STOP, ClosumStopped
+from closum_api.stop import ClosumStopped
 from target_closum.create_states import CreateEvent, CreateMachine, CreateState
 from target_closum.payloads import canonical_json
 from target_closum.plan import Item, Outcome
@@ -173,7 +173,7 @@ class Creator:
         except ClosumGaveUp:
             op.last_look = True
             return
-        STOP.sleep(pause)
+        self.load.stop.sleep(pause)
 
     def _look(self, op: _Create) -> Outcome | None:
         """UNKNOWN: search; the outcome when found (DONE), None when absent (PENDING: send again).

@@ -357,7 +357,7 @@ def read_list(
         return Page.of(number, client.list_page(resource, page=number, limit=page_size))
 
     seen: set[int] = set()
-    pages = ordered_pages(Page.of(1, first), fetch, threads=threads, what=f"GET {resource.list_path}")
+    pages = ordered_pages(Page.of(1, first), fetch, threads=threads, stop=client.stop, what=f"GET {resource.list_path}")
     with contextlib.closing(pages):
         for page in pages:
             for record in page.records:
@@ -382,7 +382,7 @@ def read_newest(
 
     window = max(1, min(max_parallel, -(-expected // DEFAULT_PAGE_SIZE) + 1))
     seen: set[int] = set()
-    pages = ordered_pages(fetch(1), fetch, threads=window, what=f"GET {resource.list_path}")
+    pages = ordered_pages(fetch(1), fetch, threads=window, stop=client.stop, what=f"GET {resource.list_path}")
     with contextlib.closing(pages):
         for page in pages:
             ids = [r["id"] for r in page.records if isinstance(r.get("id"), int)]

@@ -164,7 +164,7 @@ class ContactWriter:
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
         """The groups on the shared pool: in order within a group, groups in parallel; stop at the first failure."""
-        failures, _ = write_groups(self.load.executor, groups, self.write_one)
+        failures, _ = write_groups(self.load.executor, groups, self.write_one, stop=self.load.stop)
         if failures:
             first = failures[0]
             if isinstance(first, ClosumError):
@@ -272,7 +272,7 @@ class ContactWriter:
                 return self._stages
         stages = registry.get("contact_lifecycle_stage")
         index = None
-        if self.load.shared.connection.has_v1_credentials:
+        if self.load.settings.shared.connection.has_v1_credentials:
             try:
                 index = self.load.index(stages, ("label",))
             except (ClosumError, *TRANSIENT) as exc:

@@ -6,8 +6,9 @@ sink reads and writes only through it, never through the target, so a sink can
 be built and tested with a context alone. Run-wide state that later features
 share between streams (say, an index of what Closum already holds) belongs here.
 
-The client, ledger, rejects file and thread pool are created when first
-needed; :meth:`LoadContext.open` creates them in the main thread before any
+The run's stop event is given to the context with the settings: the client,
+the write pool and the writers wait on it. The client, ledger, rejects file and
+thread pool are created when first needed; :meth:`LoadContext.open` creates them in the main thread before any
 worker runs, and :meth:`LoadContext.close` releases those that were created.
 """
 
@@ -19,9 +20,10 @@ import threading
 import typing as t
 from functools import cached_property
 
-from closum_api import ahead, pace, registry, stop
+from closum_api import ahead, pace, registry
 from closum_api.errors import ClosumError, ClosumNotFoundError
 from closum_api.retry import TRANSIENT
+from closum_api.stop import WorkerPool
 from target_closum.index import Indexes, read_list, read_newest
 from target_closum.ledger import Ledger, LedgerLock
 from target_closum.rejects import RejectsFile
@@ -29,8 +31,8 @@ from target_closum.summary import Tally
 
 if t.TYPE_CHECKING:
     from closum_api.client import ClosumClient
-    from closum_api.config import SharedSettings
     from closum_api.registry import Resource
+    from closum_api.stop import StopEvent
     from target_closum.index import ServerIndex
     from target_closum.mapping import StreamMapping
     from target_closum.plan import Item
@@ -59,14 +61,18 @@ class LoadContext:
     """The shared parts of one run of the target.
 
     Args:
-        settings: the target's own settings.
-        shared: the settings shared with the tap (connection, parallel requests).
+        settings: the target's settings (those shared with the tap in ``settings.shared``).
+        stop: the run's stop event (set by the target's signal handler).
+
+    Attributes:
+        settings: the target's settings.
+        stop: the run's stop event: the client, the write pool and the writers wait on it.
     """
 
-    def __init__(self, settings: TargetSettings, shared: SharedSettings) -> None:
-        """Hold the settings; the shared objects are created when first needed."""
+    def __init__(self, settings: TargetSettings, stop: StopEvent) -> None:
+        """Hold the settings and the stop; the shared objects are created when first needed."""
         self.settings = settings
-        self.shared = shared
+        self.stop = stop
         self._tallies: dict[str, Tally] = {}
         self._tally_lock = threading.Lock()
         self._recovered_streams: set[str] = set()
@@ -91,7 +97,7 @@ class LoadContext:
         if self.dry_run:
             msg = "a dry run never talks to Closum"
             raise RuntimeError(msg)
-        return self.shared.client()
+        return self.settings.shared.client(self.stop)
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -115,20 +121,20 @@ class LoadContext:
         return RejectsFile(self.settings.rejects_path)
 
     @cached_property
-    def executor(self) -> stop.WorkerPool:
+    def executor(self) -> WorkerPool:
         """The thread pool of writes shared by all streams.
 
         It has more threads than places in flight (:func:`closum_api.ahead.threads_for`):
         a write waiting out its backoff holds a thread, not a place, and the
         client's pace keeps at most ``max_parallel_requests`` requests in flight.
         """
-        threads = ahead.threads_for(self.shared.max_parallel_requests)
-        return stop.WorkerPool(threads, "write")
+        threads = ahead.threads_for(self.settings.shared.max_parallel_requests)
+        return WorkerPool(threads, "write", self.stop)
 
     @cached_property
     def indexes(self) -> Indexes:
         """The run's indexes of what Closum holds, each read once, on first need, through the run's client."""
-        threads = ahead.threads_for(self.shared.max_parallel_requests)
+        threads = ahead.threads_for(self.settings.shared.max_parallel_requests)
         return Indexes(functools.partial(read_list, self.client, threads=threads))
 
     def index(self, resource: Resource, fields: t.Sequence[str]) -> ServerIndex | None:
@@ -170,7 +176,7 @@ class LoadContext:
             return
         try:
             doubled = self.indexes.doubled(
-                functools.partial(read_newest, self.client, max_parallel=self.shared.max_parallel_requests)
+                functools.partial(read_newest, self.client, max_parallel=self.settings.shared.max_parallel_requests)
             )
         except (ClosumError, *TRANSIENT) as exc:
             LOGGER.warning("Could not read back the records written to check that no other run doubled them: %s", exc)
@@ -218,7 +224,7 @@ class LoadContext:
         """Wait for the writes in flight, then release what was created."""
         created = self.__dict__
         if "executor" in created:
-            stop.shutdown(self.executor)
+            self.stop.shutdown(self.executor)
         if "rejects" in created:
             self.rejects.close()
         if "ledger" in created:

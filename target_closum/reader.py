@@ -7,7 +7,8 @@ The SDK's reader, with four differences:
   whose files cannot be read) raises :class:`BadInputError`, which names the line
   number, instead of logging a traceback;
 - a blank line is passed over (still counted in the line numbers);
-- a stop (:mod:`closum_api.stop`) is honoured between two lines;
+- a stop of the run's event (:class:`~closum_api.stop.StopEvent`, given to the
+  reader) is honoured between two lines;
 - :attr:`ClosumReader.waiting_for_input` tells a signal handler that the
   reader is blocked on its input, where stopping at once loses nothing.
 
@@ -35,7 +36,9 @@ from singer_sdk.singerlib.json import deserialize_json
 
 from closum_api.errors import ClosumError, one_line
 from closum_api.failure import ClosumSettingsError
-from closum_api.stop import STOP
+
+if t.TYPE_CHECKING:
+    from closum_api.stop import StopEvent
 
 #: characters of a bad line shown in the message
 SHOWN = 120
@@ -140,14 +143,18 @@ def _read_jsonl(url: str, *, gzipped: bool, storage: StorageTarget | None) -> li
 class ClosumReader(SingerReader):
     """The SDK's Singer reader, counting lines, stoppable, without tracebacks.
 
+    Args:
+        stop: the run's stop event, looked at between two lines.
+
     Attributes:
         waiting_for_input: True while blocked reading the next line.
         lineno: the number of the line being handled (0 before the first).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: StopEvent) -> None:
         """Nothing read yet."""
         super().__init__()
+        self._stop = stop
         self.waiting_for_input = False
         self.lineno = 0
 
@@ -215,7 +222,7 @@ class ClosumReader(SingerReader):
         lines = iter(file_input or self.default_input)
         while (line := self._next_line(lines)) is not None:
             self.lineno += 1
-            STOP.check()
+            self._stop.check()
             if not line.strip():
                 continue  # a blank line (an export's trailing newline, say) carries no message
             self._current_message = line

@@ -5,7 +5,8 @@ adds the connection settings of :func:`closum_api.config.connection_properties`)
 :meth:`TargetSettings.from_config` converts a config, filled with the schema's
 defaults (:func:`closum_api.config.schema_values`), into the typed settings,
 and refuses with one line settings that can never work. The settings the tap
-and the target share are parsed by :class:`closum_api.config.SharedSettings`.
+and the target share are parsed by :class:`closum_api.config.SharedSettings` and
+held in :attr:`TargetSettings.shared`: the target builds one settings object.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import typing as t
 import msgspec
 from singer_sdk import typing as th
 
-from closum_api.config import schema_values
+from closum_api import __version__
+from closum_api.config import SharedSettings, schema_values
 from closum_api.errors import ClosumSettingsError
 from target_closum.mapping import (
     ACTIONS,
@@ -32,6 +34,8 @@ from target_closum.phones import DEFAULT_REGION, check_region
 #: a Meltano project keeps its plugins' output in and git-ignores (``meltano init`` creates it so). The
 #: Meltano plugin definition anchors them at ``$MELTANO_PROJECT_ROOT``.
 OUTPUT_FOLDER = "output"
+#: The User-Agent sent unless ``user_agent`` says otherwise.
+USER_AGENT = f"target-closum/{__version__}"
 
 
 def target_properties() -> list[th.Property]:
@@ -179,9 +183,10 @@ def target_properties() -> list[th.Property]:
 
 
 class TargetSettings(msgspec.Struct, frozen=True):
-    """The target's own settings, converted from its config with the schema's defaults.
+    """The target's settings, converted from its config with the schema's defaults.
 
     Attributes:
+        shared: the settings the target shares with the tap (connection, parallelism, retries, pace).
         rejects_path: the JSON-lines file of records set aside.
         ledger_path: the SQLite ledger that makes writes exactly-once.
         dry_run: map and validate only; write nothing anywhere.
@@ -196,6 +201,7 @@ class TargetSettings(msgspec.Struct, frozen=True):
         default_consent_sms: the same for ``consent_sms``.
     """
 
+    shared: SharedSettings
     rejects_path: str
     ledger_path: str
     dry_run: bool
@@ -226,12 +232,13 @@ class TargetSettings(msgspec.Struct, frozen=True):
             config: the target's config.
 
         Returns:
-            The settings, every stream of ``resource_map`` checked.
+            The settings, the shared ones included, every stream of ``resource_map`` checked.
 
         Raises:
             ClosumSettingsError: ``load_method`` or ``resource_map`` cannot be loaded as asked.
         """
         values = schema_values(config, target_properties())
+        values["shared"] = SharedSettings.from_config(config, user_agent=USER_AGENT)
         values["default_phone_region"] = str(values["default_phone_region"]).upper()
         check_load_method(str(values["load_method"]))
         if not isinstance(values.get("resource_map", {}), t.Mapping):

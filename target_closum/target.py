@@ -15,10 +15,10 @@ from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from closum_api import DISTRIBUTION, __version__
-from closum_api.config import SharedSettings, connection_properties
+from closum_api import DISTRIBUTION
+from closum_api.config import connection_properties
 from closum_api.failure import ClosumSettingsError, OneLineCommand
-from closum_api.stop import STOP, ClosumStopped, signal_name
+from closum_api.stop import ClosumStopped, StopEvent, signal_name
 from target_closum.ledger import LedgerInUseError
 from target_closum.load import LoadContext
 from target_closum.mapping import credentials_problem
@@ -39,8 +39,6 @@ if t.TYPE_CHECKING:
 
     from closum_api.client import ClosumClient
     from target_closum.summary import Tally
-
-USER_AGENT = f"target-closum/{__version__}"
 
 
 def path_problem(path: str) -> str | None:
@@ -93,6 +91,10 @@ class TargetClosum(OneLineCommand, Target):
         self._emitted_state: dict | None = None
         self._state_held_back = False
         self._input_complete = True
+        #: the run's stop event: the signal handler sets it; the reader, the client and the writers wait on it
+        self.stop = StopEvent()
+        if kwargs.get("message_reader") is None:
+            kwargs["message_reader"] = ClosumReader(self.stop)
         super().__init__(*args, **kwargs)
         self.settings = TargetSettings.from_config(self.config)
         if not self.settings.dry_run:
@@ -106,7 +108,7 @@ class TargetClosum(OneLineCommand, Target):
                     raise ClosumSettingsError(msg)
         self.batch_storage = batch_storage(self.config)
         self.max_parallelism = 4
-        self.load = LoadContext(self.settings, SharedSettings.from_config(self.config, user_agent=USER_AGENT))
+        self.load = LoadContext(self.settings, self.stop)
 
     @property
     def reader(self) -> ClosumReader:
@@ -131,7 +133,7 @@ class TargetClosum(OneLineCommand, Target):
             ClosumSettingsError: the stream's API needs credentials that are not set.
         """
         mapping = self.settings.mapping_for(stream_name)
-        connection = self.load.shared.connection
+        connection = self.settings.shared.connection
         problem = credentials_problem(mapping, v1=connection.has_v1_credentials, v2=bool(connection.api_key))
         if problem:
             raise ClosumSettingsError(problem)
@@ -213,7 +215,7 @@ class TargetClosum(OneLineCommand, Target):
             self._assert_sink_exists(stream_name)
         for records in batch_records(message_dict["encoding"], message_dict["manifest"], self.batch_storage):
             for record in records:
-                STOP.check()  # as between two lines
+                self.stop.check()  # as between two lines
                 self._process_record_message({"type": "RECORD", "stream": stream_name, "record": record})
 
     @override
@@ -236,20 +238,20 @@ class TargetClosum(OneLineCommand, Target):
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: no new write starts, every wait ends; the writes in flight finish or stay pending.
 
-        Blocked on its input, the target stops at once; otherwise the reader
+        The run's stop event (:attr:`stop`) is set. Blocked on its input, the target stops at once; otherwise the reader
         or the writer raises ``ClosumStopped`` at its next step, :meth:`listen`
         emits the last STATE whose records are all written, and :meth:`invoke`
         exits with 128 + ``signum``.
         """
         _ = frame  # where the signal interrupted: not needed
-        if STOP.stopping():
+        if self.stop.stopping():
             return  # a second signal: the stop is already under way
-        STOP.request_stop(signum)
+        self.stop.request_stop(signum)
         self.logger.warning(
             "Received %s: stopping; no new write starts, the writes in flight finish", signal_name(signum)
         )
         if self.reader.waiting_for_input:
-            raise ClosumStopped(signum)
+            raise ClosumStopped(signum, self.stop)
 
     # The SDK offers no hook around the whole run but this method.
     @override  # type: ignore[misc]  # listen is final in the SDK: no other place to wind down after a failure

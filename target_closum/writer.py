@@ -26,7 +26,6 @@ import dataclasses
 import threading
 import typing as t
 
-from closum_api import stop
 from closum_api.errors import (
     ClosumAuthError,
     ClosumBadResponse,
@@ -35,7 +34,7 @@ from closum_api.errors import (
 )
 from closum_api.failure import failure_line
 from closum_api.retry import TRANSIENT, ClosumGaveUp
-from closum_api.stop import STOP, ClosumStopped
+from closum_api.stop import ClosumStopped
 from target_closum.creator import ClosumWriteError, CreateUnresolvedError
 from target_closum.lookups import ClosumLookupError, LookupMissError
 from target_closum.plan import Item, Outcome, Skip, Update, decide
@@ -49,6 +48,7 @@ if t.TYPE_CHECKING:
     from concurrent.futures import Executor, Future
 
     from closum_api.registry import Resource
+    from closum_api.stop import StopEvent
     from target_closum.load import LoadContext
     from target_closum.mapping import StreamMapping
 
@@ -139,7 +139,9 @@ class StreamWriter:
 
     def _write_groups(self, groups: list[list[Item]]) -> None:
         """Write the groups on the shared pool: in order within a group, groups in parallel; stop at a failure."""
-        failures, unresolved = write_groups(self.load.executor, groups, self.write_one, kept=CreateUnresolvedError)
+        failures, unresolved = write_groups(
+            self.load.executor, groups, self.write_one, stop=self.load.stop, kept=CreateUnresolvedError
+        )
         if failures:
             first = failures[0]
             if _ends_as_it_is(first):
@@ -181,6 +183,7 @@ def write_groups(
     groups: list[list[Item]],
     write_one: Callable[[Item], object],
     *,
+    stop: StopEvent,
     kept: type[BaseException] | tuple[type[BaseException], ...] = (),
 ) -> tuple[list[BaseException], list[str]]:
     """Write ``groups`` on the run's pool: in order within a group, groups in parallel; a failure stops them all.
@@ -191,6 +194,7 @@ def write_groups(
         executor: the run's write pool.
         groups: the items, grouped so that a group's are written one after another.
         write_one: writes one item.
+        stop: the run's stop event: after it no new write starts, and the writes in flight get its grace.
         kept: failures of one item that do not stop the others (kept as their messages).
 
     Returns:
@@ -206,7 +210,7 @@ def write_groups(
 
     def run(group: list[Item]) -> None:
         for item in group:
-            if abort.is_set() or STOP.stopping():  # after a stop, no new write starts
+            if abort.is_set() or stop.stopping():  # after a stop, no new write starts
                 return
             try:
                 write_one(item)
@@ -221,5 +225,5 @@ def write_groups(
 
     futures: list[Future[None]] = [executor.submit(run, group) for group in groups]
     stop.wait_all(futures)
-    STOP.check()  # stopped: the writes in flight are done or left pending; no STATE past them
+    stop.check()  # stopped: the writes in flight are done or left pending; no STATE past them
     return failures, messages

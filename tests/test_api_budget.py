@@ -13,9 +13,8 @@ import pytest
 from tap_run import run_tap, run_tap_process
 from test_target_support import lead, posts, run_target_process, singer, target_config
 
-from closum_api import stop
 from closum_api.pace import FIXED_HEADROOM, START_WINDOW, Pace
-from closum_api.stop import ClosumStopped
+from closum_api.stop import ClosumStopped, StopEvent
 from closum_sandbox.testing import SandboxProcess, free_port
 from target_closum.ledger import Ledger
 
@@ -35,7 +34,7 @@ class FakeClock:
 
 def paced(max_rps: float | None = None) -> tuple[Pace, FakeClock]:
     clock = FakeClock()
-    return Pace(max_rps, clock=clock, sleep=clock.sleep), clock
+    return Pace(max_rps, stop=StopEvent(), clock=clock, sleep=clock.sleep), clock
 
 
 def send(pace: Pace, clock: FakeClock, status: int = 200, retry_after: float | None = None) -> float:
@@ -119,7 +118,7 @@ def test_5xx_are_not_a_limit_but_a_503_retry_after_pauses_everyone():
 
 
 def test_at_most_max_in_flight_requests_are_sent_at_once():
-    pace = Pace(1000, max_in_flight=3)  # fixed: no slow start, the limit in flight alone
+    pace = Pace(1000, stop=StopEvent(), max_in_flight=3)  # fixed: no slow start, the limit in flight alone
     for _ in range(3):
         pace.acquire()
     sent = threading.Event()
@@ -144,7 +143,7 @@ def test_a_429_in_fixed_mode_still_lowers_the_rate():
 
 
 def test_slow_start_lets_one_more_request_in_flight_per_answer():
-    pace = Pace()
+    pace = Pace(stop=StopEvent())
     for _ in range(START_WINDOW):
         pace.acquire()
     third = threading.Thread(target=pace.acquire)
@@ -205,9 +204,10 @@ def test_what_was_allowed_is_the_most_answers_seen_within_one_second_before_the_
 
 
 def test_a_stop_ends_a_pace_wait_at_once():
-    pace = Pace()
+    run_stop = StopEvent()
+    pace = Pace(stop=run_stop)
     pace.observe(429, retry_after=30)  # every worker now waits 30 s
-    timer = threading.Timer(0.1, stop.request_stop, args=(15,))
+    timer = threading.Timer(0.1, run_stop.request_stop, args=(15,))
     start = time.monotonic()
     timer.start()
     try:
@@ -215,9 +215,9 @@ def test_a_stop_ends_a_pace_wait_at_once():
             pace.acquire()
     finally:
         timer.cancel()
-        stop.STOP.clear()
     assert time.monotonic() - start < 2
     assert stopped.value.signum == 15
+    assert stopped.value.stop is run_stop
 
 
 # -- the pace against a rate-limited sandbox ------------------------------------------

@@ -8,13 +8,17 @@ from closum_api import connection
 from closum_api.client import ClosumClient, Connection
 from closum_api.errors import ClosumAuthError, ClosumOutcomeUnknown
 from closum_api.registry import get
+from closum_api.stop import StopEvent
 
 EMAIL = get("email")
 
 
 @pytest.fixture
 def client(sandbox):
-    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5, max_tries=4, backoff_base=0.01))
+    client = ClosumClient(
+        Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5, max_tries=4, backoff_base=0.01),
+        stop=StopEvent(),
+    )
     yield client
     client.close()
 

@@ -14,6 +14,12 @@ would do. Each one that remains is listed in :data:`HOOKS` with why it is no
 call back up. What the check cannot see: a callable annotated as returning a
 value (``Callable[[], bool]``) or ``Any``, a hook behind a type alias, and an
 object handed down whose methods the bottom layer calls.
+
+And no stop is process-wide: a :class:`~closum_api.stop.StopEvent` is created by
+a run and handed to what waits on it, never held at module or class level,
+where every run of the process would share it and a call site could reach it
+unseen. What that check cannot see: an event made by a factory that is not
+called ``StopEvent`` (a cached function, say) or stored in a module's dict.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ ALLOWED = {
 
 #: closum_api's parameters that take a callable called for its effect, each with why it is no call back up
 HOOKS = {
-    ("closum_api/pace.py", "Pace.__init__", "sleep"): "how to wait: stop.sleep, or a fake beside a fake clock in tests",
+    ("closum_api/pace.py", "Pace.__init__", "sleep"): "how to wait: the run's stop.sleep, or a fake clock's",
     ("closum_api/retry.py", "call", "on_retry"): "closum_api's own: the client and the token holder word their retries",
     ("closum_api/connection.py", "_Deadline.attach", "shut"): "the socket's own shutdown, from inside closum_api",
     ("closum_api/connection.py", "_shut_quietly", "shut"): "the same",
@@ -206,4 +212,51 @@ def test_closum_api_takes_no_hook_from_the_layers_above():
         "closum_api takes a callable it calls for its effect: return a value and let the caller take the next "
         f"step, or list it in HOOKS with why it is no call back up (new: {sorted(found - set(HOOKS))}, "
         f"gone: {sorted(set(HOOKS) - found)})"
+    )
+
+
+def _makes_stop_event(value: ast.expr) -> bool:
+    """Whether an expression calls ``StopEvent`` (by its name or as ``stop.StopEvent``)."""
+    for node in ast.walk(value):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name == "StopEvent":
+                return True
+    return False
+
+
+def _shared_stop_events(tree: ast.Module) -> list[int]:
+    """The lines of a module that make a ``StopEvent`` at module or class level (shared by every run)."""
+    bodies = [tree.body, *(node.body for node in ast.walk(tree) if isinstance(node, ast.ClassDef))]
+    return sorted(
+        statement.lineno
+        for body in bodies
+        for statement in body
+        if isinstance(statement, (ast.Assign, ast.AnnAssign))
+        and statement.value is not None
+        and _makes_stop_event(statement.value)
+    )
+
+
+def test_the_shared_stop_finder_sees_one():
+    source = (
+        "STOP = StopEvent()\n"
+        "class A:\n    shared: t.ClassVar = stop.StopEvent()\n"
+        "def run():\n    event = StopEvent()\n"
+        "class B:\n    def __init__(self):\n        self.stop = StopEvent()\n"
+    )
+    assert _shared_stop_events(ast.parse(source)) == [1, 3]
+
+
+def test_no_stop_event_is_shared_by_the_runs_of_a_process():
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line in _shared_stop_events(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not found, (
+        f"a StopEvent made at module or class level is shared by every run of the process: {found}; "
+        "let the run create its own and hand it to what waits on it"
     )

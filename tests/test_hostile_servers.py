@@ -16,6 +16,7 @@ from test_target_support import lead, posts, run_target, run_target_process, sin
 from closum_api.client import ClosumClient, Connection
 from closum_api.registry import get
 from closum_api.retry import ClosumGaveUp
+from closum_api.stop import StopEvent
 from target_closum.ledger import Ledger
 
 EMAIL = get("email")
@@ -24,7 +25,10 @@ EMAIL = get("email")
 # -- a server that trickles -------------------------------------------------------
 def test_a_body_trickled_byte_by_byte_fails_the_try_at_request_timeout_and_the_retry_gets_it(sandbox):
     sandbox.script_faults([{"method": "GET", "path": "/api/email", "trickle_ms": 300}])
-    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=1.5, max_tries=3, backoff_base=0))
+    client = ClosumClient(
+        Connection(sandbox.api_url, "sandbox", "sandbox", timeout=1.5, max_tries=3, backoff_base=0),
+        stop=StopEvent(),
+    )
     began = time.monotonic()
     envelope = client.list_page(EMAIL, limit=5)
     took = time.monotonic() - began
@@ -71,7 +75,7 @@ def test_headers_trickled_byte_by_byte_end_the_request_at_request_timeout(header
     connection = Connection(
         f"http://127.0.0.1:{header_trickler}/api", "u", "p", timeout=1.5, max_tries=2, backoff_base=0
     )
-    client = ClosumClient(connection)
+    client = ClosumClient(connection, stop=StopEvent())
     began = time.monotonic()
     with pytest.raises(ClosumGaveUp) as gave_up:
         client.auth.token()

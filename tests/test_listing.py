@@ -10,6 +10,7 @@ import pytest
 
 from closum_api import ahead
 from closum_api.listing import Page, has_next_page, ordered_pages, page_count
+from closum_api.stop import StopEvent
 from closum_sandbox.testing import wait_until
 
 
@@ -29,7 +30,7 @@ def pager(pages: dict[int, Page]):
 def test_pages_come_back_in_order_whatever_order_they_finish_in():
     pages = {n: Page(n, [{"id": n}], has_next=n < 20, page_count=20) for n in range(1, 21)}
     fetch, calls = pager(pages)
-    got = [p.number for p in ordered_pages(pages[1], fetch, threads=5)]
+    got = [p.number for p in ordered_pages(pages[1], fetch, threads=5, stop=StopEvent())]
     assert got == list(range(1, 21))
     assert sorted(calls) == list(range(2, 21))
 
@@ -41,8 +42,8 @@ def test_an_empty_page_that_says_more_follow_does_not_end_the_listing():
         3: Page(3, [{"id": 3}], has_next=False, page_count=3),
     }
     fetch, _ = pager(pages)
-    assert [p.number for p in ordered_pages(pages[1], fetch, threads=4)] == [1, 2, 3]
-    assert [p.number for p in ordered_pages(pages[1], fetch, threads=1)] == [1, 2, 3]
+    assert [p.number for p in ordered_pages(pages[1], fetch, threads=4, stop=StopEvent())] == [1, 2, 3]
+    assert [p.number for p in ordered_pages(pages[1], fetch, threads=1, stop=StopEvent())] == [1, 2, 3]
 
 
 def test_pages_announced_later_are_fetched_too():
@@ -54,7 +55,7 @@ def test_pages_announced_later_are_fetched_too():
         4: Page(4, [{"id": 4}], has_next=False, page_count=4),
     }
     fetch, calls = pager(pages)
-    assert [p.number for p in ordered_pages(pages[1], fetch, threads=8)] == [1, 2, 3, 4]
+    assert [p.number for p in ordered_pages(pages[1], fetch, threads=8, stop=StopEvent())] == [1, 2, 3, 4]
     assert sorted(calls) == [2, 3, 4]
 
 
@@ -74,7 +75,7 @@ def test_the_threads_bound_pages_in_flight():
             in_flight -= 1
         return pages[number]
 
-    assert len(list(ordered_pages(pages[1], fetch, threads=4))) == 30
+    assert len(list(ordered_pages(pages[1], fetch, threads=4, stop=StopEvent()))) == 30
     assert 1 < peak <= 4
 
 
@@ -89,7 +90,7 @@ def test_stopping_early_cancels_queued_pages():
             gate.wait(10)  # pages past 3 are in flight until the walk is closed
         return pages[number]
 
-    iterator = ordered_pages(pages[1], fetch, threads=3)
+    iterator = ordered_pages(pages[1], fetch, threads=3, stop=StopEvent())
     assert [next(iterator).number for _ in range(3)] == [1, 2, 3]
     wait_until(lambda: len(calls) == 5, "pages 4, 5 and 6 in flight")  # the three threads are busy
     threading.Timer(0.2, gate.set).start()  # the pages in flight are answered while close() waits for them
@@ -112,7 +113,7 @@ def test_every_page_up_to_the_count_is_read_even_after_one_that_says_none_follow
     }
     for window in (1, 4):
         fetch, calls = pager(pages)
-        assert [p.number for p in ordered_pages(pages[1], fetch, threads=window)] == [1, 2, 3]
+        assert [p.number for p in ordered_pages(pages[1], fetch, threads=window, stop=StopEvent())] == [1, 2, 3]
         assert sorted(calls) == [2, 3]
 
 
@@ -121,7 +122,8 @@ def test_past_the_count_an_empty_page_ends_the_listing_whatever_it_says(caplog):
     pages = {n: Page(n, [{"id": n}] if n < 4 else [], has_next=True, page_count=2) for n in range(1, 10)}
     for window in (1, 4):
         fetch, calls = pager(pages)
-        assert [p.number for p in ordered_pages(pages[1], fetch, threads=window, what="GET /x")] == [1, 2, 3]
+        read = ordered_pages(pages[1], fetch, threads=window, stop=StopEvent(), what="GET /x")
+        assert [p.number for p in read] == [1, 2, 3]
         assert sorted(calls) == [2, 3, 4]
     assert "GET /x: page 4 came back empty past the 2 pages announced" in caplog.text
 
@@ -148,7 +150,11 @@ def test_an_endless_page_count_ends_once_the_records_announced_are_read(threads,
         calls.append(number)
         return fetch(number)
 
-    ids = [r["id"] for p in ordered_pages(fetch(1), counted, threads=threads, what="GET /lead") for r in p.records]
+    ids = [
+        r["id"]
+        for p in ordered_pages(fetch(1), counted, threads=threads, stop=StopEvent(), what="GET /lead")
+        for r in p.records
+    ]
     assert ids == list(range(1, 96))
     assert "GET /lead: page 11 came back empty once the 95 records announced were read" in caplog.text
     assert len(calls) < 11 + 300  # bounded by the read-ahead buffer, not by the million pages announced
@@ -156,7 +162,11 @@ def test_an_endless_page_count_ends_once_the_records_announced_are_read(threads,
 
 def test_an_endless_page_count_without_a_record_count_ends_after_three_empty_pages(caplog):
     fetch = lying(30, 10, "page_count")
-    ids = [r["id"] for p in ordered_pages(fetch(1), fetch, threads=4, what="GET /lead") for r in p.records]
+    ids = [
+        r["id"]
+        for p in ordered_pages(fetch(1), fetch, threads=4, stop=StopEvent(), what="GET /lead")
+        for r in p.records
+    ]
     assert ids == list(range(1, 31))
     assert "page 6 came back empty 3 times in a row" in caplog.text
 
@@ -164,7 +174,7 @@ def test_an_endless_page_count_without_a_record_count_ends_after_three_empty_pag
 @pytest.mark.parametrize("threads", [1, 4])
 def test_a_last_page_served_forever_is_read_once(threads, caplog):
     fetch = lying(25, 10, "repeat_last")
-    pages = list(ordered_pages(fetch(1), fetch, threads=threads, what="GET /lead"))
+    pages = list(ordered_pages(fetch(1), fetch, threads=threads, stop=StopEvent(), what="GET /lead"))
     assert [r["id"] for p in pages for r in p.records] == list(range(1, 26))
     assert "GET /lead: page 4 repeated page 3 past the 3 pages announced" in caplog.text
 
@@ -179,7 +189,7 @@ def test_read_ahead_is_bounded_by_its_buffer_not_by_threads():
             release.wait(5)  # the head waits (a backoff): the others go on meanwhile
         return n
 
-    results = ahead.ordered(slow_head, itertools.count(), threads=4, buffer=20)
+    results = ahead.ordered(slow_head, itertools.count(), threads=4, stop=StopEvent(), buffer=20)
     waiter = threading.Thread(target=lambda: next(results))
     waiter.start()
     wait_until(lambda: len(started) >= 20, "the buffer's 20 calls to start", timeout=5)
@@ -200,7 +210,7 @@ def test_a_read_ahead_fed_later_goes_on_while_the_caller_waits_for_an_earlier_re
             release.wait(5)  # the first waits (a backoff): what is fed after it goes on meanwhile
         return n * 10
 
-    reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(slow_first, threads=4)
+    reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(slow_first, threads=4, stop=StopEvent())
     reader.feed([0, 1])
     reader.feed(range(2, 6))  # a later hand-over's items
     deadline = time.monotonic() + 5
@@ -223,7 +233,7 @@ def test_a_read_ahead_on_one_thread_calls_in_the_callers_thread_when_taken():
         calls.append((n, threading.current_thread().name))
         return n
 
-    reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(record, threads=1)
+    reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(record, threads=1, stop=StopEvent())
     reader.feed([1, 2])
     assert calls == []  # nothing runs before it is taken
     assert reader.take() == 1

@@ -10,6 +10,7 @@ from tap_run import run_tap, run_tap_process
 
 from closum_api.client import ClosumClient, Connection
 from closum_api.registry import get
+from closum_api.stop import StopEvent
 
 
 def test_bursts_of_500_503_and_429_lose_and_double_nothing(sandbox_factory, caplog):
@@ -100,7 +101,8 @@ def test_token_renewed_before_expiry_during_a_long_run(sandbox_factory):
 
 def test_revoked_token_is_renewed_once_on_401(sandbox):
     client = ClosumClient(
-        Connection(sandbox.api_url, sandbox.username, sandbox.password, timeout=10, max_tries=6, backoff_base=0.01)
+        Connection(sandbox.api_url, sandbox.username, sandbox.password, timeout=10, max_tries=6, backoff_base=0.01),
+        stop=StopEvent(),
     )
     client.list_page(get("email"))
     sandbox.revoke_tokens()

@@ -15,6 +15,7 @@ from test_target_support import lead, rejects, run_target, singer, target_config
 from closum_api.client import ClosumClient, Connection
 from closum_api.errors import ClosumError, ClosumFatalError, ClosumSettingsError
 from closum_api.registry import get
+from closum_api.stop import StopEvent
 from target_closum.index import Indexes, fold_email, fold_name, phone_digits, read_list
 from target_closum.ledger import Ledger
 from target_closum.lookups import extract
@@ -525,7 +526,10 @@ def test_a_membership_left_pending_by_a_killed_run_is_settled_once(sandbox, tmp_
 # -- the run's own writes in the indexes ------------------------------------------
 @pytest.fixture
 def api_client(sandbox):
-    client = ClosumClient(Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5, max_tries=6, backoff_base=0.05))
+    client = ClosumClient(
+        Connection(sandbox.api_url, "sandbox", "sandbox", timeout=5, max_tries=6, backoff_base=0.05),
+        stop=StopEvent(),
+    )
     yield client
     client.close()
 

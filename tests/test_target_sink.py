@@ -12,7 +12,7 @@ import pytest
 from test_target_support import REPO, lead, posts, schema_of, target_config
 
 from closum_api import registry
-from closum_api.config import SharedSettings
+from closum_api.stop import StopEvent
 from target_closum.ledger import Entry, Ledger
 from target_closum.load import LoadContext
 from target_closum.payloads import build_payload, canonical_json, payload_hash
@@ -24,7 +24,7 @@ LEAD_SCHEMA = schema_of("lead")
 
 
 def _load(config):
-    return LoadContext(TargetSettings.from_config(config), SharedSettings.from_config(config, user_agent="sink-test"))
+    return LoadContext(TargetSettings.from_config(config), StopEvent())
 
 
 def _sink(config, load, stream="leads"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import closum_api
 from closum_api import registry
 from closum_api.errors import ClosumSettingsError
 from target_closum.index import KeyRule
@@ -80,6 +81,19 @@ def test_update_on_a_create_only_resource_is_a_config_error(resource, action):
 def test_overwrite_is_refused():
     with pytest.raises(ClosumSettingsError, match=r"cannot delete|no endpoint that deletes"):
         TargetSettings.from_config({"load_method": "overwrite"})
+
+
+def test_one_settings_object_holds_the_shared_settings_with_the_defaults_the_settings_declare():
+    declared = TargetClosum.config_jsonschema["properties"]
+    settings = TargetSettings.from_config({"api_key": "k"})
+    connection = settings.shared.connection
+    assert settings.shared.max_parallel_requests == declared["max_parallel_requests"]["default"]
+    assert connection.max_tries == declared["max_retries"]["default"] + 1
+    assert connection.api_v2_url == declared["api_v2_url"]["default"]
+    assert connection.user_agent == f"target-closum/{closum_api.__version__}"
+    assert settings.batch_size_rows == declared["batch_size_rows"]["default"]
+    given = TargetSettings.from_config({"api_key": "k", "max_parallel_requests": 3, "user_agent": "mine/1"})
+    assert (given.shared.max_parallel_requests, given.shared.connection.user_agent) == (3, "mine/1")
 
 
 def test_lead_payload_quirks():
