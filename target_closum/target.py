@@ -13,6 +13,7 @@ from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from closum_api import DISTRIBUTION
@@ -209,10 +210,11 @@ class TargetClosum(OneLineCommand, Target):
         (The SDK's own way, ``Sink.process_batch_files``, hands a sink a whole file
         as one batch of raw records, bypassing all of that.)
         """
-        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        self.message_reader.assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
         stream_name = message_dict["stream"]
-        if stream_name not in self.mapper.stream_maps:
-            self._assert_sink_exists(stream_name)
+        if stream_name not in self.mapper.stream_maps and not self.sink_exists(stream_name):
+            msg = f"a BATCH of stream {stream_name!r} before any SCHEMA of that stream"
+            raise RecordsWithoutSchemaException(msg)  # the reader names the line
         for records in batch_records(message_dict["encoding"], message_dict["manifest"], self.batch_storage):
             for record in records:
                 self.stop.check()  # as between two lines
