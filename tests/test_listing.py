@@ -213,9 +213,7 @@ def test_a_read_ahead_fed_later_goes_on_while_the_caller_waits_for_an_earlier_re
     reader: ahead.ReadAhead[int, int] = ahead.ReadAhead(slow_first, threads=4, stop=StopEvent())
     reader.feed([0, 1])
     reader.feed(range(2, 6))  # a later hand-over's items
-    deadline = time.monotonic() + 5
-    while len(started) < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(started) == 6, "the six fed calls to start", timeout=5)
     assert sorted(started) == [0, 1, 2, 3, 4, 5]  # all started before anything was taken
     release.set()
     assert [reader.take() for _ in range(6)] == [0, 10, 20, 30, 40, 50]  # in the order fed
