@@ -35,7 +35,7 @@ class _Zygote:
     """The forking process of this test process, and the socket it is asked through."""
 
     def __init__(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.process = subprocess.Popen(  # argv is ours, no shell
             [sys.executable, str(Path(__file__).with_name("zygote.py")), str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
@@ -44,20 +44,25 @@ class _Zygote:
         )
         theirs.close()
         self.socket = ours
+        self.answers = ours.makefile("rb")
         self.lock = threading.Lock()
         atexit.register(self.close)
 
     def fork(self, request: dict[str, t.Any], fds: list[int]) -> int:
         """Ask for a run; its pid."""
+        data = json.dumps(request).encode()
+        message = len(data).to_bytes(4, "big") + data
         with self.lock:
-            socket.send_fds(self.socket, [json.dumps(request).encode()], fds)
-            answer = self.socket.recv(4096)
+            sent = socket.send_fds(self.socket, [message], fds)
+            self.socket.sendall(message[sent:])
+            answer = self.answers.readline()
         if not answer:
             msg = f"the zygote ended (exit status {self.process.wait()})"
             raise RuntimeError(msg)
         return int(json.loads(answer)["pid"])
 
     def close(self) -> None:
+        self.answers.close()
         self.socket.close()
         self.process.wait(timeout=10)
 

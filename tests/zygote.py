@@ -8,12 +8,12 @@ its console script does (``TapClosum.cli()``), with its own argv, working
 directory, environment and standard streams, and exits as that script would
 (signal handlers, threads, exit status, ``atexit``). Only the start is shared.
 
-Protocol (one ``SOCK_SEQPACKET`` socket, its descriptor the one argument): a
-request is JSON ``{"program", "argv", "cwd", "env", "constants"}`` with four
-descriptors: stdin, stdout, stderr and the writing end of a pipe where the exit
-status (``subprocess`` style: ``-N`` for signal N) is written once the run has
-ended. The answer is ``{"pid": ...}``. An empty message (the tests are gone)
-ends this process.
+Protocol (one Unix stream socket, its descriptor the one argument): a request
+is its length (4 bytes, big-endian) then JSON ``{"program", "argv", "cwd",
+"env", "constants"}``, sent with four descriptors: stdin, stdout, stderr and the
+writing end of a pipe where the exit status (``subprocess`` style: ``-N`` for
+signal N) is written once the run has ended. The answer is a line of JSON,
+``{"pid": ...}``. The socket's end (the tests are gone) ends this process.
 """
 
 from __future__ import annotations
@@ -57,6 +57,17 @@ def _reap(statuses: dict[int, int]) -> None:
         os.close(fd)
 
 
+def _read(control: socket.socket, size: int, start: bytes = b"") -> bytes:
+    """``size`` bytes from ``control`` (``start``: those already read); the socket's end ends this process."""
+    data = start
+    while len(data) < size:
+        chunk = control.recv(size - len(data))
+        if not chunk:
+            os._exit(0)  # the tests are gone; runs still going finish on their own
+        data += chunk
+    return data
+
+
 def serve(control: socket.socket) -> dict[str, t.Any]:
     """Fork a run per request; answer the request in the fork (the parent never returns)."""
     wake_r, wake_w = os.pipe()
@@ -71,10 +82,8 @@ def serve(control: socket.socket) -> dict[str, t.Any]:
             _reap(statuses)
         if control not in ready:
             continue
-        message, fds, _, _ = socket.recv_fds(control, 1 << 20, 4)
-        if not message:
-            os._exit(0)  # the tests are gone; runs still going finish on their own
-        request = json.loads(message)
+        header, fds, _, _ = socket.recv_fds(control, 4, 4)  # the descriptors come with the first bytes
+        request = json.loads(_read(control, int.from_bytes(_read(control, 4, header), "big")))
         pid = os.fork()
         if pid == 0:  # the run: its own streams, nothing of the server's
             signal.set_wakeup_fd(-1)
@@ -88,7 +97,7 @@ def serve(control: socket.socket) -> dict[str, t.Any]:
         for fd in fds[:3]:
             os.close(fd)
         statuses[pid] = fds[3]
-        control.send(json.dumps({"pid": pid}).encode())
+        control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
 
 
 def main() -> None:
