@@ -121,6 +121,18 @@ class _QuickServer(uvicorn.Server):
                 task.cancel()
 
 
+def _admin_session() -> requests.Session:
+    """The HTTP session of the admin helpers: a new connection per call.
+
+    The server closes a connection idle for its keep-alive timeout (5 s); a call
+    reusing one just as the server closes it would fail with "Remote end closed
+    connection without response", typically after a test's long Meltano run.
+    """
+    session = requests.Session()
+    session.headers["Connection"] = "close"
+    return session
+
+
 class SandboxAdmin:
     """Addresses and admin helpers of a started sandbox.
 
@@ -321,7 +333,7 @@ class SandboxServer(SandboxAdmin):
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._port: int | None = None
-        self._http = requests.Session()
+        self._http = _admin_session()
 
     # ---- lifecycle ----------------------------------------------------
     def start(self, timeout: float = 30) -> Self:
@@ -440,7 +452,7 @@ class SandboxProcess(SandboxAdmin):
         where = {"host": LOOPBACK, "port": self.settings.port} | ({} if db is None else {"db": str(db)})
         self._args = serve_argv(**where, **knobs)
         self._log = log
-        self._http = requests.Session()
+        self._http = _admin_session()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
