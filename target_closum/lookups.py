@@ -20,12 +20,12 @@ translates is in :mod:`target_closum.rules`.
 from __future__ import annotations
 
 import difflib
-import re
 import typing as t
 from dataclasses import dataclass
 
 from closum_api.errors import ClosumError
 from target_closum.index import fold
+from target_closum.payloads import split_names
 from target_closum.rules import AUDIENCE_LIST, CONTACT_LOOKUP_FIELDS, MEMBERSHIPS, Lookup, rules_for
 
 if t.TYPE_CHECKING:
@@ -41,9 +41,6 @@ class ClosumLookupError(ClosumError):
 
 class LookupMissError(Exception):
     """A name resolves to no record, or to several: the record is rejected with this message."""
-
-
-_SEPARATORS = re.compile(r"[;,]")
 
 
 @dataclass(frozen=True)
@@ -102,22 +99,8 @@ def extract(resource: str, record: t.Mapping[str, t.Any]) -> Extracted:
 
 
 def _list_names(value: object) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        items: list[object] = list(_SEPARATORS.split(value))
-    elif isinstance(value, list):
-        items = list(value)
-    else:
-        return None
-    names: list[str] = []
-    for item in items:
-        if item is None:
-            continue
-        if isinstance(item, bool) or not isinstance(item, (str, int)):
-            return None
-        name = str(item).strip()
-        if name and fold(AUDIENCE_LIST.key, name) not in {fold(AUDIENCE_LIST.key, n) for n in names}:
-            names.append(name)
-    return tuple(names)
+    names = split_names(value, clean=str.strip, key=lambda name: fold(AUDIENCE_LIST.key, name))
+    return None if names is None else tuple(names)
 
 
 def with_placeholders(resource: str, payload: t.Mapping[str, t.Any], names: t.Mapping[str, str]) -> dict[str, t.Any]:

@@ -69,7 +69,7 @@ OPT_IN_KEY = {opt_in.parent.name: opt_in.name for opt_in in registry.OPT_INS}
 CONSENTS = {"consent_email": "default_consent_email", "consent_sms": "default_consent_sms"}
 _TRUE_WORDS = frozenset({"true", "yes", "y", "1", "sim", "s"})
 _FALSE_WORDS = frozenset({"false", "no", "n", "0", "não", "nao"})
-_TAG_SEPARATORS = re.compile(r"[;,]")
+_NAME_SEPARATORS = re.compile(r"[;,]")
 _TIMESTAMP_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ]")
 
 
@@ -343,26 +343,37 @@ def _as_bool(value: object) -> object:
     return value
 
 
-def _tag_names(value: object) -> list[str] | None:
-    """The tag names of a list or of a string separated by ``;`` or ``,``, trimmed, each once; None when not names."""
+def split_names(value: object, *, clean: t.Callable[[str], str], key: t.Callable[[str], object]) -> list[str] | None:
+    """The names of a list, or of a string separated by ``;`` or ``,``; None when ``value`` is not names.
+
+    Args:
+        value: a list of names (strings or numbers; None items passed over), or one string.
+        clean: how a name is tidied (an empty one is dropped).
+        key: what two names are the same by: each is kept once, the first time.
+    """
     if isinstance(value, str):
-        items: list[object] = list(_TAG_SEPARATORS.split(value))
+        items: list[object] = list(_NAME_SEPARATORS.split(value))
     elif isinstance(value, list):
         items = list(value)
     else:
         return None
     names: list[str] = []
-    seen: set[str] = set()
+    seen: set[object] = set()
     for item in items:
         if item is None:
             continue
         if isinstance(item, bool) or not isinstance(item, (str, int)):
             return None
-        name = " ".join(str(item).split())
-        if name and name.casefold() not in seen:
-            seen.add(name.casefold())
+        name = clean(str(item))
+        if name and key(name) not in seen:
+            seen.add(key(name))
             names.append(name)
     return names
+
+
+def _tag_names(value: object) -> list[str] | None:
+    """The tag names of a list or of a string separated by ``;`` or ``,``, whitespace collapsed, each once."""
+    return split_names(value, clean=lambda name: " ".join(name.split()), key=str.casefold)
 
 
 _SHAPERS: dict[Shape, t.Callable[[Resource, dict[str, t.Any], PayloadOptions], None]] = {
