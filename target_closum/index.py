@@ -29,6 +29,7 @@ if t.TYPE_CHECKING:
     from closum_api.registry import Resource
 
 Key: t.TypeAlias = tuple[object, ...]
+K = t.TypeVar("K")
 
 
 def fold_name(value: object) -> str:
@@ -145,6 +146,23 @@ class KeyRule:
         return " ".join(str(p).strip() for p in parts if p is not None)
 
 
+class KeyLocks(t.Generic[K]):
+    """One lock per key, made on first use: what is written under a key, one thread at a time."""
+
+    def __init__(self) -> None:
+        """No key held yet."""
+        self._locks: dict[K, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def held(self, key: K) -> t.Iterator[None]:
+        """Hold ``key`` (wait while another thread holds it)."""
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+
 class ServerIndex:
     """Ids by key for one resource and one :class:`KeyRule`. Thread-safe.
 
@@ -158,7 +176,7 @@ class ServerIndex:
         self._ids: dict[Key, list[int]] = {}
         self._labels: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._key_locks: dict[Key, threading.Lock] = {}
+        self._key_locks: KeyLocks[Key] = KeyLocks()
 
     def add(self, record: t.Mapping[str, t.Any], closum_id: int) -> None:
         """Index a record (served, or just written by the run) under its key."""
@@ -193,9 +211,7 @@ class ServerIndex:
         if key is None:
             yield
             return
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._key_locks.held(key):
             yield
 
 

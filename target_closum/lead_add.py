@@ -36,7 +36,7 @@ from closum_api.errors import ClosumAuthError, ClosumEndpointError, ClosumError,
 from closum_api.failure import failure_line
 from closum_api.registry import Api
 from closum_api.retry import TRANSIENT
-from target_closum.index import KeyRule, ServerIndex
+from target_closum.index import KeyLocks, KeyRule, ServerIndex
 from target_closum.lookups import LookupMissError, find, lookup_for, not_found
 from target_closum.payloads import canonical_json
 from target_closum.writer import write_groups
@@ -88,7 +88,7 @@ class ContactWriter:
         self.tally.note = NOTE_UPDATE_ENABLED if self.update_enabled else NOTE_NO_UPDATE
         self.logger = logger
         self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks: KeyLocks[str] = KeyLocks()
         self._stages: ServerIndex | None = None
 
     # -- per record -----------------------------------------------------------------
@@ -190,9 +190,7 @@ class ContactWriter:
 
     def write_one(self, item: Item) -> None:
         """Write one record (in the calling thread), one record of a ledger key at a time."""
-        with self._lock:
-            key_lock = self._key_locks.setdefault(item.key, threading.Lock())
-        with key_lock:
+        with self._key_locks.held(item.key):
             self._write_key(item)
 
     def _write_key(self, item: Item) -> None:

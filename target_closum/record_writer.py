@@ -13,12 +13,12 @@ written again.
 from __future__ import annotations
 
 import contextlib
-import threading
 import typing as t
 
 from closum_api import registry
 from closum_api.errors import ClosumAuthError, ClosumEndpointError, ClosumFatalError
 from target_closum.creator import ClosumWriteError, CreateUnresolvedError, Creator, pending_item
+from target_closum.index import KeyLocks
 from target_closum.plan import Create, Item, Match, Outcome, Skip, Update, decide
 
 if t.TYPE_CHECKING:
@@ -63,8 +63,7 @@ class RecordWriter:
         self.rejects = rejects
         self.logger = logger
         self.creator = Creator(load, mapping.stream, tally, logger)
-        self._key_locks: dict[str, threading.Lock] = {}
-        self._key_locks_lock = threading.Lock()
+        self._key_locks: KeyLocks[str] = KeyLocks()
 
     def reject(
         self, record: t.Mapping[str, t.Any], payload: t.Mapping[str, t.Any] | None, status: int | None, message: str
@@ -85,9 +84,7 @@ class RecordWriter:
 
     def write_one(self, item: Item) -> Outcome:
         """Write a record that other threads may write at the same time (a helper's): its key held throughout."""
-        with self._key_locks_lock:
-            lock = self._key_locks.setdefault(item.key, threading.Lock())
-        with lock:
+        with self._key_locks.held(item.key):
             return self.write(item, self.settle_pending(item.key))
 
     def settle_pending(self, key: str) -> Entry | None:
